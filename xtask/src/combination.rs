@@ -1,0 +1,65 @@
+//! The four provider combinations and how to build for each.
+
+use std::fmt;
+
+use crate::steps::cargo;
+use crate::toolchain::RISCV_TARGET;
+
+/// One signing + key-agreement backend and one AEAD backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Combination {
+    /// `dalek` or `compact`.
+    pub curve: &'static str,
+    /// `chacha` or `aes-gcm`.
+    pub aead: &'static str,
+}
+
+impl Combination {
+    /// Every combination, in the order reports list them.
+    pub const ALL: &'static [Combination] = &[
+        Combination {
+            curve: "dalek",
+            aead: "chacha",
+        },
+        Combination {
+            curve: "dalek",
+            aead: "aes-gcm",
+        },
+        Combination {
+            curve: "compact",
+            aead: "chacha",
+        },
+        Combination {
+            curve: "compact",
+            aead: "aes-gcm",
+        },
+    ];
+
+    /// The cargo features that select this combination (see `provider-select`).
+    pub fn features(&self) -> String {
+        format!("sig-{},aead-{}", self.curve, self.aead)
+    }
+
+    /// Builds the crates that go into the OS image, for riscv64, in release mode, with
+    /// this combination selected and nothing else compiled in.
+    pub fn build_provider_crates(&self) -> Result<(), String> {
+        let features = self.features();
+        cargo(&[
+            "build",
+            "--release",
+            "--target",
+            RISCV_TARGET,
+            "--package",
+            "provider-select",
+            "--no-default-features",
+            "--features",
+            &features,
+        ])
+    }
+}
+
+impl fmt::Display for Combination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}+{}", self.curve, self.aead)
+    }
+}

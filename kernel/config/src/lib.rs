@@ -1,0 +1,330 @@
+//! Build-time reader of the policy table and the boot manifest.
+//!
+//! Both are data files in the repository (`policies/policy.toml`,
+//! `policies/manifest.toml`), compiled into every image by `kernel-core`'s build
+//! script through [`generate`]. A malformed file fails the build with a message that
+//! names the file, the entry and what is wrong, and lists what would be valid.
+//!
+//! The policy is deny by default: a call is allowed only when an `[[allow]]` entry
+//! names its caller, its service and its operation. The manifest says which task holds
+//! which capability; each capability has at most one holder.
+
+use std::collections::BTreeSet;
+use std::fmt::{self, Write as _};
+
+use ipc::{Capability, Operation, ServiceId};
+use serde::Deserialize;
+
+/// One allowed (caller, operation) pair; the operation implies the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rule {
+    /// Who may call.
+    pub caller: ServiceId,
+    /// What they may call.
+    pub operation: Operation,
+}
+
+/// One capability granted to one task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The holder.
+    pub task: ServiceId,
+    /// The capability.
+    pub capability: Capability,
+}
+
+/// A policy or manifest file that cannot be used, with where and why.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as the caller named it.
+    pub file: String,
+    /// The entry (`allow[2]`, `task[0]`), or empty for the whole file.
+    pub entry: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.entry.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.entry, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    allow: Vec<AllowEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowEntry {
+    caller: String,
+    service: String,
+    operations: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    #[serde(default)]
+    task: Vec<TaskEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskEntry {
+    name: String,
+    capabilities: Vec<String>,
+}
+
+fn known_services() -> String {
+    ServiceId::ALL.map(ServiceId::name).join(", ")
+}
+
+fn service(file: &str, entry: &str, field: &str, name: &str) -> Result<ServiceId, ConfigError> {
+    match ServiceId::from_name(name) {
+        Some(ServiceId::Kernel) | None => Err(error(
+            file,
+            entry,
+            format!("unknown {field} `{name}` (known: {})", known_services()),
+        )),
+        Some(id) => Ok(id),
+    }
+}
+
+fn error(file: &str, entry: &str, message: String) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        entry: entry.to_owned(),
+        message,
+    }
+}
+
+/// Parses and validates a policy file.
+///
+/// # Errors
+/// [`ConfigError`] for TOML errors, unknown fields, unknown callers, services or
+/// operations, an operation of another service, an empty or repeated rule.
+pub fn parse_policy(file: &str, text: &str) -> Result<Vec<Rule>, ConfigError> {
+    let parsed: PolicyFile = toml::from_str(text).map_err(|e| error(file, "", e.to_string()))?;
+    let mut rules = BTreeSet::new();
+    for (index, allow) in parsed.allow.iter().enumerate() {
+        let entry = format!("allow[{index}]");
+        let caller = service(file, &entry, "caller", &allow.caller)?;
+        let target = service(file, &entry, "service", &allow.service)?;
+        if allow.operations.is_empty() {
+            return Err(error(file, &entry, "allows no operation".into()));
+        }
+        for name in &allow.operations {
+            let operation = Operation::from_name(target, name).ok_or_else(|| {
+                let known: Vec<_> = Operation::ALL
+                    .into_iter()
+                    .filter(|op| op.service() == target)
+                    .map(Operation::name)
+                    .collect();
+                error(
+                    file,
+                    &entry,
+                    format!(
+                        "`{name}` is not an operation of {target} (known: {})",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            if !rules.insert(Rule { caller, operation }) {
+                return Err(error(
+                    file,
+                    &entry,
+                    format!("{caller} -> {target}.{name} is allowed twice"),
+                ));
+            }
+        }
+    }
+    Ok(rules.into_iter().collect())
+}
+
+/// Parses and validates a boot manifest.
+///
+/// # Errors
+/// [`ConfigError`] for TOML errors, unknown fields, unknown tasks or capabilities, a
+/// task listed twice, or a capability granted to more than one task.
+pub fn parse_manifest(file: &str, text: &str) -> Result<Vec<Grant>, ConfigError> {
+    let parsed: ManifestFile = toml::from_str(text).map_err(|e| error(file, "", e.to_string()))?;
+    let mut grants: Vec<Grant> = Vec::new();
+    let mut tasks = BTreeSet::new();
+    for (index, task) in parsed.task.iter().enumerate() {
+        let entry = format!("task[{index}]");
+        let id = service(file, &entry, "task", &task.name)?;
+        if !tasks.insert(id) {
+            return Err(error(file, &entry, format!("task {id} is listed twice")));
+        }
+        for name in &task.capabilities {
+            let capability = Capability::from_name(name).ok_or_else(|| {
+                let known = Capability::ALL.map(Capability::name).join(", ");
+                error(
+                    file,
+                    &entry,
+                    format!("unknown capability `{name}` (known: {known})"),
+                )
+            })?;
+            if let Some(holder) = grants.iter().find(|g| g.capability == capability) {
+                return Err(error(
+                    file,
+                    &entry,
+                    format!(
+                        "capability `{name}` is already granted to {}; a capability has one holder",
+                        holder.task
+                    ),
+                ));
+            }
+            grants.push(Grant {
+                task: id,
+                capability,
+            });
+        }
+    }
+    Ok(grants)
+}
+
+/// Rust source for `kernel-core`'s compiled-in tables: `POLICY: &[Rule]` and
+/// `GRANTS: &[Grant]`, naming `ipc` types.
+pub fn generate(rules: &[Rule], grants: &[Grant]) -> String {
+    let mut out =
+        String::from("// Generated by kernel-config from policies/*.toml. Do not edit.\n\n");
+    out.push_str("/// The deny-by-default policy table, from `policies/policy.toml`.\n");
+    out.push_str("pub static POLICY: &[crate::policy::Rule] = &[\n");
+    for rule in rules {
+        let _ = writeln!(
+            out,
+            "    crate::policy::Rule {{ caller: ipc::ServiceId::{:?}, operation: ipc::Operation::{:?} }},",
+            rule.caller, rule.operation
+        );
+    }
+    out.push_str(
+        "];\n\n/// The boot manifest's capability grants, from `policies/manifest.toml`.\n",
+    );
+    out.push_str("pub static GRANTS: &[crate::policy::Grant] = &[\n");
+    for grant in grants {
+        let _ = writeln!(
+            out,
+            "    crate::policy::Grant {{ task: ipc::ServiceId::{:?}, capability: ipc::Capability::{:?} }},",
+            grant.task, grant.capability
+        );
+    }
+    out.push_str("];\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_policy_parses() {
+        let rules = parse_policy(
+            "p.toml",
+            r#"
+            [[allow]]
+            caller = "keystored"
+            service = "rngd"
+            operations = ["GET_ENTROPY"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            rules,
+            [Rule {
+                caller: ServiceId::Keystored,
+                operation: Operation::RngdGetEntropy
+            }]
+        );
+        assert!(generate(&rules, &[]).contains("ipc::Operation::RngdGetEntropy"));
+    }
+
+    #[test]
+    fn malformed_policies_name_the_entry_and_the_problem() {
+        let cases = [
+            (
+                "[[allow]]\ncaller = \"keystored\"\n",
+                "missing field `service`",
+            ),
+            (
+                "[[allow]]\ncaller = \"ghost\"\nservice = \"rngd\"\noperations = [\"GET_ENTROPY\"]\n",
+                "allow[0]: unknown caller `ghost`",
+            ),
+            (
+                "[[allow]]\ncaller = \"selftest\"\nservice = \"rngd\"\noperations = [\"SIGN\"]\n",
+                "`SIGN` is not an operation of rngd (known: GET_ENTROPY)",
+            ),
+            (
+                "[[allow]]\ncaller = \"selftest\"\nservice = \"rngd\"\noperations = []\n",
+                "allows no operation",
+            ),
+            (
+                "[[allow]]\ncaller = \"selftest\"\nservice = \"rngd\"\noperations = [\"GET_ENTROPY\", \"GET_ENTROPY\"]\n",
+                "allowed twice",
+            ),
+            (
+                "[[allow]]\ncaller = \"selftest\"\nservice = \"kernel\"\noperations = [\"X\"]\n",
+                "unknown service `kernel`",
+            ),
+            (
+                "[[allow]]\ncaller = \"selftest\"\nservice = \"rngd\"\noperations = [\"GET_ENTROPY\"]\nextra = 1\n",
+                "unknown field `extra`",
+            ),
+            ("allow = 3", "invalid type"),
+        ];
+        for (text, expected) in cases {
+            let message = parse_policy("policies/policy.toml", text)
+                .unwrap_err()
+                .to_string();
+            assert!(message.starts_with("policies/policy.toml: "), "{message}");
+            assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn manifest_grants_each_capability_once() {
+        let grants = parse_manifest(
+            "m.toml",
+            "[[task]]\nname = \"rngd\"\ncapabilities = [\"virtio-rng\"]\n[[task]]\nname = \"logd\"\ncapabilities = [\"audit-feed\"]\n",
+        )
+        .unwrap();
+        assert_eq!(grants.len(), 2);
+        let twice = "[[task]]\nname = \"rngd\"\ncapabilities = [\"virtio-rng\"]\n[[task]]\nname = \"selftest\"\ncapabilities = [\"virtio-rng\"]\n";
+        assert!(
+            parse_manifest("m.toml", twice)
+                .unwrap_err()
+                .to_string()
+                .contains("already granted to rngd")
+        );
+        let unknown = "[[task]]\nname = \"rngd\"\ncapabilities = [\"gpu\"]\n";
+        assert!(
+            parse_manifest("m.toml", unknown)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown capability `gpu`")
+        );
+    }
+
+    #[test]
+    fn the_repository_files_are_valid() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/");
+        let policy = std::fs::read_to_string(format!("{root}policy.toml")).unwrap();
+        let manifest = std::fs::read_to_string(format!("{root}manifest.toml")).unwrap();
+        assert!(!parse_policy("policy.toml", &policy).unwrap().is_empty());
+        assert!(
+            !parse_manifest("manifest.toml", &manifest)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! The portable kernel: everything that does not touch hardware.
+//!
+//! - **Tasks** are futures, polled round-robin by a cooperative executor. A task
+//!   that never finishes is normal for a service; the run ends when the image's main
+//!   task (the selftest) finishes or a deadline passes.
+//! - **IPC**: each task gets one [`KernelEndpoint`] bound to its [`ServiceId`] at
+//!   spawn. Its fields are private and only [`Kernel::spawn`] makes one, so a task can
+//!   neither forge its identity nor reach another task's queue. The kernel stamps the
+//!   sender on every request, checks the frame header and the policy before delivery,
+//!   bounds every queue, and bounds every call with a deadline; a callee that misses
+//!   it is reported by name.
+//! - **Policy**: the deny-by-default table compiled from `policies/policy.toml`
+//!   ([`config::POLICY`]). Every decision is an audit record.
+//! - **Capabilities**: the boot manifest ([`config::GRANTS`]) says which task may
+//!   claim which capability; a capability has one holder and every claim is audited.
+//! - **Audit stream**: a bounded queue of records, drained by the holder of the
+//!   audit-feed capability (logd). When full, the oldest record is dropped and counted.
+//!
+//! The hardware side (clock, console, devices, the panic and trap handlers) comes in
+//! through [`Platform`]: the riscv64 kernel provides one, the host runner another.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod executor;
+mod kernel;
+pub mod policy;
+
+/// The tables compiled from `policies/policy.toml` and `policies/manifest.toml`.
+pub mod config {
+    include!(concat!(env!("OUT_DIR"), "/config.rs"));
+}
+
+pub use kernel::{AuditFeedHandle, DeviceHandle, Kernel, KernelEndpoint, Limits, RunOutcome};
+
+use ipc::ServiceId;
+
+/// What the kernel needs from the machine it runs on.
+pub trait Platform: 'static {
+    /// Microseconds since boot, monotonic.
+    fn now_us(&self) -> u64;
+    /// Writes one console line: `prefix`, `": "`, `line`.
+    fn console_line(&self, prefix: &str, line: &str);
+    /// Called just before a task is polled (for a watchdog).
+    fn poll_started(&self, _task: ServiceId) {}
+    /// Called after a task's poll returned.
+    fn poll_finished(&self, _task: ServiceId) {}
+}

@@ -1,0 +1,272 @@
+//! Audit records: every policy and capability decision, and each service's own
+//! verdicts on the requests it serves.
+//!
+//! A record holds ids, codes and sizes only. There is no field that could carry key
+//! material or entropy, so the journal cannot leak a secret by construction.
+
+use core::fmt;
+
+use crate::endpoint::Capability;
+use crate::service::ServiceId;
+
+/// The outcome being recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Verdict {
+    /// Allowed, or served.
+    Allowed = 1,
+    /// Refused by policy or by the capability manifest.
+    Denied = 2,
+    /// Refused as bad input (malformed, oversized, unknown).
+    Rejected = 3,
+    /// Could not be served (a device or dependency failed).
+    Failed = 4,
+}
+
+impl Verdict {
+    fn from_u8(value: u8) -> Option<Self> {
+        [Self::Allowed, Self::Denied, Self::Rejected, Self::Failed]
+            .into_iter()
+            .find(|v| *v as u8 == value)
+    }
+}
+
+/// What was attempted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A request to `service` with operation code `code`.
+    Call {
+        /// The service addressed.
+        service: ServiceId,
+        /// The operation code from the frame header.
+        code: u16,
+    },
+    /// A request to `service` whose frame could not be parsed.
+    MalformedFrame {
+        /// The service addressed.
+        service: ServiceId,
+    },
+    /// A claim of a capability.
+    Claim(Capability),
+    /// A change in a service's own health (for example rngd closing its source).
+    Health,
+}
+
+/// An event as a task reports it; the kernel adds the origin and a sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Who acted (the caller, the claimant).
+    pub subject: ServiceId,
+    /// What they attempted.
+    pub action: Action,
+    /// The outcome.
+    pub verdict: Verdict,
+    /// A service-specific reason code (an error code), 0 when there is none.
+    pub reason: u16,
+    /// A size or count, such as the number of entropy bytes asked for.
+    pub detail: u32,
+}
+
+/// An event with the kernel's stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Who wrote the record, stamped by the kernel: `Kernel` for policy and capability
+    /// decisions, the service itself for its own verdicts.
+    pub origin: ServiceId,
+    /// Position in the kernel's stream of records, from 0.
+    pub sequence: u64,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// Which records a query counts. `None` matches anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Who wrote the record.
+    pub origin: Option<ServiceId>,
+    /// Who acted.
+    pub subject: Option<ServiceId>,
+    /// What was attempted.
+    pub action: Option<Action>,
+    /// The outcome.
+    pub verdict: Option<Verdict>,
+}
+
+/// Why bytes are not an encoded [`AuditFilter`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditDecodeError {
+    /// Not exactly [`AuditFilter::ENCODED_LEN`] bytes.
+    Length(usize),
+    /// A field holds a value outside its type.
+    BadValue,
+}
+
+impl fmt::Display for AuditDecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Length(len) => write!(
+                f,
+                "audit filter of {len} bytes, want {}",
+                AuditFilter::ENCODED_LEN
+            ),
+            Self::BadValue => f.write_str("audit filter field out of range"),
+        }
+    }
+}
+
+impl Action {
+    fn encode(self) -> [u8; 5] {
+        let (kind, a, b) = match self {
+            Self::Call { service, code } => (1u8, service as u16, code),
+            Self::MalformedFrame { service } => (2, service as u16, 0),
+            Self::Claim(capability) => (3, capability as u16, 0),
+            Self::Health => (4, 0, 0),
+        };
+        let [a0, a1] = a.to_le_bytes();
+        let [b0, b1] = b.to_le_bytes();
+        [kind, a0, a1, b0, b1]
+    }
+
+    fn decode(bytes: [u8; 5]) -> Option<Self> {
+        let [kind, a0, a1, b0, b1] = bytes;
+        let a = u16::from_le_bytes([a0, a1]);
+        let b = u16::from_le_bytes([b0, b1]);
+        match kind {
+            1 => Some(Self::Call {
+                service: ServiceId::from_u16(a)?,
+                code: b,
+            }),
+            2 => Some(Self::MalformedFrame {
+                service: ServiceId::from_u16(a)?,
+            }),
+            3 => Some(Self::Claim(Capability::from_u16(a)?)),
+            4 => Some(Self::Health),
+            _ => None,
+        }
+    }
+}
+
+impl AuditFilter {
+    /// Length of the encoding: a presence byte, origin, subject, action, verdict.
+    pub const ENCODED_LEN: usize = 1 + 2 + 2 + 5 + 1;
+
+    /// Whether `record` matches every field that is set.
+    pub fn matches(&self, record: &AuditRecord) -> bool {
+        self.origin.is_none_or(|o| o == record.origin)
+            && self.subject.is_none_or(|s| s == record.event.subject)
+            && self.action.is_none_or(|a| a == record.event.action)
+            && self.verdict.is_none_or(|v| v == record.event.verdict)
+    }
+
+    /// The wire encoding (fixed length, little-endian).
+    pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0u8; Self::ENCODED_LEN];
+        let mut present = 0u8;
+        if let Some(origin) = self.origin {
+            present |= 1;
+            out[1..3].copy_from_slice(&(origin as u16).to_le_bytes());
+        }
+        if let Some(subject) = self.subject {
+            present |= 2;
+            out[3..5].copy_from_slice(&(subject as u16).to_le_bytes());
+        }
+        if let Some(action) = self.action {
+            present |= 4;
+            out[5..10].copy_from_slice(&action.encode());
+        }
+        if let Some(verdict) = self.verdict {
+            present |= 8;
+            out[10] = verdict as u8;
+        }
+        out[0] = present;
+        out
+    }
+
+    /// Parses the wire encoding.
+    ///
+    /// # Errors
+    /// [`AuditDecodeError`] for a wrong length or an out-of-range field.
+    pub fn decode(bytes: &[u8]) -> Result<Self, AuditDecodeError> {
+        let bytes: &[u8; Self::ENCODED_LEN] = bytes
+            .try_into()
+            .map_err(|_| AuditDecodeError::Length(bytes.len()))?;
+        let present = bytes[0];
+        if present & !0x0f != 0 {
+            return Err(AuditDecodeError::BadValue);
+        }
+        let id = |at: usize| ServiceId::from_u16(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
+        fn field<T>(present: bool, value: Option<T>) -> Result<Option<T>, AuditDecodeError> {
+            match (present, value) {
+                (false, _) => Ok(None),
+                (true, Some(value)) => Ok(Some(value)),
+                (true, None) => Err(AuditDecodeError::BadValue),
+            }
+        }
+        let action: [u8; 5] = bytes[5..10]
+            .try_into()
+            .map_err(|_| AuditDecodeError::BadValue)?;
+        Ok(Self {
+            origin: field(present & 1 != 0, id(1))?,
+            subject: field(present & 2 != 0, id(3))?,
+            action: field(present & 4 != 0, Action::decode(action))?,
+            verdict: field(present & 8 != 0, Verdict::from_u8(bytes[10]))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(action: Action, verdict: Verdict) -> AuditRecord {
+        AuditRecord {
+            origin: ServiceId::Kernel,
+            sequence: 7,
+            event: AuditEvent {
+                subject: ServiceId::Selftest,
+                action,
+                verdict,
+                reason: 0,
+                detail: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn filter_round_trips_and_matches() {
+        let sign = Action::Call {
+            service: ServiceId::Keystored,
+            code: crate::Operation::KeystoredSign.code(),
+        };
+        let filter = AuditFilter {
+            origin: Some(ServiceId::Kernel),
+            subject: Some(ServiceId::Selftest),
+            action: Some(sign),
+            verdict: Some(Verdict::Denied),
+        };
+        assert_eq!(AuditFilter::decode(&filter.encode()), Ok(filter));
+        assert!(filter.matches(&record(sign, Verdict::Denied)));
+        assert!(!filter.matches(&record(sign, Verdict::Allowed)));
+        assert!(AuditFilter::default().matches(&record(Action::Health, Verdict::Failed)));
+        let claim = AuditFilter {
+            action: Some(Action::Claim(Capability::EntropyDevice)),
+            ..AuditFilter::default()
+        };
+        assert_eq!(AuditFilter::decode(&claim.encode()), Ok(claim));
+    }
+
+    #[test]
+    fn malformed_filters_are_errors() {
+        assert_eq!(
+            AuditFilter::decode(&[0; 3]),
+            Err(AuditDecodeError::Length(3))
+        );
+        let mut bad = AuditFilter::default().encode();
+        bad[0] = 0x10;
+        assert_eq!(AuditFilter::decode(&bad), Err(AuditDecodeError::BadValue));
+        let mut bad = AuditFilter::default().encode();
+        bad[0] = 1;
+        bad[1] = 0xee;
+        assert_eq!(AuditFilter::decode(&bad), Err(AuditDecodeError::BadValue));
+    }
+}

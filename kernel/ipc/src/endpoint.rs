@@ -1,0 +1,207 @@
+//! The system-call surface of a task.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::audit::{AuditEvent, AuditRecord};
+use crate::frame::FrameError;
+use crate::service::ServiceId;
+
+/// A request delivered to a service, with the kernel-stamped sender.
+#[derive(Debug)]
+pub struct Request {
+    /// Who sent it. Stamped by the kernel; the sender cannot choose it.
+    pub sender: ServiceId,
+    /// The request frame, already checked to be a well-formed request frame whose
+    /// operation the policy allows this sender.
+    pub frame: Vec<u8>,
+    /// What [`Endpoint::reply`] needs to answer this request.
+    pub token: ReplyToken,
+}
+
+/// Identifies the call a reply answers. The kernel accepts a reply only from the task
+/// the call was addressed to, so a token is useless to anyone else.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReplyToken(pub u32);
+
+/// Why an IPC operation failed, as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IpcError {
+    /// The request is not a well-formed request frame; it was not delivered.
+    MalformedFrame(FrameError),
+    /// The policy does not allow this caller this operation on this service.
+    Denied,
+    /// The service is not running in this image.
+    NoSuchService,
+    /// The service's queue is full; try again later.
+    QueueFull,
+    /// The service did not answer before the call's deadline.
+    Timeout,
+    /// The service stopped while the call was outstanding.
+    PeerGone,
+    /// A reply to a call that is no longer outstanding, or not addressed to the
+    /// replier.
+    StaleReply,
+}
+
+impl fmt::Display for IpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MalformedFrame(e) => write!(f, "malformed frame: {e}"),
+            Self::Denied => f.write_str("denied by policy"),
+            Self::NoSuchService => f.write_str("no such service"),
+            Self::QueueFull => f.write_str("service queue full"),
+            Self::Timeout => f.write_str("service did not answer in time"),
+            Self::PeerGone => f.write_str("service stopped"),
+            Self::StaleReply => f.write_str("reply to a call that is not outstanding"),
+        }
+    }
+}
+
+impl core::error::Error for IpcError {}
+
+/// A capability the kernel hands out according to the boot manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Capability {
+    /// The raw entropy device (virtio-rng). Manifest name `virtio-rng`.
+    EntropyDevice = 1,
+    /// The stream of audit records. Manifest name `audit-feed`.
+    AuditFeed = 2,
+}
+
+impl Capability {
+    /// Every capability.
+    pub const ALL: [Capability; 2] = [Self::EntropyDevice, Self::AuditFeed];
+
+    /// The name used in the boot manifest.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::EntropyDevice => "virtio-rng",
+            Self::AuditFeed => "audit-feed",
+        }
+    }
+
+    /// The capability named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The capability with numeric value `value`.
+    pub fn from_u16(value: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| *c as u16 == value)
+    }
+}
+
+/// Why a capability was not handed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapabilityError {
+    /// The boot manifest does not grant it to this task.
+    NotGranted,
+    /// This machine has no such device.
+    Absent,
+    /// It was already handed out; each capability has one holder.
+    AlreadyClaimed,
+}
+
+impl fmt::Display for CapabilityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotGranted => "capability not granted to this task by the boot manifest",
+            Self::Absent => "no such device on this machine",
+            Self::AlreadyClaimed => "capability already claimed",
+        })
+    }
+}
+
+/// Why a device read failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceError {
+    /// The device did not complete the request before its deadline. The device is
+    /// not used again.
+    Timeout,
+    /// The device reported an error or behaved outside its specification.
+    Failed,
+}
+
+/// The raw entropy device, as its one holder sees it.
+pub trait RawEntropyDevice {
+    /// Reads up to `dest.len()` raw bytes and returns how many the device wrote.
+    /// Bounded in time.
+    ///
+    /// # Errors
+    /// [`DeviceError`] when the device stalls or fails.
+    fn read(&mut self, dest: &mut [u8]) -> Result<usize, DeviceError>;
+}
+
+/// The stream of audit records, as its one holder (logd) sees it.
+pub trait AuditFeed {
+    /// The oldest record not yet taken.
+    fn pop(&mut self) -> Option<AuditRecord>;
+    /// How many records the kernel dropped because the feed was full.
+    fn dropped(&self) -> u64;
+}
+
+/// Everything a task can ask of the kernel.
+///
+/// The kernel creates one endpoint per task at spawn, bound to the task's
+/// [`ServiceId`]. Waiting operations are `async`: tasks are cooperatively scheduled,
+/// and every wait is bounded by the kernel.
+#[allow(async_fn_in_trait)]
+pub trait Endpoint {
+    /// The raw entropy device handed out by [`Endpoint::claim_entropy_device`].
+    type EntropyDevice: RawEntropyDevice;
+    /// The audit stream handed out by [`Endpoint::claim_audit_feed`].
+    type AuditFeed: AuditFeed;
+
+    /// This task's identity.
+    fn id(&self) -> ServiceId;
+
+    /// Sends a request frame to `service` and waits, bounded, for the reply frame.
+    ///
+    /// # Errors
+    /// [`IpcError`]: the frame is malformed, the policy denies it, the service is
+    /// absent, busy, silent past the deadline, or stopped.
+    async fn call(&self, service: ServiceId, request: &[u8]) -> Result<Vec<u8>, IpcError>;
+
+    /// Waits for the next request addressed to this task.
+    async fn receive(&self) -> Request;
+
+    /// The next request addressed to this task, if one is queued.
+    fn try_receive(&self) -> Option<Request>;
+
+    /// Answers a request.
+    ///
+    /// # Errors
+    /// [`IpcError::StaleReply`] when the caller is no longer waiting (it timed out or
+    /// stopped) or the token is not for a call to this task.
+    fn reply(&self, token: ReplyToken, reply: &[u8]) -> Result<(), IpcError>;
+
+    /// Appends an event to the audit stream; the kernel stamps this task as origin.
+    fn audit(&self, event: AuditEvent);
+
+    /// Prints one line on the console, prefixed by the kernel with this task's
+    /// console prefix (`rngd: `, `SELFTEST: `, ...).
+    fn console(&self, line: &str);
+
+    /// Lets the other tasks run.
+    async fn yield_now(&self);
+
+    /// Milliseconds since boot.
+    fn uptime_ms(&self) -> u64;
+
+    /// Takes the raw entropy device, if the boot manifest grants it to this task.
+    /// The decision is audited.
+    ///
+    /// # Errors
+    /// [`CapabilityError`].
+    fn claim_entropy_device(&self) -> Result<Self::EntropyDevice, CapabilityError>;
+
+    /// Takes the audit stream, if the boot manifest grants it to this task. The
+    /// decision is audited.
+    ///
+    /// # Errors
+    /// [`CapabilityError`].
+    fn claim_audit_feed(&self) -> Result<Self::AuditFeed, CapabilityError>;
+}

@@ -1,0 +1,91 @@
+//! The registry of every operation any service offers.
+//!
+//! Policy rules name operations; the kernel reads the operation code from a request's
+//! frame header and checks it against the rules before the request is delivered. An
+//! operation belongs to exactly one service, so a rule cannot allow an operation on
+//! the wrong service.
+
+use crate::service::ServiceId;
+
+/// An operation of a service, with its wire code (the frame header's `code` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum Operation {
+    /// logd: count the journal records that match a filter.
+    LogdQuery = 0x0101,
+    /// rngd: `n` bytes of health-tested entropy, `1 <= n <= 256`.
+    RngdGetEntropy = 0x0201,
+    /// keystored: the 32-byte Ed25519 device public key.
+    KeystoredGetPubkey = 0x0301,
+    /// keystored: an Ed25519 signature by the device key over a bounded message.
+    KeystoredSign = 0x0302,
+    /// keystored: export the private key. Always refused; it exists so that asking is
+    /// a distinct, audited event.
+    KeystoredExportPrivate = 0x0303,
+    /// dsoftbusd: open a session to a peer and authenticate it.
+    DsoftbusdConnect = 0x0401,
+    /// dsoftbusd: send a message on an open session and return the peer's answer.
+    DsoftbusdPing = 0x0402,
+    /// dsoftbusd and its peers: carry one Noise message of a session.
+    DsoftbusdTransport = 0x0403,
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 8] = [
+        Self::LogdQuery,
+        Self::RngdGetEntropy,
+        Self::KeystoredGetPubkey,
+        Self::KeystoredSign,
+        Self::KeystoredExportPrivate,
+        Self::DsoftbusdConnect,
+        Self::DsoftbusdPing,
+        Self::DsoftbusdTransport,
+    ];
+
+    /// The service that offers this operation.
+    pub const fn service(self) -> ServiceId {
+        match self {
+            Self::LogdQuery => ServiceId::Logd,
+            Self::RngdGetEntropy => ServiceId::Rngd,
+            Self::KeystoredGetPubkey | Self::KeystoredSign | Self::KeystoredExportPrivate => {
+                ServiceId::Keystored
+            }
+            Self::DsoftbusdConnect | Self::DsoftbusdPing | Self::DsoftbusdTransport => {
+                ServiceId::Dsoftbusd
+            }
+        }
+    }
+
+    /// The name used in policy files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::LogdQuery => "QUERY",
+            Self::RngdGetEntropy => "GET_ENTROPY",
+            Self::KeystoredGetPubkey => "GET_PUBKEY",
+            Self::KeystoredSign => "SIGN",
+            Self::KeystoredExportPrivate => "EXPORT_PRIVATE",
+            Self::DsoftbusdConnect => "CONNECT",
+            Self::DsoftbusdPing => "PING",
+            Self::DsoftbusdTransport => "TRANSPORT",
+        }
+    }
+
+    /// The wire code.
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The operation with wire code `code`.
+    pub fn from_code(code: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.code() == code)
+    }
+
+    /// The operation of `service` named `name`.
+    pub fn from_name(service: ServiceId, name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|op| op.service() == service && op.name() == name)
+    }
+}

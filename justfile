@@ -1,4 +1,6 @@
 # Thin wrappers over `cargo xtask`; no step needs `just`.
+# The QEMU recipes honour RUN_PHASE, RUN_TIMEOUT, RUN_UNTIL_MARKER, PROVIDER,
+# RNG_FILE and NO_RNG, e.g. `RUN_UNTIL_MARKER=1 RUN_TIMEOUT=190s just test-os`.
 
 # Build the default image and boot it in QEMU.
 run:
@@ -7,3 +9,7 @@ run:
 # Everything CI checks.
 test:
     cargo xtask test
+
+# Boot the image(s) in QEMU and check the marker ladder.
+test-os:
+    cargo xtask test-os

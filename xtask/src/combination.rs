@@ -2,9 +2,6 @@
 
 use std::fmt;
 
-use crate::steps::cargo;
-use crate::toolchain::RISCV_TARGET;
-
 /// One signing + key-agreement backend and one AEAD backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Combination {
@@ -38,23 +35,6 @@ impl Combination {
     /// The cargo features that select this combination (see `provider-select`).
     pub fn features(&self) -> String {
         format!("sig-{},aead-{}", self.curve, self.aead)
-    }
-
-    /// Builds the crates that go into the OS image, for riscv64, in release mode, with
-    /// this combination selected and nothing else compiled in.
-    pub fn build_provider_crates(&self) -> Result<(), String> {
-        let features = self.features();
-        cargo(&[
-            "build",
-            "--release",
-            "--target",
-            RISCV_TARGET,
-            "--package",
-            "provider-select",
-            "--no-default-features",
-            "--features",
-            &features,
-        ])
     }
 }
 

@@ -10,9 +10,8 @@ use crate::combination::Combination;
 use crate::steps::{StatusOk, command};
 use crate::toolchain::RISCV_TARGET;
 
-/// The crate whose graph is the image's. (Until the kernel image exists, the crate
-/// that selects the providers is what the image would link.)
-const IMAGE_CRATE: &str = "provider-select";
+/// The crate whose graph is the image's.
+const IMAGE_CRATE: &str = "os-image";
 
 /// The crate that must not appear.
 const FORBIDDEN: &str = "getrandom";

@@ -8,7 +8,10 @@
 
 mod combination;
 mod dependency_graph;
+mod image;
+mod qemu;
 mod steps;
+mod test_os;
 mod toolchain;
 
 use std::process::ExitCode;
@@ -32,15 +35,21 @@ enum Command {
     /// against every backend), the riscv64 build of every provider combination, and
     /// the getrandom-free check of the image's dependency graph.
     Test,
-    /// Build the default image and boot it in QEMU with the console streamed.
-    Run,
+    /// Build the default image, boot it in QEMU with the console streamed, and end
+    /// with a summary: markers reached, phases passed, wall time.
+    Run(test_os::TestOsOptions),
+    /// Build the image of each requested provider combination, boot it in QEMU, and
+    /// pass only when every marker of the phase came, in order, with no failure
+    /// pattern, before the timeout.
+    TestOs(test_os::TestOsOptions),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Test => test(),
-        Command::Run => run(),
+        Command::Run(options) => run(&options),
+        Command::TestOs(options) => test_os_command(&options),
     }
 }
 
@@ -49,7 +58,7 @@ fn test() -> ExitCode {
     steps.run("rustfmt --check", || {
         steps::cargo(&["fmt", "--all", "--", "--check"])
     });
-    steps.run("clippy -D warnings", || {
+    steps.run("clippy -D warnings (host, all features)", || {
         steps::cargo(&[
             "clippy",
             "--workspace",
@@ -60,15 +69,39 @@ fn test() -> ExitCode {
             "warnings",
         ])
     });
-    steps.run("host tests (workspace, all features)", host_tests);
     steps.run("riscv64 target installed", toolchain::ensure_riscv_target);
-    for combination in Combination::ALL {
-        steps.run(&format!("riscv64 build {combination}"), || {
-            combination.build_provider_crates()
-        });
-    }
-    steps.run("no getrandom in the riscv64 graph", || {
+    steps.run("clippy -D warnings (riscv64 image)", || {
+        steps::cargo(&[
+            "clippy",
+            "--release",
+            "--target",
+            toolchain::RISCV_TARGET,
+            "--package",
+            "os-image",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    });
+    steps.run("host tests (workspace, all features)", host_tests);
+    steps.run("no getrandom in the riscv64 image graph", || {
         dependency_graph::check_no_getrandom(Combination::ALL)
+    });
+    let qemu = test_os::TestOsOptions {
+        phase: "full".into(),
+        timeout: std::time::Duration::from_secs(120),
+        until_marker: false,
+        provider: "all".into(),
+        rng_file: None,
+        no_rng: false,
+    };
+    steps.run("QEMU: full marker ladder, all four combinations", || {
+        let rows = test_os::test_os(&qemu, false)?;
+        if test_os::report(&rows, &qemu) {
+            Ok(())
+        } else {
+            Err("the marker ladder failed; see above".into())
+        }
     });
     steps.finish()
 }
@@ -92,11 +125,61 @@ fn host_tests() -> Result<(), String> {
     steps::print_conformance_table(&lines)
 }
 
-fn run() -> ExitCode {
-    eprintln!(
-        "cargo xtask run: the bootable riscv64 image does not exist yet (it is the next \
-         issue: kernel, QEMU harness and marker ladder). Nothing was booted.\n\
-         What exists today is checked by `cargo xtask test`."
-    );
-    ExitCode::FAILURE
+fn test_os_command(options: &test_os::TestOsOptions) -> ExitCode {
+    match test_os::test_os(options, false) {
+        Ok(rows) if test_os::report(&rows, options) => {
+            eprintln!(
+                "xtask test-os: phase `{}` passed for {} combination(s)",
+                options.phase,
+                rows.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!("xtask test-os: phase `{}` FAILED", options.phase);
+            ExitCode::FAILURE
+        }
+        Err(why) => {
+            eprintln!("xtask test-os: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: &test_os::TestOsOptions) -> ExitCode {
+    if options.provider == "all" {
+        eprintln!("cargo xtask run boots one image; use `cargo xtask test-os` for PROVIDER=all");
+        return ExitCode::FAILURE;
+    }
+    let rows = match test_os::test_os(options, true) {
+        Ok(rows) => rows,
+        Err(why) => {
+            eprintln!("xtask run: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let passed = test_os::report(&rows, options);
+    let contract = test_os::contract().expect("read by test_os");
+    for row in &rows {
+        if let Ok(outcome) = &row.outcome {
+            let phases = test_os::phases_passed(&contract, outcome.reached);
+            eprintln!(
+                "xtask run: {}: {}/{} markers, phases passed: {}, wall time {:.1} s",
+                row.combination,
+                outcome.reached,
+                outcome.total,
+                if phases.is_empty() {
+                    "none".to_owned()
+                } else {
+                    phases.join(", ")
+                },
+                outcome.wall.as_secs_f64()
+            );
+        }
+    }
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -1,0 +1,177 @@
+//! The riscv64 kernel: the hardware half of the OS, around [`kernel_core`].
+//!
+//! [`boot`] runs on QEMU `virt` in S-mode under OpenSBI (`-bios default`):
+//!
+//! 1. reads the flattened device tree the firmware passes in `a1` ([`device_tree`]):
+//!    memory, the timebase, the UART, the virtio-mmio slots and the test finisher;
+//! 2. brings up the UART console and prints the provider banner;
+//! 3. puts the heap (a maintained allocator, `embedded-alloc`) above the image and
+//!    below the device tree blob;
+//! 4. probes every virtio-mmio slot through `virtio-drivers` and finds the entropy
+//!    source there, never at a hard-coded address;
+//! 5. creates the kernel with the compiled-in policy and manifest, lets the image
+//!    spawn its tasks, runs them until the selftest finishes, and shuts the machine
+//!    down through SBI with a status that says whether everything passed.
+//!
+//! A panic prints `KERNEL: panic in task <name>: <message>` and a trap prints the
+//! cause; both end the run with a failure status. This crate holds the project's
+//! `unsafe` (MMIO, the heap, DMA for virtio), each block with its reason. On the host
+//! it is empty.
+
+#![no_std]
+#![cfg(target_arch = "riscv64")]
+
+extern crate alloc;
+
+mod clock;
+mod console;
+pub mod device_tree;
+mod heap;
+mod panic;
+mod platform;
+mod shutdown;
+mod trap;
+pub mod virtio;
+
+use alloc::rc::Rc;
+use core::cell::Cell;
+
+use ipc::ServiceId;
+use kernel_core::{Kernel, Limits, RunOutcome};
+
+pub use platform::RiscvPlatform;
+
+/// How long the tasks may run before the kernel gives up, in guest seconds.
+const RUN_DEADLINE_S: u64 = 600;
+
+/// The verdict of the image's main task, set by the task when it finishes.
+#[derive(Clone, Default)]
+pub struct MainVerdict(Rc<Cell<Option<bool>>>);
+
+impl MainVerdict {
+    /// Records whether the main task passed.
+    pub fn set(&self, passed: bool) {
+        self.0.set(Some(passed));
+    }
+}
+
+/// Prints `prefix: line` on the console.
+pub fn console_line(prefix: &str, line: &str) {
+    console::line(prefix, format_args!("{line}"));
+}
+
+/// Boots the machine and runs the image. `provider` names the provider combination
+/// compiled in (the banner marker); `image` spawns the tasks, including the main task
+/// (the selftest, [`ServiceId::Selftest`]), and returns the verdict it will set.
+pub fn boot(
+    hart_id: usize,
+    device_tree: usize,
+    provider: impl core::fmt::Display,
+    image: impl FnOnce(&mut Kernel<RiscvPlatform>) -> MainVerdict,
+) -> ! {
+    let machine = match device_tree::Machine::read(device_tree) {
+        Ok(machine) => machine,
+        Err(why) => {
+            console::line(
+                "KERNEL",
+                format_args!("FAIL cannot read the device tree at {device_tree:#x}: {why}"),
+            );
+            shutdown::shutdown(false, None)
+        }
+    };
+    shutdown::set_finisher(machine.test_finisher);
+    console::init(machine.uart);
+    let heap = machine.heap_range(heap::image_end());
+    heap::init(heap.clone());
+    let provider = alloc::format!("{provider}");
+    console::line(
+        "KERNEL",
+        format_args!("{}", markers::KERNEL_PROVIDER.render(&provider)),
+    );
+    console::line(
+        "KERNEL",
+        format_args!("hart {hart_id}, device tree at {device_tree:#x}"),
+    );
+    console::line(
+        "KERNEL",
+        format_args!(
+            "heap {} KiB at {:#x}..{:#x}",
+            heap.len() / 1024,
+            heap.start,
+            heap.end
+        ),
+    );
+    console::line(
+        "KERNEL",
+        format_args!("{}", markers::KERNEL_HEAP_READY.message),
+    );
+
+    clock::init(machine.timebase_hz);
+    console::line(
+        "KERNEL",
+        format_args!(
+            "memory {:#x}+{} MiB, timebase {} Hz, {} virtio-mmio slots",
+            machine.memory.start,
+            machine.memory.len() >> 20,
+            machine.timebase_hz,
+            machine.virtio_mmio().count()
+        ),
+    );
+    let devices = virtio::probe(&machine);
+    match devices.entropy {
+        Some(slot) => console::line("KERNEL", format_args!("virtio-rng at {:#x}", slot.start)),
+        None => console::line("KERNEL", format_args!("no virtio-rng device")),
+    }
+    console::line(
+        "KERNEL",
+        format_args!("{}", markers::KERNEL_DEVICE_TREE_OK.message),
+    );
+
+    let platform = RiscvPlatform::new();
+    let mut kernel = Kernel::new(
+        platform,
+        kernel_core::config::POLICY,
+        kernel_core::config::GRANTS,
+        Limits::default(),
+    );
+    console::line(
+        "KERNEL",
+        format_args!(
+            "policy: {} rules; manifest: {} grants",
+            kernel.policy_rules(),
+            kernel_core::config::GRANTS.len()
+        ),
+    );
+    let verdict = image(&mut kernel);
+    console::line(
+        "KERNEL",
+        format_args!("{}", markers::KERNEL_TASKS_STARTED.message),
+    );
+
+    let deadline = clock::now_us() + RUN_DEADLINE_S * 1_000_000;
+    let outcome = kernel.run(ServiceId::Selftest, deadline);
+    let passed = match (outcome, verdict.0.get()) {
+        (RunOutcome::MainFinished, Some(true)) => true,
+        (RunOutcome::MainFinished, _) => {
+            console::line(
+                "KERNEL",
+                format_args!("FAIL the selftest reported failures"),
+            );
+            false
+        }
+        (RunOutcome::DeadlineExceeded, _) => {
+            console::line(
+                "KERNEL",
+                format_args!("FAIL the selftest did not finish within {RUN_DEADLINE_S} s"),
+            );
+            false
+        }
+    };
+    if passed {
+        console::line(
+            "KERNEL",
+            format_args!("{}", markers::KERNEL_SHUTDOWN.message),
+        );
+    }
+    shutdown::shutdown(passed, machine.test_finisher)
+}

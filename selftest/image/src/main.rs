@@ -1,0 +1,52 @@
+//! The bootable riscv64 image for one provider combination.
+//!
+//! Built by `cargo xtask test-os` (or `run`) with `--no-default-features` and one
+//! `sig-*` and one `aead-*` feature. The kernel prints the combination in its banner
+//! marker; the harness checks it is the one it asked for. On the host this binary only
+//! says how to build it.
+
+#![cfg_attr(target_arch = "riscv64", no_std, no_main)]
+#![forbid(unsafe_code)]
+
+#[cfg(target_arch = "riscv64")]
+mod image {
+    extern crate alloc;
+
+    use alloc::format;
+    use alloc::vec::Vec;
+
+    use ipc::ServiceId;
+    use kernel::MainVerdict;
+
+    #[riscv_rt::entry]
+    fn main(hart_id: usize, device_tree: usize) -> ! {
+        let provider = provider_select::selected_name();
+        kernel::boot(hart_id, device_tree, provider, |kernel| {
+            if provider_select::AMBIGUOUS {
+                let compiled: Vec<&str> = provider_select::compiled_in().collect();
+                let line = format!(
+                    "more than one backend per axis compiled in ({}); using {provider}",
+                    compiled.join(", ")
+                );
+                kernel::console_line("KERNEL", &line);
+            }
+            kernel.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_CAPACITY));
+            let verdict = MainVerdict::default();
+            let main = verdict.clone();
+            kernel.spawn(ServiceId::Selftest, move |ep| async move {
+                main.set(selftest::run(&ep).await);
+            });
+            verdict
+        })
+    }
+}
+
+#[cfg(not(target_arch = "riscv64"))]
+fn main() {
+    eprintln!(
+        "os-image is the riscv64 OS image ({}); build and boot it with `cargo xtask run` \
+         or `cargo xtask test-os`",
+        provider_select::selected_name()
+    );
+    std::process::exit(2);
+}

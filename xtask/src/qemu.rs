@@ -1,0 +1,269 @@
+//! Booting an image in QEMU and judging its console against the marker ladder.
+//!
+//! The harness starts QEMU itself and stops only that process, through its own child
+//! handle (never by name), so runs of different combinations can go side by side.
+//! Every console line is kept in `target/qemu/<provider>/uart.log`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use marker_contract::{Contract, Ladder, Verdict};
+
+use crate::steps::{StatusOk, command};
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-riscv64";
+
+/// What backs the virtio-rng device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RngBacking {
+    /// QEMU's built-in backend (the host's getrandom).
+    Host,
+    /// A file, through `-object rng-random`.
+    File(PathBuf),
+    /// No virtio-rng device at all.
+    Absent,
+}
+
+/// One boot.
+pub struct Boot<'a> {
+    pub image: &'a Path,
+    pub log: PathBuf,
+    pub rng: &'a RngBacking,
+    pub timeout: Duration,
+    /// Stop QEMU as soon as the ladder has passed.
+    pub until_marker: bool,
+    /// Print every console line as it comes.
+    pub stream: bool,
+}
+
+/// How a boot ended.
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub explanation: String,
+    pub reached: usize,
+    pub total: usize,
+    /// From QEMU's start to the ladder's last marker.
+    pub to_last_marker: Option<Duration>,
+    pub wall: Duration,
+    /// QEMU's exit status, when it exited by itself.
+    pub exit_code: Option<i32>,
+    /// Failure-pattern lines printed after the ladder passed (outside the phase).
+    pub later_failures: Vec<String>,
+    pub log: PathBuf,
+    pub tail: Vec<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Passed
+    }
+}
+
+/// Makes sure QEMU is installed: installs `qemu-system-misc` with apt-get when
+/// running as root, otherwise says how in one line.
+pub fn ensure_installed() -> Result<(), String> {
+    if Command::new(QEMU)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    let root = command("id", &["-u"])
+        .output_ok()
+        .is_ok_and(|uid| uid.trim() == "0");
+    if !root {
+        return Err(format!(
+            "{QEMU} is missing; install it with `sudo apt-get install -y qemu-system-misc`"
+        ));
+    }
+    eprintln!("    {QEMU} is missing; installing qemu-system-misc with apt-get");
+    let install = || {
+        command(
+            "apt-get",
+            &[
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "qemu-system-misc",
+            ],
+        )
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status_ok()
+    };
+    install()
+        .or_else(|_| {
+            command("apt-get", &["update"]).status_ok()?;
+            install()
+        })
+        .map_err(|e| format!("could not install qemu-system-misc: {e}"))
+}
+
+fn qemu_command(boot: &Boot<'_>) -> Command {
+    let mut qemu = Command::new(QEMU);
+    qemu.args([
+        "-machine", "virt", "-m", "128M", "-smp", "1", "-bios", "default",
+    ])
+    .args([
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+    ])
+    .arg("-kernel")
+    .arg(boot.image);
+    match boot.rng {
+        RngBacking::Host => {
+            qemu.args(["-device", "virtio-rng-device"]);
+        }
+        RngBacking::File(path) => {
+            qemu.arg("-object")
+                .arg(format!("rng-random,id=rng0,filename={}", path.display()))
+                .args(["-device", "virtio-rng-device,rng=rng0"]);
+        }
+        RngBacking::Absent => {}
+    }
+    qemu.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    qemu
+}
+
+/// Reads the child's stdout line by line into a channel (and a log file).
+fn pump(child: &mut Child, log: &Path) -> Result<mpsc::Receiver<String>, String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut file =
+        std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let (sender, receiver) = mpsc::channel();
+    let errors = sender.clone();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut raw = Vec::new();
+        while reader.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
+            let line = String::from_utf8_lossy(&raw)
+                .trim_end_matches(['\r', '\n'])
+                .to_owned();
+            let _ = writeln!(file, "{line}");
+            raw.clear();
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if errors.send(format!("qemu: {line}")).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(receiver)
+}
+
+/// Boots `boot.image` and follows its console against `phase` of `contract`.
+pub fn run(
+    boot: &Boot<'_>,
+    contract: &Contract,
+    phase: &str,
+    values: BTreeMap<String, String>,
+) -> Result<Outcome, String> {
+    let mut ladder = Ladder::new(contract, phase, values).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut child = qemu_command(boot)
+        .spawn()
+        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let lines = pump(&mut child, &boot.log)?;
+    let mut tail: Vec<String> = Vec::new();
+    let mut to_last_marker = None;
+    let mut later_failures = Vec::new();
+    let mut ended_by = "timeout";
+    let deadline = started + boot.timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if boot.stream {
+                    println!("{line}");
+                }
+                tail.push(line.clone());
+                if tail.len() > 30 {
+                    tail.remove(0);
+                }
+                let was_waiting = matches!(ladder.verdict(), Verdict::Waiting { .. });
+                let verdict = ladder.feed(&line).clone();
+                match verdict {
+                    Verdict::Passed if was_waiting => {
+                        to_last_marker = Some(started.elapsed());
+                        if boot.until_marker {
+                            ended_by = "the last marker";
+                            break;
+                        }
+                    }
+                    Verdict::Passed => {
+                        if contract
+                            .failure_patterns
+                            .iter()
+                            .any(|p| line.contains(p.as_str()))
+                        {
+                            later_failures.push(line);
+                        }
+                    }
+                    Verdict::Waiting { .. } => {}
+                    Verdict::FailurePattern { .. } | Verdict::OutOfOrder { .. } => {
+                        ended_by = "a failure";
+                        break;
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                ended_by = "QEMU exiting";
+                break;
+            }
+        }
+    }
+    // Stop our own QEMU if it is still running; never anyone else's.
+    let exit_code = match child.try_wait() {
+        Ok(Some(status)) => status.code(),
+        _ if ended_by == "QEMU exiting" => child.wait().ok().and_then(|s| s.code()),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    };
+    let wall = started.elapsed();
+    let mut explanation = ladder.explain(ended_by);
+    if let (Verdict::Passed, Some(code)) = (ladder.verdict(), exit_code)
+        && code != 0
+        && later_failures.is_empty()
+        && ended_by == "QEMU exiting"
+    {
+        explanation.push_str(&format!("; QEMU exited with status {code}"));
+    }
+    Ok(Outcome {
+        verdict: ladder.verdict().clone(),
+        explanation,
+        reached: ladder.reached(),
+        total: ladder.len(),
+        to_last_marker,
+        wall,
+        exit_code,
+        later_failures,
+        log: boot.log.clone(),
+        tail,
+    })
+}

@@ -44,14 +44,29 @@ pub use platform::RiscvPlatform;
 /// How long the tasks may run before the kernel gives up, in guest seconds.
 const RUN_DEADLINE_S: u64 = 600;
 
-/// The verdict of the image's main task, set by the task when it finishes.
+/// How long the entropy device may take to answer one request.
+const ENTROPY_DEVICE_TIMEOUT_US: u64 = 500_000;
+
+/// How the image's main task ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MainOutcome {
+    /// Everything passed: shut down with success.
+    Passed,
+    /// The system failed closed as designed (no entropy): shut down with failure,
+    /// saying so.
+    FailedClosed,
+    /// Something failed.
+    Failed,
+}
+
+/// The outcome of the image's main task, set by the task when it finishes.
 #[derive(Clone, Default)]
-pub struct MainVerdict(Rc<Cell<Option<bool>>>);
+pub struct MainVerdict(Rc<Cell<Option<MainOutcome>>>);
 
 impl MainVerdict {
-    /// Records whether the main task passed.
-    pub fn set(&self, passed: bool) {
-        self.0.set(Some(passed));
+    /// Records how the main task ended.
+    pub fn set(&self, outcome: MainOutcome) {
+        self.0.set(Some(outcome));
     }
 }
 
@@ -118,7 +133,7 @@ pub fn boot(
         ),
     );
     let devices = virtio::probe(&machine);
-    match devices.entropy {
+    match &devices.entropy {
         Some(slot) => console::line("KERNEL", format_args!("virtio-rng at {:#x}", slot.start)),
         None => console::line("KERNEL", format_args!("no virtio-rng device")),
     }
@@ -134,6 +149,15 @@ pub fn boot(
         kernel_core::config::GRANTS,
         Limits::default(),
     );
+    if let Some(slot) = &devices.entropy {
+        match virtio::entropy_device(slot, ENTROPY_DEVICE_TIMEOUT_US) {
+            Ok(device) => kernel.install_entropy_device(device),
+            Err(why) => console::line(
+                "KERNEL",
+                format_args!("virtio-rng at {:#x} unusable: {why}", slot.start),
+            ),
+        }
+    }
     console::line(
         "KERNEL",
         format_args!(
@@ -151,7 +175,18 @@ pub fn boot(
     let deadline = clock::now_us() + RUN_DEADLINE_S * 1_000_000;
     let outcome = kernel.run(ServiceId::Selftest, deadline);
     let passed = match (outcome, verdict.0.get()) {
-        (RunOutcome::MainFinished, Some(true)) => true,
+        (RunOutcome::MainFinished, Some(MainOutcome::Passed)) => {
+            console::line(
+                "KERNEL",
+                format_args!("{}", markers::KERNEL_SHUTDOWN.message),
+            );
+            true
+        }
+        (RunOutcome::MainFinished, Some(MainOutcome::FailedClosed)) => {
+            let message = markers::KERNEL_SHUTDOWN_FAIL_CLOSED.message;
+            console::line("KERNEL", format_args!("{message}"));
+            false
+        }
         (RunOutcome::MainFinished, _) => {
             console::line(
                 "KERNEL",
@@ -160,18 +195,13 @@ pub fn boot(
             false
         }
         (RunOutcome::DeadlineExceeded, _) => {
+            let limit = RUN_DEADLINE_S;
             console::line(
                 "KERNEL",
-                format_args!("FAIL the selftest did not finish within {RUN_DEADLINE_S} s"),
+                format_args!("FAIL the selftest did not finish within {limit} s"),
             );
             false
         }
     };
-    if passed {
-        console::line(
-            "KERNEL",
-            format_args!("{}", markers::KERNEL_SHUTDOWN.message),
-        );
-    }
     shutdown::shutdown(passed, machine.test_finisher)
 }

@@ -11,8 +11,10 @@ use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
 
-use crate::console;
+use alloc::boxed::Box;
+
 use crate::device_tree::Machine;
+use crate::{clock, console};
 
 /// The `virtio-drivers` HAL for this kernel: identity-mapped, heap-backed DMA.
 pub struct KernelHal;
@@ -86,4 +88,28 @@ pub fn probe(machine: &Machine) -> Devices {
         }
     }
     devices
+}
+
+/// The kernel clock, for the driver's request deadlines.
+struct KernelClock;
+
+impl virtio_rng::Clock for KernelClock {
+    fn now_us(&self) -> u64 {
+        clock::now_us()
+    }
+}
+
+/// Opens the virtio-rng device in `slot` with a deadline of `timeout_us` per request.
+pub fn entropy_device(
+    slot: &Range<usize>,
+    timeout_us: u64,
+) -> Result<Box<dyn ipc::RawEntropyDevice>, virtio_rng::ProbeError> {
+    // SAFETY: `slot` is the device tree's virtio-mmio window of the entropy device;
+    // the probing transport was dropped, and this transport is the only one from now
+    // on, owned by the driver.
+    let transport = unsafe { transport(slot) }.ok_or(virtio_rng::ProbeError::WrongDevice(
+        DeviceType::EntropySource,
+    ))?;
+    let device = virtio_rng::VirtioRng::<KernelHal, _, _>::new(transport, KernelClock, timeout_us)?;
+    Ok(Box::new(device))
 }

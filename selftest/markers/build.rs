@@ -20,8 +20,16 @@ fn main() {
         .collect();
     let mut out =
         String::from("// Generated from selftest/markers.toml by build.rs. Do not edit.\n");
-    for phase in &contract.phases {
-        for marker in &phase.markers {
+    let groups = contract
+        .phases
+        .iter()
+        .map(|p| (format!("phase `{}`", p.name), &p.markers))
+        .chain(std::iter::once((
+            "scenarios".to_owned(),
+            &contract.scenario_markers,
+        )));
+    for (group, markers) in groups {
+        for marker in markers {
             let owner = marker.owner().expect("validated by the contract");
             if !prefixes.contains(&owner) {
                 fail(format!(
@@ -33,8 +41,8 @@ fn main() {
             let message = &marker.text[owner.len() + 2..];
             let _ = writeln!(
                 out,
-                "/// `{}` (phase `{}`).\npub const {}: Marker = Marker {{ owner: {owner:?}, message: {message:?} }};",
-                marker.text, phase.name, marker.id
+                "/// `{}` ({group}).\npub const {}: Marker = Marker {{ owner: {owner:?}, message: {message:?} }};",
+                marker.text, marker.id
             );
         }
     }

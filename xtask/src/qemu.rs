@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use marker_contract::{Contract, Ladder, Verdict};
+use marker_contract::{Expectation, Ladder, Verdict};
 
 use crate::steps::{StatusOk, command};
 
@@ -54,6 +54,10 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     /// Failure-pattern lines printed after the ladder passed (outside the phase).
     pub later_failures: Vec<String>,
+    /// Placeholder values read from the markers (such as `pubkey`).
+    pub captured: BTreeMap<String, String>,
+    /// Phases (or the scenario) whose markers all came.
+    pub complete: Vec<String>,
     pub log: PathBuf,
     pub tail: Vec<String>,
 }
@@ -170,14 +174,16 @@ fn pump(child: &mut Child, log: &Path) -> Result<mpsc::Receiver<String>, String>
     Ok(receiver)
 }
 
-/// Boots `boot.image` and follows its console against `phase` of `contract`.
+/// Boots `boot.image` and follows its console against `expectation`; `labels` are the
+/// phase and scenario names to report as complete or not.
 pub fn run(
     boot: &Boot<'_>,
-    contract: &Contract,
-    phase: &str,
+    expectation: Expectation<'_>,
+    labels: &[&str],
     values: BTreeMap<String, String>,
 ) -> Result<Outcome, String> {
-    let mut ladder = Ladder::new(contract, phase, values).map_err(|e| e.to_string())?;
+    let failure_patterns = expectation.failure_patterns;
+    let mut ladder = Ladder::new(expectation, values);
     let started = Instant::now();
     let mut child = qemu_command(boot)
         .spawn()
@@ -213,16 +219,14 @@ pub fn run(
                         }
                     }
                     Verdict::Passed => {
-                        if contract
-                            .failure_patterns
-                            .iter()
-                            .any(|p| line.contains(p.as_str()))
-                        {
+                        if failure_patterns.iter().any(|p| line.contains(p.as_str())) {
                             later_failures.push(line);
                         }
                     }
                     Verdict::Waiting { .. } => {}
-                    Verdict::FailurePattern { .. } | Verdict::OutOfOrder { .. } => {
+                    Verdict::FailurePattern { .. }
+                    | Verdict::OutOfOrder { .. }
+                    | Verdict::Forbidden { .. } => {
                         ended_by = "a failure";
                         break;
                     }
@@ -263,6 +267,12 @@ pub fn run(
         wall,
         exit_code,
         later_failures,
+        captured: ladder.captured().clone(),
+        complete: labels
+            .iter()
+            .filter(|l| ladder.label_complete(l))
+            .map(|l| (*l).to_owned())
+            .collect(),
         log: boot.log.clone(),
         tail,
     })

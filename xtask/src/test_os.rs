@@ -32,9 +32,13 @@ pub struct TestOsOptions {
     /// Back the virtio-rng device with this file.
     #[arg(long, env = "RNG_FILE", conflicts_with = "no_rng")]
     pub rng_file: Option<PathBuf>,
-    /// Boot without a virtio-rng device.
+    /// Boot without a virtio-rng device (implies the `no-rng` scenario).
     #[arg(long, env = "NO_RNG", value_parser = BoolishValueParser::new())]
     pub no_rng: bool,
+    /// Judge the run by a scenario of `selftest/markers.toml` instead of a phase
+    /// (`no-rng`, `rng-health-failure`).
+    #[arg(long, env = "RUN_SCENARIO")]
+    pub scenario: Option<String>,
 }
 
 /// Parses `90s`, `2m`, `500ms` or a bare number of seconds.
@@ -73,6 +77,32 @@ impl TestOsOptions {
             })
     }
 
+    /// The scenario to judge by: the one asked for, or `no-rng` when booting without
+    /// a device.
+    pub fn scenario(&self) -> Option<&str> {
+        self.scenario.as_deref().or(self.no_rng.then_some("no-rng"))
+    }
+
+    /// What the run is judged by, for messages: ``phase `full` `` or
+    /// ``scenario `no-rng` ``, and what backs the entropy device when not the host.
+    pub fn judged(&self) -> String {
+        let by = match self.scenario() {
+            Some(scenario) => format!("scenario `{scenario}`"),
+            None => format!("phase `{}`", self.phase),
+        };
+        match (&self.rng_file, self.no_rng) {
+            (_, true) => format!("{by} without virtio-rng"),
+            (Some(path), false) => format!("{by} with RNG_FILE={}", path.display()),
+            (None, false) => by,
+        }
+    }
+
+    /// The console log's name: `uart.log` for a phase, `uart-<scenario>.log` otherwise.
+    fn log_name(&self) -> String {
+        self.scenario()
+            .map_or("uart.log".to_owned(), |s| format!("uart-{s}.log"))
+    }
+
     fn rng(&self) -> Result<RngBacking, String> {
         match (&self.rng_file, self.no_rng) {
             (_, true) => Ok(RngBacking::Absent),
@@ -102,13 +132,14 @@ pub struct Row {
     pub combination: Combination,
     pub outcome: Result<Outcome, String>,
     pub sizes: Option<image::Sizes>,
+    /// Whether the whole normal ladder was required: then QEMU must also have exited 0.
+    pub whole_ladder: bool,
 }
 
 impl Row {
-    pub fn passed(&self, phase_is_last: bool) -> bool {
+    pub fn passed(&self) -> bool {
         match &self.outcome {
-            // The whole ladder ends in shutdown: QEMU must also have exited cleanly.
-            Ok(outcome) if phase_is_last && outcome.exit_code.is_some() => {
+            Ok(outcome) if self.whole_ladder && outcome.exit_code.is_some() => {
                 outcome.passed() && outcome.exit_code == Some(0)
             }
             Ok(outcome) => outcome.passed(),
@@ -117,32 +148,53 @@ impl Row {
     }
 }
 
+/// Builds the image of every requested combination, one after the other (they share
+/// one target directory); returns each with its path.
+pub fn build_images(combinations: &[Combination]) -> Result<Vec<(Combination, PathBuf)>, String> {
+    toolchain::ensure_riscv_target()?;
+    combinations
+        .iter()
+        .map(|combination| {
+            eprintln!("    building the {combination} image");
+            image::build(combination).map(|path| (*combination, path))
+        })
+        .collect()
+}
+
 /// Builds and boots every requested combination; returns the rows.
 pub fn test_os(options: &TestOsOptions, stream: bool) -> Result<Vec<Row>, String> {
-    let contract = contract()?;
-    contract.ladder(&options.phase).map_err(|e| e.to_string())?;
-    let combinations = options.combinations()?;
-    let rng = options.rng()?;
-    toolchain::ensure_riscv_target()?;
-    qemu::ensure_installed()?;
+    let images = build_images(&options.combinations()?)?;
+    boot_all(&images, options, stream)
+}
 
-    // Builds share one target directory, so they run one after the other; the boots
-    // then run side by side, each on its own copy of its image.
-    let mut images = Vec::new();
-    for combination in &combinations {
-        eprintln!("    building the {combination} image");
-        images.push(image::build(combination)?);
-    }
+/// Boots prebuilt images side by side, each judged by the options' phase or scenario.
+pub fn boot_all(
+    images: &[(Combination, PathBuf)],
+    options: &TestOsOptions,
+    stream: bool,
+) -> Result<Vec<Row>, String> {
+    let contract = contract()?;
+    let expectation = contract
+        .expectation(&options.phase, options.scenario())
+        .map_err(|e| e.to_string())?;
+    let labels: Vec<&str> = contract
+        .phase_names()
+        .into_iter()
+        .chain(options.scenario())
+        .collect();
+    let whole_ladder = options.scenario().is_none()
+        && contract.phase_names().last() == Some(&options.phase.as_str());
+    let rng = options.rng()?;
+    qemu::ensure_installed()?;
     let rows = std::thread::scope(|scope| {
-        let handles: Vec<_> = combinations
+        let handles: Vec<_> = images
             .iter()
-            .zip(&images)
             .map(|(combination, path)| {
-                let (contract, rng) = (&contract, &rng);
+                let (expectation, rng, labels) = (expectation.clone(), &rng, &labels);
                 scope.spawn(move || {
                     let boot = Boot {
                         image: path,
-                        log: image::run_dir(combination).join("uart.log"),
+                        log: image::run_dir(combination).join(options.log_name()),
                         rng,
                         timeout: options.timeout,
                         until_marker: options.until_marker,
@@ -151,8 +203,9 @@ pub fn test_os(options: &TestOsOptions, stream: bool) -> Result<Vec<Row>, String
                     let values = BTreeMap::from([("provider".to_owned(), combination.to_string())]);
                     Row {
                         combination: *combination,
-                        outcome: qemu::run(&boot, contract, &options.phase, values),
+                        outcome: qemu::run(&boot, expectation, labels, values),
                         sizes: image::sizes(path).ok(),
+                        whole_ladder,
                     }
                 })
             })
@@ -167,11 +220,9 @@ pub fn test_os(options: &TestOsOptions, stream: bool) -> Result<Vec<Row>, String
 
 /// Prints the failures in detail and the table; returns whether every row passed.
 pub fn report(rows: &[Row], options: &TestOsOptions) -> bool {
-    let contract = contract().expect("read before");
-    let phase_is_last = contract.phase_names().last() == Some(&options.phase.as_str());
     let mut all_passed = true;
     for row in rows {
-        let passed = row.passed(phase_is_last);
+        let passed = row.passed();
         all_passed &= passed;
         match &row.outcome {
             Ok(outcome) if !passed => {
@@ -187,8 +238,9 @@ pub fn report(rows: &[Row], options: &TestOsOptions) -> bool {
             Ok(outcome) => {
                 for line in &outcome.later_failures {
                     eprintln!(
-                        "    {}: note: after phase `{}` passed, the image printed: {line}",
-                        row.combination, options.phase
+                        "    {}: note: after {} passed, the image printed: {line}",
+                        row.combination,
+                        options.judged()
                     );
                 }
             }
@@ -196,8 +248,8 @@ pub fn report(rows: &[Row], options: &TestOsOptions) -> bool {
         }
     }
     eprintln!(
-        "\n    phase `{}`{}:",
-        options.phase,
+        "\n    {}{}:",
+        options.judged(),
         if options.until_marker {
             " (until the last marker)"
         } else {
@@ -209,11 +261,7 @@ pub fn report(rows: &[Row], options: &TestOsOptions) -> bool {
         "provider", "result", "markers", "to last marker", "wall", ".text", ".rodata"
     );
     for row in rows {
-        let verdict = if row.passed(phase_is_last) {
-            "ok"
-        } else {
-            "FAILED"
-        };
+        let verdict = if row.passed() { "ok" } else { "FAILED" };
         let (markers, to_last, wall) = match &row.outcome {
             Ok(o) => (
                 format!("{}/{}", o.reached, o.total),
@@ -240,19 +288,6 @@ pub fn report(rows: &[Row], options: &TestOsOptions) -> bool {
     all_passed
 }
 
-/// The phases a run passed completely, given how many ladder markers it reached.
-pub fn phases_passed(contract: &Contract, reached: usize) -> Vec<String> {
-    let mut end = 0;
-    contract
-        .phases
-        .iter()
-        .filter_map(|phase| {
-            end += phase.markers.len();
-            (end <= reached).then(|| phase.name.clone())
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,16 +300,5 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
-    }
-
-    #[test]
-    fn phases_passed_counts_whole_phases() {
-        let contract = contract().unwrap();
-        let first = contract.phases[0].markers.len();
-        assert_eq!(phases_passed(&contract, first - 1), Vec::<String>::new());
-        assert_eq!(
-            phases_passed(&contract, first),
-            vec![contract.phases[0].name.clone()]
-        );
     }
 }

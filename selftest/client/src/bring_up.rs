@@ -6,10 +6,10 @@ use alloc::string::String;
 
 use ipc::frame::FrameError;
 use ipc::{
-    Action, AuditFilter, Capability, CapabilityError, Endpoint, IpcError, Operation, ServiceId,
-    Verdict,
+    Action, AuditFilter, Capability, CapabilityError, Endpoint, Frame, IpcError, Operation,
+    ServiceId, Verdict,
 };
-use service_api::{ClientError, logd};
+use service_api::logd;
 
 use crate::Checks;
 
@@ -38,11 +38,14 @@ pub(crate) async fn run<E: Endpoint>(checks: &mut Checks<'_, E>) {
     };
     checks.check(markers::SELFTEST_MALFORMED_FRAME_REJECTED, malformed);
 
-    // The selftest may not ask keystored to sign: deny by default.
-    let sign = service_api::call(ep, Operation::KeystoredSign, b"selftest").await;
-    let denied = match sign {
-        Err(ClientError::Ipc(IpcError::Denied)) => Ok(()),
-        other => Err(format!("SIGN by the selftest got {other:?}")),
+    // Deny by default: no rule names (selftest, logd, GET_ENTROPY), an operation that
+    // is not even logd's. The kernel refuses it before logd sees it.
+    let denied = match Frame::request(Operation::RngdGetEntropy, &[32, 0]).encode() {
+        Ok(frame) => match ep.call(ServiceId::Logd, &frame).await {
+            Err(IpcError::Denied) => Ok(()),
+            other => Err(format!("GET_ENTROPY sent to logd got {other:?}")),
+        },
+        Err(error) => Err(format!("cannot encode the request: {error}")),
     };
     checks.check(markers::SELFTEST_POLICY_DENY, denied);
 
@@ -66,8 +69,8 @@ pub(crate) async fn run<E: Endpoint>(checks: &mut Checks<'_, E>) {
         ),
         (
             Action::Call {
-                service: ServiceId::Keystored,
-                code: Operation::KeystoredSign.code(),
+                service: ServiceId::Logd,
+                code: Operation::RngdGetEntropy.code(),
             },
             Verdict::Denied,
         ),

@@ -11,18 +11,33 @@
 extern crate alloc;
 
 mod bring_up;
+mod identity;
 
 use alloc::format;
 use alloc::string::String;
 
 use ipc::Endpoint;
 use markers::Marker;
+use provider_api::Provider;
 
-/// Runs every check; returns whether all passed.
-pub async fn run<E: Endpoint>(ep: &E) -> bool {
+/// How the selftest ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check passed.
+    Passed,
+    /// There is no entropy, and every service proved it fails closed: the expected
+    /// outcome of the `no-rng` and `rng-health-failure` scenarios, not a healthy system.
+    FailedClosed,
+    /// A check failed.
+    Failed,
+}
+
+/// Runs every check on provider `P` and reports the outcome.
+pub async fn run<P: Provider, E: Endpoint>(ep: &E) -> Outcome {
     let mut checks = Checks { ep, failures: 0 };
     bring_up::run(&mut checks).await;
-    checks.finish()
+    let mode = identity::run::<P, E>(&mut checks).await;
+    checks.finish(mode)
 }
 
 /// Prints each check's marker or failure, and counts failures.
@@ -43,14 +58,21 @@ impl<E: Endpoint> Checks<'_, E> {
         }
     }
 
-    fn finish(self) -> bool {
-        if self.failures == 0 {
-            self.ep.console(markers::SELFTEST_ALL_PASSED.message);
-            true
-        } else {
-            self.ep
-                .console(&format!("FAIL {} checks failed", self.failures));
-            false
+    fn finish(self, mode: identity::Mode) -> Outcome {
+        match (self.failures, mode) {
+            (0, identity::Mode::Keyed) => {
+                self.ep.console(markers::SELFTEST_ALL_PASSED.message);
+                Outcome::Passed
+            }
+            (0, identity::Mode::FailedClosed) => {
+                self.ep
+                    .console("no entropy: later phases skipped, the system failed closed");
+                Outcome::FailedClosed
+            }
+            (failures, _) => {
+                self.ep.console(&format!("FAIL {failures} checks failed"));
+                Outcome::Failed
+            }
         }
     }
 }

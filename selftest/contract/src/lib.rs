@@ -1,17 +1,26 @@
 //! The marker contract: reading `selftest/markers.toml` and judging a console stream.
 //!
 //! [`Contract::parse`] validates the file (ids unique and in `SCREAMING_SNAKE_CASE`,
-//! texts unique, at most one placeholder per text, phases non-empty and unique).
-//! [`Ladder`] follows a console stream line by line: it expects the markers of a phase
-//! (and of every phase before it) in order, and stops at the first failure pattern, the
-//! first marker that arrives out of order, or the end of the stream.
+//! texts unique, at most one placeholder per text, phases non-empty and unique,
+//! scenarios built on a known phase and forbidding known markers).
+//!
+//! An [`Expectation`] is what one run must show: the markers of a phase and of every
+//! phase before it (or of a scenario: its base phase plus its own markers), and the
+//! markers that must never appear. A [`Ladder`] follows a console stream against it.
+//!
+//! **Order.** Each task prints its own markers in ladder order, and the ladder checks
+//! exactly that: a marker that arrives while an earlier marker *of the same owner* is
+//! still missing fails the run as out of order. Markers of different tasks may
+//! interleave, as concurrent tasks do; causal order between tasks is proven by the
+//! tasks themselves (the selftest prints `device key pubkey ok` only after keystored
+//! answered).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Deserialize;
 
-/// The whole ladder.
+/// The whole contract.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Contract {
@@ -20,6 +29,12 @@ pub struct Contract {
     /// The phases, in order.
     #[serde(rename = "phase")]
     pub phases: Vec<Phase>,
+    /// Markers that only scenarios expect (fail-closed outcomes).
+    #[serde(rename = "scenario_marker", default)]
+    pub scenario_markers: Vec<Marker>,
+    /// Runs with a different expected outcome (no entropy device, a failing source).
+    #[serde(rename = "scenario", default)]
+    pub scenarios: Vec<Scenario>,
 }
 
 /// A named group of markers.
@@ -28,8 +43,24 @@ pub struct Contract {
 pub struct Phase {
     /// `bring-up`, `identity`, ...
     pub name: String,
-    /// Its markers, in the order they must appear.
+    /// Its markers, each task's in the order that task prints them.
     pub markers: Vec<Marker>,
+}
+
+/// A run whose expected outcome differs from the normal ladder.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// `no-rng`, ...
+    pub name: String,
+    /// What the scenario sets up and expects.
+    pub description: String,
+    /// The phase whose ladder must still pass.
+    pub base_phase: String,
+    /// Ids of the markers this scenario adds after the base ladder.
+    pub expect: Vec<String>,
+    /// Ids of markers that must not appear at all.
+    pub forbidden: Vec<String>,
 }
 
 /// One marker.
@@ -114,27 +145,86 @@ impl Marker {
         self.text.split_once(": ").map(|(owner, _)| owner)
     }
 
-    /// Whether `line` is this marker, with placeholders filled from `values` where
-    /// given, or by any non-empty word otherwise.
-    pub fn matches(&self, line: &str, values: &BTreeMap<String, String>) -> bool {
-        let Ok(template) = self.template() else {
-            return false;
-        };
+    /// If `line` is this marker, the placeholder's value (empty when there is none).
+    /// Placeholders with a value in `values` must equal it; others match any
+    /// non-empty word.
+    pub fn capture<'l>(&self, line: &'l str, values: &BTreeMap<String, String>) -> Option<&'l str> {
+        let template = self.template().ok()?;
         let line = line.trim_end();
         let Some(name) = template.placeholder else {
-            return line == template.before;
+            return (line == template.before).then_some("");
         };
-        let Some(middle) = line
-            .strip_prefix(template.before)
-            .and_then(|rest| rest.strip_suffix(template.after))
-        else {
-            return false;
-        };
+        let middle = line
+            .strip_prefix(template.before)?
+            .strip_suffix(template.after)?;
         match values.get(name) {
-            Some(expected) => middle == expected,
-            None => !middle.is_empty() && !middle.contains(char::is_whitespace),
+            Some(expected) => (middle == expected).then_some(middle),
+            None => (!middle.is_empty() && !middle.contains(char::is_whitespace)).then_some(middle),
         }
     }
+
+    /// Whether `line` is this marker (see [`Marker::capture`]).
+    pub fn matches(&self, line: &str, values: &BTreeMap<String, String>) -> bool {
+        self.capture(line, values).is_some()
+    }
+}
+
+fn check_marker(
+    marker: &Marker,
+    patterns: &[String],
+    ids: &mut BTreeSet<String>,
+    texts: &mut BTreeSet<String>,
+) -> Result<(), ContractError> {
+    let valid_id = !marker.id.is_empty()
+        && marker
+            .id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if !valid_id {
+        return Err(ContractError(format!(
+            "marker id `{}` is not SCREAMING_SNAKE_CASE",
+            marker.id
+        )));
+    }
+    if !ids.insert(marker.id.clone()) {
+        return Err(ContractError(format!(
+            "marker id `{}` appears twice",
+            marker.id
+        )));
+    }
+    if !texts.insert(marker.text.clone()) {
+        return Err(ContractError(format!(
+            "marker text {:?} appears twice",
+            marker.text
+        )));
+    }
+    if marker.owner().is_none() {
+        return Err(ContractError(format!(
+            "{}: text must start with `<owner>: `",
+            marker.id
+        )));
+    }
+    marker.template()?;
+    if patterns.iter().any(|p| marker.text.contains(p.as_str())) {
+        return Err(ContractError(format!(
+            "{}: text contains a failure pattern",
+            marker.id
+        )));
+    }
+    Ok(())
+}
+
+/// What one run must show.
+#[derive(Clone, Debug)]
+pub struct Expectation<'c> {
+    /// What is being run: a phase or a scenario name.
+    pub name: String,
+    /// Required markers with the phase or scenario each belongs to, in ladder order.
+    pub required: Vec<(&'c str, &'c Marker)>,
+    /// Markers that fail the run if they appear.
+    pub forbidden: Vec<&'c Marker>,
+    /// Lines containing these fail the run.
+    pub failure_patterns: &'c [String],
 }
 
 impl Contract {
@@ -164,44 +254,41 @@ impl Contract {
                 )));
             }
             for marker in &phase.markers {
-                let valid_id = !marker.id.is_empty()
-                    && marker
-                        .id
-                        .chars()
-                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-                if !valid_id {
+                check_marker(marker, &contract.failure_patterns, &mut ids, &mut texts)?;
+            }
+        }
+        for marker in &contract.scenario_markers {
+            check_marker(marker, &contract.failure_patterns, &mut ids, &mut texts)?;
+        }
+        for scenario in &contract.scenarios {
+            if !names.insert(scenario.name.as_str()) {
+                return Err(ContractError(format!(
+                    "scenario `{}` reuses a phase or scenario name",
+                    scenario.name
+                )));
+            }
+            let base = contract
+                .ladder(&scenario.base_phase)
+                .map_err(|e| ContractError(format!("scenario `{}`: {e}", scenario.name)))?;
+            for id in &scenario.expect {
+                if !contract.scenario_markers.iter().any(|m| &m.id == id) {
                     return Err(ContractError(format!(
-                        "marker id `{}` is not SCREAMING_SNAKE_CASE",
-                        marker.id
+                        "scenario `{}` expects `{id}`, which is not a scenario_marker",
+                        scenario.name
                     )));
                 }
-                if !ids.insert(marker.id.as_str()) {
+            }
+            for id in &scenario.forbidden {
+                if !ids.contains(id) {
                     return Err(ContractError(format!(
-                        "marker id `{}` appears twice",
-                        marker.id
+                        "scenario `{}` forbids unknown marker `{id}`",
+                        scenario.name
                     )));
                 }
-                if !texts.insert(marker.text.as_str()) {
+                if base.iter().any(|(_, m)| &m.id == id) || scenario.expect.contains(id) {
                     return Err(ContractError(format!(
-                        "marker text {:?} appears twice",
-                        marker.text
-                    )));
-                }
-                if marker.owner().is_none() {
-                    return Err(ContractError(format!(
-                        "{}: text must start with `<owner>: `",
-                        marker.id
-                    )));
-                }
-                marker.template()?;
-                if contract
-                    .failure_patterns
-                    .iter()
-                    .any(|p| marker.text.contains(p.as_str()))
-                {
-                    return Err(ContractError(format!(
-                        "{}: text contains a failure pattern",
-                        marker.id
+                        "scenario `{}` both expects and forbids `{id}`",
+                        scenario.name
                     )));
                 }
             }
@@ -212,6 +299,18 @@ impl Contract {
     /// The names of the phases, in order.
     pub fn phase_names(&self) -> Vec<&str> {
         self.phases.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// Every marker of every phase, then the scenario markers.
+    pub fn all_markers(&self) -> impl Iterator<Item = &Marker> {
+        self.phases
+            .iter()
+            .flat_map(|p| p.markers.iter())
+            .chain(self.scenario_markers.iter())
+    }
+
+    fn marker(&self, id: &str) -> Option<&Marker> {
+        self.all_markers().find(|m| m.id == id)
     }
 
     /// Every marker up to and including phase `name`, each with its phase's name.
@@ -235,21 +334,66 @@ impl Contract {
             .collect())
     }
 
-    /// Every marker of every phase.
-    pub fn all_markers(&self) -> impl Iterator<Item = &Marker> {
-        self.phases.iter().flat_map(|p| p.markers.iter())
+    /// What a run of `phase` must show, or of `scenario` when one is given.
+    ///
+    /// # Errors
+    /// No such phase or scenario.
+    pub fn expectation(
+        &self,
+        phase: &str,
+        scenario: Option<&str>,
+    ) -> Result<Expectation<'_>, ContractError> {
+        let Some(name) = scenario else {
+            return Ok(Expectation {
+                name: phase.to_owned(),
+                required: self.ladder(phase)?,
+                forbidden: Vec::new(),
+                failure_patterns: &self.failure_patterns,
+            });
+        };
+        let scenario = self
+            .scenarios
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.scenarios.iter().map(|s| s.name.as_str()).collect();
+                ContractError(format!(
+                    "no scenario `{name}` (scenarios: {})",
+                    known.join(", ")
+                ))
+            })?;
+        let mut required = self.ladder(&scenario.base_phase)?;
+        required.extend(
+            scenario
+                .expect
+                .iter()
+                .filter_map(|id| self.marker(id))
+                .map(|m| (scenario.name.as_str(), m)),
+        );
+        let forbidden = scenario
+            .forbidden
+            .iter()
+            .filter_map(|id| self.marker(id))
+            .collect();
+        Ok(Expectation {
+            name: name.to_owned(),
+            required,
+            forbidden,
+            failure_patterns: &self.failure_patterns,
+        })
     }
 }
 
-/// Where a run stands against its ladder.
+/// Where a run stands against its expectation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Still waiting for marker `next` (an index into the ladder).
+    /// Still waiting for marker `next` (the first missing one, an index into the
+    /// required markers).
     Waiting {
-        /// Index of the next expected marker.
+        /// Index of the first missing marker.
         next: usize,
     },
-    /// Every marker came, in order.
+    /// Every required marker came, each task's in order.
     Passed,
     /// A line matched a failure pattern.
     FailurePattern {
@@ -258,55 +402,62 @@ pub enum Verdict {
         /// The line.
         line: String,
     },
-    /// A later marker came while an earlier one was still expected.
+    /// A forbidden marker appeared.
+    Forbidden {
+        /// The line.
+        line: String,
+    },
+    /// A marker came while an earlier marker of the same task was still missing.
     OutOfOrder {
-        /// Index of the marker expected.
+        /// Index of the missing marker.
         expected: usize,
         /// Index of the marker that came.
         got: usize,
     },
 }
 
-/// Follows a console stream against a ladder.
+/// Follows a console stream against an [`Expectation`].
 pub struct Ladder<'c> {
-    markers: Vec<(&'c str, &'c Marker)>,
-    failure_patterns: &'c [String],
+    expectation: Expectation<'c>,
     values: BTreeMap<String, String>,
     verdict: Verdict,
-    seen_at: Vec<Option<usize>>,
-    lines: usize,
+    seen: Vec<bool>,
+    captured: BTreeMap<String, String>,
 }
 
 impl<'c> Ladder<'c> {
-    /// A ladder for phase `phase` of `contract`, with known placeholder values.
-    ///
-    /// # Errors
-    /// No such phase.
-    pub fn new(
-        contract: &'c Contract,
-        phase: &str,
-        values: BTreeMap<String, String>,
-    ) -> Result<Self, ContractError> {
-        let markers = contract.ladder(phase)?;
-        let count = markers.len();
-        Ok(Self {
-            markers,
-            failure_patterns: &contract.failure_patterns,
+    /// A ladder for `expectation`, with known placeholder values.
+    pub fn new(expectation: Expectation<'c>, values: BTreeMap<String, String>) -> Self {
+        let count = expectation.required.len();
+        Self {
+            expectation,
             values,
             verdict: Verdict::Waiting { next: 0 },
-            seen_at: vec![None; count],
-            lines: 0,
-        })
+            seen: vec![false; count],
+            captured: BTreeMap::new(),
+        }
     }
 
-    /// Takes one console line and returns the verdict so far. Once the verdict is no
-    /// longer `Waiting`, further lines do not change it.
+    /// Takes one console line and returns the verdict so far. A failure is final; a
+    /// pass turns into a failure only if a forbidden marker appears later (they must
+    /// never appear at all).
     pub fn feed(&mut self, line: &str) -> &Verdict {
-        self.lines += 1;
-        let Verdict::Waiting { next } = self.verdict else {
+        if self.verdict == Verdict::Passed
+            && self
+                .expectation
+                .forbidden
+                .iter()
+                .any(|m| m.matches(line, &self.values))
+        {
+            self.verdict = Verdict::Forbidden {
+                line: line.to_owned(),
+            };
+        }
+        if !matches!(self.verdict, Verdict::Waiting { .. }) {
             return &self.verdict;
-        };
+        }
         if let Some(pattern) = self
+            .expectation
             .failure_patterns
             .iter()
             .find(|p| line.contains(p.as_str()))
@@ -317,21 +468,47 @@ impl<'c> Ladder<'c> {
             };
             return &self.verdict;
         }
-        if self.markers[next].1.matches(line, &self.values) {
-            self.seen_at[next] = Some(self.lines);
-            self.verdict = if next + 1 == self.markers.len() {
-                Verdict::Passed
-            } else {
-                Verdict::Waiting { next: next + 1 }
-            };
-        } else if let Some(got) =
-            (next + 1..self.markers.len()).find(|&i| self.markers[i].1.matches(line, &self.values))
+        if self
+            .expectation
+            .forbidden
+            .iter()
+            .any(|m| m.matches(line, &self.values))
         {
-            self.verdict = Verdict::OutOfOrder {
-                expected: next,
-                got,
+            self.verdict = Verdict::Forbidden {
+                line: line.to_owned(),
             };
+            return &self.verdict;
         }
+        let required = &self.expectation.required;
+        let hit = (0..required.len())
+            .filter(|&i| !self.seen[i])
+            .find_map(|i| {
+                required[i]
+                    .1
+                    .capture(line, &self.values)
+                    .map(|value| (i, value))
+            });
+        if let Some((got, value)) = hit {
+            let owner = required[got].1.owner();
+            if let Some(expected) =
+                (0..got).find(|&j| !self.seen[j] && required[j].1.owner() == owner)
+            {
+                self.verdict = Verdict::OutOfOrder { expected, got };
+                return &self.verdict;
+            }
+            self.seen[got] = true;
+            if let Ok(Template {
+                placeholder: Some(name),
+                ..
+            }) = required[got].1.template()
+            {
+                self.captured.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        self.verdict = match self.seen.iter().position(|seen| !seen) {
+            Some(next) => Verdict::Waiting { next },
+            None => Verdict::Passed,
+        };
         &self.verdict
     }
 
@@ -340,53 +517,77 @@ impl<'c> Ladder<'c> {
         &self.verdict
     }
 
-    /// The phase and marker at ladder index `index`.
+    /// The label (phase or scenario) and marker at index `index`.
     pub fn marker(&self, index: usize) -> (&'c str, &'c Marker) {
-        self.markers[index]
+        self.expectation.required[index]
     }
 
-    /// How many markers the ladder has.
+    /// How many markers are required.
     pub fn len(&self) -> usize {
-        self.markers.len()
+        self.seen.len()
     }
 
-    /// Whether the ladder is empty (never, for a parsed contract).
+    /// Whether nothing is required (never, for a parsed contract).
     pub fn is_empty(&self) -> bool {
-        self.markers.is_empty()
+        self.seen.is_empty()
     }
 
-    /// How many markers have been seen, in order.
+    /// How many required markers have been seen.
     pub fn reached(&self) -> usize {
-        match self.verdict {
-            Verdict::Passed => self.markers.len(),
-            _ => self.seen_at.iter().take_while(|s| s.is_some()).count(),
-        }
+        self.seen.iter().filter(|s| **s).count()
+    }
+
+    /// Whether every marker labelled `label` has been seen.
+    pub fn label_complete(&self, label: &str) -> bool {
+        self.expectation
+            .required
+            .iter()
+            .zip(&self.seen)
+            .filter(|((l, _), _)| *l == label)
+            .all(|(_, seen)| *seen)
+    }
+
+    /// Placeholder values read from the markers seen, such as `pubkey`.
+    pub fn captured(&self) -> &BTreeMap<String, String> {
+        &self.captured
     }
 
     /// Explains a run that ended (stream closed or timed out) with this verdict: which
     /// phase and marker did not come, or what failed.
     pub fn explain(&self, ended_by: &str) -> String {
+        let missing = || {
+            self.seen.iter().position(|s| !s).map(|i| {
+                let (label, marker) = self.marker(i);
+                format!("{:?} of `{label}`", marker.text)
+            })
+        };
         match &self.verdict {
-            Verdict::Passed => format!("passed: all {} markers, in order", self.markers.len()),
+            Verdict::Passed => format!(
+                "passed: all {} markers of `{}`",
+                self.len(),
+                self.expectation.name
+            ),
             Verdict::Waiting { next } => {
-                let (phase, marker) = self.markers[*next];
+                let (label, marker) = self.marker(*next);
                 format!(
-                    "{ended_by} while waiting for marker {:?} of phase `{phase}`",
+                    "{ended_by} while waiting for marker {:?} of `{label}`",
                     marker.text
                 )
             }
-            Verdict::FailurePattern { pattern, line } => {
-                let (phase, marker) = self.markers[self.reached().min(self.markers.len() - 1)];
-                format!(
-                    "failure pattern {pattern:?} in line {line:?} (waiting for {:?} of phase `{phase}`)",
-                    marker.text
-                )
-            }
+            Verdict::FailurePattern { pattern, line } => format!(
+                "failure pattern {pattern:?} in line {line:?}{}",
+                missing().map_or(String::new(), |m| format!(" (waiting for {m})"))
+            ),
+            Verdict::Forbidden { line } => format!(
+                "forbidden marker {line:?} in scenario `{}`",
+                self.expectation.name
+            ),
             Verdict::OutOfOrder { expected, got } => {
-                let (phase, marker) = self.markers[*expected];
+                let (label, marker) = self.marker(*expected);
                 format!(
-                    "marker {:?} came before {:?} of phase `{phase}`",
-                    self.markers[*got].1.text, marker.text
+                    "marker {:?} came before {:?} of `{label}`",
+                    self.marker(*got).1.text,
+                    marker.text
                 )
             }
         }
@@ -404,66 +605,94 @@ mod tests {
         markers = [
             { id = "KERNEL_PROVIDER", text = "KERNEL: provider {provider}" },
             { id = "LOGD_READY", text = "logd: ready" },
+            { id = "SELFTEST_IPC", text = "SELFTEST: ipc ok" },
         ]
         [[phase]]
         name = "identity"
         markers = [
             { id = "RNGD_READY", text = "rngd: ready" },
-            { id = "KEY", text = "keystored: device pubkey {hex}" },
+            { id = "KEY", text = "keystored: device pubkey {pubkey}" },
+            { id = "SELFTEST_KEY", text = "SELFTEST: key ok" },
         ]
+        [[scenario_marker]]
+        id = "RNGD_NONE"
+        text = "rngd: no device"
+        [[scenario]]
+        name = "no-rng"
+        description = "no device"
+        base_phase = "bring-up"
+        expect = ["RNGD_NONE"]
+        forbidden = ["RNGD_READY", "KEY"]
     "#;
 
     fn values() -> BTreeMap<String, String> {
         [("provider".to_owned(), "dalek+chacha".to_owned())].into()
     }
 
-    fn run(phase: &str, lines: &[&str]) -> (Verdict, String) {
+    fn run_with(
+        phase: &str,
+        scenario: Option<&str>,
+        lines: &[&str],
+    ) -> (Verdict, String, BTreeMap<String, String>) {
         let contract = Contract::parse(CONTRACT).unwrap();
-        let mut ladder = Ladder::new(&contract, phase, values()).unwrap();
+        let mut ladder = Ladder::new(contract.expectation(phase, scenario).unwrap(), values());
         for line in lines {
             ladder.feed(line);
         }
-        (ladder.verdict().clone(), ladder.explain("timeout"))
+        (
+            ladder.verdict().clone(),
+            ladder.explain("timeout"),
+            ladder.captured().clone(),
+        )
+    }
+
+    fn run(phase: &str, lines: &[&str]) -> (Verdict, String) {
+        let (verdict, why, _) = run_with(phase, None, lines);
+        (verdict, why)
     }
 
     #[test]
-    fn in_order_passes_and_noise_between_markers_is_fine() {
+    fn in_order_passes_and_tasks_may_interleave() {
         let lines = [
             "OpenSBI v1.1",
             "KERNEL: provider dalek+chacha",
-            "info",
             "logd: ready",
             "rngd: ready",
+            "SELFTEST: ipc ok",
             "keystored: device pubkey ab12",
+            "SELFTEST: key ok",
         ];
-        assert_eq!(run("identity", &lines).0, Verdict::Passed);
+        let (verdict, _, captured) = run_with("identity", None, &lines);
+        assert_eq!(verdict, Verdict::Passed);
+        assert_eq!(captured.get("pubkey").map(String::as_str), Some("ab12"));
         assert_eq!(
-            run("bring-up", &lines[..4]).0,
+            run("bring-up", &lines).0,
             Verdict::Passed,
-            "a phase needs only its own prefix"
+            "later phases' markers are ignored"
         );
     }
 
     #[test]
-    fn out_of_order_fails_and_names_both_markers() {
+    fn out_of_order_within_a_task_fails_and_names_both_markers() {
         let (verdict, why) = run(
             "identity",
             &[
                 "KERNEL: provider dalek+chacha",
-                "rngd: ready",
                 "logd: ready",
+                "SELFTEST: key ok",
+                "SELFTEST: ipc ok",
             ],
         );
         assert_eq!(
             verdict,
             Verdict::OutOfOrder {
-                expected: 1,
-                got: 2
+                expected: 2,
+                got: 5
             }
         );
         assert_eq!(
             why,
-            "marker \"rngd: ready\" came before \"logd: ready\" of phase `bring-up`"
+            "marker \"SELFTEST: key ok\" came before \"SELFTEST: ipc ok\" of `bring-up`"
         );
     }
 
@@ -474,18 +703,20 @@ mod tests {
             &[
                 "KERNEL: provider dalek+chacha",
                 "logd: ready",
+                "SELFTEST: ipc ok",
                 "rngd: ready",
+                "SELFTEST: key ok",
             ],
         );
-        assert_eq!(verdict, Verdict::Waiting { next: 3 });
+        assert_eq!(verdict, Verdict::Waiting { next: 4 });
         assert_eq!(
             why,
-            "timeout while waiting for marker \"keystored: device pubkey {hex}\" of phase `identity`"
+            "timeout while waiting for marker \"keystored: device pubkey {pubkey}\" of `identity`"
         );
     }
 
     #[test]
-    fn a_failure_pattern_stops_the_run_even_after_markers() {
+    fn a_failure_pattern_stops_the_run() {
         let (verdict, why) = run(
             "identity",
             &[
@@ -502,24 +733,55 @@ mod tests {
             }
         );
         assert!(
-            why.contains("waiting for \"logd: ready\" of phase `bring-up`"),
+            why.contains("waiting for \"logd: ready\" of `bring-up`"),
             "{why}"
         );
     }
 
     #[test]
     fn the_banner_must_name_the_expected_provider() {
-        let (verdict, _) = run(
+        let (verdict, why) = run(
             "bring-up",
-            &["KERNEL: provider compact+chacha", "logd: ready"],
+            &[
+                "KERNEL: provider compact+chacha",
+                "logd: ready",
+                "SELFTEST: ipc ok",
+            ],
         );
         assert_eq!(
             verdict,
-            Verdict::OutOfOrder {
-                expected: 0,
-                got: 1
-            },
+            Verdict::Waiting { next: 0 },
             "wrong provider is not the banner"
+        );
+        assert!(why.contains("KERNEL: provider {provider}"));
+    }
+
+    #[test]
+    fn scenarios_add_markers_and_forbid_others() {
+        let base = [
+            "KERNEL: provider dalek+chacha",
+            "logd: ready",
+            "rngd: no device",
+            "SELFTEST: ipc ok",
+        ];
+        assert_eq!(run_with("full", Some("no-rng"), &base).0, Verdict::Passed);
+        let mut leaked = base.to_vec();
+        leaked.insert(2, "keystored: device pubkey 00");
+        let (verdict, why, _) = run_with("full", Some("no-rng"), &leaked);
+        assert_eq!(
+            verdict,
+            Verdict::Forbidden {
+                line: "keystored: device pubkey 00".into()
+            }
+        );
+        assert!(why.contains("scenario `no-rng`"), "{why}");
+        let mut late = base.to_vec();
+        late.push("rngd: ready");
+        assert_eq!(
+            run_with("full", Some("no-rng"), &late).0,
+            Verdict::Forbidden {
+                line: "rngd: ready".into()
+            }
         );
     }
 
@@ -534,7 +796,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_phase_and_malformed_contracts_are_errors() {
+    fn unknown_names_and_malformed_contracts_are_errors() {
         let contract = Contract::parse(CONTRACT).unwrap();
         assert!(
             contract
@@ -543,6 +805,13 @@ mod tests {
                 .0
                 .contains("phases: bring-up, identity")
         );
+        assert!(
+            contract
+                .expectation("full", Some("x"))
+                .unwrap_err()
+                .0
+                .contains("scenarios: no-rng")
+        );
         let duplicate = CONTRACT.replace("RNGD_READY", "LOGD_READY");
         assert!(
             Contract::parse(&duplicate)
@@ -550,7 +819,7 @@ mod tests {
                 .0
                 .contains("appears twice")
         );
-        let two_placeholders = CONTRACT.replace("device pubkey {hex}", "{a} {b}");
+        let two_placeholders = CONTRACT.replace("device pubkey {pubkey}", "{a} {b}");
         assert!(Contract::parse(&two_placeholders).is_err());
         let bad_pattern = CONTRACT.replace("logd: ready", "logd: FAIL");
         assert!(
@@ -558,6 +827,33 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("failure pattern")
+        );
+        let contradictory = CONTRACT.replace(
+            "forbidden = [\"RNGD_READY\", \"KEY\"]",
+            "forbidden = [\"LOGD_READY\"]",
+        );
+        assert!(
+            Contract::parse(&contradictory)
+                .unwrap_err()
+                .0
+                .contains("both expects and forbids")
+        );
+        let bad_expect = CONTRACT.replace("expect = [\"RNGD_NONE\"]", "expect = [\"RNGD_READY\"]");
+        assert!(
+            Contract::parse(&bad_expect)
+                .unwrap_err()
+                .0
+                .contains("not a scenario_marker")
+        );
+        let bad_forbid = CONTRACT.replace(
+            "forbidden = [\"RNGD_READY\", \"KEY\"]",
+            "forbidden = [\"NOPE\"]",
+        );
+        assert!(
+            Contract::parse(&bad_forbid)
+                .unwrap_err()
+                .0
+                .contains("unknown marker `NOPE`")
         );
     }
 

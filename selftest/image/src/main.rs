@@ -16,7 +16,8 @@ mod image {
     use alloc::vec::Vec;
 
     use ipc::ServiceId;
-    use kernel::MainVerdict;
+    use kernel::{MainOutcome, MainVerdict};
+    use provider_select::{Selected, SelectedCurve};
 
     #[riscv_rt::entry]
     fn main(hart_id: usize, device_tree: usize) -> ! {
@@ -31,10 +32,16 @@ mod image {
                 kernel::console_line("KERNEL", &line);
             }
             kernel.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_CAPACITY));
+            kernel.spawn(ServiceId::Rngd, rngd::run);
+            kernel.spawn(ServiceId::Keystored, keystored::run::<SelectedCurve, _>);
             let verdict = MainVerdict::default();
             let main = verdict.clone();
             kernel.spawn(ServiceId::Selftest, move |ep| async move {
-                main.set(selftest::run(&ep).await);
+                main.set(match selftest::run::<Selected, _>(&ep).await {
+                    selftest::Outcome::Passed => MainOutcome::Passed,
+                    selftest::Outcome::FailedClosed => MainOutcome::FailedClosed,
+                    selftest::Outcome::Failed => MainOutcome::Failed,
+                });
             });
             verdict
         })

@@ -13,7 +13,9 @@
 
 extern crate alloc;
 
+pub mod keystored;
 pub mod logd;
+pub mod rngd;
 
 use alloc::vec::Vec;
 use core::fmt;

@@ -1,0 +1,201 @@
+//! The identity checks: rngd's entropy and limits, the device key, keystored's
+//! refusals, the policy on SIGN, and the audit trail of all of it. Without entropy
+//! they prove instead that rngd and keystored fail closed.
+
+use alloc::format;
+use alloc::string::String;
+
+use ipc::{Action, AuditFilter, Capability, Endpoint, IpcError, Operation, ServiceId, Verdict};
+use provider_api::{Provider, VerifyingKey};
+use service_api::{ClientError, ServiceError, keystored, logd, rngd};
+
+use crate::Checks;
+
+/// Whether the system has a device key.
+pub(crate) enum Mode {
+    /// rngd served entropy and keystored has a key.
+    Keyed,
+    /// There is no entropy, and rngd and keystored both refused as they must.
+    FailedClosed,
+}
+
+pub(crate) async fn run<P: Provider, E: Endpoint>(checks: &mut Checks<'_, E>) -> Mode {
+    let ep = checks.ep;
+    match rngd::get_entropy(ep, 32).await {
+        Ok(first) => {
+            keyed::<P, E>(checks, &first).await;
+            Mode::Keyed
+        }
+        Err(ClientError::Service(ServiceError::Unavailable | ServiceError::HealthTestFailed)) => {
+            let outcome = fail_closed(ep).await;
+            checks.check(markers::SELFTEST_IDENTITY_FAIL_CLOSED, outcome);
+            Mode::FailedClosed
+        }
+        Err(error) => {
+            checks.check(
+                markers::SELFTEST_RNG_ENTROPY,
+                Err(format!("GET_ENTROPY failed: {error}")),
+            );
+            Mode::Keyed
+        }
+    }
+}
+
+async fn keyed<P: Provider, E: Endpoint>(checks: &mut Checks<'_, E>, first: &[u8]) {
+    let ep = checks.ep;
+
+    // Two draws of 32 bytes: full length (checked by the client), different, not zero.
+    let entropy = match rngd::get_entropy(ep, 32).await {
+        Ok(second) if second.as_slice() == first => {
+            Err(String::from("two draws returned the same bytes"))
+        }
+        Ok(_) if first.iter().all(|&b| b == 0) => Err(String::from("a draw was all zero")),
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!("second GET_ENTROPY failed: {error}")),
+    };
+    checks.check(markers::SELFTEST_RNG_ENTROPY, entropy);
+
+    // The device public key decodes as an Ed25519 point on this image's backend.
+    let pubkey = match keystored::get_pubkey(ep).await {
+        Ok(key) => VerifyingKey::<P::Curve>::from_bytes(&key)
+            .map(|_| ())
+            .map_err(|e| format!("the device public key does not decode: {e}")),
+        Err(error) => Err(format!("GET_PUBKEY failed: {error}")),
+    };
+    checks.check(markers::SELFTEST_DEVICE_KEY_PUBKEY, pubkey);
+
+    // Out-of-bounds sizes get their own errors, and rngd serves a good request after.
+    let too_large = rngd::get_entropy(ep, 257).await.err();
+    let empty = rngd::get_entropy(ep, 0).await.err();
+    let after = rngd::get_entropy(ep, 1).await.map(|b| b.len());
+    let bounds = match (too_large, empty, after) {
+        (
+            Some(ClientError::Service(ServiceError::RequestTooLarge)),
+            Some(ClientError::Service(ServiceError::EmptyRequest)),
+            Ok(1),
+        ) => Ok(()),
+        other => Err(format!("257, 0 and then 1 byte got {other:?}")),
+    };
+    checks.check(markers::SELFTEST_ENTROPY_OVERSIZED_REJECTED, bounds);
+
+    // Asking for the private key reaches keystored, which refuses with its own error.
+    let export = match keystored::export_private(ep).await {
+        Err(ref error) if keystored::is_export_refusal(error) => Ok(()),
+        other => Err(format!("EXPORT_PRIVATE got {other:?}")),
+    };
+    checks.check(markers::SELFTEST_PRIVATE_EXPORT_REJECTED, export);
+
+    // SIGN is dsoftbusd's alone: the kernel refuses the selftest.
+    let sign = match keystored::sign(ep, b"selftest").await {
+        Err(ClientError::Ipc(IpcError::Denied)) => Ok(()),
+        other => Err(format!("SIGN by the selftest got {other:?}")),
+    };
+    checks.check(markers::SELFTEST_UNPRIVILEGED_DENIED, sign);
+
+    let entropy_call = Action::Call {
+        service: ServiceId::Rngd,
+        code: Operation::RngdGetEntropy.code(),
+    };
+    let expected: [(ServiceId, ServiceId, Action, Verdict, u32); 5] = [
+        (
+            ServiceId::Kernel,
+            ServiceId::Rngd,
+            Action::Claim(Capability::EntropyDevice),
+            Verdict::Allowed,
+            1,
+        ),
+        (
+            ServiceId::Rngd,
+            ServiceId::Keystored,
+            entropy_call,
+            Verdict::Allowed,
+            1,
+        ),
+        (
+            ServiceId::Rngd,
+            ServiceId::Selftest,
+            entropy_call,
+            Verdict::Rejected,
+            2,
+        ),
+        (
+            ServiceId::Keystored,
+            ServiceId::Selftest,
+            Action::Call {
+                service: ServiceId::Keystored,
+                code: Operation::KeystoredExportPrivate.code(),
+            },
+            Verdict::Denied,
+            1,
+        ),
+        (
+            ServiceId::Kernel,
+            ServiceId::Selftest,
+            Action::Call {
+                service: ServiceId::Keystored,
+                code: Operation::KeystoredSign.code(),
+            },
+            Verdict::Denied,
+            1,
+        ),
+    ];
+    let audit = audited(ep, &expected).await;
+    checks.check(markers::SELFTEST_IDENTITY_AUDIT_RECORDS, audit);
+}
+
+/// Without entropy: keystored has no key, still refuses export with its own error,
+/// and both services recorded why they closed.
+async fn fail_closed<E: Endpoint>(ep: &E) -> Result<(), String> {
+    match keystored::get_pubkey(ep).await {
+        Err(ClientError::Service(ServiceError::NoKey)) => {}
+        other => return Err(format!("GET_PUBKEY without entropy got {other:?}")),
+    }
+    match keystored::export_private(ep).await {
+        Err(ref error) if keystored::is_export_refusal(error) => {}
+        other => return Err(format!("EXPORT_PRIVATE without a key got {other:?}")),
+    }
+    let expected = [
+        (
+            ServiceId::Rngd,
+            ServiceId::Rngd,
+            Action::Health,
+            Verdict::Failed,
+            1,
+        ),
+        (
+            ServiceId::Keystored,
+            ServiceId::Keystored,
+            Action::Health,
+            Verdict::Failed,
+            1,
+        ),
+    ];
+    audited(ep, &expected).await
+}
+
+/// Checks that logd holds at least `count` records of each (origin, subject, action,
+/// verdict).
+async fn audited<E: Endpoint>(
+    ep: &E,
+    expected: &[(ServiceId, ServiceId, Action, Verdict, u32)],
+) -> Result<(), String> {
+    for &(origin, subject, action, verdict, count) in expected {
+        let filter = AuditFilter {
+            origin: Some(origin),
+            subject: Some(subject),
+            action: Some(action),
+            verdict: Some(verdict),
+        };
+        match logd::query(ep, &filter).await {
+            Ok(reply) if reply.matched >= count => {}
+            Ok(reply) => {
+                return Err(format!(
+                    "{} records of {origin} on {subject} {action:?} {verdict:?}, want {count}",
+                    reply.matched
+                ));
+            }
+            Err(error) => return Err(format!("logd query failed: {error}")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! The host runner: the OS's own service crates, wired on the host.
+//!
+//! [`HostSystem`] is `kernel-core` (the same executor, router, policy table and
+//! manifest as the image) on std, with a host [`Entropy`] source in the entropy-device
+//! slot instead of virtio-rng. It spawns logd, rngd and keystored exactly as the image
+//! does, so `cargo test` exercises the real services, the real policy and the real
+//! audit trail; QEMU proves the device, the kernel and the markers.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Instant;
+
+use ipc::{DeviceError, RawEntropyDevice, ServiceId};
+use kernel_core::{Kernel, KernelEndpoint, Limits, Platform, RunOutcome};
+use provider_api::Provider;
+
+/// How long a host run may take before it is declared hung.
+const RUN_DEADLINE_US: u64 = 60_000_000;
+
+/// The host as a [`Platform`]: wall-clock time, console lines kept in memory.
+#[derive(Clone)]
+pub struct HostPlatform {
+    started: Instant,
+    console: Rc<RefCell<Vec<String>>>,
+}
+
+impl Platform for HostPlatform {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn console_line(&self, prefix: &str, line: &str) {
+        self.console.borrow_mut().push(format!("{prefix}: {line}"));
+    }
+}
+
+/// What sits in the entropy-device slot.
+#[derive(Clone, Debug)]
+pub enum Entropy {
+    /// The host's getrandom.
+    Host,
+    /// These bytes, in order, then nothing (like `RNG_FILE`).
+    Bytes(Vec<u8>),
+    /// No device (like `NO_RNG=1`).
+    Absent,
+}
+
+struct HostDevice {
+    entropy: Entropy,
+    at: usize,
+}
+
+impl RawEntropyDevice for HostDevice {
+    fn read(&mut self, dest: &mut [u8]) -> Result<usize, DeviceError> {
+        match &self.entropy {
+            Entropy::Host => getrandom::fill(dest)
+                .map(|()| dest.len())
+                .map_err(|_| DeviceError::Failed),
+            Entropy::Bytes(bytes) => {
+                let n = dest.len().min(bytes.len() - self.at);
+                dest[..n].copy_from_slice(&bytes[self.at..self.at + n]);
+                self.at += n;
+                Ok(n)
+            }
+            Entropy::Absent => Err(DeviceError::Failed),
+        }
+    }
+}
+
+/// The services of the image, running on the host.
+pub struct HostSystem {
+    kernel: Kernel<HostPlatform>,
+    console: Rc<RefCell<Vec<String>>>,
+}
+
+impl HostSystem {
+    /// Spawns logd, rngd and keystored on provider `P`, with `entropy` in the device
+    /// slot, under the compiled-in policy and manifest.
+    pub fn boot<P: Provider>(entropy: Entropy) -> Self {
+        let console = Rc::default();
+        let platform = HostPlatform {
+            started: Instant::now(),
+            console: Rc::clone(&console),
+        };
+        let mut kernel = Kernel::new(
+            platform,
+            kernel_core::config::POLICY,
+            kernel_core::config::GRANTS,
+            Limits::default(),
+        );
+        if !matches!(entropy, Entropy::Absent) {
+            kernel.install_entropy_device(Box::new(HostDevice { entropy, at: 0 }));
+        }
+        kernel.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_CAPACITY));
+        kernel.spawn(ServiceId::Rngd, rngd::run);
+        kernel.spawn(ServiceId::Keystored, keystored::run::<P::Curve, _>);
+        Self { kernel, console }
+    }
+
+    /// Runs `body` as task `id` until it finishes, the services running alongside, and
+    /// returns what it returned.
+    ///
+    /// # Panics
+    /// When the task does not finish within a minute (the console is printed).
+    pub fn run_as<T, F, Fut>(&mut self, id: ServiceId, body: F) -> T
+    where
+        T: 'static,
+        F: FnOnce(KernelEndpoint<HostPlatform>) -> Fut,
+        Fut: Future<Output = T> + 'static,
+    {
+        let result = Rc::new(RefCell::new(None));
+        let slot = Rc::clone(&result);
+        self.kernel.spawn(id, move |ep| {
+            let task = body(ep);
+            async move {
+                let value = task.await;
+                *slot.borrow_mut() = Some(value);
+            }
+        });
+        let deadline = self.kernel.platform().now_us() + RUN_DEADLINE_US;
+        let outcome = self.kernel.run(id, deadline);
+        assert_eq!(
+            outcome,
+            RunOutcome::MainFinished,
+            "task {id} did not finish: {:#?}",
+            self.console()
+        );
+        result
+            .borrow_mut()
+            .take()
+            .expect("the task stored its result")
+    }
+
+    /// Runs the image's selftest client, as the selftest task.
+    pub fn run_selftest<P: Provider>(&mut self) -> selftest::Outcome {
+        self.run_as(ServiceId::Selftest, |ep| async move {
+            selftest::run::<P, _>(&ep).await
+        })
+    }
+
+    /// Every console line so far, prefixed as on the UART.
+    pub fn console(&self) -> Vec<String> {
+        self.console.borrow().clone()
+    }
+}

@@ -25,6 +25,9 @@
 //! backends' key types) and whose `Debug` prints no secret. No type here offers a
 //! getter for a private key.
 //!
+//! Protocols that need a hash (Noise) use a [`HashBackend`]: hash, HMAC and HKDF on
+//! BLAKE2s or SHA-256, implemented by `provider-hash`.
+//!
 //! Entropy comes in through the [`EntropySource`] trait ([`entropy`]), which fills a
 //! buffer completely or fails with a typed error; [`EntropyRng`] adapts any source for
 //! RustCrypto APIs that want a `rand_core` 0.10 crypto RNG.
@@ -37,6 +40,7 @@
 
 pub mod cipher;
 pub mod entropy;
+pub mod hash;
 pub mod key_agreement;
 pub mod provider;
 pub mod secret;
@@ -44,6 +48,7 @@ pub mod signing;
 
 pub use cipher::{AeadAlgorithm, AeadBackend, AeadCipher, AeadError, AeadKey, Nonce, Tag};
 pub use entropy::{EntropyError, EntropyRng, EntropySource, MAX_ENTROPY_REQUEST};
+pub use hash::{HASH_LEN, HashAlgorithm, HashBackend};
 pub use key_agreement::{
     KeyAgreementBackend, KeyAgreementError, SharedSecret, X25519PublicKey, X25519SecretKey,
 };

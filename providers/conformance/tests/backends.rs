@@ -29,3 +29,6 @@ provider_conformance::cross_aead_tests!(
     provider_aes_gcm::Aes256Gcm,
     provider_chacha::ChaCha20Poly1305
 );
+
+provider_conformance::hash_backend_tests!(blake2s, provider_hash::Blake2s);
+provider_conformance::hash_backend_tests!(sha256, provider_hash::Sha256);

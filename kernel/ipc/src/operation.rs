@@ -23,11 +23,11 @@ pub enum Operation {
     /// keystored: export the private key. Always refused; it exists so that asking is
     /// a distinct, audited event.
     KeystoredExportPrivate = 0x0303,
-    /// dsoftbusd: open a session to a peer and authenticate it.
-    DsoftbusdConnect = 0x0401,
-    /// dsoftbusd: send a message on an open session and return the peer's answer.
-    DsoftbusdPing = 0x0402,
-    /// dsoftbusd and its peers: carry one Noise message of a session.
+    /// dsoftbusd: its Noise static public key and its device public key.
+    DsoftbusdDiscover = 0x0401,
+    /// dsoftbusd: add a peer's device public key to the allowlist.
+    DsoftbusdTrust = 0x0402,
+    /// dsoftbusd: carry one Noise message of a session and return the answer.
     DsoftbusdTransport = 0x0403,
 }
 
@@ -39,8 +39,8 @@ impl Operation {
         Self::KeystoredGetPubkey,
         Self::KeystoredSign,
         Self::KeystoredExportPrivate,
-        Self::DsoftbusdConnect,
-        Self::DsoftbusdPing,
+        Self::DsoftbusdDiscover,
+        Self::DsoftbusdTrust,
         Self::DsoftbusdTransport,
     ];
 
@@ -52,7 +52,7 @@ impl Operation {
             Self::KeystoredGetPubkey | Self::KeystoredSign | Self::KeystoredExportPrivate => {
                 ServiceId::Keystored
             }
-            Self::DsoftbusdConnect | Self::DsoftbusdPing | Self::DsoftbusdTransport => {
+            Self::DsoftbusdDiscover | Self::DsoftbusdTrust | Self::DsoftbusdTransport => {
                 ServiceId::Dsoftbusd
             }
         }
@@ -66,8 +66,8 @@ impl Operation {
             Self::KeystoredGetPubkey => "GET_PUBKEY",
             Self::KeystoredSign => "SIGN",
             Self::KeystoredExportPrivate => "EXPORT_PRIVATE",
-            Self::DsoftbusdConnect => "CONNECT",
-            Self::DsoftbusdPing => "PING",
+            Self::DsoftbusdDiscover => "DISCOVER",
+            Self::DsoftbusdTrust => "TRUST",
             Self::DsoftbusdTransport => "TRANSPORT",
         }
     }

@@ -11,6 +11,7 @@
 extern crate alloc;
 
 mod bring_up;
+mod dsoftbus;
 mod identity;
 
 use alloc::format;
@@ -18,7 +19,7 @@ use alloc::string::String;
 
 use ipc::Endpoint;
 use markers::Marker;
-use provider_api::Provider;
+use provider_api::{HashBackend, Provider};
 
 /// How the selftest ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,11 +33,15 @@ pub enum Outcome {
     Failed,
 }
 
-/// Runs every check on provider `P` and reports the outcome.
-pub async fn run<P: Provider, E: Endpoint>(ep: &E) -> Outcome {
+/// Runs every check on provider `P` (and hash `H` for the Noise sessions) and
+/// reports the outcome.
+pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: &E) -> Outcome {
     let mut checks = Checks { ep, failures: 0 };
     bring_up::run(&mut checks).await;
     let mode = identity::run::<P, E>(&mut checks).await;
+    if let identity::Mode::Keyed = mode {
+        dsoftbus::run::<P, H, E>(&mut checks).await;
+    }
     checks.finish(mode)
 }
 

@@ -2,8 +2,8 @@
 //!
 //! [`HostSystem`] is `kernel-core` (the same executor, router, policy table and
 //! manifest as the image) on std, with a host [`Entropy`] source in the entropy-device
-//! slot instead of virtio-rng. It spawns logd, rngd and keystored exactly as the image
-//! does, so `cargo test` exercises the real services, the real policy and the real
+//! slot instead of virtio-rng. It spawns logd, rngd, keystored and dsoftbusd (with
+//! BLAKE2s) exactly as the image does, so `cargo test` exercises the real services, the real policy and the real
 //! audit trail; QEMU proves the device, the kernel and the markers.
 
 use std::cell::RefCell;
@@ -14,6 +14,7 @@ use std::time::Instant;
 use ipc::{DeviceError, RawEntropyDevice, ServiceId};
 use kernel_core::{Kernel, KernelEndpoint, Limits, Platform, RunOutcome};
 use provider_api::Provider;
+use provider_hash::Blake2s;
 
 /// How long a host run may take before it is declared hung.
 const RUN_DEADLINE_US: u64 = 60_000_000;
@@ -75,9 +76,19 @@ pub struct HostSystem {
 }
 
 impl HostSystem {
-    /// Spawns logd, rngd and keystored on provider `P`, with `entropy` in the device
+    /// Spawns logd, rngd, keystored and dsoftbusd on provider `P`, with `entropy` in the device
     /// slot, under the compiled-in policy and manifest.
     pub fn boot<P: Provider>(entropy: Entropy) -> Self {
+        let mut system = Self::boot_identity::<P>(entropy);
+        system
+            .kernel
+            .spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<P, Blake2s, _>);
+        system
+    }
+
+    /// Spawns only logd, rngd and keystored, leaving the dsoftbusd identity free for
+    /// a test to act as (to call what the policy allows dsoftbusd alone).
+    pub fn boot_identity<P: Provider>(entropy: Entropy) -> Self {
         let console = Rc::default();
         let platform = HostPlatform {
             started: Instant::now(),
@@ -135,7 +146,7 @@ impl HostSystem {
     /// Runs the image's selftest client, as the selftest task.
     pub fn run_selftest<P: Provider>(&mut self) -> selftest::Outcome {
         self.run_as(ServiceId::Selftest, |ep| async move {
-            selftest::run::<P, _>(&ep).await
+            selftest::run::<P, Blake2s, _>(&ep).await
         })
     }
 

@@ -286,7 +286,7 @@ macro_rules! identity_suite {
 
             #[test]
             fn keystored_signs_for_dsoftbusd_with_the_device_key() {
-                let mut system = HostSystem::boot::<P>(Entropy::Host);
+                let mut system = HostSystem::boot_identity::<P>(Entropy::Host);
                 let (public, signature) = system.run_as(ServiceId::Dsoftbusd, |ep| async move {
                     (
                         keystored::get_pubkey(&ep).await.unwrap(),

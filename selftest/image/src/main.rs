@@ -1,5 +1,8 @@
 //! The bootable riscv64 image for one provider combination.
 //!
+//! Tasks: logd, rngd, keystored, dsoftbusd (Noise `..._BLAKE2s`), and the selftest,
+//! whose outcome decides the shutdown status.
+//!
 //! Built by `cargo xtask test-os` (or `run`) with `--no-default-features` and one
 //! `sig-*` and one `aead-*` feature. The kernel prints the combination in its banner
 //! marker; the harness checks it is the one it asked for. On the host this binary only
@@ -17,6 +20,7 @@ mod image {
 
     use ipc::ServiceId;
     use kernel::{MainOutcome, MainVerdict};
+    use provider_hash::Blake2s;
     use provider_select::{Selected, SelectedCurve};
 
     #[riscv_rt::entry]
@@ -34,10 +38,11 @@ mod image {
             kernel.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_CAPACITY));
             kernel.spawn(ServiceId::Rngd, rngd::run);
             kernel.spawn(ServiceId::Keystored, keystored::run::<SelectedCurve, _>);
+            kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Blake2s, _>);
             let verdict = MainVerdict::default();
             let main = verdict.clone();
             kernel.spawn(ServiceId::Selftest, move |ep| async move {
-                main.set(match selftest::run::<Selected, _>(&ep).await {
+                main.set(match selftest::run::<Selected, Blake2s, _>(&ep).await {
                     selftest::Outcome::Passed => MainOutcome::Passed,
                     selftest::Outcome::FailedClosed => MainOutcome::FailedClosed,
                     selftest::Outcome::Failed => MainOutcome::Failed,

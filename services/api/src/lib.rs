@@ -13,6 +13,7 @@
 
 extern crate alloc;
 
+pub mod dsoftbusd;
 pub mod keystored;
 pub mod logd;
 pub mod rngd;

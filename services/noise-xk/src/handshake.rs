@@ -1,5 +1,6 @@
 //! The XK handshake (specification section 7.5), one type per step.
 
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 
 use provider_api::{
@@ -20,13 +21,13 @@ pub type Step<S> = Result<(S, Vec<u8>), NoiseError>;
 /// The state both roles share.
 struct Core<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> {
     symmetric: SymmetricState<A, H>,
-    s: X25519SecretKey<C>,
+    s: Rc<X25519SecretKey<C>>,
 }
 
 impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> Core<C, A, H> {
     /// `Initialize()` for XK: protocol name, prologue, then the responder's static
     /// key as the pre-message.
-    fn new(prologue: &[u8], s: X25519SecretKey<C>, responder_static: &X25519PublicKey) -> Self {
+    fn new(prologue: &[u8], s: Rc<X25519SecretKey<C>>, responder_static: &X25519PublicKey) -> Self {
         let mut symmetric = SymmetricState::new(protocol_name::<A, H>().as_bytes());
         symmetric.mix_hash(prologue);
         symmetric.mix_hash(responder_static.as_bytes());
@@ -92,8 +93,9 @@ pub struct InitiatorReadyToFinish<C: KeyAgreementBackend, A: AeadBackend, H: Has
 }
 
 impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> Initiator<C, A, H> {
-    /// An initiator with static key `s`, who knows the responder's static key `rs`.
-    pub fn new(prologue: &[u8], s: X25519SecretKey<C>, rs: X25519PublicKey) -> Self {
+    /// An initiator with static key `s` (shared by all of the node's sessions), who
+    /// knows the responder's static key `rs`.
+    pub fn new(prologue: &[u8], s: Rc<X25519SecretKey<C>>, rs: X25519PublicKey) -> Self {
         Self {
             core: Core::new(prologue, s, &rs),
             rs,
@@ -187,8 +189,8 @@ pub struct ResponderAwaitingFinish<C: KeyAgreementBackend, A: AeadBackend, H: Ha
 }
 
 impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> Responder<C, A, H> {
-    /// A responder with static key `s`.
-    pub fn new(prologue: &[u8], s: X25519SecretKey<C>) -> Self {
+    /// A responder with static key `s` (shared by all of the node's sessions).
+    pub fn new(prologue: &[u8], s: Rc<X25519SecretKey<C>>) -> Self {
         let public = *s.public_key();
         Self {
             core: Core::new(prologue, s, &public),

@@ -2,6 +2,8 @@
 //! both curve backends, both roles, several transport messages each way; and, with
 //! the same ephemeral keys on both sides, byte-identical messages and handshake hash.
 
+use std::rc::Rc;
+
 use noise_xk::{Initiator, Responder, Transport, protocol_name};
 use provider_api::{AeadBackend, HashBackend, KeyAgreementBackend, SecretBytes, X25519SecretKey};
 
@@ -56,7 +58,7 @@ fn ours_initiates<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(fixed_
 
     let initiator = Initiator::<C, A, H>::new(
         PROLOGUE,
-        X25519SecretKey::from_entropy(&our_static),
+        Rc::new(X25519SecretKey::from_entropy(&our_static)),
         their_public,
     );
     let (initiator, message_1) = initiator.write_message_1(&entropy(0x33), b"one").unwrap();
@@ -105,7 +107,7 @@ fn snow_initiates<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(fixed_
     let mut buffer = [0u8; 1024];
 
     let n = snow_side.write_message(b"hello", &mut buffer).unwrap();
-    let (responder, got) = Responder::<C, A, H>::new(PROLOGUE, our_key)
+    let (responder, got) = Responder::<C, A, H>::new(PROLOGUE, Rc::new(our_key))
         .read_message_1(&buffer[..n])
         .unwrap();
     assert_eq!(got, b"hello", "{name}");
@@ -158,15 +160,17 @@ fn identical_messages<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>() 
 
     let ours = Initiator::<C, A, H>::new(
         PROLOGUE,
-        X25519SecretKey::from_entropy(&initiator_static),
+        Rc::new(X25519SecretKey::from_entropy(&initiator_static)),
         responder_public,
     );
     let (ours, m1) = ours.write_message_1(&initiator_ephemeral, b"p1").unwrap();
     let n = snow_initiator.write_message(b"p1", &mut b1).unwrap();
     assert_eq!(m1, &b1[..n], "{name}: message 1");
     snow_responder.read_message(&m1, &mut scratch).unwrap();
-    let theirs =
-        Responder::<C, A, H>::new(PROLOGUE, X25519SecretKey::from_entropy(&responder_static));
+    let theirs = Responder::<C, A, H>::new(
+        PROLOGUE,
+        Rc::new(X25519SecretKey::from_entropy(&responder_static)),
+    );
     let (theirs, _) = theirs.read_message_1(&m1).unwrap();
     let (theirs, m2) = theirs.write_message_2(&responder_ephemeral, b"p2").unwrap();
     let n = snow_responder.write_message(b"p2", &mut b2).unwrap();

@@ -1,5 +1,7 @@
 //! What the handshake and transport must refuse, for every suite.
 
+use std::rc::Rc;
+
 use noise_xk::{Initiator, MAX_MESSAGE_LEN, NoiseError, Responder, Transport};
 use provider_api::{
     AeadBackend, HashBackend, KeyAgreementBackend, SecretBytes, X25519PublicKey, X25519SecretKey,
@@ -16,11 +18,14 @@ fn handshake<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>()
 -> ([Vec<u8>; 3], Transport<A>, Transport<A>) {
     let responder_key = X25519SecretKey::<C>::from_entropy(&entropy(2));
     let rs = *responder_key.public_key();
-    let (i, m1) =
-        Initiator::<C, A, H>::new(PROLOGUE, X25519SecretKey::from_entropy(&entropy(1)), rs)
-            .write_message_1(&entropy(3), b"m1")
-            .unwrap();
-    let (r, _) = Responder::<C, A, H>::new(PROLOGUE, responder_key)
+    let (i, m1) = Initiator::<C, A, H>::new(
+        PROLOGUE,
+        Rc::new(X25519SecretKey::from_entropy(&entropy(1))),
+        rs,
+    )
+    .write_message_1(&entropy(3), b"m1")
+    .unwrap();
+    let (r, _) = Responder::<C, A, H>::new(PROLOGUE, Rc::new(responder_key))
         .read_message_1(&m1)
         .unwrap();
     let (r, m2) = r.write_message_2(&entropy(4), b"m2").unwrap();
@@ -38,11 +43,14 @@ fn deliver<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(
 ) -> Result<(), NoiseError> {
     let responder_key = X25519SecretKey::<C>::from_entropy(&entropy(2));
     let rs = *responder_key.public_key();
-    let (i, m1) =
-        Initiator::<C, A, H>::new(PROLOGUE, X25519SecretKey::from_entropy(&entropy(1)), rs)
-            .write_message_1(&entropy(3), b"m1")
-            .unwrap();
-    let responder = Responder::<C, A, H>::new(PROLOGUE, responder_key);
+    let (i, m1) = Initiator::<C, A, H>::new(
+        PROLOGUE,
+        Rc::new(X25519SecretKey::from_entropy(&entropy(1))),
+        rs,
+    )
+    .write_message_1(&entropy(3), b"m1")
+    .unwrap();
+    let responder = Responder::<C, A, H>::new(PROLOGUE, Rc::new(responder_key));
     if index == 0 {
         return responder.read_message_1(message).map(|_| ());
     }
@@ -106,11 +114,14 @@ fn truncated_and_oversized_are_rejected<C: KeyAgreementBackend, A: AeadBackend, 
 fn wrong_keys_and_prologues_fail<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>() {
     let responder_key = || X25519SecretKey::<C>::from_entropy(&entropy(2));
     let wrong = *X25519SecretKey::<C>::from_entropy(&entropy(9)).public_key();
-    let (_, m1) =
-        Initiator::<C, A, H>::new(PROLOGUE, X25519SecretKey::from_entropy(&entropy(1)), wrong)
-            .write_message_1(&entropy(3), b"")
-            .unwrap();
-    let outcome = Responder::<C, A, H>::new(PROLOGUE, responder_key()).read_message_1(&m1);
+    let (_, m1) = Initiator::<C, A, H>::new(
+        PROLOGUE,
+        Rc::new(X25519SecretKey::from_entropy(&entropy(1))),
+        wrong,
+    )
+    .write_message_1(&entropy(3), b"")
+    .unwrap();
+    let outcome = Responder::<C, A, H>::new(PROLOGUE, Rc::new(responder_key())).read_message_1(&m1);
     assert!(
         matches!(outcome, Err(NoiseError::Authentication)),
         "a wrong responder static key"
@@ -119,12 +130,12 @@ fn wrong_keys_and_prologues_fail<C: KeyAgreementBackend, A: AeadBackend, H: Hash
     let rs = *responder_key().public_key();
     let (_, m1) = Initiator::<C, A, H>::new(
         b"other prologue",
-        X25519SecretKey::from_entropy(&entropy(1)),
+        Rc::new(X25519SecretKey::from_entropy(&entropy(1))),
         rs,
     )
     .write_message_1(&entropy(3), b"")
     .unwrap();
-    let outcome = Responder::<C, A, H>::new(PROLOGUE, responder_key()).read_message_1(&m1);
+    let outcome = Responder::<C, A, H>::new(PROLOGUE, Rc::new(responder_key())).read_message_1(&m1);
     assert!(
         matches!(outcome, Err(NoiseError::Authentication)),
         "the prologue is in the handshake hash"
@@ -133,14 +144,15 @@ fn wrong_keys_and_prologues_fail<C: KeyAgreementBackend, A: AeadBackend, H: Hash
     let low_order = X25519PublicKey([0; 32]);
     let outcome = Initiator::<C, A, H>::new(
         PROLOGUE,
-        X25519SecretKey::from_entropy(&entropy(1)),
+        Rc::new(X25519SecretKey::from_entropy(&entropy(1))),
         low_order,
     )
     .write_message_1(&entropy(3), b"");
     assert!(matches!(outcome, Err(NoiseError::LowOrderKey)));
     let mut m1_low = vec![0u8; 48];
     m1_low[0] = 1; // u = 1, a low-order point
-    let outcome = Responder::<C, A, H>::new(PROLOGUE, responder_key()).read_message_1(&m1_low);
+    let outcome =
+        Responder::<C, A, H>::new(PROLOGUE, Rc::new(responder_key())).read_message_1(&m1_low);
     assert!(matches!(outcome, Err(NoiseError::LowOrderKey)));
 }
 
@@ -184,10 +196,13 @@ fn transport_refuses_replays_and_keeps_going<
 fn fresh_entropy_gives_fresh_ephemerals<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>() {
     let rs = *X25519SecretKey::<C>::from_entropy(&entropy(2)).public_key();
     let first_e = |fill| {
-        let (_, m1) =
-            Initiator::<C, A, H>::new(PROLOGUE, X25519SecretKey::from_entropy(&entropy(1)), rs)
-                .write_message_1(&entropy(fill), b"")
-                .unwrap();
+        let (_, m1) = Initiator::<C, A, H>::new(
+            PROLOGUE,
+            Rc::new(X25519SecretKey::from_entropy(&entropy(1))),
+            rs,
+        )
+        .write_message_1(&entropy(fill), b"")
+        .unwrap();
         m1[..32].to_vec()
     };
     assert_ne!(first_e(5), first_e(6));
@@ -251,14 +266,15 @@ fn a_dalek_node_and_a_compact_node_complete_a_session() {
     let rs = *responder_key.public_key();
     let (i, m1) = Initiator::<Dalek, ChaCha20Poly1305, Blake2s>::new(
         PROLOGUE,
-        X25519SecretKey::from_entropy(&entropy(1)),
+        Rc::new(X25519SecretKey::from_entropy(&entropy(1))),
         rs,
     )
     .write_message_1(&entropy(3), b"")
     .unwrap();
-    let (r, _) = Responder::<Compact, ChaCha20Poly1305, Blake2s>::new(PROLOGUE, responder_key)
-        .read_message_1(&m1)
-        .unwrap();
+    let (r, _) =
+        Responder::<Compact, ChaCha20Poly1305, Blake2s>::new(PROLOGUE, Rc::new(responder_key))
+            .read_message_1(&m1)
+            .unwrap();
     let (r, m2) = r.write_message_2(&entropy(4), b"").unwrap();
     let (i, _) = i.read_message_2(&m2).unwrap();
     let (mut dalek, m3) = i.write_message_3(b"").unwrap();
@@ -279,15 +295,15 @@ fn peers_on_different_aeads_or_hashes_fail_cleanly() {
     let rs = *responder_key().public_key();
     let (_, m1) = Initiator::<Dalek, ChaCha20Poly1305, Blake2s>::new(
         PROLOGUE,
-        X25519SecretKey::from_entropy(&entropy(1)),
+        Rc::new(X25519SecretKey::from_entropy(&entropy(1))),
         rs,
     )
     .write_message_1(&entropy(3), b"")
     .unwrap();
-    let aes =
-        Responder::<Dalek, Aes256Gcm, Blake2s>::new(PROLOGUE, responder_key()).read_message_1(&m1);
+    let aes = Responder::<Dalek, Aes256Gcm, Blake2s>::new(PROLOGUE, Rc::new(responder_key()))
+        .read_message_1(&m1);
     assert!(matches!(aes, Err(NoiseError::Authentication)));
-    let sha = Responder::<Dalek, ChaCha20Poly1305, Sha256>::new(PROLOGUE, responder_key())
+    let sha = Responder::<Dalek, ChaCha20Poly1305, Sha256>::new(PROLOGUE, Rc::new(responder_key()))
         .read_message_1(&m1);
     assert!(matches!(sha, Err(NoiseError::Authentication)));
 }

@@ -1,0 +1,447 @@
+//! The dsoftbus checks. The selftest is the remote node: it has its own device
+//! identity (a key made here from rngd entropy, never keystored's), it provisions that
+//! identity into dsoftbusd's allowlist, and it initiates Noise XK sessions. It checks
+//! dsoftbusd's binding against the device key keystored publishes, exchanges pings as
+//! AEAD transport messages, and mounts each attack; after every rejection a good
+//! session must still complete.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use dsoftbusd::binding::Binding;
+use dsoftbusd::client::{ConnectError, Node, Session, Stage, connect};
+use ipc::frame::FrameError;
+use ipc::{Action, AuditFilter, Endpoint, IpcError, Operation, ServiceId, Verdict};
+use noise_xk::NoiseError;
+use provider_api::{
+    HashBackend, Provider, SecretBytes, Seed, SigningKey, X25519PublicKey, X25519SecretKey,
+};
+use service_api::dsoftbusd::{self as api, MAX_MESSAGE};
+use service_api::{ClientError, ServiceError, keystored, logd, rngd};
+
+use crate::Checks;
+
+/// Everything the sessions need, made once.
+struct Setup<P: Provider> {
+    node: Node<P>,
+    identity_seed: Seed,
+    responder: X25519PublicKey,
+    trusted: [[u8; 32]; 1],
+}
+
+async fn secret<E: Endpoint>(ep: &E) -> Result<SecretBytes<32>, String> {
+    let bytes = rngd::get_entropy(ep, 32)
+        .await
+        .map_err(|e| format!("GET_ENTROPY: {e}"))?;
+    SecretBytes::from_fill(|out: &mut [u8; 32]| {
+        out.copy_from_slice(&bytes);
+        Ok(())
+    })
+}
+
+async fn setup<P: Provider, E: Endpoint>(ep: &E) -> Result<Setup<P>, String> {
+    let identity_seed = secret(ep).await?;
+    let node = Node::<P>::new(&identity_seed, &secret(ep).await?)
+        .map_err(|e| format!("node identity: {e}"))?;
+    let discovered = api::discover(ep)
+        .await
+        .map_err(|e| format!("DISCOVER: {e}"))?;
+    let device = keystored::get_pubkey(ep)
+        .await
+        .map_err(|e| format!("GET_PUBKEY: {e}"))?;
+    if discovered.device_key != device {
+        return Err(String::from(
+            "dsoftbusd presents a device key that is not keystored's",
+        ));
+    }
+    api::trust(ep, &node.device_key())
+        .await
+        .map_err(|e| format!("TRUST: {e}"))?;
+    Ok(Setup {
+        node,
+        identity_seed,
+        responder: X25519PublicKey(discovered.noise_static),
+        trusted: [device],
+    })
+}
+
+/// Session ids, and every ephemeral key seen, for the freshness check.
+struct Sessions {
+    next_id: u32,
+    ephemerals: Vec<[u8; 32]>,
+}
+
+impl Sessions {
+    fn id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A good session with a ping on it.
+    async fn good<P: Provider, H: HashBackend, E: Endpoint>(
+        &mut self,
+        ep: &E,
+        setup: &Setup<P>,
+    ) -> Result<(), String> {
+        let id = self.id();
+        let mut session = connect::<P, H, E>(
+            ep,
+            &setup.node,
+            id,
+            &setup.responder,
+            &setup.trusted,
+            |_, _| {},
+        )
+        .await
+        .map_err(|e| format!("a good session after the rejection failed: {e:?}"))?;
+        self.record(&session);
+        let pong = session
+            .ping(ep, b"after")
+            .await
+            .map_err(|e| format!("ping after the rejection: {e:?}"))?;
+        if pong != b"after" {
+            return Err(String::from("the ping after the rejection came back wrong"));
+        }
+        Ok(())
+    }
+
+    fn record<A: provider_api::AeadBackend>(&mut self, session: &Session<A>) {
+        self.ephemerals.push(session.initiator_ephemeral);
+        self.ephemerals.push(session.responder_ephemeral);
+    }
+}
+
+fn expect_refusal(
+    outcome: Result<(), ConnectError>,
+    expected: ConnectError,
+    what: &str,
+) -> Result<(), String> {
+    match outcome {
+        Err(error) if error == expected => Ok(()),
+        other => Err(format!("{what}: expected {expected:?}, got {other:?}")),
+    }
+}
+
+fn flip_last_bit(message: &mut [u8]) {
+    if let Some(last) = message.last_mut() {
+        *last ^= 1;
+    }
+}
+
+pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut Checks<'_, E>) {
+    let ep = checks.ep;
+    let setup = match setup::<P, E>(ep).await {
+        Ok(setup) => setup,
+        Err(why) => {
+            checks.check(markers::SELFTEST_DSOFTBUS_OS_CONNECT, Err(why));
+            return;
+        }
+    };
+    let mut sessions = Sessions {
+        next_id: 0,
+        ephemerals: Vec::new(),
+    };
+    let refused = |error: ServiceError| ConnectError::Refused(ClientError::Service(error));
+
+    // Mutual authentication: dsoftbusd's binding checked here, ours by dsoftbusd.
+    let id = sessions.id();
+    let first = connect::<P, H, E>(
+        ep,
+        &setup.node,
+        id,
+        &setup.responder,
+        &setup.trusted,
+        |_, _| {},
+    )
+    .await;
+    let mut session = match first {
+        Ok(session) => {
+            sessions.record(&session);
+            checks.check(markers::SELFTEST_DSOFTBUS_OS_CONNECT, Ok(()));
+            session
+        }
+        Err(error) => {
+            checks.check(
+                markers::SELFTEST_DSOFTBUS_OS_CONNECT,
+                Err(format!("connect: {error:?}")),
+            );
+            return;
+        }
+    };
+
+    // A ping and its pong, as AEAD transport messages: the data (fresh from rngd) is
+    // not in the ciphertext, and the pong decrypts under the session's keys.
+    let data = rngd::get_entropy(ep, 16)
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    let ping = async {
+        let sealed = session.seal_ping(&data).map_err(|e| format!("seal: {e}"))?;
+        if data.is_empty() || sealed.windows(data.len()).any(|w| w == data.as_slice()) {
+            return Err(String::from(
+                "the ping's data is visible in the transport message",
+            ));
+        }
+        let answer = session
+            .send_raw(ep, &sealed)
+            .await
+            .map_err(|e| format!("TRANSPORT: {e}"))?;
+        match session.open_pong(&answer) {
+            Ok(pong) if pong == data => Ok(()),
+            Ok(_) => Err(String::from("the pong carries other data")),
+            Err(e) => Err(format!("the pong does not decrypt: {e}")),
+        }
+    }
+    .await;
+    checks.check(markers::SELFTEST_DSOFTBUS_PING, ping);
+
+    // A flipped bit in each handshake message: dsoftbusd refuses messages 1 and 3,
+    // this node refuses message 2.
+    let mut tampered = Ok(());
+    for (stage, expected) in [
+        (Stage::Message1, refused(ServiceError::AuthenticationFailed)),
+        (
+            Stage::Message2,
+            ConnectError::Noise(NoiseError::Authentication),
+        ),
+        (Stage::Message3, refused(ServiceError::AuthenticationFailed)),
+    ] {
+        let id = sessions.id();
+        let outcome = connect::<P, H, E>(
+            ep,
+            &setup.node,
+            id,
+            &setup.responder,
+            &setup.trusted,
+            |at, message| {
+                if at == stage {
+                    flip_last_bit(message);
+                }
+            },
+        )
+        .await
+        .map(|_| ());
+        tampered = tampered
+            .and(expect_refusal(
+                outcome,
+                expected,
+                &format!("{stage:?} with a flipped bit"),
+            ))
+            .and(sessions.good::<P, H, E>(ep, &setup).await);
+    }
+    checks.check(markers::SELFTEST_DSOFTBUS_TAMPERED_REJECTED, tampered);
+
+    // An initiator that believes in another responder key cannot even start.
+    let wrong = async {
+        let other = *X25519SecretKey::<P::Curve>::from_entropy(&secret(ep).await?).public_key();
+        let id = sessions.id();
+        let outcome = connect::<P, H, E>(ep, &setup.node, id, &other, &setup.trusted, |_, _| {})
+            .await
+            .map(|_| ());
+        expect_refusal(
+            outcome,
+            refused(ServiceError::AuthenticationFailed),
+            "wrong responder key",
+        )?;
+        sessions.good::<P, H, E>(ep, &setup).await
+    }
+    .await;
+    checks.check(markers::SELFTEST_DSOFTBUS_WRONG_STATIC_REJECTED, wrong);
+
+    // A well-formed identity that nobody provisioned.
+    let unknown = async {
+        let stranger =
+            Node::<P>::new(&secret(ep).await?, &secret(ep).await?).map_err(|e| format!("{e}"))?;
+        let id = sessions.id();
+        let outcome = connect::<P, H, E>(
+            ep,
+            &stranger,
+            id,
+            &setup.responder,
+            &setup.trusted,
+            |_, _| {},
+        )
+        .await
+        .map(|_| ());
+        expect_refusal(
+            outcome,
+            refused(ServiceError::AuthenticationFailed),
+            "unknown identity",
+        )?;
+        sessions.good::<P, H, E>(ep, &setup).await
+    }
+    .await;
+    checks.check(
+        markers::SELFTEST_DSOFTBUS_UNKNOWN_IDENTITY_REJECTED,
+        unknown,
+    );
+
+    // The trusted device key's valid signature, but over another static key.
+    let foreign = async {
+        let device =
+            SigningKey::<P::Curve>::from_seed(&setup.identity_seed).map_err(|e| format!("{e}"))?;
+        let signed_static = X25519SecretKey::<P::Curve>::from_entropy(&secret(ep).await?);
+        let binding = Binding::sign(&device, signed_static.public_key());
+        let forged =
+            Node::<P>::from_parts(X25519SecretKey::from_entropy(&secret(ep).await?), binding);
+        let id = sessions.id();
+        let outcome =
+            connect::<P, H, E>(ep, &forged, id, &setup.responder, &setup.trusted, |_, _| {})
+                .await
+                .map(|_| ());
+        expect_refusal(
+            outcome,
+            refused(ServiceError::AuthenticationFailed),
+            "signature over another key",
+        )?;
+        sessions.good::<P, H, E>(ep, &setup).await
+    }
+    .await;
+    checks.check(
+        markers::SELFTEST_DSOFTBUS_FOREIGN_SIGNATURE_REJECTED,
+        foreign,
+    );
+
+    // Truncated and oversized messages: dsoftbusd's bound, then the kernel's.
+    let malformed = async {
+        for (what, stage, resize, expected) in [
+            (
+                "a truncated first message",
+                Stage::Message1,
+                20,
+                refused(ServiceError::MalformedRequest),
+            ),
+            (
+                "a truncated third message",
+                Stage::Message3,
+                40,
+                refused(ServiceError::MalformedRequest),
+            ),
+            (
+                "a first message over 1 KiB",
+                Stage::Message1,
+                MAX_MESSAGE + 1,
+                refused(ServiceError::RequestTooLarge),
+            ),
+            (
+                "a message over the IPC frame",
+                Stage::Message1,
+                5000,
+                ConnectError::Refused(ClientError::Ipc(IpcError::MalformedFrame(
+                    FrameError::TooLong { len: 5000 },
+                ))),
+            ),
+        ] {
+            let id = sessions.id();
+            let outcome = connect::<P, H, E>(
+                ep,
+                &setup.node,
+                id,
+                &setup.responder,
+                &setup.trusted,
+                |at, message| {
+                    if at == stage {
+                        message.resize(resize, 0);
+                    }
+                },
+            )
+            .await
+            .map(|_| ());
+            let expected = match expected {
+                // The kernel measures the whole frame: header, session id, message.
+                ConnectError::Refused(ClientError::Ipc(IpcError::MalformedFrame(
+                    FrameError::TooLong { .. },
+                ))) => ConnectError::Refused(ClientError::Ipc(IpcError::MalformedFrame(
+                    FrameError::TooLong {
+                        len: ipc::frame::HEADER_LEN + 4 + resize,
+                    },
+                ))),
+                other => other,
+            };
+            expect_refusal(outcome, expected, what)?;
+            sessions.good::<P, H, E>(ep, &setup).await?;
+        }
+        Ok(())
+    }
+    .await;
+    checks.check(markers::SELFTEST_DSOFTBUS_MALFORMED_REJECTED, malformed);
+
+    // A ping sent twice on its session: the second is refused, and the session
+    // goes on. (A session of its own: older ones may have been evicted by now.)
+    let replay = async {
+        let id = sessions.id();
+        let mut session = connect::<P, H, E>(
+            ep,
+            &setup.node,
+            id,
+            &setup.responder,
+            &setup.trusted,
+            |_, _| {},
+        )
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+        sessions.record(&session);
+        let sealed = session
+            .seal_ping(b"once")
+            .map_err(|e| format!("seal: {e}"))?;
+        let answer = session
+            .send_raw(ep, &sealed)
+            .await
+            .map_err(|e| format!("the first ping: {e}"))?;
+        session
+            .open_pong(&answer)
+            .map_err(|e| format!("the first pong: {e}"))?;
+        match session.send_raw(ep, &sealed).await {
+            Err(ClientError::Service(ServiceError::AuthenticationFailed)) => {}
+            other => return Err(format!("the replayed ping got {other:?}")),
+        }
+        match session.ping(ep, b"still here").await {
+            Ok(pong) if pong == b"still here" => Ok(()),
+            other => Err(format!("the session after the replay: {other:?}")),
+        }
+    }
+    .await;
+    checks.check(markers::SELFTEST_DSOFTBUS_REPLAY_REJECTED, replay);
+
+    // Every session, good or refused after message 2, had fresh ephemeral keys.
+    let mut keys = sessions.ephemerals.clone();
+    keys.sort_unstable();
+    keys.dedup();
+    let fresh = if keys.len() == sessions.ephemerals.len() && keys.len() >= 16 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} ephemeral keys, {} distinct",
+            sessions.ephemerals.len(),
+            keys.len()
+        ))
+    };
+    checks.check(markers::SELFTEST_DSOFTBUS_FRESH_EPHEMERALS, fresh);
+
+    // dsoftbusd recorded each refusal and each authentication.
+    let transport = Action::Call {
+        service: ServiceId::Dsoftbusd,
+        code: Operation::DsoftbusdTransport.code(),
+    };
+    let mut audit = Ok(());
+    for (verdict, at_least) in [(Verdict::Rejected, 9), (Verdict::Allowed, 10)] {
+        let filter = AuditFilter {
+            origin: Some(ServiceId::Dsoftbusd),
+            subject: Some(ServiceId::Selftest),
+            action: Some(transport),
+            verdict: Some(verdict),
+        };
+        match logd::query(ep, &filter).await {
+            Ok(reply) if reply.matched >= at_least => {}
+            Ok(reply) => {
+                audit = Err(format!(
+                    "{} {verdict:?} records of dsoftbusd, want {at_least}",
+                    reply.matched
+                ))
+            }
+            Err(error) => audit = Err(format!("logd query failed: {error}")),
+        }
+    }
+    checks.check(markers::SELFTEST_DSOFTBUS_AUDIT_RECORDS, audit);
+}

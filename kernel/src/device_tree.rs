@@ -23,6 +23,8 @@ pub struct Machine {
     pub uart: Option<usize>,
     /// The SiFive test finisher, for shutdown when SBI cannot.
     pub test_finisher: Option<usize>,
+    /// The kernel command line (`/chosen/bootargs`, QEMU's `-append`).
+    pub bootargs: &'static str,
     virtio: [Option<Range<usize>>; MAX_VIRTIO_SLOTS],
 }
 
@@ -34,7 +36,7 @@ impl Machine {
     pub fn read(address: usize) -> Result<Self, &'static str> {
         // SAFETY: OpenSBI passes the address of a valid flattened device tree in a1, and
         // the kernel never writes to that memory (the heap is placed below it).
-        let tree =
+        let tree: fdt::Fdt<'static> =
             unsafe { fdt::Fdt::from_ptr(address as *const u8) }.map_err(|_| "invalid blob")?;
         let region = tree.memory().regions().next().ok_or("no memory region")?;
         let start = region.starting_address as usize;
@@ -72,8 +74,10 @@ impl Machine {
         for (slot, range) in virtio.iter_mut().zip(slots) {
             *slot = Some(range);
         }
+        let bootargs = tree.chosen().bootargs().unwrap_or("");
         Ok(Self {
             memory,
+            bootargs,
             blob: address..address + tree.total_size(),
             timebase_hz,
             uart,

@@ -70,6 +70,19 @@ impl MainVerdict {
     }
 }
 
+/// What the image learns about the boot.
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo {
+    /// The kernel command line (`/chosen/bootargs`, QEMU's `-append`).
+    pub bootargs: &'static str,
+}
+
+/// Retired instructions so far (the `instret` counter), for the guest benchmarks.
+/// Exact under QEMU's `-icount shift=0`; without it QEMU counts host ticks.
+pub fn instructions_retired() -> u64 {
+    riscv::register::instret::read64()
+}
+
 /// Prints `prefix: line` on the console.
 pub fn console_line(prefix: &str, line: &str) {
     console::line(prefix, format_args!("{line}"));
@@ -82,7 +95,7 @@ pub fn boot(
     hart_id: usize,
     device_tree: usize,
     provider: impl core::fmt::Display,
-    image: impl FnOnce(&mut Kernel<RiscvPlatform>) -> MainVerdict,
+    image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo) -> MainVerdict,
 ) -> ! {
     let machine = match device_tree::Machine::read(device_tree) {
         Ok(machine) => machine,
@@ -166,7 +179,15 @@ pub fn boot(
             kernel_core::config::GRANTS.len()
         ),
     );
-    let verdict = image(&mut kernel);
+    if !machine.bootargs.is_empty() {
+        console::line("KERNEL", format_args!("bootargs: {}", machine.bootargs));
+    }
+    let verdict = image(
+        &mut kernel,
+        BootInfo {
+            bootargs: machine.bootargs,
+        },
+    );
     console::line(
         "KERNEL",
         format_args!("{}", markers::KERNEL_TASKS_STARTED.message),

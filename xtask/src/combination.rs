@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// One signing + key-agreement backend and one AEAD backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Combination {
     /// `dalek` or `compact`.
     pub curve: &'static str,

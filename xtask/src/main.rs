@@ -6,6 +6,7 @@
 //! Every step shells out to cargo (or later QEMU) with the arguments printed first, so
 //! a failure can be reproduced by copying one line.
 
+mod bench;
 mod combination;
 mod dependency_graph;
 mod image;
@@ -39,6 +40,14 @@ enum Command {
     /// Build the default image, boot it in QEMU with the console streamed, and end
     /// with a summary: markers reached, phases passed, wall time.
     Run(test_os::TestOsOptions),
+    /// Benchmark every provider combination: criterion on the host (with direct-crate,
+    /// snow and primitive-floor baselines) and retired instructions in QEMU; writes
+    /// target/bench-report/ and the README's table.
+    Bench {
+        /// Short measurements (about 3 minutes instead of 12).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build the image of each requested provider combination, boot it in QEMU, and
     /// pass only when every marker of the phase came, in order, with no failure
     /// pattern, before the timeout.
@@ -51,6 +60,19 @@ fn main() -> ExitCode {
         Command::Test => test(),
         Command::Run(options) => run(&options),
         Command::TestOs(options) => test_os_command(&options),
+        Command::Bench { quick } => match bench::run(quick) {
+            Ok(dir) => {
+                eprintln!(
+                    "xtask bench: report in {}/report.md (and chart.svg); README table updated",
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("xtask bench: {why}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -113,6 +135,14 @@ fn test() -> ExitCode {
     steps.run(
         "QEMU: identity scenarios (no rng, zero rng, RNG_FILE keys, UART leak scan)",
         || scenarios::run(&images),
+    );
+    steps.run(
+        "benchmarks compile and run once (criterion test mode)",
+        || steps::cargo(&["test", "--package", "provider-bench", "--benches"]),
+    );
+    steps.run(
+        "QEMU: guest bench counts are identical on two runs (all four)",
+        || bench::check_determinism(&images),
     );
     steps.finish()
 }

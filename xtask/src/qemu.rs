@@ -39,6 +39,9 @@ pub struct Boot<'a> {
     pub until_marker: bool,
     /// Print every console line as it comes.
     pub stream: bool,
+    /// Count instructions exactly (`-icount shift=0`) and run the image's bench mode
+    /// (`-append bench`).
+    pub bench: bool,
 }
 
 /// How a boot ended.
@@ -125,6 +128,9 @@ fn qemu_command(boot: &Boot<'_>) -> Command {
     ])
     .arg("-kernel")
     .arg(boot.image);
+    if boot.bench {
+        qemu.args(["-icount", "shift=0", "-append", "bench"]);
+    }
     match boot.rng {
         RngBacking::Host => {
             qemu.args(["-device", "virtio-rng-device"]);

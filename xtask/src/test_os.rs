@@ -199,6 +199,7 @@ pub fn boot_all(
                         timeout: options.timeout,
                         until_marker: options.until_marker,
                         stream,
+                        bench: options.scenario() == Some("bench"),
                     };
                     let values = BTreeMap::from([("provider".to_owned(), combination.to_string())]);
                     Row {

@@ -12,6 +12,7 @@ extern crate alloc;
 
 mod bring_up;
 mod dsoftbus;
+pub mod guest_bench;
 mod identity;
 
 use alloc::format;

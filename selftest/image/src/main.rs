@@ -26,7 +26,7 @@ mod image {
     #[riscv_rt::entry]
     fn main(hart_id: usize, device_tree: usize) -> ! {
         let provider = provider_select::selected_name();
-        kernel::boot(hart_id, device_tree, provider, |kernel| {
+        kernel::boot(hart_id, device_tree, provider, |kernel, boot| {
             if provider_select::AMBIGUOUS {
                 let compiled: Vec<&str> = provider_select::compiled_in().collect();
                 let line = format!(
@@ -41,8 +41,18 @@ mod image {
             kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Blake2s, _>);
             let verdict = MainVerdict::default();
             let main = verdict.clone();
+            // `-append bench`: after the ladder, count instructions per operation.
+            let bench = boot.bootargs.split_whitespace().any(|arg| arg == "bench");
             kernel.spawn(ServiceId::Selftest, move |ep| async move {
-                main.set(match selftest::run::<Selected, Blake2s, _>(&ep).await {
+                let outcome = selftest::run::<Selected, Blake2s, _>(&ep).await;
+                if bench && outcome == selftest::Outcome::Passed {
+                    selftest::guest_bench::run::<Selected, Blake2s, _>(
+                        &ep,
+                        kernel::instructions_retired,
+                    )
+                    .await;
+                }
+                main.set(match outcome {
                     selftest::Outcome::Passed => MainOutcome::Passed,
                     selftest::Outcome::FailedClosed => MainOutcome::FailedClosed,
                     selftest::Outcome::Failed => MainOutcome::Failed,

@@ -1,0 +1,276 @@
+//! Host benchmarks of every backend and provider combination.
+//!
+//! Benchmark ids are `<operation>/<implementation>`. In the same run, as baselines:
+//! `<backend>-direct` calls the backend crate without provider-api (what the API
+//! costs), `noise/snow-handshake` is snow's XK on the same suite with fixed
+//! ephemerals (as ours), and `noise/primitive-floor` is the handshake's primitive
+//! calls alone (the protocol's overhead). `cargo xtask bench` reads the results and
+//! computes the ratios.
+
+use std::hint::black_box;
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use host_runner::{Entropy, HostSystem};
+use ipc::ServiceId;
+use provider_aes_gcm::Aes256Gcm;
+use provider_api::{AeadBackend, Bundle, HashBackend, Provider};
+use provider_chacha::ChaCha20Poly1305;
+use provider_compact::Compact;
+use provider_dalek::Dalek;
+use provider_hash::Blake2s;
+use signature::{Signer, Verifier};
+
+/// Runs every `bench-ops` workload of `P` under `<name>/<label>`, for the operations
+/// `keep` selects.
+fn ours<P: Provider, H: HashBackend>(c: &mut Criterion, label: &str, keep: impl Fn(&str) -> bool) {
+    for mut workload in bench_ops::all::<P, H>() {
+        let name = workload.name();
+        if !keep(name) {
+            continue;
+        }
+        let mut group = c.benchmark_group(name);
+        if let Some((size, _, _)) = bench_ops::AEAD_SIZES
+            .iter()
+            .find(|(_, seal, open)| *seal == name || *open == name)
+        {
+            group.throughput(Throughput::Bytes(*size as u64));
+        }
+        group.bench_function(label, |b| b.iter(|| workload.run()));
+        group.finish();
+    }
+}
+
+fn curve_direct(c: &mut Criterion) {
+    let seed = [1u8; 32];
+    let message = [0x42u8; 64];
+    c.benchmark_group("ed25519/key-from-seed")
+        .bench_function("dalek-direct", |b| {
+            b.iter(|| black_box(ed25519_dalek::SigningKey::from_bytes(black_box(&seed))))
+        });
+    c.benchmark_group("ed25519/key-from-seed")
+        .bench_function("compact-direct", |b| {
+            b.iter(|| {
+                black_box(ed25519_compact::KeyPair::from_seed(
+                    ed25519_compact::Seed::new(black_box(seed)),
+                ))
+            })
+        });
+    let dalek = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let compact = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
+    c.benchmark_group("ed25519/sign-64")
+        .bench_function("dalek-direct", |b| {
+            b.iter(|| black_box(dalek.sign(black_box(&message))))
+        });
+    c.benchmark_group("ed25519/sign-64")
+        .bench_function("compact-direct", |b| {
+            b.iter(|| black_box(compact.sk.sign(black_box(message), None)))
+        });
+    let dalek_signature = dalek.sign(&message);
+    let dalek_public = dalek.verifying_key();
+    c.benchmark_group("ed25519/verify-64")
+        .bench_function("dalek-direct", |b| {
+            b.iter(|| {
+                black_box(
+                    dalek_public
+                        .verify(black_box(&message), &dalek_signature)
+                        .is_ok(),
+                )
+            })
+        });
+    let compact_signature = compact.sk.sign(message, None);
+    c.benchmark_group("ed25519/verify-64")
+        .bench_function("compact-direct", |b| {
+            b.iter(|| {
+                black_box(
+                    compact
+                        .pk
+                        .verify(black_box(message), &compact_signature)
+                        .is_ok(),
+                )
+            })
+        });
+    c.benchmark_group("x25519/key-pair")
+        .bench_function("dalek-direct", |b| {
+            b.iter(|| {
+                let secret = x25519_dalek::StaticSecret::from(black_box([2u8; 32]));
+                black_box((x25519_dalek::PublicKey::from(&secret), secret))
+            })
+        });
+    c.benchmark_group("x25519/key-pair")
+        .bench_function("compact-direct", |b| {
+            b.iter(|| {
+                black_box(
+                    ed25519_compact::x25519::SecretKey::new(black_box([2u8; 32]))
+                        .recover_public_key(),
+                )
+            })
+        });
+    let dalek_secret = x25519_dalek::StaticSecret::from([3u8; 32]);
+    let dalek_peer = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([4u8; 32]));
+    c.benchmark_group("x25519/dh")
+        .bench_function("dalek-direct", |b| {
+            b.iter(|| black_box(dalek_secret.diffie_hellman(black_box(&dalek_peer))))
+        });
+    let compact_secret = ed25519_compact::x25519::SecretKey::new([3u8; 32]);
+    let compact_peer = ed25519_compact::x25519::SecretKey::new([4u8; 32])
+        .recover_public_key()
+        .unwrap();
+    c.benchmark_group("x25519/dh")
+        .bench_function("compact-direct", |b| {
+            b.iter(|| black_box(compact_peer.dh(black_box(&compact_secret))))
+        });
+}
+
+fn aead_direct<C: AeadInOut + KeyInit>(c: &mut Criterion, label: &str) {
+    let cipher = C::new_from_slice(&[5u8; 32]).expect("32-byte key");
+    let nonce = aes_gcm::aead::Nonce::<C>::try_from(&[1u8; 12][..]).expect("96-bit nonce");
+    for (size, seal, open) in bench_ops::AEAD_SIZES {
+        let mut buffer = vec![0u8; size];
+        let mut group = c.benchmark_group(seal);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                black_box(
+                    cipher
+                        .encrypt_inout_detached(&nonce, b"ad", black_box(&mut buffer[..]).into())
+                        .ok(),
+                )
+            })
+        });
+        group.finish();
+        let mut sealed = vec![0u8; size];
+        let tag = cipher
+            .encrypt_inout_detached(&nonce, b"ad", (&mut sealed[..]).into())
+            .expect("small");
+        let mut scratch = vec![0u8; size];
+        let mut group = c.benchmark_group(open);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                scratch.copy_from_slice(&sealed);
+                black_box(
+                    cipher
+                        .decrypt_inout_detached(
+                            &nonce,
+                            b"ad",
+                            black_box(&mut scratch[..]).into(),
+                            &tag,
+                        )
+                        .is_ok(),
+                )
+            })
+        });
+        group.finish();
+    }
+}
+
+/// snow's XK handshake on the same suite, both sides, with fixed ephemeral keys.
+fn snow_handshake<A: AeadBackend>(c: &mut Criterion, label: &str) {
+    let name = noise_name::<A>();
+    let params: snow::params::NoiseParams = name.parse().expect("a snow suite");
+    let builder = snow::Builder::new(params.clone());
+    let initiator_keys = builder.generate_keypair().expect("keys");
+    let responder_keys = snow::Builder::new(params.clone())
+        .generate_keypair()
+        .expect("keys");
+    let mut buffer = [0u8; 256];
+    let mut payload = [0u8; 256];
+    c.benchmark_group("noise/snow-handshake")
+        .bench_function(label, |b| {
+            b.iter(|| {
+                let mut initiator = snow::Builder::new(params.clone())
+                    .prologue(b"dsoftbus/v1")
+                    .unwrap()
+                    .local_private_key(&initiator_keys.private)
+                    .unwrap()
+                    .remote_public_key(&responder_keys.public)
+                    .unwrap()
+                    .fixed_ephemeral_key_for_testing_only(&[6; 32])
+                    .build_initiator()
+                    .unwrap();
+                let mut responder = snow::Builder::new(params.clone())
+                    .prologue(b"dsoftbus/v1")
+                    .unwrap()
+                    .local_private_key(&responder_keys.private)
+                    .unwrap()
+                    .fixed_ephemeral_key_for_testing_only(&[7; 32])
+                    .build_responder()
+                    .unwrap();
+                let n = initiator.write_message(&[], &mut buffer).unwrap();
+                responder.read_message(&buffer[..n], &mut payload).unwrap();
+                let n = responder.write_message(&[], &mut buffer).unwrap();
+                initiator.read_message(&buffer[..n], &mut payload).unwrap();
+                let n = initiator.write_message(&[], &mut buffer).unwrap();
+                responder.read_message(&buffer[..n], &mut payload).unwrap();
+                black_box((
+                    initiator.into_transport_mode().unwrap(),
+                    responder.into_transport_mode().unwrap(),
+                ))
+            })
+        });
+}
+
+fn noise_name<A: AeadBackend>() -> String {
+    format!("Noise_XK_25519_{}_BLAKE2s", bench_ops_cipher::<A>())
+}
+
+fn bench_ops_cipher<A: AeadBackend>() -> &'static str {
+    match A::ALGORITHM {
+        provider_api::AeadAlgorithm::ChaCha20Poly1305 => "ChaChaPoly",
+        _ => "AESGCM",
+    }
+}
+
+/// The keygen path through the services: rngd starts (its start-up health tests),
+/// keystored draws its seed over IPC and derives the key, the client reads it back.
+fn keygen_path<P: Provider>(c: &mut Criterion, label: &str) {
+    c.benchmark_group("service/keygen-path")
+        .bench_function(label, |b| {
+            b.iter(|| {
+                let mut system = HostSystem::boot_identity::<P>(Entropy::Host);
+                black_box(system.run_as(ServiceId::Selftest, |ep| async move {
+                    service_api::keystored::get_pubkey(&ep)
+                        .await
+                        .expect("a key")
+                }))
+            })
+        });
+}
+
+fn is_curve(name: &str) -> bool {
+    name.starts_with("ed25519/") || name.starts_with("x25519/")
+}
+
+fn is_aead(name: &str) -> bool {
+    name.starts_with("aead/")
+}
+
+fn is_session(name: &str) -> bool {
+    name.starts_with("noise/")
+}
+
+fn benches(c: &mut Criterion) {
+    // Primitives per backend: the curve ops with one AEAD, the AEAD ops with one curve.
+    ours::<Bundle<Dalek, ChaCha20Poly1305>, Blake2s>(c, "dalek", is_curve);
+    ours::<Bundle<Compact, ChaCha20Poly1305>, Blake2s>(c, "compact", is_curve);
+    curve_direct(c);
+    ours::<Bundle<Dalek, ChaCha20Poly1305>, Blake2s>(c, "chacha", is_aead);
+    ours::<Bundle<Dalek, Aes256Gcm>, Blake2s>(c, "aes-gcm", is_aead);
+    aead_direct::<chacha20poly1305::ChaCha20Poly1305>(c, "chacha-direct");
+    aead_direct::<aes_gcm::Aes256Gcm>(c, "aes-gcm-direct");
+    // Sessions and the keygen path per combination.
+    ours::<Bundle<Dalek, ChaCha20Poly1305>, Blake2s>(c, "dalek+chacha", is_session);
+    ours::<Bundle<Dalek, Aes256Gcm>, Blake2s>(c, "dalek+aes-gcm", is_session);
+    ours::<Bundle<Compact, ChaCha20Poly1305>, Blake2s>(c, "compact+chacha", is_session);
+    ours::<Bundle<Compact, Aes256Gcm>, Blake2s>(c, "compact+aes-gcm", is_session);
+    snow_handshake::<ChaCha20Poly1305>(c, "chacha");
+    snow_handshake::<Aes256Gcm>(c, "aes-gcm");
+    keygen_path::<Bundle<Dalek, ChaCha20Poly1305>>(c, "dalek+chacha");
+    keygen_path::<Bundle<Dalek, Aes256Gcm>>(c, "dalek+aes-gcm");
+    keygen_path::<Bundle<Compact, ChaCha20Poly1305>>(c, "compact+chacha");
+    keygen_path::<Bundle<Compact, Aes256Gcm>>(c, "compact+aes-gcm");
+}
+
+criterion_group!(providers, benches);
+criterion_main!(providers);

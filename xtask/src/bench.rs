@@ -1,0 +1,605 @@
+//! `cargo xtask bench`: criterion on the host, instruction counts in QEMU, and the
+//! report in `target/bench-report/`.
+//!
+//! Host figures come from criterion's `bencher` output (nanoseconds per iteration);
+//! guest figures from the image's bench mode (`-icount shift=0 -append bench`), one
+//! `bench <operation> <instructions>` line per operation. Every ratio in the report
+//! compares figures of the same run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::combination::Combination;
+use crate::image::{self, Sizes};
+use crate::steps::{StatusOk, command, target_dir, workspace_root};
+use crate::test_os::{self, TestOsOptions};
+
+/// Guest rows whose count includes waiting for QEMU's virtio-rng: QEMU completes the
+/// request on host time, so the count varies a little between runs.
+pub const DEVICE_BOUND: &[&str] = &["service/keygen-path"];
+
+/// Host results: benchmark id (`<operation>/<implementation>`) to nanoseconds.
+pub type Host = BTreeMap<String, f64>;
+/// Guest results: (operation, retired instructions), in the order the image ran them.
+pub type Guest = Vec<(String, u64)>;
+
+/// The count of `operation` in `guest`.
+fn lookup(guest: &Guest, operation: &str) -> Option<u64> {
+    guest
+        .iter()
+        .find(|(name, _)| name == operation)
+        .map(|(_, n)| *n)
+}
+
+/// Runs the criterion benchmarks, quick or full, and returns the figures.
+pub fn host(quick: bool) -> Result<Host, String> {
+    let mut args = vec![
+        "bench",
+        "--package",
+        "provider-bench",
+        "--bench",
+        "providers",
+        "--",
+        "--output-format",
+        "bencher",
+    ];
+    if quick {
+        args.extend([
+            "--warm-up-time",
+            "0.2",
+            "--measurement-time",
+            "0.6",
+            "--sample-size",
+            "10",
+        ]);
+    }
+    let output = command("cargo", &args).output_ok()?;
+    let host = parse_bencher(&output);
+    if host.is_empty() {
+        return Err("criterion reported no benchmark".into());
+    }
+    Ok(host)
+}
+
+/// Reads criterion's `bencher` lines: `test <id> ... bench: <n> ns/iter (+/- <m>)`.
+pub fn parse_bencher(output: &str) -> Host {
+    output
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("test ")?;
+            let (id, rest) = rest.split_once(" ... bench:")?;
+            let number = rest.split_whitespace().next()?.replace(',', "");
+            Some((id.to_owned(), number.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Reads the image's `bench <operation> <instructions>` lines from a console log, in
+/// order.
+pub fn parse_guest(log: &str) -> Guest {
+    log.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("SELFTEST: bench ")?;
+            let (name, count) = rest.rsplit_once(' ')?;
+            Some((name.to_owned(), count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Boots each image in bench mode and returns its counts.
+pub fn guest(images: &[(Combination, PathBuf)]) -> Result<BTreeMap<Combination, Guest>, String> {
+    let options = TestOsOptions {
+        phase: "full".into(),
+        timeout: Duration::from_secs(300),
+        until_marker: false,
+        provider: "all".into(),
+        rng_file: None,
+        no_rng: false,
+        scenario: Some("bench".into()),
+    };
+    let rows = test_os::boot_all(images, &options, false)?;
+    if !test_os::report(&rows, &options) {
+        return Err("the bench scenario failed; see above".into());
+    }
+    let mut out = BTreeMap::new();
+    for (combination, _) in images {
+        let log = image::run_dir(combination).join("uart-bench.log");
+        let text = std::fs::read_to_string(&log)
+            .map_err(|e| format!("cannot read {}: {e}", log.display()))?;
+        let counts = parse_guest(&text);
+        if counts.len() < 16 {
+            return Err(format!(
+                "{combination}: only {} bench lines in {}",
+                counts.len(),
+                log.display()
+            ));
+        }
+        out.insert(*combination, counts);
+    }
+    Ok(out)
+}
+
+/// Boots `combination`'s image twice in bench mode and checks the instruction counts
+/// are identical (all but the device-bound rows, which are reported).
+pub fn check_determinism(images: &[(Combination, PathBuf)]) -> Result<(), String> {
+    let first = guest(images)?;
+    let second = guest(images)?;
+    for (combination, counts) in &first {
+        let again = &second[combination];
+        for (name, count) in counts {
+            let other = lookup(again, name).unwrap_or_default();
+            if DEVICE_BOUND.contains(&name.as_str()) {
+                eprintln!(
+                    "    {combination} {name}: {count} and {other} (waits for QEMU's virtio-rng: not exact)"
+                );
+            } else if *count != other {
+                return Err(format!(
+                    "{combination} {name}: {count} instructions, then {other}"
+                ));
+            }
+        }
+        eprintln!(
+            "    {combination}: {} operations counted twice, identical",
+            counts.len() - DEVICE_BOUND.len()
+        );
+    }
+    Ok(())
+}
+
+fn time(ns: f64) -> String {
+    if ns >= 1_000_000.0 {
+        format!("{:.2} ms", ns / 1_000_000.0)
+    } else if ns >= 1_000.0 {
+        format!("{:.1} µs", ns / 1_000.0)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> String {
+    match (numerator, denominator) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:+.1} %", (a / b - 1.0) * 100.0),
+        _ => "-".into(),
+    }
+}
+
+fn cell(host: &Host, id: &str) -> String {
+    host.get(id).map_or("-".into(), |ns| time(*ns))
+}
+
+const CURVE_OPS: [&str; 5] = [
+    "ed25519/key-from-seed",
+    "ed25519/sign-64",
+    "ed25519/verify-64",
+    "x25519/key-pair",
+    "x25519/dh",
+];
+const SESSION_OPS: [&str; 4] = [
+    "noise/handshake",
+    "noise/handshake+binding",
+    "noise/transport-round-trip",
+    "noise/primitive-floor",
+];
+
+/// The markdown report.
+pub fn markdown(
+    host: &Host,
+    guest: &BTreeMap<Combination, Guest>,
+    sizes: &BTreeMap<Combination, Sizes>,
+    mode: &str,
+    date: &str,
+) -> String {
+    let combos: Vec<Combination> = Combination::ALL.to_vec();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Generated by `cargo xtask bench` ({mode} mode) on {date}. Regenerate with `cargo xtask bench` (about 12 minutes) or `cargo xtask bench --quick` (about 3).\n"
+    );
+    let _ = writeln!(
+        out,
+        "**Host** (x86-64, criterion): time per operation, lower is better. \"vs direct\" compares the call through `provider-api` with the same call on the backend crate, in the same run.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| operation | dalek | vs direct | compact | vs direct |\n|---|---|---|---|---|"
+    );
+    for op in CURVE_OPS {
+        let get = |label: &str| host.get(&format!("{op}/{label}")).copied();
+        let _ = writeln!(
+            out,
+            "| {op} | {} | {} | {} | {} |",
+            cell(host, &format!("{op}/dalek")),
+            ratio(get("dalek"), get("dalek-direct")),
+            cell(host, &format!("{op}/compact")),
+            ratio(get("compact"), get("compact-direct")),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| operation | chacha | vs direct | aes-gcm | vs direct |\n|---|---|---|---|---|"
+    );
+    for (size, seal, open) in [
+        (64, "aead/seal-64", "aead/open-64"),
+        (1024, "aead/seal-1k", "aead/open-1k"),
+        (16384, "aead/seal-16k", "aead/open-16k"),
+    ] {
+        for op in [seal, open] {
+            let get = |label: &str| host.get(&format!("{op}/{label}")).copied();
+            let with_rate = |label: &str| {
+                get(label).map_or("-".into(), |ns| {
+                    format!("{} ({:.0} MB/s)", time(ns), size as f64 / ns * 1000.0)
+                })
+            };
+            let _ = writeln!(
+                out,
+                "| {op} | {} | {} | {} | {} |",
+                with_rate("chacha"),
+                ratio(get("chacha"), get("chacha-direct")),
+                with_rate("aes-gcm"),
+                ratio(get("aes-gcm"), get("aes-gcm-direct")),
+            );
+        }
+    }
+    let _ = write!(out, "\n| per combination (host) |");
+    for c in &combos {
+        let _ = write!(out, " {c} |");
+    }
+    let _ = writeln!(out, "\n|---|---|---|---|---|");
+    let row = |out: &mut String, label: &str, value: &dyn Fn(&Combination) -> String| {
+        let _ = write!(out, "| {label} |");
+        for c in &combos {
+            let _ = write!(out, " {} |", value(c));
+        }
+        let _ = writeln!(out);
+    };
+    for op in SESSION_OPS.iter().chain(["service/keygen-path"].iter()) {
+        row(&mut out, op, &|c| cell(host, &format!("{op}/{c}")));
+    }
+    let snow = |c: &Combination| {
+        host.get(&format!("noise/snow-handshake/{}", c.aead))
+            .copied()
+    };
+    row(&mut out, "snow handshake, same suite", &|c| {
+        snow(c).map_or("-".into(), time)
+    });
+    row(&mut out, "handshake vs snow", &|c| {
+        ratio(host.get(&format!("noise/handshake/{c}")).copied(), snow(c))
+    });
+    row(&mut out, "handshake vs primitive floor", &|c| {
+        ratio(
+            host.get(&format!("noise/handshake/{c}")).copied(),
+            host.get(&format!("noise/primitive-floor/{c}")).copied(),
+        )
+    });
+    let _ = writeln!(
+        out,
+        "\n**Guest** (riscv64imac in QEMU 7.2 `virt`, `-icount shift=0`): retired instructions per operation, exact and repeatable; images at opt-level \"s\" with LTO, dalek without precomputed tables, ed25519-compact without `opt_size`.\n"
+    );
+    let _ = write!(out, "| operation (guest) |");
+    for c in &combos {
+        let _ = write!(out, " {c} |");
+    }
+    let _ = writeln!(out, "\n|---|---|---|---|---|");
+    let names: Vec<String> = guest
+        .values()
+        .next()
+        .map(|g| g.iter().map(|(name, _)| name.clone()).collect())
+        .unwrap_or_default();
+    for name in &names {
+        let label = if DEVICE_BOUND.contains(&name.as_str()) {
+            format!("{name} ¹")
+        } else {
+            name.clone()
+        };
+        row(&mut out, &label, &|c| {
+            guest
+                .get(c)
+                .and_then(|g| lookup(g, name))
+                .map_or("-".into(), thousands)
+        });
+    }
+    let exact =
+        |c: &Combination, op: &str| guest.get(c).and_then(|g| lookup(g, op)).map(|n| n as f64);
+    row(&mut out, "handshake vs primitive floor", &|c| {
+        ratio(
+            exact(c, "noise/handshake"),
+            exact(c, "noise/primitive-floor"),
+        )
+    });
+    row(&mut out, "identity binding, per handshake", &|c| {
+        ratio(
+            exact(c, "noise/handshake+binding"),
+            exact(c, "noise/handshake"),
+        )
+    });
+    row(&mut out, "image .text (bytes)", &|c| {
+        sizes.get(c).map_or("-".into(), |s| thousands(s.text))
+    });
+    row(&mut out, "image .rodata (bytes)", &|c| {
+        sizes.get(c).map_or("-".into(), |s| thousands(s.rodata))
+    });
+    let _ = writeln!(
+        out,
+        "\n¹ Includes rngd's wait for QEMU's virtio-rng, which QEMU completes on host time: within about 1 % between runs. Every other guest count is identical run to run (`cargo xtask test` checks).\n"
+    );
+    let _ = writeln!(out, "**Fastest and smallest**\n");
+    let best = |values: Vec<(Combination, f64)>| {
+        values
+            .into_iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or("-".into(), |(c, _)| c.to_string())
+    };
+    let host_best = |op: &str| {
+        best(
+            combos
+                .iter()
+                .filter_map(|c| host.get(&format!("{op}/{c}")).map(|v| (*c, *v)))
+                .collect(),
+        )
+    };
+    let guest_best = |op: &str| {
+        best(
+            combos
+                .iter()
+                .filter_map(|c| lookup(guest.get(c)?, op).map(|v| (*c, v as f64)))
+                .collect(),
+        )
+    };
+    for (path, op) in [
+        ("keygen path", "service/keygen-path"),
+        ("handshake with binding", "noise/handshake+binding"),
+        ("transport round trip", "noise/transport-round-trip"),
+    ] {
+        let _ = writeln!(
+            out,
+            "- {path}: host {}, guest {}",
+            host_best(op),
+            guest_best(op)
+        );
+    }
+    let smallest = best(
+        combos
+            .iter()
+            .filter_map(|c| sizes.get(c).map(|s| (*c, (s.text + s.rodata) as f64)))
+            .collect(),
+    );
+    let _ = writeln!(out, "- smallest image (.text + .rodata): {smallest}");
+    out
+}
+
+/// A grouped bar chart: for each metric, one bar per combination, scaled to the
+/// largest value of that metric.
+pub fn svg(
+    host: &Host,
+    guest: &BTreeMap<Combination, Guest>,
+    sizes: &BTreeMap<Combination, Sizes>,
+) -> String {
+    let combos = Combination::ALL;
+    let colours = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759"];
+    type Metric<'a> = (
+        &'a str,
+        Box<dyn Fn(&Combination) -> Option<f64> + 'a>,
+        fn(f64) -> String,
+    );
+    let metrics: Vec<Metric> = vec![
+        (
+            "host: handshake with binding",
+            Box::new(|c| host.get(&format!("noise/handshake+binding/{c}")).copied()),
+            time,
+        ),
+        (
+            "host: keygen path",
+            Box::new(|c| host.get(&format!("service/keygen-path/{c}")).copied()),
+            time,
+        ),
+        (
+            "host: transport round trip",
+            Box::new(|c| {
+                host.get(&format!("noise/transport-round-trip/{c}"))
+                    .copied()
+            }),
+            time,
+        ),
+        (
+            "guest: handshake with binding (instructions)",
+            Box::new(|c| lookup(guest.get(c)?, "noise/handshake+binding").map(|v| v as f64)),
+            |v| thousands(v as u64),
+        ),
+        (
+            "guest: keygen path (instructions)",
+            Box::new(|c| lookup(guest.get(c)?, "service/keygen-path").map(|v| v as f64)),
+            |v| thousands(v as u64),
+        ),
+        (
+            "guest: transport round trip (instructions)",
+            Box::new(|c| lookup(guest.get(c)?, "noise/transport-round-trip").map(|v| v as f64)),
+            |v| thousands(v as u64),
+        ),
+        (
+            "image .text + .rodata (bytes)",
+            Box::new(|c| sizes.get(c).map(|s| (s.text + s.rodata) as f64)),
+            |v| thousands(v as u64),
+        ),
+    ];
+    let (left, bar_height, gap, width) = (300.0, 16.0, 26.0, 460.0);
+    let group_height = bar_height * combos.len() as f64 + gap;
+    let height = 60.0 + group_height * metrics.len() as f64;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="900" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">Provider combinations: lower is better (bars scaled per metric)</text>"#
+    );
+    for (i, (c, colour)) in combos.iter().zip(colours).enumerate() {
+        let x = 10.0 + i as f64 * 150.0;
+        let _ = writeln!(
+            out,
+            r#"<rect x="{x}" y="32" width="12" height="12" fill="{colour}"/><text x="{}" y="42">{c}</text>"#,
+            x + 16.0
+        );
+    }
+    for (m, (label, value, format)) in metrics.iter().enumerate() {
+        let top = 60.0 + m as f64 * group_height;
+        let _ = writeln!(
+            out,
+            r#"<text x="10" y="{}" font-weight="bold">{label}</text>"#,
+            top + 12.0
+        );
+        let max = combos.iter().filter_map(value).fold(0.0f64, f64::max);
+        for (i, (c, colour)) in combos.iter().zip(colours).enumerate() {
+            let y = top + 18.0 + i as f64 * bar_height;
+            let Some(v) = value(c) else { continue };
+            let w = if max > 0.0 {
+                (v / max * width).max(1.0)
+            } else {
+                1.0
+            };
+            let _ = writeln!(
+                out,
+                r#"<rect x="{left}" y="{y}" width="{w:.1}" height="{}" fill="{colour}"/>"#,
+                bar_height - 3.0
+            );
+            let _ = writeln!(
+                out,
+                r#"<text x="{}" y="{}" font-size="11">{}</text>"#,
+                left - 8.0 - 140.0,
+                y + 10.0,
+                c
+            );
+            let _ = writeln!(
+                out,
+                r#"<text x="{:.1}" y="{}" font-size="11">{}</text>"#,
+                left + w + 6.0,
+                y + 10.0,
+                format(v)
+            );
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Replaces the README's report section (between the two markers) with `table`.
+pub fn update_readme(table: &str) -> Result<(), String> {
+    let path = workspace_root().join("README.md");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (start, end) = ("<!-- bench-report:start -->", "<!-- bench-report:end -->");
+    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
+        return Err(format!(
+            "{} has no {start} ... {end} section",
+            path.display()
+        ));
+    };
+    let updated = format!("{}{start}\n{table}{}", &text[..a], &text[b..]);
+    std::fs::write(&path, updated).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The whole `cargo xtask bench`.
+pub fn run(quick: bool) -> Result<PathBuf, String> {
+    let images = test_os::build_images(Combination::ALL)?;
+    eprintln!("    guest: counting instructions in QEMU");
+    let guest = guest(&images)?;
+    let sizes: BTreeMap<Combination, Sizes> = images
+        .iter()
+        .filter_map(|(c, path)| image::sizes(path).ok().map(|s| (*c, s)))
+        .collect();
+    eprintln!(
+        "    host: criterion ({})",
+        if quick { "quick" } else { "full" }
+    );
+    let host = host(quick)?;
+    let date = command("date", &["-u", "+%Y-%m-%d"])
+        .output_ok()
+        .map(|d| d.trim().to_owned())
+        .unwrap_or_default();
+    let report = markdown(
+        &host,
+        &guest,
+        &sizes,
+        if quick { "quick" } else { "full" },
+        &date,
+    );
+    let dir = target_dir().join("bench-report");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    write(
+        &dir.join("report.md"),
+        &format!("# Provider benchmarks\n\n{report}\n![chart](chart.svg)\n"),
+    )?;
+    write(&dir.join("chart.svg"), &svg(&host, &guest, &sizes))?;
+    let host_tsv: String = host
+        .iter()
+        .map(|(id, ns)| format!("{id}\t{ns}\n"))
+        .collect();
+    write(&dir.join("host.tsv"), &host_tsv)?;
+    let guest_tsv: String = guest
+        .iter()
+        .flat_map(|(c, counts)| {
+            counts
+                .iter()
+                .map(move |(op, n)| format!("{c}\t{op}\t{n}\n"))
+        })
+        .collect();
+    write(&dir.join("guest.tsv"), &guest_tsv)?;
+    update_readme(&report)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn criterion_bencher_lines_and_guest_lines_parse() {
+        let host = parse_bencher(
+            "test x25519/dh/dalek ... bench:      59,279 ns/iter (+/- 215)\nnoise\ntest a/b ... bench: 12 ns/iter (+/- 0)\n",
+        );
+        assert_eq!(host.get("x25519/dh/dalek"), Some(&59279.0));
+        assert_eq!(host.get("a/b"), Some(&12.0));
+        assert_eq!(host.len(), 2);
+        let guest = parse_guest(
+            "SELFTEST: bench x25519/dh 842880\nSELFTEST: bench aead/seal-64 7615\nSELFTEST: bench done\nKERNEL: x\n",
+        );
+        assert_eq!(
+            guest,
+            [
+                ("x25519/dh".to_owned(), 842880),
+                ("aead/seal-64".to_owned(), 7615)
+            ],
+            "in log order"
+        );
+        assert_eq!(lookup(&guest, "aead/seal-64"), Some(7615));
+    }
+
+    #[test]
+    fn numbers_format_for_people() {
+        assert_eq!(thousands(7247079), "7,247,079");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(time(460_327.0), "460.3 µs");
+        assert_eq!(time(2_505.0), "2.5 µs");
+        assert_eq!(time(388.0), "388 ns");
+        assert_eq!(ratio(Some(101.0), Some(100.0)), "+1.0 %");
+    }
+}

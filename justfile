@@ -13,3 +13,7 @@ test:
 # Boot the image(s) in QEMU and check the marker ladder.
 test-os:
     cargo xtask test-os
+
+# Benchmark every provider combination (host and guest); `just bench --quick`.
+bench *args:
+    cargo xtask bench {{args}}

@@ -12,26 +12,9 @@
 use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 
+use ipc::policy::{Grant, Rule};
 use ipc::{Capability, Operation, ServiceId};
 use serde::Deserialize;
-
-/// One allowed (caller, operation) pair; the operation implies the service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Rule {
-    /// Who may call.
-    pub caller: ServiceId,
-    /// What they may call.
-    pub operation: Operation,
-}
-
-/// One capability granted to one task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Grant {
-    /// The holder.
-    pub task: ServiceId,
-    /// The capability.
-    pub capability: Capability,
-}
 
 /// A policy or manifest file that cannot be used, with where and why.
 #[derive(Debug, PartialEq, Eq)]

@@ -2,23 +2,7 @@
 
 use ipc::{Capability, Operation, ServiceId};
 
-/// `caller` may call `operation` (on the operation's service).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rule {
-    /// Who may call.
-    pub caller: ServiceId,
-    /// What they may call.
-    pub operation: Operation,
-}
-
-/// `task` may claim `capability`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Grant {
-    /// The holder.
-    pub task: ServiceId,
-    /// The capability.
-    pub capability: Capability,
-}
+pub use ipc::policy::{Grant, Rule};
 
 /// A deny-by-default policy over a table of [`Rule`]s.
 #[derive(Clone, Copy, Debug)]

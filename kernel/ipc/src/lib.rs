@@ -20,6 +20,7 @@ pub mod audit;
 pub mod endpoint;
 pub mod frame;
 pub mod operation;
+pub mod policy;
 pub mod service;
 
 pub use audit::{Action, AuditEvent, AuditFilter, AuditRecord, Verdict};

@@ -106,6 +106,27 @@ impl Sessions {
         Ok(())
     }
 
+    /// Connects `node`, which believes in `responder`, with `tamper` on the handshake;
+    /// the attempt must end in `expected`, and a good session must follow.
+    #[allow(clippy::too_many_arguments)]
+    async fn refused_then_good<P: Provider, H: HashBackend, E: Endpoint>(
+        &mut self,
+        ep: &E,
+        setup: &Setup<P>,
+        node: &Node<P>,
+        responder: &X25519PublicKey,
+        tamper: impl FnMut(Stage, &mut Vec<u8>),
+        expected: ConnectError,
+        what: &str,
+    ) -> Result<(), String> {
+        let id = self.id();
+        let outcome = connect::<P, H, E>(ep, node, id, responder, &setup.trusted, tamper)
+            .await
+            .map(|_| ());
+        expect_refusal(outcome, expected, what)?;
+        self.good::<P, H, E>(ep, setup).await
+    }
+
     fn record<A: provider_api::AeadBackend>(&mut self, session: &Session<A>) {
         self.ephemerals.push(session.initiator_ephemeral);
         self.ephemerals.push(session.responder_ephemeral);
@@ -207,44 +228,42 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
         ),
         (Stage::Message3, refused(ServiceError::AuthenticationFailed)),
     ] {
-        let id = sessions.id();
-        let outcome = connect::<P, H, E>(
-            ep,
-            &setup.node,
-            id,
-            &setup.responder,
-            &setup.trusted,
-            |at, message| {
-                if at == stage {
-                    flip_last_bit(message);
-                }
-            },
-        )
-        .await
-        .map(|_| ());
-        tampered = tampered
-            .and(expect_refusal(
-                outcome,
+        let flip = |at: Stage, message: &mut Vec<u8>| {
+            if at == stage {
+                flip_last_bit(message);
+            }
+        };
+        let what = format!("{stage:?} with a flipped bit");
+        let outcome = sessions
+            .refused_then_good::<P, H, E>(
+                ep,
+                &setup,
+                &setup.node,
+                &setup.responder,
+                flip,
                 expected,
-                &format!("{stage:?} with a flipped bit"),
-            ))
-            .and(sessions.good::<P, H, E>(ep, &setup).await);
+                &what,
+            )
+            .await;
+        tampered = tampered.and(outcome);
     }
     checks.check(markers::SELFTEST_DSOFTBUS_TAMPERED_REJECTED, tampered);
 
     // An initiator that believes in another responder key cannot even start.
     let wrong = async {
         let other = *X25519SecretKey::<P::Curve>::from_entropy(&secret(ep).await?).public_key();
-        let id = sessions.id();
-        let outcome = connect::<P, H, E>(ep, &setup.node, id, &other, &setup.trusted, |_, _| {})
+        let expected = refused(ServiceError::AuthenticationFailed);
+        sessions
+            .refused_then_good::<P, H, E>(
+                ep,
+                &setup,
+                &setup.node,
+                &other,
+                |_, _| {},
+                expected,
+                "wrong responder key",
+            )
             .await
-            .map(|_| ());
-        expect_refusal(
-            outcome,
-            refused(ServiceError::AuthenticationFailed),
-            "wrong responder key",
-        )?;
-        sessions.good::<P, H, E>(ep, &setup).await
     }
     .await;
     checks.check(markers::SELFTEST_DSOFTBUS_WRONG_STATIC_REJECTED, wrong);
@@ -253,23 +272,18 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
     let unknown = async {
         let stranger =
             Node::<P>::new(&secret(ep).await?, &secret(ep).await?).map_err(|e| format!("{e}"))?;
-        let id = sessions.id();
-        let outcome = connect::<P, H, E>(
-            ep,
-            &stranger,
-            id,
-            &setup.responder,
-            &setup.trusted,
-            |_, _| {},
-        )
-        .await
-        .map(|_| ());
-        expect_refusal(
-            outcome,
-            refused(ServiceError::AuthenticationFailed),
-            "unknown identity",
-        )?;
-        sessions.good::<P, H, E>(ep, &setup).await
+        let expected = refused(ServiceError::AuthenticationFailed);
+        sessions
+            .refused_then_good::<P, H, E>(
+                ep,
+                &setup,
+                &stranger,
+                &setup.responder,
+                |_, _| {},
+                expected,
+                "unknown identity",
+            )
+            .await
     }
     .await;
     checks.check(
@@ -285,17 +299,19 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
         let binding = Binding::sign(&device, signed_static.public_key());
         let forged =
             Node::<P>::from_parts(X25519SecretKey::from_entropy(&secret(ep).await?), binding);
-        let id = sessions.id();
-        let outcome =
-            connect::<P, H, E>(ep, &forged, id, &setup.responder, &setup.trusted, |_, _| {})
-                .await
-                .map(|_| ());
-        expect_refusal(
-            outcome,
-            refused(ServiceError::AuthenticationFailed),
-            "signature over another key",
-        )?;
-        sessions.good::<P, H, E>(ep, &setup).await
+        let expected = refused(ServiceError::AuthenticationFailed);
+        let what = "signature over another key";
+        sessions
+            .refused_then_good::<P, H, E>(
+                ep,
+                &setup,
+                &forged,
+                &setup.responder,
+                |_, _| {},
+                expected,
+                what,
+            )
+            .await
     }
     .await;
     checks.check(
@@ -303,7 +319,12 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
         foreign,
     );
 
-    // Truncated and oversized messages: dsoftbusd's bound, then the kernel's.
+    // Truncated and oversized messages: dsoftbusd's bound, then the kernel's, which
+    // measures the whole frame (header, session id, message).
+    let over_frame = 5000;
+    let too_long = FrameError::TooLong {
+        len: ipc::frame::HEADER_LEN + 4 + over_frame,
+    };
     let malformed = async {
         for (what, stage, resize, expected) in [
             (
@@ -327,40 +348,26 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
             (
                 "a message over the IPC frame",
                 Stage::Message1,
-                5000,
-                ConnectError::Refused(ClientError::Ipc(IpcError::MalformedFrame(
-                    FrameError::TooLong { len: 5000 },
-                ))),
+                over_frame,
+                ConnectError::Refused(ClientError::Ipc(IpcError::MalformedFrame(too_long))),
             ),
         ] {
-            let id = sessions.id();
-            let outcome = connect::<P, H, E>(
-                ep,
-                &setup.node,
-                id,
-                &setup.responder,
-                &setup.trusted,
-                |at, message| {
-                    if at == stage {
-                        message.resize(resize, 0);
-                    }
-                },
-            )
-            .await
-            .map(|_| ());
-            let expected = match expected {
-                // The kernel measures the whole frame: header, session id, message.
-                ConnectError::Refused(ClientError::Ipc(IpcError::MalformedFrame(
-                    FrameError::TooLong { .. },
-                ))) => ConnectError::Refused(ClientError::Ipc(IpcError::MalformedFrame(
-                    FrameError::TooLong {
-                        len: ipc::frame::HEADER_LEN + 4 + resize,
-                    },
-                ))),
-                other => other,
+            let resize_at = |at: Stage, message: &mut Vec<u8>| {
+                if at == stage {
+                    message.resize(resize, 0);
+                }
             };
-            expect_refusal(outcome, expected, what)?;
-            sessions.good::<P, H, E>(ep, &setup).await?;
+            sessions
+                .refused_then_good::<P, H, E>(
+                    ep,
+                    &setup,
+                    &setup.node,
+                    &setup.responder,
+                    resize_at,
+                    expected,
+                    what,
+                )
+                .await?;
         }
         Ok(())
     }

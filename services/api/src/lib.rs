@@ -1,7 +1,9 @@
 //! Wire formats and typed errors of every service, and the helpers both sides use.
 //!
 //! One definition per message, shared by the server and its clients, so the two
-//! cannot disagree. Payload layouts are little-endian and fixed unless a module says
+//! cannot disagree. The helpers wipe the IPC buffers they are done with (the encoded
+//! reply once the kernel has copied it, the received frame once its payload is out):
+//! replies carry entropy and signatures, and no copy should linger on the heap. Payload layouts are little-endian and fixed unless a module says
 //! otherwise; every decoder returns a typed error on any other input.
 //!
 //! - [`call`]: send a request and split the reply into payload or [`ServiceError`].

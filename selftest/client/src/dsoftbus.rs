@@ -78,14 +78,14 @@ impl Sessions {
         self.next_id
     }
 
-    /// A good session with a ping on it.
-    async fn good<P: Provider, H: HashBackend, E: Endpoint>(
+    /// Opens a session of the provisioned node and records its ephemeral keys.
+    async fn open<P: Provider, H: HashBackend, E: Endpoint>(
         &mut self,
         ep: &E,
         setup: &Setup<P>,
-    ) -> Result<(), String> {
+    ) -> Result<Session<P::Aead>, ConnectError> {
         let id = self.id();
-        let mut session = connect::<P, H, E>(
+        let session = connect::<P, H, E>(
             ep,
             &setup.node,
             id,
@@ -93,9 +93,21 @@ impl Sessions {
             &setup.trusted,
             |_, _| {},
         )
-        .await
-        .map_err(|e| format!("a good session after the rejection failed: {e:?}"))?;
+        .await?;
         self.record(&session);
+        Ok(session)
+    }
+
+    /// A good session with a ping on it.
+    async fn good<P: Provider, H: HashBackend, E: Endpoint>(
+        &mut self,
+        ep: &E,
+        setup: &Setup<P>,
+    ) -> Result<(), String> {
+        let mut session = self
+            .open::<P, H, E>(ep, setup)
+            .await
+            .map_err(|e| format!("a good session after the rejection failed: {e:?}"))?;
         let pong = session
             .ping(ep, b"after")
             .await
@@ -166,19 +178,9 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
     let refused = |error: ServiceError| ConnectError::Refused(ClientError::Service(error));
 
     // Mutual authentication: dsoftbusd's binding checked here, ours by dsoftbusd.
-    let id = sessions.id();
-    let first = connect::<P, H, E>(
-        ep,
-        &setup.node,
-        id,
-        &setup.responder,
-        &setup.trusted,
-        |_, _| {},
-    )
-    .await;
+    let first = sessions.open::<P, H, E>(ep, &setup).await;
     let mut session = match first {
         Ok(session) => {
-            sessions.record(&session);
             checks.check(markers::SELFTEST_DSOFTBUS_OS_CONNECT, Ok(()));
             session
         }
@@ -377,18 +379,10 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
     // A ping sent twice on its session: the second is refused, and the session
     // goes on. (A session of its own: older ones may have been evicted by now.)
     let replay = async {
-        let id = sessions.id();
-        let mut session = connect::<P, H, E>(
-            ep,
-            &setup.node,
-            id,
-            &setup.responder,
-            &setup.trusted,
-            |_, _| {},
-        )
-        .await
-        .map_err(|e| format!("connect: {e:?}"))?;
-        sessions.record(&session);
+        let mut session = sessions
+            .open::<P, H, E>(ep, &setup)
+            .await
+            .map_err(|e| format!("connect: {e:?}"))?;
         let sealed = session
             .seal_ping(b"once")
             .map_err(|e| format!("seal: {e}"))?;

@@ -13,21 +13,25 @@ fn entropy(fill: u8) -> SecretBytes<32> {
     SecretBytes::new([fill; 32])
 }
 
-/// The three handshake messages of a good session, and both transports.
-fn handshake<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>()
--> ([Vec<u8>; 3], Transport<A>, Transport<A>) {
+/// The two fixed parties every test session starts from.
+fn parties<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>()
+-> (Initiator<C, A, H>, Responder<C, A, H>) {
     let responder_key = X25519SecretKey::<C>::from_entropy(&entropy(2));
     let rs = *responder_key.public_key();
-    let (i, m1) = Initiator::<C, A, H>::new(
+    let initiator = Initiator::new(
         PROLOGUE,
         Rc::new(X25519SecretKey::from_entropy(&entropy(1))),
         rs,
-    )
-    .write_message_1(&entropy(3), b"m1")
-    .unwrap();
-    let (r, _) = Responder::<C, A, H>::new(PROLOGUE, Rc::new(responder_key))
-        .read_message_1(&m1)
-        .unwrap();
+    );
+    (initiator, Responder::new(PROLOGUE, Rc::new(responder_key)))
+}
+
+/// The three handshake messages of a good session, and both transports.
+fn handshake<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>()
+-> ([Vec<u8>; 3], Transport<A>, Transport<A>) {
+    let (initiator, responder) = parties::<C, A, H>();
+    let (i, m1) = initiator.write_message_1(&entropy(3), b"m1").unwrap();
+    let (r, _) = responder.read_message_1(&m1).unwrap();
     let (r, m2) = r.write_message_2(&entropy(4), b"m2").unwrap();
     let (i, _) = i.read_message_2(&m2).unwrap();
     let (initiator, m3) = i.write_message_3(b"m3").unwrap();
@@ -41,16 +45,8 @@ fn deliver<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(
     index: usize,
     message: &[u8],
 ) -> Result<(), NoiseError> {
-    let responder_key = X25519SecretKey::<C>::from_entropy(&entropy(2));
-    let rs = *responder_key.public_key();
-    let (i, m1) = Initiator::<C, A, H>::new(
-        PROLOGUE,
-        Rc::new(X25519SecretKey::from_entropy(&entropy(1))),
-        rs,
-    )
-    .write_message_1(&entropy(3), b"m1")
-    .unwrap();
-    let responder = Responder::<C, A, H>::new(PROLOGUE, Rc::new(responder_key));
+    let (initiator, responder) = parties::<C, A, H>();
+    let (i, m1) = initiator.write_message_1(&entropy(3), b"m1").unwrap();
     if index == 0 {
         return responder.read_message_1(message).map(|_| ());
     }

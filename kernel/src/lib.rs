@@ -5,8 +5,8 @@
 //! 1. reads the flattened device tree the firmware passes in `a1` ([`device_tree`]):
 //!    memory, the timebase, the UART, the virtio-mmio slots and the test finisher;
 //! 2. brings up the UART console and prints the provider banner;
-//! 3. puts the heap (a maintained allocator, `embedded-alloc`) above the image and
-//!    below the device tree blob;
+//! 3. puts the heap (a maintained allocator, `embedded-alloc`) above the image, out
+//!    of the device tree blob and every reserved memory region;
 //! 4. probes every virtio-mmio slot through `virtio-drivers` and finds the entropy
 //!    source there, never at a hard-coded address;
 //! 5. creates the kernel with the compiled-in policy and manifest, lets the image
@@ -97,7 +97,7 @@ pub fn boot(
     provider: impl core::fmt::Display,
     image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo) -> MainVerdict,
 ) -> ! {
-    let machine = match device_tree::Machine::read(device_tree) {
+    let machine = match device_tree::read(device_tree) {
         Ok(machine) => machine,
         Err(why) => {
             console::line(
@@ -138,11 +138,12 @@ pub fn boot(
     console::line(
         "KERNEL",
         format_args!(
-            "memory {:#x}+{} MiB, timebase {} Hz, {} virtio-mmio slots",
+            "memory {:#x}+{} MiB, timebase {} Hz, {} virtio-mmio slots, {} reserved regions",
             machine.memory.start,
             machine.memory.len() >> 20,
             machine.timebase_hz,
-            machine.virtio_mmio().count()
+            machine.virtio_mmio().count(),
+            machine.reserved().count()
         ),
     );
     let devices = virtio::probe(&machine);

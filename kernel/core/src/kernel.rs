@@ -1,23 +1,24 @@
 //! The kernel object, the endpoints it hands to tasks, and the rules of IPC.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
-use alloc::vec::Vec;
 use core::cell::RefCell;
+use core::fmt;
 use core::future::{Future, poll_fn};
 use core::task::Poll;
 
 use ipc::frame::MAX_FRAME;
 use ipc::{
-    Action, AuditEvent, AuditRecord, Capability, CapabilityError, DeviceError, Endpoint, Frame,
-    FrameError, FrameKind, IpcError, Operation, RawEntropyDevice, ReplyToken, Request, ServiceId,
-    Verdict,
+    Action, AuditEvent, AuditLoss, AuditRecord, Capability, CapabilityError, DeviceError, Endpoint,
+    Frame, FrameError, FrameKind, IpcBuffer, IpcError, KernelReason, Operation, RawEntropyDevice,
+    ReplyToken, Request, ServiceId, Verdict,
 };
 
 use crate::Platform;
+use crate::audit_stream::{Admitted, AuditStream};
 use crate::executor::{Executor, YieldNow};
 use crate::policy::{Grant, Policy, Rule, granted};
 
@@ -28,8 +29,14 @@ pub struct Limits {
     pub queue_capacity: usize,
     /// How long a call may wait for its reply.
     pub call_timeout_us: u64,
-    /// Audit records held for logd before the oldest is dropped.
-    pub audit_capacity: usize,
+    /// Calls one task may have outstanding at once before it gets
+    /// [`IpcError::TooManyCalls`].
+    pub calls_per_task: usize,
+    /// The kernel's own audit records held for logd before the oldest is dropped
+    /// (and the loss announced).
+    pub kernel_audit_capacity: usize,
+    /// Audit records of one task held for logd before that task's oldest is dropped.
+    pub task_audit_quota: usize,
     /// Longest console line; longer lines are cut.
     pub console_line_max: usize,
 }
@@ -39,7 +46,9 @@ impl Default for Limits {
         Self {
             queue_capacity: 8,
             call_timeout_us: 2_000_000,
-            audit_capacity: 256,
+            calls_per_task: 4,
+            kernel_audit_capacity: 256,
+            task_audit_quota: 64,
             console_line_max: 240,
         }
     }
@@ -54,17 +63,49 @@ pub enum RunOutcome {
     DeadlineExceeded,
 }
 
+/// Why [`Kernel::spawn`] refused a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnError {
+    /// The id is the kernel's own: records and decisions signed `kernel` must come
+    /// from the kernel alone.
+    ReservedId(ServiceId),
+    /// A task with this id is already running: ids are identities.
+    AlreadyRunning(ServiceId),
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ReservedId(id) => write!(f, "task id {id} is reserved for the kernel"),
+            Self::AlreadyRunning(id) => write!(f, "task {id} is already running"),
+        }
+    }
+}
+
+/// The kernel's tables, for tests and soak runs: each is bounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Calls outstanding (submitted, not yet answered, timed out or cancelled).
+    pub calls_pending: usize,
+    /// Requests waiting in every task's queue.
+    pub requests_queued: usize,
+    /// Audit records held for logd.
+    pub audit_held: usize,
+    /// Audit records lost so far.
+    pub audit_lost: AuditLoss,
+}
+
 struct Envelope {
     call: u32,
     sender: ServiceId,
-    frame: Vec<u8>,
+    frame: IpcBuffer,
 }
 
 struct PendingCall {
     caller: ServiceId,
     callee: ServiceId,
     code: u16,
-    reply: Option<Vec<u8>>,
+    reply: Option<IpcBuffer>,
 }
 
 enum DeviceSlot {
@@ -77,9 +118,10 @@ struct State {
     inboxes: BTreeMap<ServiceId, VecDeque<Envelope>>,
     calls: BTreeMap<u32, PendingCall>,
     next_call: u32,
-    audit: VecDeque<AuditRecord>,
-    audit_sequence: u64,
-    audit_dropped: u64,
+    /// (callee, caller) pairs with at least one delivered request: a service may
+    /// write audit records naming only callers it has really served.
+    served: BTreeSet<(ServiceId, ServiceId)>,
+    audit: AuditStream,
     entropy_device: DeviceSlot,
     audit_feed_claimed: bool,
 }
@@ -117,9 +159,8 @@ impl<P: Platform> Kernel<P> {
                     inboxes: BTreeMap::new(),
                     calls: BTreeMap::new(),
                     next_call: 1,
-                    audit: VecDeque::new(),
-                    audit_sequence: 0,
-                    audit_dropped: 0,
+                    served: BTreeSet::new(),
+                    audit: AuditStream::new(limits.kernel_audit_capacity, limits.task_audit_quota),
                     entropy_device: DeviceSlot::Absent,
                     audit_feed_claimed: false,
                 }),
@@ -138,6 +179,17 @@ impl<P: Platform> Kernel<P> {
         self.shared.policy.len()
     }
 
+    /// The sizes of the kernel's tables.
+    pub fn stats(&self) -> KernelStats {
+        let state = self.shared.state.borrow();
+        KernelStats {
+            calls_pending: state.calls.len(),
+            requests_queued: state.inboxes.values().map(VecDeque::len).sum(),
+            audit_held: state.audit.held(),
+            audit_lost: state.audit.lost(),
+        }
+    }
+
     /// Puts the machine's raw entropy device where its manifest holder can claim it.
     pub fn install_entropy_device(&mut self, device: Box<dyn RawEntropyDevice>) {
         self.shared.state.borrow_mut().entropy_device = DeviceSlot::Present(device);
@@ -145,14 +197,20 @@ impl<P: Platform> Kernel<P> {
 
     /// Starts task `id`, handing `body` the task's endpoint.
     ///
-    /// # Panics
-    /// If a task with this id is already running: ids are identities.
-    pub fn spawn<F, Fut>(&mut self, id: ServiceId, body: F)
+    /// # Errors
+    /// [`SpawnError`] when `id` is the kernel's or already running; `body` is not
+    /// called.
+    pub fn spawn<F, Fut>(&mut self, id: ServiceId, body: F) -> Result<(), SpawnError>
     where
         F: FnOnce(KernelEndpoint<P>) -> Fut,
         Fut: Future<Output = ()> + 'static,
     {
-        assert!(!self.executor.contains(id), "task {id} spawned twice");
+        if id == ServiceId::Kernel {
+            return Err(SpawnError::ReservedId(id));
+        }
+        if self.executor.contains(id) {
+            return Err(SpawnError::AlreadyRunning(id));
+        }
         self.shared
             .state
             .borrow_mut()
@@ -163,6 +221,7 @@ impl<P: Platform> Kernel<P> {
             id,
         };
         self.executor.push(id, body(endpoint));
+        Ok(())
     }
 
     /// Runs the tasks until `main` finishes or `deadline_us` (platform time) passes.
@@ -201,42 +260,81 @@ impl<P: Platform> Shared<P> {
             .console_line(ServiceId::Kernel.console_prefix(), line);
     }
 
+    /// Queues a record in its origin's budget; announces the first lost kernel record.
     fn record(&self, origin: ServiceId, event: AuditEvent) {
-        let mut state = self.state.borrow_mut();
-        let sequence = state.audit_sequence;
-        state.audit_sequence += 1;
-        if state.audit.len() >= self.limits.audit_capacity {
-            state.audit.pop_front();
-            state.audit_dropped += 1;
+        let admitted = self.state.borrow_mut().audit.push(origin, event);
+        if admitted == (Admitted::KernelRecordDropped { first: true }) {
+            self.kernel_line(
+                "FAIL audit: the stream dropped a kernel record before logd took it; \
+                 the trail is incomplete",
+            );
         }
-        state.audit.push_back(AuditRecord {
-            origin,
-            sequence,
-            event,
-        });
     }
 
-    fn kernel_audit(&self, subject: ServiceId, action: Action, verdict: Verdict, detail: usize) {
+    fn kernel_audit(
+        &self,
+        subject: ServiceId,
+        action: Action,
+        verdict: Verdict,
+        reason: u16,
+        detail: usize,
+    ) {
         self.record(
             ServiceId::Kernel,
             AuditEvent {
                 subject,
                 action,
                 verdict,
-                reason: 0,
+                reason,
                 detail: u32::try_from(detail).unwrap_or(u32::MAX),
             },
         );
     }
 
-    /// Admits a request: size, frame, kind, policy, route, queue. Every refusal and
-    /// every policy decision is audited.
+    /// A record written by task `origin`: kept when it is the task's to write,
+    /// otherwise refused and replaced by a kernel record naming what was claimed.
+    ///
+    /// A task may record calls to its own service whose subject is itself or a task
+    /// whose request it was delivered, and its own health. Malformed frames, claims
+    /// and replies are the kernel's to record.
+    fn task_record(&self, origin: ServiceId, event: AuditEvent) {
+        let allowed = match event.action {
+            Action::Call { service, .. } => {
+                service == origin
+                    && (event.subject == origin
+                        || self
+                            .state
+                            .borrow()
+                            .served
+                            .contains(&(origin, event.subject)))
+            }
+            Action::Health => event.subject == origin,
+            Action::MalformedFrame { .. } | Action::Claim(_) | Action::Reply => false,
+        };
+        if allowed {
+            self.record(origin, event);
+        } else {
+            // The refusal names the action and, in `detail`, the subject claimed.
+            self.kernel_audit(
+                origin,
+                event.action,
+                Verdict::Rejected,
+                KernelReason::ForgedRecord.code(),
+                usize::from(event.subject as u16),
+            );
+        }
+    }
+
+    /// Admits a request: size, frame, kind, policy, the caller's call bound, route,
+    /// queue. Every refusal is audited with its reason; the call is recorded as
+    /// allowed only once the request sits in the callee's queue.
     fn submit(&self, caller: ServiceId, service: ServiceId, frame: &[u8]) -> Result<u32, IpcError> {
         let malformed = |error: FrameError| {
             self.kernel_audit(
                 caller,
                 Action::MalformedFrame { service },
                 Verdict::Rejected,
+                0,
                 frame.len(),
             );
             Err(IpcError::MalformedFrame(error))
@@ -251,25 +349,48 @@ impl<P: Platform> Shared<P> {
         };
         let action = Action::Call { service, code };
         if !self.policy.allows(caller, service, code) {
-            self.kernel_audit(caller, action, Verdict::Denied, frame.len());
+            self.kernel_audit(caller, action, Verdict::Denied, 0, frame.len());
             return Err(IpcError::Denied);
         }
-        self.kernel_audit(caller, action, Verdict::Allowed, frame.len());
-
-        let mut state = self.state.borrow_mut();
-        let call = state.next_call;
-        let inbox = state
-            .inboxes
-            .get_mut(&service)
-            .ok_or(IpcError::NoSuchService)?;
-        if inbox.len() >= self.limits.queue_capacity {
-            return Err(IpcError::QueueFull);
+        let admitted = self.deliver(caller, service, code, frame);
+        match admitted {
+            Ok(_) => self.kernel_audit(caller, action, Verdict::Allowed, 0, frame.len()),
+            Err((_, reason)) => {
+                self.kernel_audit(caller, action, Verdict::Failed, reason.code(), frame.len())
+            }
         }
-        inbox.push_back(Envelope {
-            call,
-            sender: caller,
-            frame: frame.to_vec(),
-        });
+        admitted.map_err(|(error, _)| error)
+    }
+
+    /// Puts the request in the callee's queue and opens its call.
+    fn deliver(
+        &self,
+        caller: ServiceId,
+        service: ServiceId,
+        code: u16,
+        frame: &[u8],
+    ) -> Result<u32, (IpcError, KernelReason)> {
+        let mut state = self.state.borrow_mut();
+        let outstanding = state
+            .calls
+            .values()
+            .filter(|pending| pending.caller == caller)
+            .count();
+        if outstanding >= self.limits.calls_per_task {
+            return Err((IpcError::TooManyCalls, KernelReason::TooManyCalls));
+        }
+        let queued = match state.inboxes.get(&service) {
+            None => return Err((IpcError::NoSuchService, KernelReason::NoSuchService)),
+            Some(inbox) => inbox.len(),
+        };
+        if queued >= self.limits.queue_capacity {
+            return Err((IpcError::QueueFull, KernelReason::QueueFull));
+        }
+        // Ids wrap; skip any still in use (the table is bounded, so this ends).
+        let mut call = state.next_call;
+        while state.calls.contains_key(&call) {
+            call = call.wrapping_add(1).max(1);
+        }
         state.next_call = call.wrapping_add(1).max(1);
         state.calls.insert(
             call,
@@ -280,10 +401,18 @@ impl<P: Platform> Shared<P> {
                 reply: None,
             },
         );
+        state.served.insert((service, caller));
+        if let Some(inbox) = state.inboxes.get_mut(&service) {
+            inbox.push_back(Envelope {
+                call,
+                sender: caller,
+                frame: IpcBuffer::copy_from(frame),
+            });
+        }
         Ok(call)
     }
 
-    fn poll_reply(&self, call: u32, deadline_us: u64) -> Poll<Result<Vec<u8>, IpcError>> {
+    fn poll_reply(&self, call: u32, deadline_us: u64) -> Poll<Result<IpcBuffer, IpcError>> {
         let mut state = self.state.borrow_mut();
         let Some(pending) = state.calls.get_mut(&call) else {
             return Poll::Ready(Err(IpcError::PeerGone));
@@ -295,16 +424,29 @@ impl<P: Platform> Shared<P> {
         if self.platform.now_us() < deadline_us {
             return Poll::Pending;
         }
-        let PendingCall {
+        let Some(PendingCall {
             caller,
             callee,
             code,
             ..
-        } = state.calls.remove(&call).expect("present above");
+        }) = state.calls.remove(&call)
+        else {
+            return Poll::Ready(Err(IpcError::PeerGone));
+        };
         if let Some(inbox) = state.inboxes.get_mut(&callee) {
             inbox.retain(|envelope| envelope.call != call);
         }
         drop(state);
+        self.kernel_audit(
+            caller,
+            Action::Call {
+                service: callee,
+                code,
+            },
+            Verdict::Failed,
+            KernelReason::Timeout.code(),
+            0,
+        );
         let operation = Operation::from_code(code).map_or("?", Operation::name);
         self.kernel_line(&format!(
             "task {callee} not answering: {operation} from {caller} timed out after {} ms",
@@ -313,11 +455,54 @@ impl<P: Platform> Shared<P> {
         Poll::Ready(Err(IpcError::Timeout))
     }
 
+    /// Forgets a call whose caller dropped it before taking the reply: the request
+    /// leaves the callee's queue if it is still there, a stored reply is wiped (its
+    /// buffer zeroizes on drop), and the cancellation is recorded. A call that
+    /// already completed is not in the table, and nothing happens.
+    fn cancel(&self, call: u32) {
+        let mut state = self.state.borrow_mut();
+        let Some(pending) = state.calls.remove(&call) else {
+            return;
+        };
+        if let Some(inbox) = state.inboxes.get_mut(&pending.callee) {
+            inbox.retain(|envelope| envelope.call != call);
+        }
+        drop(state);
+        self.kernel_audit(
+            pending.caller,
+            Action::Call {
+                service: pending.callee,
+                code: pending.code,
+            },
+            Verdict::Failed,
+            KernelReason::Cancelled.code(),
+            0,
+        );
+    }
+
     fn task_stopped(&self, id: ServiceId) {
         let mut state = self.state.borrow_mut();
         state.inboxes.remove(&id);
         // Calls to the stopped task end as PeerGone (poll_reply finds them missing).
-        state.calls.retain(|_, pending| pending.callee != id);
+        let mut gone = alloc::vec::Vec::new();
+        state.calls.retain(|_, pending| {
+            if pending.callee == id {
+                gone.push((pending.caller, pending.code));
+                false
+            } else {
+                true
+            }
+        });
+        drop(state);
+        for (caller, code) in gone {
+            self.kernel_audit(
+                caller,
+                Action::Call { service: id, code },
+                Verdict::Failed,
+                KernelReason::PeerGone.code(),
+                0,
+            );
+        }
     }
 
     fn claim<T>(
@@ -336,8 +521,20 @@ impl<P: Platform> Shared<P> {
             Err(CapabilityError::Absent) => Verdict::Failed,
             Err(_) => Verdict::Denied,
         };
-        self.kernel_audit(task, Action::Claim(capability), verdict, 0);
+        self.kernel_audit(task, Action::Claim(capability), verdict, 0, 0);
         result
+    }
+}
+
+/// Cancels its call when dropped before the call completed (see [`Shared::cancel`]).
+struct OutstandingCall<'a, P: Platform> {
+    shared: &'a Shared<P>,
+    call: u32,
+}
+
+impl<P: Platform> Drop for OutstandingCall<'_, P> {
+    fn drop(&mut self) {
+        self.shared.cancel(self.call);
     }
 }
 
@@ -357,11 +554,11 @@ pub struct AuditFeedHandle<P: Platform> {
 
 impl<P: Platform> ipc::AuditFeed for AuditFeedHandle<P> {
     fn pop(&mut self) -> Option<AuditRecord> {
-        self.shared.state.borrow_mut().audit.pop_front()
+        self.shared.state.borrow_mut().audit.pop()
     }
 
-    fn dropped(&self) -> u64 {
-        self.shared.state.borrow().audit_dropped
+    fn lost(&self) -> AuditLoss {
+        self.shared.state.borrow().audit.lost()
     }
 }
 
@@ -379,9 +576,15 @@ impl<P: Platform> Endpoint for KernelEndpoint<P> {
         self.id
     }
 
-    async fn call(&self, service: ServiceId, request: &[u8]) -> Result<Vec<u8>, IpcError> {
+    async fn call(&self, service: ServiceId, request: &[u8]) -> Result<IpcBuffer, IpcError> {
         let call = self.shared.submit(self.id, service, request)?;
+        let _outstanding = OutstandingCall {
+            shared: &self.shared,
+            call,
+        };
         let deadline = self.shared.platform.now_us() + self.shared.limits.call_timeout_us;
+        // Every ready outcome removes the call from the table, so the guard's drop
+        // then finds nothing; only a call dropped while pending is cancelled.
         poll_fn(|_| self.shared.poll_reply(call, deadline)).await
     }
 
@@ -412,15 +615,25 @@ impl<P: Platform> Endpoint for KernelEndpoint<P> {
         let mut state = self.shared.state.borrow_mut();
         match state.calls.get_mut(&token.0) {
             Some(pending) if pending.callee == self.id && pending.reply.is_none() => {
-                pending.reply = Some(reply.to_vec());
+                pending.reply = Some(IpcBuffer::copy_from(reply));
                 Ok(())
             }
-            _ => Err(IpcError::StaleReply),
+            _ => {
+                drop(state);
+                self.shared.kernel_audit(
+                    self.id,
+                    Action::Reply,
+                    Verdict::Rejected,
+                    KernelReason::StaleReply.code(),
+                    reply.len(),
+                );
+                Err(IpcError::StaleReply)
+            }
         }
     }
 
     fn audit(&self, event: AuditEvent) {
-        self.shared.record(self.id, event);
+        self.shared.task_record(self.id, event);
     }
 
     fn console(&self, line: &str) {
@@ -467,5 +680,65 @@ impl<P: Platform> Endpoint for KernelEndpoint<P> {
                 Ok(AuditFeedHandle { shared })
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::cell::Cell;
+
+    #[derive(Default)]
+    struct Clock(Cell<u64>);
+
+    impl Platform for Clock {
+        fn now_us(&self) -> u64 {
+            self.0.set(self.0.get() + 1);
+            self.0.get()
+        }
+        fn console_line(&self, _: &str, _: &str) {}
+    }
+
+    static RULES: &[Rule] = &[Rule {
+        caller: ServiceId::Selftest,
+        operation: Operation::LogdQuery,
+    }];
+
+    #[test]
+    fn call_ids_wrap_past_zero_and_skip_ids_in_use() {
+        let kernel = Kernel::new(Clock::default(), RULES, &[], Limits::default());
+        kernel
+            .shared
+            .state
+            .borrow_mut()
+            .inboxes
+            .insert(ServiceId::Logd, VecDeque::new());
+        let frame = Frame::request(Operation::LogdQuery, &[]).encode().unwrap();
+        kernel.shared.state.borrow_mut().next_call = u32::MAX;
+        let first = kernel
+            .shared
+            .submit(ServiceId::Selftest, ServiceId::Logd, &frame)
+            .unwrap();
+        assert_eq!(first, u32::MAX);
+        let second = kernel
+            .shared
+            .submit(ServiceId::Selftest, ServiceId::Logd, &frame)
+            .unwrap();
+        assert_eq!(second, 1, "0 is never a call id");
+        // 2 is taken (pretend an old call is still outstanding): the next id skips it.
+        kernel.shared.state.borrow_mut().calls.insert(
+            2,
+            PendingCall {
+                caller: ServiceId::Logd,
+                callee: ServiceId::Selftest,
+                code: 0,
+                reply: None,
+            },
+        );
+        let third = kernel
+            .shared
+            .submit(ServiceId::Selftest, ServiceId::Logd, &frame)
+            .unwrap();
+        assert_eq!(third, 3);
     }
 }

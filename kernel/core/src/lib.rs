@@ -13,8 +13,13 @@
 //!   ([`config::POLICY`]). Every decision is an audit record.
 //! - **Capabilities**: the boot manifest ([`config::GRANTS`]) says which task may
 //!   claim which capability; a capability has one holder and every claim is audited.
-//! - **Audit stream**: a bounded queue of records, drained by the holder of the
-//!   audit-feed capability (logd). When full, the oldest record is dropped and counted.
+//! - **Audit stream**: bounded queues of records, drained by the holder of the
+//!   audit-feed capability (logd). The kernel's own records have a budget no task
+//!   can touch; each task has a quota of its own. A lost kernel record is counted and
+//!   announced as a failure. A task may only write records about its own service and
+//!   the callers it served; anything else is refused and recorded as a forgery.
+//! - **Calls** are bounded per task, time out, and are cleaned up when the caller
+//!   drops them: the kernel keeps no state for a call nobody waits for.
 //!
 //! The hardware side (clock, console, devices, the panic and trap handlers) comes in
 //! through [`Platform`]: the riscv64 kernel provides one, the host runner another.
@@ -24,6 +29,7 @@
 
 extern crate alloc;
 
+mod audit_stream;
 mod executor;
 mod kernel;
 pub mod policy;
@@ -33,7 +39,10 @@ pub mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));
 }
 
-pub use kernel::{AuditFeedHandle, DeviceHandle, Kernel, KernelEndpoint, Limits, RunOutcome};
+pub use kernel::{
+    AuditFeedHandle, DeviceHandle, Kernel, KernelEndpoint, KernelStats, Limits, RunOutcome,
+    SpawnError,
+};
 
 use ipc::ServiceId;
 

@@ -1,12 +1,15 @@
 //! The IPC rules, exercised through real tasks on a kernel with a virtual clock.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use ipc::frame::MAX_FRAME;
 use ipc::{
     Action, AuditEvent, AuditFeed, Capability, CapabilityError, DeviceError, Endpoint, Frame,
-    FrameError, IpcError, Operation, RawEntropyDevice, ServiceId, Verdict,
+    FrameError, IpcBuffer, IpcError, Operation, RawEntropyDevice, ServiceId, Verdict,
 };
 use kernel_core::policy::{Grant, Rule};
 use kernel_core::{Kernel, Limits, Platform, RunOutcome};
@@ -34,6 +37,10 @@ static RULES: &[Rule] = &[
         operation: Operation::LogdQuery,
     },
     Rule {
+        caller: ServiceId::Selftest,
+        operation: Operation::KeystoredGetPubkey,
+    },
+    Rule {
         caller: ServiceId::Keystored,
         operation: Operation::LogdQuery,
     },
@@ -49,6 +56,24 @@ static GRANTS: &[Grant] = &[
     },
 ];
 
+/// Spawning in tests: the ids are fixed, so a refusal is a bug in the test.
+trait SpawnOk {
+    fn spawn_ok<F, Fut>(&mut self, id: ServiceId, body: F)
+    where
+        F: FnOnce(kernel_core::KernelEndpoint<TestPlatform>) -> Fut,
+        Fut: Future<Output = ()> + 'static;
+}
+
+impl SpawnOk for Kernel<TestPlatform> {
+    fn spawn_ok<F, Fut>(&mut self, id: ServiceId, body: F)
+    where
+        F: FnOnce(kernel_core::KernelEndpoint<TestPlatform>) -> Fut,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.spawn(id, body).expect("test task ids are free");
+    }
+}
+
 fn kernel(limits: Limits) -> (Kernel<TestPlatform>, TestPlatform) {
     let platform = TestPlatform::default();
     (
@@ -57,7 +82,7 @@ fn kernel(limits: Limits) -> (Kernel<TestPlatform>, TestPlatform) {
     )
 }
 
-fn query() -> Vec<u8> {
+fn query() -> IpcBuffer {
     Frame::request(Operation::LogdQuery, b"q").encode().unwrap()
 }
 
@@ -84,10 +109,10 @@ fn run(kernel: &mut Kernel<TestPlatform>) {
 fn the_kernel_stamps_the_sender_and_callers_cannot_choose_it() {
     let (mut kernel, _) = kernel(Limits::default());
     let results: Log<Vec<u8>> = Rc::default();
-    kernel.spawn(ServiceId::Logd, echo_sender);
+    kernel.spawn_ok(ServiceId::Logd, echo_sender);
     for caller in [ServiceId::Selftest, ServiceId::Keystored] {
         let results = results.clone();
-        kernel.spawn(caller, move |ep| async move {
+        kernel.spawn_ok(caller, move |ep| async move {
             let reply = ep.call(ServiceId::Logd, &query()).await.unwrap();
             results
                 .borrow_mut()
@@ -107,10 +132,10 @@ fn the_kernel_stamps_the_sender_and_callers_cannot_choose_it() {
 #[test]
 fn malformed_frames_are_refused_before_delivery_and_audited() {
     let (mut kernel, _) = kernel(Limits::default());
-    let outcomes: Log<Result<Vec<u8>, IpcError>> = Rc::default();
+    let outcomes: Log<Result<IpcBuffer, IpcError>> = Rc::default();
     let delivered = Rc::new(Cell::new(0));
     let seen = delivered.clone();
-    kernel.spawn(ServiceId::Logd, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Logd, move |ep| async move {
         let mut feed = ep.claim_audit_feed().unwrap();
         // Hand the records back to the test through a channel of our own.
         loop {
@@ -134,7 +159,7 @@ fn malformed_frames_are_refused_before_delivery_and_audited() {
         }
     });
     let log = outcomes.clone();
-    kernel.spawn(ServiceId::Selftest, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Selftest, move |ep| async move {
         let reply = Frame::reply(b"").encode().unwrap();
         let oversized = vec![0u8; MAX_FRAME + 1];
         for bad in [
@@ -189,7 +214,7 @@ fn policy_denies_by_default_and_every_decision_is_audited() {
     let (mut kernel, _) = kernel(Limits::default());
     let records: Log<ipc::AuditRecord> = Rc::default();
     let sink = records.clone();
-    kernel.spawn(ServiceId::Logd, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Logd, move |ep| async move {
         let mut feed = ep.claim_audit_feed().unwrap();
         loop {
             while let Some(record) = feed.pop() {
@@ -202,9 +227,9 @@ fn policy_denies_by_default_and_every_decision_is_audited() {
             ep.yield_now().await;
         }
     });
-    let results: Log<Result<Vec<u8>, IpcError>> = Rc::default();
+    let results: Log<Result<IpcBuffer, IpcError>> = Rc::default();
     let log = results.clone();
-    kernel.spawn(ServiceId::Selftest, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Selftest, move |ep| async move {
         let sign = Frame::request(Operation::KeystoredSign, b"m")
             .encode()
             .unwrap();
@@ -285,15 +310,15 @@ fn a_silent_service_is_reported_by_name_and_the_call_times_out() {
         ..Limits::default()
     };
     let (mut kernel, platform) = kernel(limits);
-    kernel.spawn(ServiceId::Logd, |ep| async move {
+    kernel.spawn_ok(ServiceId::Logd, |ep| async move {
         let _held = ep.receive().await; // takes the request and never answers
         loop {
             ep.yield_now().await;
         }
     });
-    let result: Log<Result<Vec<u8>, IpcError>> = Rc::default();
+    let result: Log<Result<IpcBuffer, IpcError>> = Rc::default();
     let log = result.clone();
-    kernel.spawn(ServiceId::Selftest, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Selftest, move |ep| async move {
         let result = ep.call(ServiceId::Logd, &query()).await;
         log.borrow_mut().push(result);
     });
@@ -312,12 +337,12 @@ fn a_silent_service_is_reported_by_name_and_the_call_times_out() {
 #[test]
 fn a_stopped_service_fails_its_callers_and_is_reported() {
     let (mut kernel, platform) = kernel(Limits::default());
-    kernel.spawn(ServiceId::Logd, |ep| async move {
+    kernel.spawn_ok(ServiceId::Logd, |ep| async move {
         let _request = ep.receive().await; // then return: the task stops
     });
-    let result: Log<Result<Vec<u8>, IpcError>> = Rc::default();
+    let result: Log<Result<IpcBuffer, IpcError>> = Rc::default();
     let log = result.clone();
-    kernel.spawn(ServiceId::Selftest, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Selftest, move |ep| async move {
         let result = ep.call(ServiceId::Logd, &query()).await;
         log.borrow_mut().push(result);
         let result = ep.call(ServiceId::Logd, &query()).await;
@@ -342,7 +367,7 @@ fn only_the_callee_can_reply_and_only_once() {
     let (mut kernel, _) = kernel(Limits::default());
     let stale: Log<Result<(), IpcError>> = Rc::default();
     let log = stale.clone();
-    kernel.spawn(ServiceId::Logd, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Logd, move |ep| async move {
         loop {
             let request = ep.receive().await;
             // Hold the call open for a few passes: the forger gets its chance.
@@ -362,7 +387,7 @@ fn only_the_callee_can_reply_and_only_once() {
     });
     let forged: Log<Result<(), IpcError>> = Rc::default();
     let forged_log = forged.clone();
-    kernel.spawn(ServiceId::Keystored, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Keystored, move |ep| async move {
         // On every pass, try to answer every plausible call number in logd's place.
         loop {
             for guess in 0..8 {
@@ -374,9 +399,9 @@ fn only_the_callee_can_reply_and_only_once() {
             ep.yield_now().await;
         }
     });
-    let reply: Log<Vec<u8>> = Rc::default();
+    let reply: Log<IpcBuffer> = Rc::default();
     let got = reply.clone();
-    kernel.spawn(ServiceId::Selftest, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Selftest, move |ep| async move {
         let answer = ep.call(ServiceId::Logd, &query()).await.unwrap();
         got.borrow_mut().push(answer);
     });
@@ -410,15 +435,15 @@ fn queues_are_bounded() {
         ..Limits::default()
     };
     let (mut kernel, _) = kernel(limits);
-    kernel.spawn(ServiceId::Logd, |ep| async move {
+    kernel.spawn_ok(ServiceId::Logd, |ep| async move {
         loop {
             ep.yield_now().await;
         }
     });
-    let got: Log<(ServiceId, Result<Vec<u8>, IpcError>)> = Rc::default();
+    let got: Log<(ServiceId, Result<IpcBuffer, IpcError>)> = Rc::default();
     for caller in [ServiceId::Keystored, ServiceId::Selftest] {
         let log = got.clone();
-        kernel.spawn(caller, move |ep| async move {
+        kernel.spawn_ok(caller, move |ep| async move {
             let result = ep.call(ServiceId::Logd, &query()).await;
             log.borrow_mut().push((caller, result));
         });
@@ -454,7 +479,7 @@ fn capabilities_follow_the_manifest_and_every_claim_is_audited() {
     kernel.install_entropy_device(Box::new(Counter(7)));
     let outcomes: Log<String> = Rc::default();
     let log = outcomes.clone();
-    kernel.spawn(ServiceId::Selftest, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Selftest, move |ep| async move {
         log.borrow_mut()
             .push(format!("{:?}", ep.claim_entropy_device().err()));
         log.borrow_mut()
@@ -463,7 +488,7 @@ fn capabilities_follow_the_manifest_and_every_claim_is_audited() {
     let log = outcomes.clone();
     let records: Log<ipc::AuditRecord> = Rc::default();
     let sink = records.clone();
-    kernel.spawn(ServiceId::Rngd, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Rngd, move |ep| async move {
         let mut device = ep.claim_entropy_device().expect("granted");
         let mut buffer = [0u8; 4];
         log.borrow_mut()
@@ -479,7 +504,7 @@ fn capabilities_follow_the_manifest_and_every_claim_is_audited() {
             detail: 0,
         });
     });
-    kernel.spawn(ServiceId::Logd, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Logd, move |ep| async move {
         let mut feed = ep.claim_audit_feed().expect("granted");
         loop {
             while let Some(record) = feed.pop() {
@@ -528,46 +553,12 @@ fn an_absent_device_is_a_typed_refusal() {
     let (mut kernel, _) = kernel(Limits::default());
     let outcome: Log<Option<CapabilityError>> = Rc::default();
     let log = outcome.clone();
-    kernel.spawn(ServiceId::Selftest, |_| async {});
-    kernel.spawn(ServiceId::Rngd, move |ep| async move {
+    kernel.spawn_ok(ServiceId::Selftest, |_| async {});
+    kernel.spawn_ok(ServiceId::Rngd, move |ep| async move {
         log.borrow_mut().push(ep.claim_entropy_device().err());
     });
     kernel.run(ServiceId::Rngd, 10_000_000);
     assert_eq!(outcome.borrow()[0], Some(CapabilityError::Absent));
-}
-
-#[test]
-fn the_audit_stream_drops_the_oldest_and_counts() {
-    let limits = Limits {
-        audit_capacity: 4,
-        ..Limits::default()
-    };
-    let (mut kernel, _) = kernel(limits);
-    let result: Log<(Vec<u64>, u64)> = Rc::default();
-    let log = result.clone();
-    kernel.spawn(ServiceId::Selftest, move |ep| async move {
-        for detail in 0..10 {
-            ep.audit(AuditEvent {
-                subject: ServiceId::Selftest,
-                action: Action::Health,
-                verdict: Verdict::Allowed,
-                reason: 0,
-                detail,
-            });
-        }
-    });
-    kernel.run(ServiceId::Selftest, 10_000_000);
-    kernel.spawn(ServiceId::Logd, move |ep| async move {
-        let mut feed = ep.claim_audit_feed().unwrap();
-        let mut sequences = Vec::new();
-        while let Some(record) = feed.pop() {
-            sequences.push(record.sequence);
-        }
-        log.borrow_mut().push((sequences, feed.dropped()));
-    });
-    kernel.run(ServiceId::Logd, 10_000_000);
-    // The claim itself is record 10; 11 records into a queue of 4.
-    assert_eq!(result.borrow()[0], (vec![7, 8, 9, 10], 7));
 }
 
 #[test]
@@ -576,9 +567,527 @@ fn console_lines_are_prefixed_by_the_kernel_and_sanitised() {
         console_line_max: 10,
         ..Limits::default()
     });
-    kernel.spawn(ServiceId::Selftest, |ep| async move {
+    kernel.spawn_ok(ServiceId::Selftest, |ep| async move {
         ep.console("rngd: ready\nforged");
     });
     run(&mut kernel);
     assert_eq!(platform.lines.borrow()[0], "SELFTEST: rngd: read");
+}
+
+/// A logd stand-in that takes every audit record into `sink`, on every pass.
+fn collect_audit(kernel: &mut Kernel<TestPlatform>) -> Log<ipc::AuditRecord> {
+    let records: Log<ipc::AuditRecord> = Rc::default();
+    let sink = records.clone();
+    kernel.spawn_ok(ServiceId::Logd, move |ep| async move {
+        let mut feed = ep.claim_audit_feed().expect("granted");
+        loop {
+            while let Some(record) = feed.pop() {
+                sink.borrow_mut().push(record);
+            }
+            ep.yield_now().await;
+        }
+    });
+    records
+}
+
+/// Lets every other task run `passes` times.
+async fn passes<E: Endpoint>(ep: &E, passes: usize) {
+    for _ in 0..passes {
+        ep.yield_now().await;
+    }
+}
+
+/// Polls a future exactly once, where it lies.
+fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn kernel_records(
+    records: &[ipc::AuditRecord],
+    reason: ipc::KernelReason,
+) -> Vec<(ServiceId, Action, Verdict)> {
+    records
+        .iter()
+        .filter(|r| r.origin == ServiceId::Kernel && r.event.reason == reason.code())
+        .map(|r| (r.event.subject, r.event.action, r.event.verdict))
+        .collect()
+}
+
+fn get_pubkey() -> IpcBuffer {
+    Frame::request(Operation::KeystoredGetPubkey, b"")
+        .encode()
+        .unwrap()
+}
+
+fn pubkey_call() -> Action {
+    Action::Call {
+        service: ServiceId::Keystored,
+        code: Operation::KeystoredGetPubkey.code(),
+    }
+}
+
+/// Where a call can be when its caller drops it.
+#[derive(Clone, Copy, Debug)]
+enum CancelAt {
+    /// Before its first poll: nothing was submitted.
+    NeverPolled,
+    /// Submitted, still in the callee's queue.
+    Queued,
+    /// Taken by the callee, not answered yet.
+    Received,
+    /// Answered, the reply not yet taken by the caller.
+    Replied,
+}
+
+#[test]
+fn a_call_dropped_at_any_await_point_leaves_no_kernel_state() {
+    for stage in [
+        CancelAt::NeverPolled,
+        CancelAt::Queued,
+        CancelAt::Received,
+        CancelAt::Replied,
+    ] {
+        let (mut kernel, _) = kernel(Limits::default());
+        let records = collect_audit(&mut kernel);
+        let late_reply: Log<Result<(), IpcError>> = Rc::default();
+        let log = late_reply.clone();
+        kernel.spawn_ok(ServiceId::Keystored, move |ep| async move {
+            loop {
+                if matches!(stage, CancelAt::Queued | CancelAt::NeverPolled) {
+                    ep.yield_now().await; // never takes a request
+                    continue;
+                }
+                let request = ep.receive().await;
+                if let CancelAt::Received = stage {
+                    passes(&ep, 5).await; // the caller gives up meanwhile
+                }
+                let reply = Frame::reply(&[0x5a; 32]).encode().unwrap();
+                log.borrow_mut().push(ep.reply(request.token, &reply));
+            }
+        });
+        kernel.spawn_ok(ServiceId::Selftest, move |ep| async move {
+            let request = get_pubkey();
+            let mut call = Box::pin(ep.call(ServiceId::Keystored, &request));
+            if !matches!(stage, CancelAt::NeverPolled) {
+                assert!(poll_once(call.as_mut()).is_pending(), "{stage:?}");
+                passes(&ep, 2).await; // Received and Replied: the callee took it
+            }
+            drop(call);
+            passes(&ep, 10).await; // a late reply, then logd drains
+        });
+        run(&mut kernel);
+        let stats = kernel.stats();
+        assert_eq!(stats.calls_pending, 0, "{stage:?}: the call table is empty");
+        assert_eq!(
+            stats.requests_queued, 0,
+            "{stage:?}: no request left queued"
+        );
+        let records = records.borrow();
+        let cancelled = kernel_records(&records, ipc::KernelReason::Cancelled);
+        let stale = kernel_records(&records, ipc::KernelReason::StaleReply);
+        match stage {
+            CancelAt::NeverPolled => {
+                assert!(cancelled.is_empty() && late_reply.borrow().is_empty());
+                assert!(records.iter().all(|r| r.event.action != pubkey_call()));
+            }
+            CancelAt::Queued => {
+                assert_eq!(
+                    cancelled,
+                    [(ServiceId::Selftest, pubkey_call(), Verdict::Failed)]
+                );
+                assert!(late_reply.borrow().is_empty(), "never delivered");
+            }
+            CancelAt::Received => {
+                assert_eq!(cancelled.len(), 1);
+                assert_eq!(*late_reply.borrow(), [Err(IpcError::StaleReply)]);
+                assert_eq!(
+                    stale,
+                    [(ServiceId::Keystored, Action::Reply, Verdict::Rejected)]
+                );
+            }
+            CancelAt::Replied => {
+                assert_eq!(*late_reply.borrow(), [Ok(())]);
+                assert_eq!(cancelled.len(), 1, "the stored reply was dropped unread");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_completed_call_is_not_reported_as_cancelled() {
+    let (mut kernel, _) = kernel(Limits::default());
+    let records = collect_audit(&mut kernel);
+    kernel.spawn_ok(ServiceId::Keystored, echo_sender);
+    kernel.spawn_ok(ServiceId::Selftest, |ep| async move {
+        let request = get_pubkey();
+        assert!(ep.call(ServiceId::Keystored, &request).await.is_ok());
+        passes(&ep, 3).await;
+    });
+    run(&mut kernel);
+    assert_eq!(kernel.stats().calls_pending, 0);
+    assert!(kernel_records(&records.borrow(), ipc::KernelReason::Cancelled).is_empty());
+}
+
+#[test]
+fn cancelled_calls_cost_nothing_after_they_are_dropped() {
+    // Measured before the fix: about 92 heap bytes per cancelled call, forever.
+    let (mut kernel, _) = kernel(Limits::default());
+    kernel.spawn_ok(ServiceId::Keystored, echo_sender);
+    kernel.spawn_ok(ServiceId::Selftest, |ep| async move {
+        for _ in 0..10_000 {
+            let request = get_pubkey();
+            let mut call = Box::pin(ep.call(ServiceId::Keystored, &request));
+            assert!(poll_once(call.as_mut()).is_pending());
+        }
+    });
+    run(&mut kernel);
+    assert_eq!(kernel.stats().calls_pending, 0);
+    assert!(kernel.stats().requests_queued <= Limits::default().queue_capacity);
+}
+
+#[test]
+fn calls_outstanding_are_bounded_per_task() {
+    let limits = Limits {
+        calls_per_task: 2,
+        ..Limits::default()
+    };
+    let (mut kernel, _) = kernel(limits);
+    let records = collect_audit(&mut kernel);
+    kernel.spawn_ok(ServiceId::Keystored, |ep| async move {
+        loop {
+            ep.yield_now().await; // takes nothing: calls stay outstanding
+        }
+    });
+    let outcome: Log<String> = Rc::default();
+    let log = outcome.clone();
+    kernel.spawn_ok(ServiceId::Selftest, move |ep| async move {
+        let request = get_pubkey();
+        let mut first = Box::pin(ep.call(ServiceId::Keystored, &request));
+        let mut second = Box::pin(ep.call(ServiceId::Keystored, &request));
+        let mut third = Box::pin(ep.call(ServiceId::Keystored, &request));
+        assert!(poll_once(first.as_mut()).is_pending());
+        assert!(poll_once(second.as_mut()).is_pending());
+        log.borrow_mut()
+            .push(format!("{:?}", poll_once(third.as_mut())));
+        drop(first);
+        let mut fourth = Box::pin(ep.call(ServiceId::Keystored, &request));
+        log.borrow_mut()
+            .push(format!("{:?}", poll_once(fourth.as_mut()).is_pending()));
+        drop((second, fourth));
+        passes(&ep, 3).await;
+    });
+    run(&mut kernel);
+    assert_eq!(
+        *outcome.borrow(),
+        ["Ready(Err(TooManyCalls))", "true"],
+        "the third is refused; a slot freed by a cancellation is usable again"
+    );
+    assert_eq!(
+        kernel_records(&records.borrow(), ipc::KernelReason::TooManyCalls),
+        [(ServiceId::Selftest, pubkey_call(), Verdict::Failed)]
+    );
+}
+
+#[test]
+fn a_call_is_recorded_as_allowed_only_once_delivered() {
+    let limits = Limits {
+        queue_capacity: 1,
+        call_timeout_us: 1_000,
+        ..Limits::default()
+    };
+    let (mut kernel, _) = kernel(limits);
+    let records = collect_audit(&mut kernel);
+    kernel.spawn_ok(ServiceId::Selftest, |ep| async move {
+        // Keystored does not run yet: no such service.
+        assert_eq!(
+            ep.call(ServiceId::Keystored, &get_pubkey()).await,
+            Err(IpcError::NoSuchService)
+        );
+        passes(&ep, 3).await;
+    });
+    run(&mut kernel);
+    kernel.spawn_ok(ServiceId::Keystored, |ep| async move {
+        loop {
+            ep.yield_now().await; // never takes a request: the queue of 1 fills
+        }
+    });
+    kernel.spawn_ok(ServiceId::Selftest, |ep| async move {
+        let request = get_pubkey();
+        let mut queued = Box::pin(ep.call(ServiceId::Keystored, &request));
+        assert!(poll_once(queued.as_mut()).is_pending());
+        assert_eq!(
+            ep.call(ServiceId::Keystored, &request).await,
+            Err(IpcError::QueueFull)
+        );
+        drop(queued);
+        passes(&ep, 3).await;
+    });
+    run(&mut kernel);
+    let records = records.borrow();
+    let calls: Vec<_> = records
+        .iter()
+        .filter(|r| r.origin == ServiceId::Kernel && r.event.action == pubkey_call())
+        .map(|r| (r.event.verdict, r.event.reason))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (Verdict::Failed, ipc::KernelReason::NoSuchService.code()),
+            (Verdict::Allowed, 0),
+            (Verdict::Failed, ipc::KernelReason::QueueFull.code()),
+            (Verdict::Failed, ipc::KernelReason::Cancelled.code()),
+        ],
+        "no Allowed record for a request that was never delivered"
+    );
+}
+
+#[test]
+fn a_full_queue_and_a_timeout_are_recorded_with_their_reasons() {
+    let limits = Limits {
+        queue_capacity: 1,
+        call_timeout_us: 2_000,
+        ..Limits::default()
+    };
+    let (mut kernel, _) = kernel(limits);
+    let records = collect_audit(&mut kernel);
+    kernel.spawn_ok(ServiceId::Keystored, |ep| async move {
+        loop {
+            ep.yield_now().await;
+        }
+    });
+    kernel.spawn_ok(ServiceId::Selftest, |ep| async move {
+        let request = get_pubkey();
+        let mut waiting = Box::pin(ep.call(ServiceId::Keystored, &request));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        assert_eq!(
+            ep.call(ServiceId::Keystored, &request).await,
+            Err(IpcError::QueueFull)
+        );
+        assert_eq!(waiting.await, Err(IpcError::Timeout));
+        passes(&ep, 3).await;
+    });
+    run(&mut kernel);
+    let records = records.borrow();
+    let outcomes: Vec<_> = records
+        .iter()
+        .filter(|r| r.origin == ServiceId::Kernel && r.event.action == pubkey_call())
+        .map(|r| (r.event.verdict, r.event.reason))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (Verdict::Allowed, 0),
+            (Verdict::Failed, ipc::KernelReason::QueueFull.code()),
+            (Verdict::Failed, ipc::KernelReason::Timeout.code()),
+        ]
+    );
+}
+
+#[test]
+fn a_task_cannot_flush_the_kernels_record_of_its_denied_call() {
+    let (mut kernel, _) = kernel(Limits::default());
+    let records = collect_audit(&mut kernel);
+    kernel.spawn_ok(ServiceId::Selftest, |ep| async move {
+        // Denied, then 1,000 records of its own before logd runs again.
+        let sign = Frame::request(Operation::KeystoredSign, b"m")
+            .encode()
+            .unwrap();
+        assert_eq!(
+            ep.call(ServiceId::Keystored, &sign).await,
+            Err(IpcError::Denied)
+        );
+        for detail in 0..1000 {
+            ep.audit(AuditEvent {
+                subject: ServiceId::Selftest,
+                action: Action::Health,
+                verdict: Verdict::Allowed,
+                reason: 0,
+                detail,
+            });
+        }
+        passes(&ep, 3).await;
+    });
+    run(&mut kernel);
+    let records = records.borrow();
+    let denied = records.iter().filter(|r| {
+        r.origin == ServiceId::Kernel
+            && r.event.subject == ServiceId::Selftest
+            && r.event.verdict == Verdict::Denied
+    });
+    assert_eq!(denied.count(), 1, "the kernel's record survived the flood");
+    assert_eq!(
+        kernel.stats().audit_lost,
+        ipc::AuditLoss {
+            kernel: 0,
+            tasks: 1000 - Limits::default().task_audit_quota as u64
+        },
+        "only the flooder's own records were lost"
+    );
+}
+
+#[test]
+fn a_lost_kernel_record_is_counted_and_announced_as_a_failure() {
+    let limits = Limits {
+        kernel_audit_capacity: 4,
+        ..Limits::default()
+    };
+    let (mut kernel, platform) = kernel(limits);
+    // No logd drains the stream.
+    kernel.spawn_ok(ServiceId::Selftest, |ep| async move {
+        let sign = Frame::request(Operation::KeystoredSign, b"m")
+            .encode()
+            .unwrap();
+        for _ in 0..10 {
+            assert_eq!(
+                ep.call(ServiceId::Keystored, &sign).await,
+                Err(IpcError::Denied)
+            );
+        }
+    });
+    run(&mut kernel);
+    assert_eq!(kernel.stats().audit_lost.kernel, 6);
+    let failures: Vec<_> = platform
+        .lines
+        .borrow()
+        .iter()
+        .filter(|l| l.starts_with("KERNEL: FAIL audit"))
+        .cloned()
+        .collect();
+    assert_eq!(failures.len(), 1, "announced once: {failures:?}");
+}
+
+#[test]
+fn a_task_may_record_only_its_own_service_and_callers_it_served() {
+    let (mut kernel, _) = kernel(Limits::default());
+    let records = collect_audit(&mut kernel);
+    let event = |subject, action| AuditEvent {
+        subject,
+        action,
+        verdict: Verdict::Denied,
+        reason: 42,
+        detail: 0,
+    };
+    let rngd_call = Action::Call {
+        service: ServiceId::Rngd,
+        code: Operation::RngdGetEntropy.code(),
+    };
+    // (writer, record, whether the kernel keeps it). Keystored serves the selftest
+    // once below; rngd serves nobody.
+    let attempts = [
+        (
+            ServiceId::Rngd,
+            event(ServiceId::Rngd, Action::Health),
+            true,
+        ),
+        (ServiceId::Rngd, event(ServiceId::Rngd, rngd_call), true),
+        (
+            ServiceId::Rngd,
+            event(ServiceId::Selftest, rngd_call),
+            false,
+        ),
+        (
+            ServiceId::Rngd,
+            event(ServiceId::Rngd, pubkey_call()),
+            false,
+        ),
+        (
+            ServiceId::Rngd,
+            event(ServiceId::Selftest, Action::Health),
+            false,
+        ),
+        (
+            ServiceId::Rngd,
+            event(ServiceId::Rngd, Action::Claim(Capability::EntropyDevice)),
+            false,
+        ),
+        (
+            ServiceId::Rngd,
+            event(ServiceId::Rngd, Action::Reply),
+            false,
+        ),
+        (
+            ServiceId::Rngd,
+            event(
+                ServiceId::Rngd,
+                Action::MalformedFrame {
+                    service: ServiceId::Rngd,
+                },
+            ),
+            false,
+        ),
+        (
+            ServiceId::Keystored,
+            event(ServiceId::Selftest, pubkey_call()),
+            true,
+        ),
+        (
+            ServiceId::Keystored,
+            event(ServiceId::Logd, pubkey_call()),
+            false,
+        ),
+    ];
+    for writer in [ServiceId::Rngd, ServiceId::Keystored] {
+        let mine: Vec<AuditEvent> = attempts
+            .iter()
+            .filter(|(w, ..)| *w == writer)
+            .map(|(_, record, _)| *record)
+            .collect();
+        kernel.spawn_ok(writer, move |ep| async move {
+            if writer == ServiceId::Keystored {
+                let request = ep.receive().await;
+                ep.reply(request.token, &Frame::reply(b"").encode().unwrap())
+                    .unwrap();
+            }
+            for record in mine {
+                ep.audit(record);
+            }
+            loop {
+                ep.yield_now().await;
+            }
+        });
+    }
+    kernel.spawn_ok(ServiceId::Selftest, |ep| async move {
+        let request = get_pubkey();
+        assert!(ep.call(ServiceId::Keystored, &request).await.is_ok());
+        passes(&ep, 5).await;
+    });
+    run(&mut kernel);
+    let records = records.borrow();
+    for (writer, record, kept) in attempts {
+        let as_written = records
+            .iter()
+            .filter(|r| r.origin == writer && r.event == record)
+            .count();
+        let refused = records
+            .iter()
+            .filter(|r| {
+                r.origin == ServiceId::Kernel
+                    && r.event.subject == writer
+                    && r.event.action == record.action
+                    && r.event.verdict == Verdict::Rejected
+                    && r.event.reason == ipc::KernelReason::ForgedRecord.code()
+                    && r.event.detail == u32::from(record.subject as u16)
+            })
+            .count();
+        let expected = if kept { (1, 0) } else { (0, 1) };
+        assert_eq!(
+            (as_written, refused),
+            expected,
+            "{writer} writing {record:?}"
+        );
+    }
+}
+
+#[test]
+fn the_kernels_id_and_a_running_id_cannot_be_spawned() {
+    let (mut kernel, _) = kernel(Limits::default());
+    assert_eq!(
+        kernel.spawn(ServiceId::Kernel, |_| async {}),
+        Err(kernel_core::SpawnError::ReservedId(ServiceId::Kernel))
+    );
+    kernel.spawn_ok(ServiceId::Logd, |_| async {});
+    assert_eq!(
+        kernel.spawn(ServiceId::Logd, |_| async {}),
+        Err(kernel_core::SpawnError::AlreadyRunning(ServiceId::Logd))
+    );
 }

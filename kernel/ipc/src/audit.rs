@@ -50,6 +50,43 @@ pub enum Action {
     Claim(Capability),
     /// A change in a service's own health (for example rngd closing its source).
     Health,
+    /// A reply by the subject to a call that was no longer outstanding (the caller
+    /// timed out, cancelled or stopped) or was never addressed to it.
+    Reply,
+}
+
+/// The reason code of a record the kernel writes about IPC (the `reason` field of a
+/// record whose origin is the kernel). Policy and capability decisions carry 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum KernelReason {
+    /// The callee's queue was full; the request was not delivered.
+    QueueFull = 1,
+    /// No task of that id runs; the request was not delivered.
+    NoSuchService = 2,
+    /// The caller already had as many calls outstanding as a task may.
+    TooManyCalls = 3,
+    /// The callee did not answer before the call's deadline.
+    Timeout = 4,
+    /// The caller dropped the call before its reply was taken.
+    Cancelled = 5,
+    /// A reply to a call that was not outstanding for the replier.
+    StaleReply = 6,
+    /// A task wrote a record it may not write (another service's action, a kernel
+    /// action, or a subject that never called it); the record was refused and this
+    /// one written in its place, naming the action claimed and, in `detail`, the
+    /// subject claimed (its [`ServiceId`] number).
+    ForgedRecord = 7,
+    /// The callee stopped while the call was outstanding.
+    PeerGone = 8,
+}
+
+impl KernelReason {
+    /// The wire code.
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
 }
 
 /// An event as a task reports it; the kernel adds the origin and a sequence number.
@@ -121,6 +158,7 @@ impl Action {
             Self::MalformedFrame { service } => (2, service as u16, 0),
             Self::Claim(capability) => (3, capability as u16, 0),
             Self::Health => (4, 0, 0),
+            Self::Reply => (5, 0, 0),
         };
         let [a0, a1] = a.to_le_bytes();
         let [b0, b1] = b.to_le_bytes();
@@ -141,6 +179,7 @@ impl Action {
             }),
             3 => Some(Self::Claim(Capability::from_u16(a)?)),
             4 => Some(Self::Health),
+            5 => Some(Self::Reply),
             _ => None,
         }
     }

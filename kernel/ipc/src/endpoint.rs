@@ -1,9 +1,9 @@
 //! The system-call surface of a task.
 
-use alloc::vec::Vec;
 use core::fmt;
 
 use crate::audit::{AuditEvent, AuditRecord};
+use crate::buffer::IpcBuffer;
 use crate::frame::FrameError;
 use crate::service::ServiceId;
 
@@ -13,8 +13,8 @@ pub struct Request {
     /// Who sent it. Stamped by the kernel; the sender cannot choose it.
     pub sender: ServiceId,
     /// The request frame, already checked to be a well-formed request frame whose
-    /// operation the policy allows this sender.
-    pub frame: Vec<u8>,
+    /// operation the policy allows this sender. Wiped when dropped.
+    pub frame: IpcBuffer,
     /// What [`Endpoint::reply`] needs to answer this request.
     pub token: ReplyToken,
 }
@@ -43,6 +43,8 @@ pub enum IpcError {
     /// A reply to a call that is no longer outstanding, or not addressed to the
     /// replier.
     StaleReply,
+    /// The caller already has as many calls outstanding as the kernel allows one task.
+    TooManyCalls,
 }
 
 impl fmt::Display for IpcError {
@@ -55,6 +57,7 @@ impl fmt::Display for IpcError {
             Self::Timeout => f.write_str("service did not answer in time"),
             Self::PeerGone => f.write_str("service stopped"),
             Self::StaleReply => f.write_str("reply to a call that is not outstanding"),
+            Self::TooManyCalls => f.write_str("too many calls outstanding"),
         }
     }
 }
@@ -135,12 +138,23 @@ pub trait RawEntropyDevice {
     fn read(&mut self, dest: &mut [u8]) -> Result<usize, DeviceError>;
 }
 
+/// Records the kernel's audit stream lost before its holder took them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditLoss {
+    /// The kernel's own records (policy, capability and IPC decisions) dropped because
+    /// their budget was full. Any loss here is a failure: the trail is incomplete.
+    pub kernel: u64,
+    /// Records written by tasks dropped because the writer exceeded its own quota.
+    /// A task can only ever push out its own records.
+    pub tasks: u64,
+}
+
 /// The stream of audit records, as its one holder (logd) sees it.
 pub trait AuditFeed {
-    /// The oldest record not yet taken.
+    /// The oldest record not yet taken (lowest sequence number).
     fn pop(&mut self) -> Option<AuditRecord>;
-    /// How many records the kernel dropped because the feed was full.
-    fn dropped(&self) -> u64;
+    /// How many records the kernel dropped, by kind.
+    fn lost(&self) -> AuditLoss;
 }
 
 /// Everything a task can ask of the kernel.
@@ -160,10 +174,15 @@ pub trait Endpoint {
 
     /// Sends a request frame to `service` and waits, bounded, for the reply frame.
     ///
+    /// Dropping the call before it completes cancels it: the kernel forgets it, takes
+    /// an undelivered request out of the callee's queue, wipes a reply that already
+    /// came, and records the cancellation.
+    ///
     /// # Errors
     /// [`IpcError`]: the frame is malformed, the policy denies it, the service is
-    /// absent, busy, silent past the deadline, or stopped.
-    async fn call(&self, service: ServiceId, request: &[u8]) -> Result<Vec<u8>, IpcError>;
+    /// absent, busy, silent past the deadline, or stopped, or this task already has
+    /// too many calls outstanding.
+    async fn call(&self, service: ServiceId, request: &[u8]) -> Result<IpcBuffer, IpcError>;
 
     /// Waits for the next request addressed to this task.
     async fn receive(&self) -> Request;

@@ -13,8 +13,9 @@
 //! A frame is valid only if its length is exactly `6 + n`. Decoding never panics: any
 //! other input is a [`FrameError`].
 
-use alloc::vec::Vec;
 use core::fmt;
+
+use crate::buffer::IpcBuffer;
 
 /// The frame format version this crate reads and writes.
 pub const VERSION: u8 = 1;
@@ -166,11 +167,11 @@ impl<'a> Frame<'a> {
         Frame::decode(bytes).map(|frame| (frame.kind, frame.code))
     }
 
-    /// Serialises the frame.
+    /// Serialises the frame into a buffer that is wiped when dropped.
     ///
     /// # Errors
     /// [`FrameError::TooLong`] when the payload exceeds [`MAX_PAYLOAD`].
-    pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
+    pub fn encode(&self) -> Result<IpcBuffer, FrameError> {
         if self.payload.len() > MAX_PAYLOAD {
             return Err(FrameError::TooLong {
                 len: HEADER_LEN + self.payload.len(),
@@ -179,13 +180,14 @@ impl<'a> Frame<'a> {
         let len = u16::try_from(self.payload.len()).map_err(|_| FrameError::TooLong {
             len: self.payload.len(),
         })?;
-        let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len());
-        out.push(VERSION);
-        out.push(self.kind as u8);
-        out.extend_from_slice(&self.code.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(self.payload);
-        Ok(out)
+        Ok(IpcBuffer::filled(HEADER_LEN + self.payload.len(), |out| {
+            let (header, payload) = out.split_at_mut(HEADER_LEN);
+            header[0] = VERSION;
+            header[1] = self.kind as u8;
+            header[2..4].copy_from_slice(&self.code.to_le_bytes());
+            header[4..6].copy_from_slice(&len.to_le_bytes());
+            payload.copy_from_slice(self.payload);
+        }))
     }
 }
 
@@ -200,7 +202,7 @@ mod tests {
         let bytes = Frame::request(Operation::RngdGetEntropy, &[32, 0])
             .encode()
             .unwrap();
-        assert_eq!(bytes, [1, 1, 0x01, 0x02, 2, 0, 32, 0]);
+        assert_eq!(bytes, [1u8, 1, 0x01, 0x02, 2, 0, 32, 0]);
         let frame = Frame::decode(&bytes).unwrap();
         assert_eq!(frame, Frame::request(Operation::RngdGetEntropy, &[32, 0]));
         assert_eq!(Frame::peek(&bytes), Ok((FrameKind::Request, 0x0201)));

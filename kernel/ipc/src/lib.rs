@@ -17,16 +17,18 @@
 extern crate alloc;
 
 pub mod audit;
+pub mod buffer;
 pub mod endpoint;
 pub mod frame;
 pub mod operation;
 pub mod policy;
 pub mod service;
 
-pub use audit::{Action, AuditEvent, AuditFilter, AuditRecord, Verdict};
+pub use audit::{Action, AuditEvent, AuditFilter, AuditRecord, KernelReason, Verdict};
+pub use buffer::IpcBuffer;
 pub use endpoint::{
-    AuditFeed, Capability, CapabilityError, DeviceError, Endpoint, IpcError, RawEntropyDevice,
-    ReplyToken, Request,
+    AuditFeed, AuditLoss, Capability, CapabilityError, DeviceError, Endpoint, IpcError,
+    RawEntropyDevice, ReplyToken, Request,
 };
 pub use frame::{Frame, FrameError, FrameKind};
 pub use operation::Operation;

@@ -59,8 +59,14 @@ impl SignatureBackend for Compact {
     type VerifyingKey = CompactVerifyingKey;
 
     fn signing_key_from_seed(seed: &Seed) -> CompactSigningKey {
-        let seed = ed25519_compact::Seed::new(*seed.expose_secret());
-        CompactSigningKey(ed25519_compact::KeyPair::from_seed(seed))
+        // ed25519-compact's `Seed` is `Copy` and has no `Drop`: fill one in place, let
+        // the crate take its copy, then wipe ours (the crate's own copy is its to keep;
+        // the key pair it builds wipes its secret half on drop).
+        let mut compact_seed = ed25519_compact::Seed::new([0; 32]);
+        compact_seed.copy_from_slice(seed.expose_secret());
+        let pair = ed25519_compact::KeyPair::from_seed(compact_seed);
+        compact_seed.wipe_mut();
+        CompactSigningKey(pair)
     }
 
     fn verifying_key(key: &CompactSigningKey) -> CompactVerifyingKey {
@@ -92,7 +98,11 @@ impl KeyAgreementBackend for Compact {
     type SecretKey = CompactX25519Secret;
 
     fn secret_key_from_bytes(bytes: &SecretBytes<X25519_LEN>) -> CompactX25519Secret {
-        CompactX25519Secret(x25519::SecretKey::new(*bytes.expose_secret()))
+        // Filled in place through `DerefMut`: no copy of the secret on the stack. The
+        // key wipes itself on drop.
+        let mut secret = x25519::SecretKey::new([0; X25519_LEN]);
+        secret.copy_from_slice(bytes.expose_secret());
+        CompactX25519Secret(secret)
     }
 
     fn public_key(secret: &CompactX25519Secret) -> X25519PublicKey {

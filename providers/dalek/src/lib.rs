@@ -19,7 +19,7 @@
 use provider_api::key_agreement::{KeyAgreementBackend, KeyAgreementError, X25519_LEN};
 use provider_api::signing::{PUBLIC_KEY_LEN, SignatureBackend, SignatureError};
 use provider_api::{CurveBackend, SecretBytes, Seed, Signature, X25519PublicKey};
-use zeroize::ZeroizeOnDrop;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// The dalek backend, as a type: `Bundle<Dalek, _>`.
 #[derive(Debug)]
@@ -74,7 +74,13 @@ impl KeyAgreementBackend for Dalek {
     type SecretKey = DalekX25519Secret;
 
     fn secret_key_from_bytes(bytes: &SecretBytes<X25519_LEN>) -> DalekX25519Secret {
-        DalekX25519Secret(x25519_dalek::StaticSecret::from(*bytes.expose_secret()))
+        // x25519-dalek 3 builds a `StaticSecret` only from an array by value: make the
+        // one copy it needs a named one and wipe it after. (`ed25519_dalek::SigningKey`
+        // takes a reference, so the signing path needs no copy.)
+        let mut copy = *bytes.expose_secret();
+        let secret = x25519_dalek::StaticSecret::from(copy);
+        copy.zeroize();
+        DalekX25519Secret(secret)
     }
 
     fn public_key(secret: &DalekX25519Secret) -> X25519PublicKey {

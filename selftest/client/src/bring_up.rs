@@ -99,3 +99,18 @@ pub(crate) async fn run<E: Endpoint>(checks: &mut Checks<'_, E>) {
     }
     checks.check(markers::SELFTEST_AUDIT_RECORDS, audit);
 }
+
+/// The kernel's stream lost none of its own records before logd took them: every
+/// decision of the run is in the journal. (Task records lost to a task's own quota,
+/// and records the journal retired for space, are counted apart and not a failure.)
+pub(crate) async fn audit_trail_complete<E: Endpoint>(checks: &mut Checks<'_, E>) {
+    let outcome = match logd::query(checks.ep, &AuditFilter::default()).await {
+        Ok(reply) if reply.kernel_lost == 0 => Ok(()),
+        Ok(reply) => Err(format!(
+            "the kernel's stream lost {} of its records before logd took them",
+            reply.kernel_lost
+        )),
+        Err(error) => Err(format!("logd query failed: {error}")),
+    };
+    checks.check(markers::SELFTEST_AUDIT_TRAIL_COMPLETE, outcome);
+}

@@ -43,6 +43,7 @@ pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: &E) -> Outcome {
     if let identity::Mode::Keyed = mode {
         dsoftbus::run::<P, H, E>(&mut checks).await;
     }
+    bring_up::audit_trail_complete(&mut checks).await;
     checks.finish(mode)
 }
 

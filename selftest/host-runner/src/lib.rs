@@ -80,9 +80,7 @@ impl HostSystem {
     /// slot, under the compiled-in policy and manifest.
     pub fn boot<P: Provider>(entropy: Entropy) -> Self {
         let mut system = Self::boot_identity::<P>(entropy);
-        system
-            .kernel
-            .spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<P, Blake2s, _>);
+        system.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<P, Blake2s, _>);
         system
     }
 
@@ -103,10 +101,31 @@ impl HostSystem {
         if !matches!(entropy, Entropy::Absent) {
             kernel.install_entropy_device(Box::new(HostDevice { entropy, at: 0 }));
         }
-        kernel.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_CAPACITY));
-        kernel.spawn(ServiceId::Rngd, rngd::run);
-        kernel.spawn(ServiceId::Keystored, keystored::run::<P::Curve, _>);
-        Self { kernel, console }
+        let mut system = Self { kernel, console };
+        system.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_LIMITS));
+        system.spawn(ServiceId::Rngd, rngd::run);
+        system.spawn(ServiceId::Keystored, keystored::run::<P::Curve, _>);
+        system
+    }
+
+    /// Spawns a task, as the image does.
+    ///
+    /// # Panics
+    /// When the kernel refuses the id (the kernel's own, or one already running): a
+    /// bug in the test that asked.
+    pub fn spawn<F, Fut>(&mut self, id: ServiceId, body: F)
+    where
+        F: FnOnce(KernelEndpoint<HostPlatform>) -> Fut,
+        Fut: Future<Output = ()> + 'static,
+    {
+        if let Err(error) = self.kernel.spawn(id, body) {
+            panic!("cannot spawn {id}: {error}");
+        }
+    }
+
+    /// The sizes of the kernel's tables.
+    pub fn stats(&self) -> kernel_core::KernelStats {
+        self.kernel.stats()
     }
 
     /// Runs `body` as task `id` until it finishes, the services running alongside, and
@@ -122,7 +141,7 @@ impl HostSystem {
     {
         let result = Rc::new(RefCell::new(None));
         let slot = Rc::clone(&result);
-        self.kernel.spawn(id, move |ep| {
+        self.spawn(id, move |ep| {
             let task = body(ep);
             async move {
                 let value = task.await;

@@ -35,15 +35,17 @@ mod image {
                 );
                 kernel::console_line("KERNEL", &line);
             }
-            kernel.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_CAPACITY));
-            kernel.spawn(ServiceId::Rngd, rngd::run);
-            kernel.spawn(ServiceId::Keystored, keystored::run::<SelectedCurve, _>);
-            kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Blake2s, _>);
+            let services = [
+                kernel.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_LIMITS)),
+                kernel.spawn(ServiceId::Rngd, rngd::run),
+                kernel.spawn(ServiceId::Keystored, keystored::run::<SelectedCurve, _>),
+                kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Blake2s, _>),
+            ];
             let verdict = MainVerdict::default();
             let main = verdict.clone();
             // `-append bench`: after the ladder, count instructions per operation.
             let bench = boot.bootargs.split_whitespace().any(|arg| arg == "bench");
-            kernel.spawn(ServiceId::Selftest, move |ep| async move {
+            let selftest = kernel.spawn(ServiceId::Selftest, move |ep| async move {
                 let outcome = selftest::run::<Selected, Blake2s, _>(&ep).await;
                 if bench && outcome == selftest::Outcome::Passed {
                     selftest::guest_bench::run::<Selected, Blake2s, _>(
@@ -58,6 +60,13 @@ mod image {
                     selftest::Outcome::Failed => MainOutcome::Failed,
                 });
             });
+            for refused in services
+                .into_iter()
+                .chain([selftest])
+                .filter_map(Result::err)
+            {
+                kernel::console_line("KERNEL", &format!("FAIL cannot start a task: {refused}"));
+            }
             verdict
         })
     }

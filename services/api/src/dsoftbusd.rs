@@ -16,7 +16,7 @@
 
 use alloc::vec::Vec;
 
-use ipc::{Endpoint, Operation};
+use ipc::{Endpoint, IpcBuffer, Operation};
 
 use crate::{ClientError, ServiceError};
 
@@ -111,7 +111,7 @@ pub async fn transport<E: Endpoint>(
     ep: &E,
     session: u32,
     message: &[u8],
-) -> Result<Vec<u8>, ClientError> {
+) -> Result<IpcBuffer, ClientError> {
     crate::call(
         ep,
         Operation::DsoftbusdTransport,

@@ -21,7 +21,7 @@ pub const MAX_SIGN_MESSAGE: usize = 1024;
 /// [`ClientError`].
 pub async fn get_pubkey<E: Endpoint>(ep: &E) -> Result<[u8; 32], ClientError> {
     let reply = crate::call(ep, Operation::KeystoredGetPubkey, &[]).await?;
-    reply.try_into().map_err(|_| ClientError::MalformedReply)
+    <[u8; 32]>::try_from(reply.as_slice()).map_err(|_| ClientError::MalformedReply)
 }
 
 /// Asks keystored to sign `message` with the device key.
@@ -31,7 +31,7 @@ pub async fn get_pubkey<E: Endpoint>(ep: &E) -> Result<[u8; 32], ClientError> {
 /// [`ServiceError::RequestTooLarge`].
 pub async fn sign<E: Endpoint>(ep: &E, message: &[u8]) -> Result<[u8; 64], ClientError> {
     let reply = crate::call(ep, Operation::KeystoredSign, message).await?;
-    reply.try_into().map_err(|_| ClientError::MalformedReply)
+    <[u8; 64]>::try_from(reply.as_slice()).map_err(|_| ClientError::MalformedReply)
 }
 
 /// Asks keystored for the private key. It never gives it.

@@ -1,10 +1,15 @@
 //! Wire formats and typed errors of every service, and the helpers both sides use.
 //!
 //! One definition per message, shared by the server and its clients, so the two
-//! cannot disagree. The helpers wipe the IPC buffers they are done with (the encoded
-//! reply once the kernel has copied it, the received frame once its payload is out):
-//! replies carry entropy and signatures, and no copy should linger on the heap. Payload layouts are little-endian and fixed unless a module says
+//! cannot disagree. Payload layouts are little-endian and fixed unless a module says
 //! otherwise; every decoder returns a typed error on any other input.
+//!
+//! Replies carry entropy (`GET_ENTROPY` serves the seeds of every key in the system),
+//! so every heap copy these helpers make is an [`IpcBuffer`], which zeroizes its
+//! allocation when dropped: the encoded request and reply frames, the reply the
+//! kernel hands back, and the payload [`call`] splits out of it. The kernel keeps its
+//! own copies in the same type. `selftest/host-runner/tests/freed_memory.rs` checks
+//! every freed heap block for served entropy.
 //!
 //! - [`call`]: send a request and split the reply into payload or [`ServiceError`].
 //! - [`Incoming::parse`]: the server side: operation and payload of a delivered
@@ -20,10 +25,11 @@ pub mod keystored;
 pub mod logd;
 pub mod rngd;
 
-use alloc::vec::Vec;
 use core::fmt;
 
-use ipc::{Endpoint, Frame, FrameKind, IpcError, Operation, ReplyToken, Request, ServiceId};
+use ipc::{
+    Endpoint, Frame, FrameKind, IpcBuffer, IpcError, Operation, ReplyToken, Request, ServiceId,
+};
 
 /// An error a service answers with, carried as the code of an error frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +127,7 @@ impl fmt::Display for ClientError {
 }
 
 /// Sends `payload` as a request for `operation` to its service and returns the reply
-/// payload.
+/// payload, in a buffer that is wiped when dropped.
 ///
 /// # Errors
 /// [`ClientError`].
@@ -129,7 +135,7 @@ pub async fn call<E: Endpoint>(
     ep: &E,
     operation: Operation,
     payload: &[u8],
-) -> Result<Vec<u8>, ClientError> {
+) -> Result<IpcBuffer, ClientError> {
     let request = Frame::request(operation, payload)
         .encode()
         .map_err(|e| ClientError::Ipc(IpcError::MalformedFrame(e)))?;
@@ -145,10 +151,10 @@ pub async fn call<E: Endpoint>(
 /// # Errors
 /// [`ClientError::Service`] for an error frame, [`ClientError::MalformedReply`] for
 /// anything that is not a reply.
-pub fn split_reply(reply: &[u8]) -> Result<Vec<u8>, ClientError> {
+pub fn split_reply(reply: &[u8]) -> Result<IpcBuffer, ClientError> {
     let frame = Frame::decode(reply).map_err(|_| ClientError::MalformedReply)?;
     match frame.kind {
-        FrameKind::Reply => Ok(frame.payload.to_vec()),
+        FrameKind::Reply => Ok(IpcBuffer::copy_from(frame.payload)),
         FrameKind::Error => Err(ServiceError::from_code(frame.code)
             .map_or(ClientError::MalformedReply, ClientError::Service)),
         FrameKind::Request => Err(ClientError::MalformedReply),
@@ -233,7 +239,7 @@ mod tests {
     #[test]
     fn replies_split_into_payload_or_typed_error() {
         let ok = Frame::reply(b"abc").encode().unwrap();
-        assert_eq!(split_reply(&ok).unwrap(), b"abc");
+        assert_eq!(split_reply(&ok).unwrap(), *b"abc");
         let err = Frame::error(ServiceError::RequestTooLarge.code())
             .encode()
             .unwrap();
@@ -248,7 +254,7 @@ mod tests {
 
     #[test]
     fn servers_parse_only_their_own_operations() {
-        let request = |frame: Vec<u8>| Request {
+        let request = |frame: IpcBuffer| Request {
             sender: ServiceId::Selftest,
             frame,
             token: ReplyToken(1),
@@ -264,7 +270,7 @@ mod tests {
             (ServiceError::UnknownOperation, Operation::LogdQuery.code())
         );
         assert_eq!(
-            Incoming::parse(ServiceId::Logd, &request(b"\x01".to_vec()))
+            Incoming::parse(ServiceId::Logd, &request(IpcBuffer::copy_from(b"\x01")))
                 .unwrap_err()
                 .0,
             ServiceError::MalformedRequest

@@ -5,10 +5,7 @@
 //! `RequestTooLarge` (`n > MAX_REQUEST`), `MalformedRequest` (a payload that is not
 //! two bytes), `Unavailable` (no device, or it failed), `HealthTestFailed`.
 
-use alloc::vec::Vec;
-
-use ipc::{Endpoint, Operation};
-use zeroize::Zeroizing;
+use ipc::{Endpoint, IpcBuffer, Operation};
 
 use crate::{ClientError, ServiceError};
 
@@ -39,9 +36,8 @@ pub fn decode_request(payload: &[u8]) -> Result<usize, ServiceError> {
 ///
 /// # Errors
 /// [`ClientError`]; a reply of the wrong length is [`ClientError::MalformedReply`].
-pub async fn get_entropy<E: Endpoint>(ep: &E, n: u16) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    let reply =
-        Zeroizing::new(crate::call(ep, Operation::RngdGetEntropy, &encode_request(n)).await?);
+pub async fn get_entropy<E: Endpoint>(ep: &E, n: u16) -> Result<IpcBuffer, ClientError> {
+    let reply = crate::call(ep, Operation::RngdGetEntropy, &encode_request(n)).await?;
     if reply.len() == usize::from(n) {
         Ok(reply)
     } else {

@@ -8,7 +8,7 @@
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
-use ipc::Endpoint;
+use ipc::{Endpoint, IpcBuffer};
 use noise_xk::{Initiator, NoiseError, Transport};
 use provider_api::{
     HashBackend, Provider, SecretBytes, Seed, SignatureError, SigningKey, X25519PublicKey,
@@ -123,9 +123,11 @@ pub async fn connect<P: Provider, H: HashBackend, E: Endpoint>(
     let mut initiator_ephemeral = [0u8; 32];
     initiator_ephemeral.copy_from_slice(&message_1[..32]);
     tamper(Stage::Message1, &mut message_1);
+    // Handshake messages are public (ephemeral keys, ciphertext): a plain copy is fine.
     let mut message_2 = dsoftbusd::transport(ep, id, &message_1)
         .await
-        .map_err(ConnectError::Refused)?;
+        .map_err(ConnectError::Refused)?
+        .to_vec();
     tamper(Stage::Message2, &mut message_2);
     let (ready, payload) = awaiting
         .read_message_2(&message_2)
@@ -167,7 +169,7 @@ impl<A: provider_api::AeadBackend> Session<A> {
         &self,
         ep: &E,
         message: &[u8],
-    ) -> Result<Vec<u8>, ClientError> {
+    ) -> Result<IpcBuffer, ClientError> {
         dsoftbusd::transport(ep, self.id, message).await
     }
 

@@ -81,7 +81,7 @@ impl<C: CurveBackend> Keystored<C> {
     pub fn handle(&self, sender: ServiceId, frame: &[u8]) -> Handled {
         let request = ipc::Request {
             sender,
-            frame: frame.to_vec(),
+            frame: ipc::IpcBuffer::copy_from(frame),
             token: ipc::ReplyToken(0),
         };
         let audit = |code: u16, verdict, reason: u16, detail: usize| AuditEvent {
@@ -186,7 +186,10 @@ mod tests {
     use provider_dalek::Dalek;
 
     fn frame(operation: Operation, payload: &[u8]) -> Vec<u8> {
-        Frame::request(operation, payload).encode().unwrap()
+        Frame::request(operation, payload)
+            .encode()
+            .unwrap()
+            .to_vec()
     }
 
     #[test]

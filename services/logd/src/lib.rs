@@ -2,10 +2,15 @@
 //!
 //! logd holds the audit-feed capability (see `policies/manifest.toml`): it alone
 //! drains the kernel's stream of audit records, which carries every policy decision,
-//! every capability claim and each service's own verdicts. It keeps the newest
-//! `capacity` records in memory; when full, the oldest is dropped and counted, never
-//! a crash. `QUERY` counts the records matching a filter, which is how the selftest
-//! proves that decisions were recorded.
+//! every capability claim and each service's own verdicts. `QUERY` counts the records
+//! matching a filter, which is how the selftest proves that decisions were recorded.
+//!
+//! The journal is bounded the way the kernel's stream is: the kernel's records have a
+//! budget of their own, and each task that writes records has a quota, so a task that
+//! floods the journal ages out only its own records. When a budget is full its oldest
+//! record is retired and counted (`evicted`). Records the kernel's stream lost before
+//! logd took them are reported apart (`kernel_lost`, `task_lost`): a lost kernel record
+//! means the trail is incomplete, and the selftest fails the ladder on it.
 //!
 //! Bad requests (undecodable filter, an operation logd does not offer) get a typed
 //! error reply and an audit record of their own, and logd goes on serving.
@@ -15,66 +20,101 @@
 
 extern crate alloc;
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 
 use ipc::{
-    Action, AuditEvent, AuditFeed, AuditFilter, AuditRecord, Endpoint, Operation, Request,
-    ServiceId, Verdict,
+    Action, AuditEvent, AuditFeed, AuditFilter, AuditLoss, AuditRecord, Endpoint, Operation,
+    Request, ServiceId, Verdict,
 };
 use service_api::logd::QueryReply;
 use service_api::{Incoming, ServiceError, reply_err, reply_ok};
 
-/// The default number of records held.
-pub const DEFAULT_CAPACITY: usize = 512;
+/// How many records the journal keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalLimits {
+    /// Records written by the kernel.
+    pub kernel: usize,
+    /// Records written by each task.
+    pub per_task: usize,
+}
 
-/// A bounded journal of audit records.
+/// The journal's default bounds.
+pub const DEFAULT_LIMITS: JournalLimits = JournalLimits {
+    kernel: 512,
+    per_task: 128,
+};
+
+/// A bounded journal of audit records, with the kernel's records apart.
 #[derive(Debug)]
 pub struct Journal {
-    records: VecDeque<AuditRecord>,
-    capacity: usize,
-    dropped: u64,
+    kernel: VecDeque<AuditRecord>,
+    tasks: BTreeMap<ServiceId, VecDeque<AuditRecord>>,
+    limits: JournalLimits,
+    evicted: u64,
 }
 
 impl Journal {
-    /// An empty journal holding at most `capacity` records (at least one).
-    pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
+    /// An empty journal with `limits` (each at least one).
+    pub fn new(limits: JournalLimits) -> Self {
         Self {
-            records: VecDeque::with_capacity(capacity),
-            capacity,
-            dropped: 0,
+            kernel: VecDeque::new(),
+            tasks: BTreeMap::new(),
+            limits: JournalLimits {
+                kernel: limits.kernel.max(1),
+                per_task: limits.per_task.max(1),
+            },
+            evicted: 0,
         }
     }
 
-    /// Appends a record, dropping the oldest when full.
+    /// Appends a record, retiring the oldest of the same budget when it is full.
     pub fn push(&mut self, record: AuditRecord) {
-        if self.records.len() == self.capacity {
-            self.records.pop_front();
-            self.dropped += 1;
+        let (queue, bound) = if record.origin == ServiceId::Kernel {
+            (&mut self.kernel, self.limits.kernel)
+        } else {
+            (
+                self.tasks.entry(record.origin).or_default(),
+                self.limits.per_task,
+            )
+        };
+        if queue.len() >= bound {
+            queue.pop_front();
+            self.evicted += 1;
         }
-        self.records.push_back(record);
+        queue.push_back(record);
     }
 
-    /// Counts the records matching `filter`; `upstream_dropped` is what the kernel's
-    /// stream lost before the journal saw it.
-    pub fn query(&self, filter: &AuditFilter, upstream_dropped: u64) -> QueryReply {
-        let matched = self.records.iter().filter(|r| filter.matches(r)).count();
+    fn records(&self) -> impl Iterator<Item = &AuditRecord> {
+        self.kernel.iter().chain(self.tasks.values().flatten())
+    }
+
+    /// Counts the records matching `filter`; `lost` is what the kernel's stream lost
+    /// before the journal saw it.
+    pub fn query(&self, filter: &AuditFilter, lost: AuditLoss) -> QueryReply {
+        let matched = self.records().filter(|r| filter.matches(r)).count();
         QueryReply {
             matched: u32::try_from(matched).unwrap_or(u32::MAX),
-            held: u32::try_from(self.records.len()).unwrap_or(u32::MAX),
-            dropped: self.dropped + upstream_dropped,
+            held: u32::try_from(self.held()).unwrap_or(u32::MAX),
+            kernel_lost: lost.kernel,
+            task_lost: lost.tasks,
+            evicted: self.evicted,
         }
     }
 
-    /// Records dropped by the journal's own bound.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
+    /// Records held.
+    pub fn held(&self) -> usize {
+        self.kernel.len() + self.tasks.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Records retired by the journal's own bounds.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 }
 
 /// Runs logd until the machine stops.
-pub async fn run<E: Endpoint>(ep: E, capacity: usize) {
+pub async fn run<E: Endpoint>(ep: E, limits: JournalLimits) {
     let mut feed = match ep.claim_audit_feed() {
         Ok(feed) => feed,
         Err(error) => {
@@ -82,7 +122,7 @@ pub async fn run<E: Endpoint>(ep: E, capacity: usize) {
             return;
         }
     };
-    let mut journal = Journal::new(capacity);
+    let mut journal = Journal::new(limits);
     ep.console(markers::LOGD_READY.message);
     loop {
         drain(&mut feed, &mut journal);
@@ -118,7 +158,7 @@ fn serve<E: Endpoint>(ep: &E, feed: &mut E::AuditFeed, journal: &mut Journal, re
             reply_ok(
                 ep,
                 request.token,
-                &journal.query(&filter, feed.dropped()).encode(),
+                &journal.query(&filter, feed.lost()).encode(),
             )
         }
         Err((error, code)) => {
@@ -141,9 +181,9 @@ fn serve<E: Endpoint>(ep: &E, feed: &mut E::AuditFeed, journal: &mut Journal, re
 mod tests {
     use super::*;
 
-    fn record(sequence: u64, verdict: Verdict) -> AuditRecord {
+    fn record(origin: ServiceId, sequence: u64, verdict: Verdict) -> AuditRecord {
         AuditRecord {
-            origin: ServiceId::Kernel,
+            origin,
             sequence,
             event: AuditEvent {
                 subject: ServiceId::Selftest,
@@ -156,25 +196,35 @@ mod tests {
     }
 
     #[test]
-    fn the_journal_drops_the_oldest_and_counts() {
-        let mut journal = Journal::new(3);
+    fn each_budget_retires_its_own_oldest_and_counts() {
+        let mut journal = Journal::new(JournalLimits {
+            kernel: 3,
+            per_task: 2,
+        });
         for sequence in 0..5 {
-            journal.push(record(
-                sequence,
-                if sequence % 2 == 0 {
-                    Verdict::Allowed
-                } else {
-                    Verdict::Denied
-                },
-            ));
+            let verdict = if sequence % 2 == 0 {
+                Verdict::Allowed
+            } else {
+                Verdict::Denied
+            };
+            journal.push(record(ServiceId::Kernel, sequence, verdict));
         }
-        let all = journal.query(&AuditFilter::default(), 10);
+        for sequence in 5..1000 {
+            journal.push(record(ServiceId::Selftest, sequence, Verdict::Allowed));
+        }
+        let lost = AuditLoss {
+            kernel: 4,
+            tasks: 6,
+        };
+        let all = journal.query(&AuditFilter::default(), lost);
         assert_eq!(
             all,
             QueryReply {
-                matched: 3,
-                held: 3,
-                dropped: 12
+                matched: 5,
+                held: 5,
+                kernel_lost: 4,
+                task_lost: 6,
+                evicted: 2 + 993,
             }
         );
         let denied = AuditFilter {
@@ -182,10 +232,9 @@ mod tests {
             ..AuditFilter::default()
         };
         assert_eq!(
-            journal.query(&denied, 0).matched,
+            journal.query(&denied, lost).matched,
             1,
-            "only sequence 3 is still held"
+            "only sequence 3 is still held: the task's flood did not touch the kernel's"
         );
-        assert_eq!(journal.dropped(), 2);
     }
 }

@@ -122,7 +122,13 @@ impl<D: RawEntropyDevice> Rngd<D> {
             reads += 1;
             match device.read(&mut dest[filled..]) {
                 Ok(n) => {
-                    if let Err(failure) = tests.feed_all(&dest[filled..filled + n]) {
+                    // A device that claims more bytes than it was given room for is
+                    // not to be trusted with anything else either.
+                    let Some(fresh) = filled.checked_add(n).and_then(|end| dest.get(filled..end))
+                    else {
+                        break Err(Closed::Device(DeviceError::Failed));
+                    };
+                    if let Err(failure) = tests.feed_all(fresh) {
                         break Err(Closed::Health(failure));
                     }
                     filled += n;
@@ -142,7 +148,7 @@ impl<D: RawEntropyDevice> Rngd<D> {
         let code = Operation::RngdGetEntropy.code();
         let request = ipc::Request {
             sender,
-            frame: frame.to_vec(),
+            frame: ipc::IpcBuffer::copy_from(frame),
             token: ipc::ReplyToken(0),
         };
         let parsed = Incoming::parse(ServiceId::Rngd, &request).and_then(|incoming| {
@@ -273,6 +279,7 @@ mod tests {
         Frame::request(Operation::RngdGetEntropy, &n.to_le_bytes())
             .encode()
             .unwrap()
+            .to_vec()
     }
 
     #[test]
@@ -304,20 +311,22 @@ mod tests {
         }));
         let wrong_op = Frame::request(Operation::LogdQuery, &[1, 0])
             .encode()
-            .unwrap();
+            .unwrap()
+            .to_vec();
         let cases: [(Vec<u8>, ServiceError); 6] = [
             (request(257), ServiceError::RequestTooLarge),
             (request(0), ServiceError::EmptyRequest),
             (
                 Frame::request(Operation::RngdGetEntropy, &[1])
                     .encode()
-                    .unwrap(),
+                    .unwrap()
+                    .to_vec(),
                 ServiceError::MalformedRequest,
             ),
             (vec![1, 1, 1], ServiceError::MalformedRequest),
             (wrong_op, ServiceError::UnknownOperation),
             (
-                Frame::reply(&[1, 0]).encode().unwrap(),
+                Frame::reply(&[1, 0]).encode().unwrap().to_vec(),
                 ServiceError::MalformedRequest,
             ),
         ];
@@ -387,6 +396,42 @@ mod tests {
                 .is_err(),
             "closed for good"
         );
+    }
+
+    /// Claims to have written more bytes than it was offered.
+    struct Overclaiming(Scripted);
+
+    impl RawEntropyDevice for Overclaiming {
+        fn read(&mut self, dest: &mut [u8]) -> Result<usize, DeviceError> {
+            let n = self.0.read(dest)?;
+            Ok(if self.0.at > STARTUP_SAMPLES + 32 {
+                n + 1
+            } else {
+                n
+            })
+        }
+    }
+
+    #[test]
+    fn a_device_that_overstates_its_byte_count_closes_rngd_instead_of_panicking() {
+        let mut rngd = Rngd::start(Ok(Overclaiming(Scripted {
+            bytes: healthy(8192),
+            at: 0,
+            per_read: 64,
+        })));
+        assert_eq!(rngd.status(), Ok(()));
+        assert!(
+            rngd.handle(ServiceId::Keystored, &request(32))
+                .reply
+                .is_ok()
+        );
+        let handled = rngd.handle(ServiceId::Keystored, &request(32));
+        assert_eq!(handled.reply.err(), Some(ServiceError::Unavailable));
+        assert_eq!(
+            handled.closed_now,
+            Some(Closed::Device(DeviceError::Failed))
+        );
+        assert_eq!(handled.audit.verdict, Verdict::Failed);
     }
 
     #[test]

@@ -90,6 +90,25 @@ fn curve_direct(c: &mut Criterion) {
                 )
             })
         });
+    // Decoding without provider-api's rule: dalek decompresses, compact validates
+    // (canonical, not small order). The difference is the rule's remaining checks.
+    let public = dalek_public.to_bytes();
+    c.benchmark_group("ed25519/decode-key")
+        .bench_function("dalek-direct", |b| {
+            b.iter(|| {
+                black_box(ed25519_dalek::VerifyingKey::from_bytes(black_box(&public)).is_ok())
+            })
+        });
+    c.benchmark_group("ed25519/decode-key")
+        .bench_function("compact-direct", |b| {
+            b.iter(|| {
+                black_box(
+                    ed25519_compact::PublicKey::new(black_box(public))
+                        .validate()
+                        .is_ok(),
+                )
+            })
+        });
     c.benchmark_group("x25519/key-pair")
         .bench_function("dalek-direct", |b| {
             b.iter(|| {

@@ -54,7 +54,9 @@ pub use key_agreement::{
 };
 pub use provider::{Bundle, CurveBackend, Provider, ProviderName};
 pub use secret::{SecretBytes, Seed};
-pub use signing::{Signature, SignatureBackend, SignatureError, SigningKey, VerifyingKey};
+pub use signing::{
+    KeyRejection, Signature, SignatureBackend, SignatureError, SigningKey, VerifyingKey,
+};
 
 /// The trait crates this API is written against, re-exported so that callers and
 /// backends agree on one version of each.

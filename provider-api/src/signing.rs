@@ -1,4 +1,5 @@
-//! Ed25519 signatures (RFC 8032) over interchangeable backends.
+//! Ed25519 signatures (RFC 8032) over interchangeable backends, under one
+//! verification rule.
 //!
 //! Signatures are the `ed25519` 3 crate's [`Signature`] type, and the key types
 //! implement the `signature` 3 traits (`Signer`, `Verifier`, `Keypair`), so they plug
@@ -7,6 +8,50 @@
 //!
 //! [`SigningKey`] has no getter for the private scalar or the seed, zeroizes on drop
 //! (through the backend's own key type) and prints only its public half.
+//!
+//! # The verification rule
+//!
+//! RFC 8032 leaves verifiers room (cofactored or not, which encodings to accept), and
+//! implementations differ on the edge cases ("Taming the many EdDSAs", Chalkias et al.,
+//! 2020). A device's trust decisions must not depend on the backend it was built
+//! with, and a device key is something an allowlist holds, so the rule is strict and
+//! mostly enforced where bytes become a key:
+//!
+//! 1. **The public key `A`** ([`VerifyingKey::from_bytes`]) must be the canonical
+//!    encoding of a curve point ([`KeyRejection::NotCanonicalPoint`]), not of small
+//!    order ([`KeyRejection::SmallOrder`]: such a key "verifies" signatures nobody
+//!    made), and of prime order `L` ([`KeyRejection::NotPrimeOrder`]: no small-order
+//!    component). Every honest key `a·B` is all three.
+//! 2. **`S`** must be canonical: `S < L`.
+//! 3. **`R`** must be the canonical encoding of a point that is not of small order.
+//! 4. The equation `[S]B = R + [k]A`, `k = SHA-512(R || A || M) mod L`, must hold.
+//!
+//! On the 12 cases of the paper (`providers/conformance/vectors`), every backend gives
+//! the same verdict: all 12 refused, ten at key decoding (their keys are small-order,
+//! mixed-order or non-canonical, including those of the cases about R) and 6 and 7
+//! (S >= L) at verification. Rules 2 to 4 are exercised with a prime-order key by
+//! signatures the kit crafts as a key holder would. The kit asserts every verdict for
+//! every backend.
+//!
+//! How the backends meet it: `provider-dalek` decodes with
+//! `ed25519_dalek::VerifyingKey::from_bytes`, refuses `is_weak` keys, compares the
+//! re-encoding with the input and checks `EdwardsPoint::is_torsion_free`; it verifies
+//! with `verify_strict` (cofactorless, R not small order, canonical R and S).
+//! `provider-compact` decodes with `ed25519_compact::PublicKey::validate` (canonical,
+//! not small order) plus curve25519-dalek's `is_torsion_free`, which ed25519-compact
+//! cannot express; its `verify` (canonical S, R not small order) checks the equation
+//! cofactored (`[8](R' - R) = 0`).
+//!
+//! **The one remaining difference.** With a prime-order `A` the two equations differ
+//! only on a signature whose nonce point carries a small-order component,
+//! `R = [r]B + T` with `S = r + k·a`. The cofactored check (compact) accepts it, the
+//! cofactorless one (dalek) refuses it. Making one takes the private scalar `a` (adding
+//! `T` to a genuine signature's `R` changes `k` and breaks both equations), so it is
+//! always the key holder's own signature over that message: accepting it admits
+//! nothing the key holder did not sign, and refusing it only refuses a key holder who
+//! chose to sign oddly. Every key an allowlist holds is of prime order (rule 1), so no
+//! trust decision of this system can turn on it. The kit crafts such signatures and
+//! checks each backend's declared [`SignatureBackend::COFACTORED_VERIFICATION`].
 
 use core::fmt;
 use zeroize::ZeroizeOnDrop;
@@ -21,25 +66,56 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 /// Length of an encoded Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
 
+/// Why 32 bytes are not accepted as an Ed25519 public key (see the module's rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum KeyRejection {
+    /// Not the canonical encoding of a point on the curve.
+    NotCanonicalPoint = 1,
+    /// A point of small order (one of the eight torsion points).
+    SmallOrder = 2,
+    /// A point with a small-order component: not in the prime-order subgroup.
+    NotPrimeOrder = 3,
+}
+
+impl KeyRejection {
+    /// A number for audit records and wire errors.
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+}
+
+impl fmt::Display for KeyRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotCanonicalPoint => "not the canonical encoding of a curve point",
+            Self::SmallOrder => "a point of small order",
+            Self::NotPrimeOrder => "a point with a small-order component (not of prime order)",
+        })
+    }
+}
+
 /// Why a signing key could not be made or a signature not verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SignatureError {
     /// The seed was all zero bytes, which no healthy entropy source produces.
     ZeroSeed,
-    /// The 32 bytes do not encode a usable Ed25519 public key.
-    InvalidPublicKey,
+    /// The 32 bytes are not an acceptable Ed25519 public key, and why.
+    InvalidPublicKey(KeyRejection),
     /// The signature does not verify for this key and message.
     VerificationFailed,
 }
 
 impl fmt::Display for SignatureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::ZeroSeed => "refusing an all-zero Ed25519 seed",
-            Self::InvalidPublicKey => "bytes do not encode an Ed25519 public key",
-            Self::VerificationFailed => "Ed25519 signature verification failed",
-        })
+        match self {
+            Self::ZeroSeed => f.write_str("refusing an all-zero Ed25519 seed"),
+            Self::InvalidPublicKey(why) => {
+                write!(f, "not an acceptable Ed25519 public key: {why}")
+            }
+            Self::VerificationFailed => f.write_str("Ed25519 signature verification failed"),
+        }
     }
 }
 
@@ -49,7 +125,16 @@ impl core::error::Error for SignatureError {}
 ///
 /// The associated types are the backend's own key types, wrapped so that they expose
 /// no secret: `SigningKey` must zeroize on drop and must not offer the seed or scalar.
+///
+/// A backend obeys the module's verification rule: `verifying_key_from_bytes` refuses
+/// every key rule 1 refuses, with the reason, and the `Verifier` of `VerifyingKey`
+/// refuses every signature rules 2 to 4 refuse. The conformance kit checks both.
 pub trait SignatureBackend {
+    /// Whether the backend checks the equation cofactored (`[8](R' - R) = 0`) rather
+    /// than cofactorless. The only verdict this changes under the rule is on a
+    /// signature whose `R` carries a small-order component (see the module's rule);
+    /// the conformance kit checks that the declaration is true.
+    const COFACTORED_VERIFICATION: bool;
     /// The backend's private key, expanded from a seed.
     type SigningKey: ZeroizeOnDrop + signature::Signer<Signature>;
     /// The backend's public key, decoded and ready to verify.
@@ -62,10 +147,10 @@ pub trait SignatureBackend {
     /// The public half of a signing key.
     fn verifying_key(key: &Self::SigningKey) -> Self::VerifyingKey;
 
-    /// Decodes a 32-byte public key.
+    /// Decodes a 32-byte public key, under rule 1 of the module's verification rule.
     ///
     /// # Errors
-    /// [`SignatureError::InvalidPublicKey`] when the bytes are not a curve point.
+    /// [`SignatureError::InvalidPublicKey`] with the [`KeyRejection`].
     fn verifying_key_from_bytes(
         bytes: &[u8; PUBLIC_KEY_LEN],
     ) -> Result<Self::VerifyingKey, SignatureError>;
@@ -138,10 +223,11 @@ pub struct VerifyingKey<B: SignatureBackend> {
 }
 
 impl<B: SignatureBackend> VerifyingKey<B> {
-    /// Decodes a 32-byte public key.
+    /// Decodes a 32-byte public key: the canonical encoding of a point of prime order
+    /// (rule 1 of the module's verification rule), on every backend.
     ///
     /// # Errors
-    /// [`SignatureError::InvalidPublicKey`] when the bytes are not a curve point.
+    /// [`SignatureError::InvalidPublicKey`] with the [`KeyRejection`].
     pub fn from_bytes(bytes: &[u8; PUBLIC_KEY_LEN]) -> Result<Self, SignatureError> {
         B::verifying_key_from_bytes(bytes).map(|key| Self { key })
     }
@@ -151,7 +237,7 @@ impl<B: SignatureBackend> VerifyingKey<B> {
         B::verifying_key_to_bytes(&self.key)
     }
 
-    /// Verifies `signature` over `message`.
+    /// Verifies `signature` over `message` under the module's verification rule.
     ///
     /// # Errors
     /// [`SignatureError::VerificationFailed`] when it does not verify.

@@ -6,7 +6,12 @@
 //! - its `traits` feature signs with its *own* `Signature` type, not
 //!   `ed25519::Signature`, so signatures are converted through their 64 bytes;
 //! - `KeyPair::from_seed` panics on an all-zero seed; provider-api refuses that seed
-//!   before it gets here, on every backend.
+//!   before it gets here, on every backend;
+//! - provider-api's verification rule wants keys of prime order, which
+//!   ed25519-compact cannot check: that one check is curve25519-dalek's
+//!   `is_torsion_free`, made once when a key is decoded. Verification is the crate's
+//!   own (cofactored); see provider-api's `signing` module for the one difference
+//!   that leaves and why it cannot change a decision.
 //!
 //! Signing is deterministic (RFC 8032): no fault-attack noise is mixed in, so
 //! signatures are identical to the other backend's and to the RFC vectors.
@@ -16,7 +21,7 @@
 
 use ed25519_compact::x25519;
 use provider_api::key_agreement::{KeyAgreementBackend, KeyAgreementError, X25519_LEN};
-use provider_api::signing::{PUBLIC_KEY_LEN, SignatureBackend, SignatureError};
+use provider_api::signing::{KeyRejection, PUBLIC_KEY_LEN, SignatureBackend, SignatureError};
 use provider_api::{CurveBackend, SecretBytes, Seed, Signature, X25519PublicKey};
 use zeroize::ZeroizeOnDrop;
 
@@ -55,6 +60,8 @@ impl signature::Verifier<Signature> for CompactVerifyingKey {
 }
 
 impl SignatureBackend for Compact {
+    /// `PublicKey::verify` accepts when `R' - R` has small order.
+    const COFACTORED_VERIFICATION: bool = true;
     type SigningKey = CompactSigningKey;
     type VerifyingKey = CompactVerifyingKey;
 
@@ -73,13 +80,32 @@ impl SignatureBackend for Compact {
         CompactVerifyingKey(key.0.pk)
     }
 
+    /// `PublicKey::validate` refuses non-canonical encodings, non-points and small
+    /// order; ed25519-compact has no prime-order check, so that one is
+    /// curve25519-dalek's `is_torsion_free` on the same bytes.
     fn verifying_key_from_bytes(
         bytes: &[u8; PUBLIC_KEY_LEN],
     ) -> Result<CompactVerifyingKey, SignatureError> {
         let key = ed25519_compact::PublicKey::new(*bytes);
-        // Decode now, as dalek does, so a bad key fails here and not at first use.
-        key.validate()
-            .map_err(|_| SignatureError::InvalidPublicKey)?;
+        match key.validate() {
+            Ok(()) => {}
+            Err(ed25519_compact::Error::WeakPublicKey) => {
+                return Err(SignatureError::InvalidPublicKey(KeyRejection::SmallOrder));
+            }
+            Err(_) => {
+                return Err(SignatureError::InvalidPublicKey(
+                    KeyRejection::NotCanonicalPoint,
+                ));
+            }
+        }
+        let prime_order = curve25519_dalek::edwards::CompressedEdwardsY(*bytes)
+            .decompress()
+            .is_some_and(|point| point.is_torsion_free());
+        if !prime_order {
+            return Err(SignatureError::InvalidPublicKey(
+                KeyRejection::NotPrimeOrder,
+            ));
+        }
         Ok(CompactVerifyingKey(key))
     }
 

@@ -41,6 +41,18 @@ pub fn signatures<A: CurveBackend, B: CurveBackend>() -> Tally {
     tally
 }
 
+/// `A` and `B` give the same verdict, refused at the same stage for the same reason,
+/// on every speccheck case.
+pub fn speccheck_agreement<A: CurveBackend, B: CurveBackend>() -> Tally {
+    let a = crate::signing::speccheck_verdicts::<A>();
+    let b = crate::signing::speccheck_verdicts::<B>();
+    assert_eq!(a, b, "{} and {} disagree", A::NAME, B::NAME);
+    let mut tally = Tally::default();
+    tally.invalid_rejected += a.iter().filter(|v| v.is_err()).count();
+    tally.valid_accepted += a.iter().filter(|v| v.is_ok()).count();
+    tally
+}
+
 /// `A` and `B` compute the same X25519 public keys and shared secrets from the same
 /// inputs, and a key pair on `A` agrees with one on `B`.
 pub fn shared_secrets<A: CurveBackend, B: CurveBackend>() -> Tally {

@@ -118,6 +118,19 @@ macro_rules! curve_backend_tests {
                 $crate::signing::properties::<$backend>().report(NAME, "ed25519 properties");
             }
             #[test]
+            fn ed25519_speccheck() {
+                $crate::signing::speccheck::<$backend>().report(NAME, "ed25519 speccheck");
+            }
+            #[test]
+            fn ed25519_key_rule() {
+                $crate::signing::key_rule::<$backend>().report(NAME, "ed25519 key rule");
+            }
+            #[test]
+            fn ed25519_crafted_signatures() {
+                $crate::signing::crafted_signatures::<$backend>()
+                    .report(NAME, "ed25519 crafted R and S");
+            }
+            #[test]
             fn x25519_rfc7748() {
                 $crate::key_agreement::rfc7748::<$backend>().report(NAME, "x25519 rfc7748");
             }
@@ -198,6 +211,10 @@ macro_rules! cross_curve_tests {
             #[test]
             fn signatures_verify_across_backends() {
                 $crate::cross::signatures::<$a, $b>().report(NAME, "cross ed25519");
+            }
+            #[test]
+            fn speccheck_verdicts_agree_across_backends() {
+                $crate::cross::speccheck_agreement::<$a, $b>().report(NAME, "cross speccheck");
             }
             #[test]
             fn shared_secrets_agree_across_backends() {

@@ -1,8 +1,9 @@
 //! provider-api backend for Ed25519 and X25519 on `ed25519-dalek` 3 and `x25519-dalek` 3.
 //!
-//! A thin adapter: every operation is one call into the dalek crates. The key types
+//! A thin adapter: every operation is a call into the dalek crates. The key types
 //! are wrapped so that the dalek getters for secret bytes (`to_bytes`,
-//! `to_scalar_bytes`, ...) are out of reach of callers.
+//! `to_scalar_bytes`, ...) are out of reach of callers, and so that verification
+//! follows provider-api's rule (`verify_strict`, and keys checked when decoded).
 //!
 //! ```
 //! use provider_api::{Seed, SigningKey};
@@ -17,7 +18,7 @@
 #![forbid(unsafe_code)]
 
 use provider_api::key_agreement::{KeyAgreementBackend, KeyAgreementError, X25519_LEN};
-use provider_api::signing::{PUBLIC_KEY_LEN, SignatureBackend, SignatureError};
+use provider_api::signing::{KeyRejection, PUBLIC_KEY_LEN, SignatureBackend, SignatureError};
 use provider_api::{CurveBackend, SecretBytes, Seed, Signature, X25519PublicKey};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -41,26 +42,56 @@ impl signature::Signer<Signature> for DalekSigningKey {
     }
 }
 
+/// An `ed25519_dalek::VerifyingKey` that verifies with `verify_strict`, the rule of
+/// provider-api (canonical R and S, R and A not of small order, cofactorless).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DalekVerifyingKey(ed25519_dalek::VerifyingKey);
+
+impl signature::Verifier<Signature> for DalekVerifyingKey {
+    fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), signature::Error> {
+        self.0.verify_strict(message, signature)
+    }
+}
+
 impl SignatureBackend for Dalek {
+    /// `verify_strict` is cofactorless.
+    const COFACTORED_VERIFICATION: bool = false;
     type SigningKey = DalekSigningKey;
-    type VerifyingKey = ed25519_dalek::VerifyingKey;
+    type VerifyingKey = DalekVerifyingKey;
 
     fn signing_key_from_seed(seed: &Seed) -> DalekSigningKey {
         DalekSigningKey(ed25519_dalek::SigningKey::from_bytes(seed.expose_secret()))
     }
 
-    fn verifying_key(key: &DalekSigningKey) -> ed25519_dalek::VerifyingKey {
-        key.0.verifying_key()
+    fn verifying_key(key: &DalekSigningKey) -> DalekVerifyingKey {
+        DalekVerifyingKey(key.0.verifying_key())
     }
 
+    /// `from_bytes` decompresses; the point's own encoding must be the input
+    /// (`from_bytes` accepts non-canonical y); `is_weak` is the small-order check and
+    /// curve25519-dalek's `is_torsion_free` the prime-order one.
     fn verifying_key_from_bytes(
         bytes: &[u8; PUBLIC_KEY_LEN],
-    ) -> Result<ed25519_dalek::VerifyingKey, SignatureError> {
-        ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| SignatureError::InvalidPublicKey)
+    ) -> Result<DalekVerifyingKey, SignatureError> {
+        let refuse = |why| Err(SignatureError::InvalidPublicKey(why));
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(bytes) else {
+            return refuse(KeyRejection::NotCanonicalPoint);
+        };
+        let point = key.to_edwards();
+        if point.compress().to_bytes() != *bytes {
+            return refuse(KeyRejection::NotCanonicalPoint);
+        }
+        if key.is_weak() {
+            return refuse(KeyRejection::SmallOrder);
+        }
+        if !point.is_torsion_free() {
+            return refuse(KeyRejection::NotPrimeOrder);
+        }
+        Ok(DalekVerifyingKey(key))
     }
 
-    fn verifying_key_to_bytes(key: &ed25519_dalek::VerifyingKey) -> [u8; PUBLIC_KEY_LEN] {
-        key.to_bytes()
+    fn verifying_key_to_bytes(key: &DalekVerifyingKey) -> [u8; PUBLIC_KEY_LEN] {
+        key.0.to_bytes()
     }
 }
 

@@ -15,19 +15,41 @@ use ipc::frame::FrameError;
 use ipc::{Action, AuditFilter, Endpoint, IpcError, Operation, ServiceId, Verdict};
 use noise_xk::NoiseError;
 use provider_api::{
-    HashBackend, Provider, SecretBytes, Seed, SigningKey, X25519PublicKey, X25519SecretKey,
+    HashBackend, Provider, SecretBytes, Seed, SigningKey, VerifyingKey, X25519PublicKey,
+    X25519SecretKey,
 };
 use service_api::dsoftbusd::{self as api, MAX_MESSAGE};
 use service_api::{ClientError, ServiceError, keystored, logd, rngd};
 
 use crate::Checks;
 
+/// Device keys provider-api's verification rule refuses: the public keys of
+/// speccheck ("Taming the many EdDSAs") cases 0 (small order) and 3 (mixed order).
+const WEAK_DEVICE_KEYS: [(&str, [u8; 32]); 2] = [
+    (
+        "small-order",
+        [
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10,
+            0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77,
+            0x92, 0xac, 0x03, 0xfa,
+        ],
+    ),
+    (
+        "mixed-order",
+        [
+            0xcd, 0xb2, 0x67, 0xce, 0x40, 0xc5, 0xcd, 0x45, 0x30, 0x6f, 0xa5, 0xd2, 0xf2, 0x97,
+            0x31, 0x45, 0x93, 0x87, 0xdb, 0xf9, 0xeb, 0x93, 0x3b, 0x7b, 0xd5, 0xae, 0xd9, 0xa7,
+            0x65, 0xb8, 0x8d, 0x4d,
+        ],
+    ),
+];
+
 /// Everything the sessions need, made once.
 struct Setup<P: Provider> {
     node: Node<P>,
     identity_seed: Seed,
     responder: X25519PublicKey,
-    trusted: [[u8; 32]; 1],
+    trusted: [VerifyingKey<P::Curve>; 1],
 }
 
 async fn secret<E: Endpoint>(ep: &E) -> Result<SecretBytes<32>, String> {
@@ -58,6 +80,8 @@ async fn setup<P: Provider, E: Endpoint>(ep: &E) -> Result<Setup<P>, String> {
     api::trust(ep, &node.device_key())
         .await
         .map_err(|e| format!("TRUST: {e}"))?;
+    let device = VerifyingKey::from_bytes(&device)
+        .map_err(|e| format!("keystored's device key is refused: {e}"))?;
     Ok(Setup {
         node,
         identity_seed,
@@ -292,6 +316,34 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
         markers::SELFTEST_DSOFTBUS_UNKNOWN_IDENTITY_REJECTED,
         unknown,
     );
+
+    // Keys the verification rule refuses never join the allowlist: a small-order key
+    // (it would "verify" signatures nobody made) and a mixed-order one (speccheck
+    // cases 0 and 3), each refused by TRUST with its own error and the reason.
+    let weak = async {
+        for (what, key) in WEAK_DEVICE_KEYS {
+            match api::trust(ep, &key).await {
+                Err(ClientError::Service(ServiceError::InvalidKey)) => {}
+                other => return Err(format!("TRUST of a {what} key got {other:?}")),
+            }
+            let filter = AuditFilter {
+                origin: Some(ServiceId::Dsoftbusd),
+                subject: Some(ServiceId::Selftest),
+                action: Some(Action::Call {
+                    service: ServiceId::Dsoftbusd,
+                    code: Operation::DsoftbusdTrust.code(),
+                }),
+                verdict: Some(Verdict::Rejected),
+            };
+            match logd::query(ep, &filter).await {
+                Ok(reply) if reply.matched > 0 => {}
+                other => return Err(format!("no record of the refused {what} key: {other:?}")),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    checks.check(markers::SELFTEST_DSOFTBUS_WEAK_KEYS_REFUSED, weak);
 
     // The trusted device key's valid signature, but over another static key.
     let foreign = async {

@@ -5,7 +5,9 @@ use dsoftbusd::client::{ConnectError, Node, connect};
 use host_runner::{Entropy, HostSystem};
 use ipc::{Endpoint, ServiceId};
 use provider_aes_gcm::Aes256Gcm;
-use provider_api::{Bundle, HashBackend, Provider, SecretBytes, Seed, X25519PublicKey};
+use provider_api::{
+    Bundle, HashBackend, Provider, SecretBytes, Seed, VerifyingKey, X25519PublicKey,
+};
 use provider_chacha::ChaCha20Poly1305;
 use provider_compact::Compact;
 use provider_dalek::Dalek;
@@ -28,7 +30,7 @@ async fn session<P: Provider, H: HashBackend, E: Endpoint>(
     id: u32,
 ) -> Result<Vec<u8>, ConnectError> {
     let discovered = discover(ep).await.unwrap();
-    let device = keystored::get_pubkey(ep).await.unwrap();
+    let device = VerifyingKey::from_bytes(&keystored::get_pubkey(ep).await.unwrap()).unwrap();
     trust(ep, &node.device_key()).await.unwrap();
     let responder = X25519PublicKey(discovered.noise_static);
     let mut session = connect::<P, H, E>(ep, node, id, &responder, &[device], |_, _| {}).await?;
@@ -72,7 +74,7 @@ fn every_session_gets_fresh_ephemeral_keys_from_rngd() {
     let keys = system.run_as(ServiceId::Selftest, |ep| async move {
         let node = node::<DalekChacha>(6);
         let discovered = discover(&ep).await.unwrap();
-        let device = keystored::get_pubkey(&ep).await.unwrap();
+        let device = VerifyingKey::from_bytes(&keystored::get_pubkey(&ep).await.unwrap()).unwrap();
         trust(&ep, &node.device_key()).await.unwrap();
         let mut keys = Vec::new();
         for id in 0..20 {
@@ -81,7 +83,7 @@ fn every_session_gets_fresh_ephemeral_keys_from_rngd() {
                 &node,
                 id,
                 &X25519PublicKey(discovered.noise_static),
-                &[device],
+                core::slice::from_ref(&device),
                 |_, _| {},
             )
             .await
@@ -107,7 +109,7 @@ fn the_session_table_is_bounded_and_evicts_the_oldest() {
     let (oldest, newest) = system.run_as(ServiceId::Selftest, |ep| async move {
         let node = node::<DalekChacha>(7);
         let discovered = discover(&ep).await.unwrap();
-        let device = keystored::get_pubkey(&ep).await.unwrap();
+        let device = VerifyingKey::from_bytes(&keystored::get_pubkey(&ep).await.unwrap()).unwrap();
         trust(&ep, &node.device_key()).await.unwrap();
         let responder = X25519PublicKey(discovered.noise_static);
         let mut sessions = Vec::new();
@@ -118,7 +120,7 @@ fn the_session_table_is_bounded_and_evicts_the_oldest() {
                     &node,
                     id,
                     &responder,
-                    &[device],
+                    core::slice::from_ref(&device),
                     |_, _| {},
                 )
                 .await

@@ -24,7 +24,7 @@ use dsoftbusd::client::{Node, connect};
 use host_runner::{Entropy, HostSystem};
 use ipc::{Endpoint, ServiceId};
 use provider_aes_gcm::Aes256Gcm;
-use provider_api::{Bundle, Provider, SecretBytes, Seed, X25519PublicKey};
+use provider_api::{Bundle, Provider, SecretBytes, Seed, VerifyingKey, X25519PublicKey};
 use provider_chacha::ChaCha20Poly1305;
 use provider_compact::Compact;
 use provider_dalek::Dalek;
@@ -170,14 +170,22 @@ async fn secret_traffic<P: Provider, E: Endpoint>(ep: &E) -> Result<(), String> 
         .map_err(|e| e.to_string())?;
     let discovered = discover(ep).await.map_err(|e| e.to_string())?;
     let device = keystored::get_pubkey(ep).await.map_err(|e| e.to_string())?;
+    let device = VerifyingKey::from_bytes(&device).map_err(|e| e.to_string())?;
     trust(ep, &node.device_key())
         .await
         .map_err(|e| e.to_string())?;
     let responder = X25519PublicKey(discovered.noise_static);
     for id in 1..=3 {
-        let mut session = connect::<P, Blake2s, E>(ep, &node, id, &responder, &[device], |_, _| {})
-            .await
-            .map_err(|e| format!("{e:?}"))?;
+        let mut session = connect::<P, Blake2s, E>(
+            ep,
+            &node,
+            id,
+            &responder,
+            core::slice::from_ref(&device),
+            |_, _| {},
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))?;
         let pong = session
             .ping(ep, b"not a secret")
             .await

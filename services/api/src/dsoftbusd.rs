@@ -4,8 +4,10 @@
 //!   then its device public key (32 bytes). Both public: an XK initiator must know the
 //!   responder's static key beforehand.
 //! - `TRUST`: payload: a peer's Ed25519 device public key (32 bytes); it joins the
-//!   allowlist (at most [`MAX_TRUSTED`]). Policy allows it to the provisioning task
-//!   only (the selftest).
+//!   allowlist (at most [`MAX_TRUSTED`]) if it is the canonical encoding of a point of
+//!   prime order, otherwise `InvalidKey` (the audit record's reason is the
+//!   `provider_api::KeyRejection` code). Policy allows it to the provisioning task only
+//!   (the selftest).
 //! - `TRANSPORT`: payload: `session: u32`, then one Noise message of at most
 //!   [`MAX_MESSAGE`] bytes. A message for a new session id is a first handshake
 //!   message; the reply is the second. The third message is answered with an empty

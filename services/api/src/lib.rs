@@ -58,10 +58,13 @@ pub enum ServiceError {
     AuthenticationFailed = 10,
     /// No session is open with that peer.
     NoSession = 11,
+    /// 32 bytes that are not an acceptable Ed25519 public key: not a canonical point
+    /// of prime order (provider-api's verification rule).
+    InvalidKey = 12,
 }
 
 impl ServiceError {
-    const ALL: [ServiceError; 11] = [
+    const ALL: [ServiceError; 12] = [
         Self::MalformedRequest,
         Self::UnknownOperation,
         Self::EmptyRequest,
@@ -73,6 +76,7 @@ impl ServiceError {
         Self::Denied,
         Self::AuthenticationFailed,
         Self::NoSession,
+        Self::InvalidKey,
     ];
 
     /// The error with wire code `code`.
@@ -100,6 +104,7 @@ impl fmt::Display for ServiceError {
             Self::Denied => "denied",
             Self::AuthenticationFailed => "authentication failed",
             Self::NoSession => "no session",
+            Self::InvalidKey => "not a canonical Ed25519 point of prime order",
         })
     }
 }

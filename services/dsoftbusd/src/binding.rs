@@ -5,6 +5,10 @@
 //! The prefix separates this use of the device key from any other signature it makes.
 //! The peer accepts the binding only if the device key is on its allowlist and the
 //! signature covers exactly the static key the handshake authenticated.
+//!
+//! An allowlist holds decoded [`VerifyingKey`]s: a key is checked once, under
+//! provider-api's rule (canonical, prime order), when it joins the list, and a binding
+//! naming any other key is an unknown identity.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -97,13 +101,12 @@ impl Binding {
     pub fn verify<B: SignatureBackend>(
         &self,
         noise_static: &X25519PublicKey,
-        allowlist: &[[u8; 32]],
+        allowlist: &[VerifyingKey<B>],
     ) -> Result<(), BindingError> {
-        if !allowlist.contains(&self.device_key) {
-            return Err(BindingError::UnknownIdentity);
-        }
-        let key = VerifyingKey::<B>::from_bytes(&self.device_key)
-            .map_err(|_| BindingError::BadSignature)?;
+        let key = allowlist
+            .iter()
+            .find(|key| key.to_bytes() == self.device_key)
+            .ok_or(BindingError::UnknownIdentity)?;
         key.verify(
             &binding_message(noise_static),
             &Signature::from_bytes(&self.signature),
@@ -126,21 +129,22 @@ mod tests {
         let other =
             *X25519SecretKey::<Dalek>::from_entropy(&SecretBytes::new([3; 32])).public_key();
         let binding = Binding::sign(&device, &noise);
-        let allowed = [device.verifying_key().to_bytes()];
+        let allowed = [device.verifying_key().clone()];
         assert_eq!(Binding::decode(&binding.encode()), Ok(binding.clone()));
         assert_eq!(binding.verify::<Dalek>(&noise, &allowed), Ok(()));
         assert_eq!(
             binding.verify::<Dalek>(&other, &allowed),
             Err(BindingError::BadSignature)
         );
+        let stranger = SigningKey::<Dalek>::from_seed(&Seed::new([9; 32])).unwrap();
         assert_eq!(
-            binding.verify::<Dalek>(&noise, &[[9; 32]]),
+            binding.verify::<Dalek>(&noise, &[stranger.verifying_key().clone()]),
             Err(BindingError::UnknownIdentity)
         );
         assert_eq!(Binding::decode(&[0; 95]), Err(BindingError::Malformed));
         let plain = device.sign(noise.as_bytes()).to_bytes();
         let unprefixed = Binding {
-            device_key: allowed[0],
+            device_key: allowed[0].to_bytes(),
             signature: plain,
         };
         assert_eq!(

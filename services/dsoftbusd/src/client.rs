@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 use ipc::{Endpoint, IpcBuffer};
 use noise_xk::{Initiator, NoiseError, Transport};
 use provider_api::{
-    HashBackend, Provider, SecretBytes, Seed, SignatureError, SigningKey, X25519PublicKey,
-    X25519SecretKey,
+    HashBackend, Provider, SecretBytes, Seed, SignatureError, SigningKey, VerifyingKey,
+    X25519PublicKey, X25519SecretKey,
 };
 use service_api::{ClientError, dsoftbusd, rngd};
 
@@ -104,7 +104,7 @@ pub async fn connect<P: Provider, H: HashBackend, E: Endpoint>(
     node: &Node<P>,
     id: u32,
     responder: &X25519PublicKey,
-    trusted: &[[u8; 32]],
+    trusted: &[VerifyingKey<P::Curve>],
     mut tamper: impl FnMut(Stage, &mut Vec<u8>),
 ) -> Result<Session<P::Aead>, ConnectError> {
     let entropy = rngd::get_entropy(ep, 32)

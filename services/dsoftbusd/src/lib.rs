@@ -33,7 +33,10 @@ use alloc::vec::Vec;
 
 use ipc::{Action, AuditEvent, Endpoint, Operation, ServiceId, Verdict};
 use noise_xk::{NoiseError, Responder, ResponderAwaitingFinish, Transport};
-use provider_api::{HashBackend, Provider, SecretBytes, X25519PublicKey, X25519SecretKey};
+use provider_api::{
+    HashBackend, Provider, SecretBytes, SignatureError, VerifyingKey, X25519PublicKey,
+    X25519SecretKey,
+};
 use service_api::dsoftbusd::{MAX_SESSIONS, MAX_TRUSTED, Refusal, decode_transport};
 use service_api::{ClientError, Incoming, ServiceError, keystored, reply_err, reply_ok, rngd};
 
@@ -58,7 +61,7 @@ enum Session<P: Provider, H: HashBackend> {
 pub struct Daemon<P: Provider, H: HashBackend> {
     static_key: Rc<X25519SecretKey<Curve<P>>>,
     binding: Binding,
-    allowlist: Vec<[u8; 32]>,
+    allowlist: Vec<VerifyingKey<Curve<P>>>,
     sessions: Vec<(ServiceId, u32, Session<P, H>)>,
 }
 
@@ -121,20 +124,27 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         out
     }
 
-    /// `TRUST`: adds a device key to the allowlist.
+    /// `TRUST`: adds a device key to the allowlist, once it is decoded under
+    /// provider-api's rule (a canonical point of prime order).
     ///
     /// # Errors
-    /// `MalformedRequest` for anything but 32 bytes, `RequestTooLarge` when full.
-    pub fn trust(&mut self, device_key: &[u8]) -> Result<(), ServiceError> {
-        let key: [u8; 32] = device_key
+    /// `MalformedRequest` for anything but 32 bytes, `InvalidKey` (with the
+    /// `KeyRejection` code, for the audit record) for a key the rule refuses,
+    /// `RequestTooLarge` when full.
+    pub fn trust(&mut self, device_key: &[u8]) -> Result<(), (ServiceError, u16)> {
+        let bytes: [u8; 32] = device_key
             .try_into()
-            .map_err(|_| ServiceError::MalformedRequest)?;
-        if self.allowlist.contains(&key) {
+            .map_err(|_| (ServiceError::MalformedRequest, 0))?;
+        if self.allowlist.iter().any(|key| key.to_bytes() == bytes) {
             return Ok(());
         }
         if self.allowlist.len() == MAX_TRUSTED {
-            return Err(ServiceError::RequestTooLarge);
+            return Err((ServiceError::RequestTooLarge, 0));
         }
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|error| match error {
+            SignatureError::InvalidPublicKey(why) => (ServiceError::InvalidKey, why.code()),
+            _ => (ServiceError::InvalidKey, 0),
+        })?;
         self.allowlist.push(key);
         Ok(())
     }
@@ -286,9 +296,11 @@ async fn identity<P: Provider, H: HashBackend, E: Endpoint>(
         device_key,
         signature,
     };
-    // keystored signed with the key it published: check before offering it to peers.
+    // keystored signed with the key it published, and that key obeys the rule: check
+    // before offering the binding to peers.
+    let own = VerifyingKey::from_bytes(&device_key).map_err(|_| ClientError::MalformedReply)?;
     binding
-        .verify::<Curve<P>>(static_key.public_key(), &[device_key])
+        .verify::<Curve<P>>(static_key.public_key(), &[own])
         .map_err(|_| ClientError::MalformedReply)?;
     Ok(Daemon::new(static_key, binding))
 }
@@ -355,15 +367,13 @@ pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: E) {
                 },
                 Operation::DsoftbusdTrust => {
                     let outcome = daemon.trust(incoming.payload);
-                    let verdict = if outcome.is_ok() {
-                        Verdict::Allowed
-                    } else {
-                        Verdict::Rejected
+                    let (verdict, reason, detail) = match outcome {
+                        Ok(()) => (Verdict::Allowed, 0, 0),
+                        Err((error, why)) => (Verdict::Rejected, error.code(), u32::from(why)),
                     };
-                    let reason = outcome.err().map_or(0, ServiceError::code);
                     Handled {
-                        reply: outcome.map(|()| Vec::new()),
-                        audit: event(incoming.sender, incoming.operation, verdict, reason, 0),
+                        reply: outcome.map(|()| Vec::new()).map_err(|(error, _)| error),
+                        audit: event(incoming.sender, incoming.operation, verdict, reason, detail),
                         authenticated: false,
                     }
                 }

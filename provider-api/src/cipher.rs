@@ -41,6 +41,26 @@ pub enum AeadAlgorithm {
     Aes256Gcm,
 }
 
+impl AeadAlgorithm {
+    /// A stable number for formats that record which AEAD sealed something
+    /// (1 ChaCha20-Poly1305, 2 AES-256-GCM). Adding a variant means giving it one here.
+    pub const fn id(self) -> u8 {
+        match self {
+            Self::ChaCha20Poly1305 => 1,
+            Self::Aes256Gcm => 2,
+        }
+    }
+
+    /// The algorithm with id `id`.
+    pub const fn from_id(id: u8) -> Option<Self> {
+        match id {
+            1 => Some(Self::ChaCha20Poly1305),
+            2 => Some(Self::Aes256Gcm),
+            _ => None,
+        }
+    }
+}
+
 /// Why a seal or open failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -13,8 +13,8 @@ use core::task::Poll;
 use ipc::frame::MAX_FRAME;
 use ipc::{
     Action, AuditEvent, AuditLoss, AuditRecord, Capability, CapabilityError, DeviceError, Endpoint,
-    Frame, FrameError, FrameKind, IpcBuffer, IpcError, KernelReason, Operation, RawEntropyDevice,
-    ReplyToken, Request, ServiceId, Verdict,
+    Frame, FrameError, FrameKind, IpcBuffer, IpcError, KernelReason, Operation, RawBlockDevice,
+    RawEntropyDevice, ReplyToken, Request, ServiceId, Verdict,
 };
 
 use crate::Platform;
@@ -108,10 +108,25 @@ struct PendingCall {
     reply: Option<IpcBuffer>,
 }
 
-enum DeviceSlot {
+/// A device the manifest hands to one holder.
+enum DeviceSlot<T> {
     Absent,
-    Present(Box<dyn RawEntropyDevice>),
+    Present(T),
     Claimed,
+}
+
+impl<T> DeviceSlot<T> {
+    /// Hands the device out once.
+    fn take(&mut self) -> Result<T, CapabilityError> {
+        match core::mem::replace(self, DeviceSlot::Claimed) {
+            DeviceSlot::Present(device) => Ok(device),
+            DeviceSlot::Absent => {
+                *self = DeviceSlot::Absent;
+                Err(CapabilityError::Absent)
+            }
+            DeviceSlot::Claimed => Err(CapabilityError::AlreadyClaimed),
+        }
+    }
 }
 
 struct State {
@@ -122,7 +137,8 @@ struct State {
     /// write audit records naming only callers it has really served.
     served: BTreeSet<(ServiceId, ServiceId)>,
     audit: AuditStream,
-    entropy_device: DeviceSlot,
+    entropy_device: DeviceSlot<Box<dyn RawEntropyDevice>>,
+    disks: BTreeMap<Capability, DeviceSlot<Box<dyn RawBlockDevice>>>,
     audit_feed_claimed: bool,
 }
 
@@ -162,6 +178,7 @@ impl<P: Platform> Kernel<P> {
                     served: BTreeSet::new(),
                     audit: AuditStream::new(limits.kernel_audit_capacity, limits.task_audit_quota),
                     entropy_device: DeviceSlot::Absent,
+                    disks: BTreeMap::new(),
                     audit_feed_claimed: false,
                 }),
             }),
@@ -193,6 +210,16 @@ impl<P: Platform> Kernel<P> {
     /// Puts the machine's raw entropy device where its manifest holder can claim it.
     pub fn install_entropy_device(&mut self, device: Box<dyn RawEntropyDevice>) {
         self.shared.state.borrow_mut().entropy_device = DeviceSlot::Present(device);
+    }
+
+    /// Puts a disk where the holder of `capability` (a disk capability, chosen by the
+    /// disk's serial) can claim it.
+    pub fn install_disk(&mut self, capability: Capability, disk: Box<dyn RawBlockDevice>) {
+        self.shared
+            .state
+            .borrow_mut()
+            .disks
+            .insert(capability, DeviceSlot::Present(disk));
     }
 
     /// Starts task `id`, handing `body` the task's endpoint.
@@ -547,6 +574,27 @@ impl RawEntropyDevice for DeviceHandle {
     }
 }
 
+/// A disk, as handed to its one holder. Only the kernel makes one.
+pub struct DiskHandle(Box<dyn RawBlockDevice>);
+
+impl RawBlockDevice for DiskHandle {
+    fn sectors(&self) -> u64 {
+        self.0.sectors()
+    }
+    fn readonly(&self) -> bool {
+        self.0.readonly()
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        self.0.read(sector, buf)
+    }
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), DeviceError> {
+        self.0.write(sector, buf)
+    }
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        self.0.flush()
+    }
+}
+
 /// The audit stream, as handed to its one holder. Only the kernel makes one.
 pub struct AuditFeedHandle<P: Platform> {
     shared: Rc<Shared<P>>,
@@ -571,6 +619,7 @@ pub struct KernelEndpoint<P: Platform> {
 impl<P: Platform> Endpoint for KernelEndpoint<P> {
     type EntropyDevice = DeviceHandle;
     type AuditFeed = AuditFeedHandle<P>;
+    type Disk = DiskHandle;
 
     fn id(&self) -> ServiceId {
         self.id
@@ -657,18 +706,26 @@ impl<P: Platform> Endpoint for KernelEndpoint<P> {
     }
 
     fn claim_entropy_device(&self) -> Result<DeviceHandle, CapabilityError> {
-        self.shared.claim(
-            self.id,
-            Capability::EntropyDevice,
-            |state| match core::mem::replace(&mut state.entropy_device, DeviceSlot::Claimed) {
-                DeviceSlot::Present(device) => Ok(DeviceHandle(device)),
-                DeviceSlot::Absent => {
-                    state.entropy_device = DeviceSlot::Absent;
-                    Err(CapabilityError::Absent)
-                }
-                DeviceSlot::Claimed => Err(CapabilityError::AlreadyClaimed),
-            },
-        )
+        self.shared
+            .claim(self.id, Capability::EntropyDevice, |state| {
+                state.entropy_device.take().map(DeviceHandle)
+            })
+    }
+
+    fn claim_disk(&self, capability: Capability) -> Result<DiskHandle, CapabilityError> {
+        if capability.disk_serial().is_none() {
+            // Not a disk: nobody can be granted it through this call.
+            self.shared
+                .kernel_audit(self.id, Action::Claim(capability), Verdict::Denied, 0, 0);
+            return Err(CapabilityError::NotGranted);
+        }
+        self.shared.claim(self.id, capability, |state| {
+            state
+                .disks
+                .get_mut(&capability)
+                .map_or(Err(CapabilityError::Absent), DeviceSlot::take)
+                .map(DiskHandle)
+        })
     }
 
     fn claim_audit_feed(&self) -> Result<AuditFeedHandle<P>, CapabilityError> {

@@ -40,8 +40,8 @@ pub mod config {
 }
 
 pub use kernel::{
-    AuditFeedHandle, DeviceHandle, Kernel, KernelEndpoint, KernelStats, Limits, RunOutcome,
-    SpawnError,
+    AuditFeedHandle, DeviceHandle, DiskHandle, Kernel, KernelEndpoint, KernelStats, Limits,
+    RunOutcome, SpawnError,
 };
 
 use ipc::ServiceId;

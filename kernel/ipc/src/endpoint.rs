@@ -65,24 +65,46 @@ impl fmt::Display for IpcError {
 impl core::error::Error for IpcError {}
 
 /// A capability the kernel hands out according to the boot manifest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u16)]
 pub enum Capability {
     /// The raw entropy device (virtio-rng). Manifest name `virtio-rng`.
     EntropyDevice = 1,
     /// The stream of audit records. Manifest name `audit-feed`.
     AuditFeed = 2,
+    /// The read-write state disk, the virtio-blk device whose serial is `state0`.
+    /// Manifest name `state-disk`.
+    StateDisk = 3,
+    /// The read-only device-unique-secret disk (a stand-in for OTP/eFuse), serial
+    /// `otp0`. Manifest name `otp-disk`.
+    OtpDisk = 4,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 2] = [Self::EntropyDevice, Self::AuditFeed];
+    pub const ALL: [Capability; 4] = [
+        Self::EntropyDevice,
+        Self::AuditFeed,
+        Self::StateDisk,
+        Self::OtpDisk,
+    ];
 
     /// The name used in the boot manifest.
     pub const fn name(self) -> &'static str {
         match self {
             Self::EntropyDevice => "virtio-rng",
             Self::AuditFeed => "audit-feed",
+            Self::StateDisk => "state-disk",
+            Self::OtpDisk => "otp-disk",
+        }
+    }
+
+    /// The virtio-blk serial that identifies a disk capability's device.
+    pub const fn disk_serial(self) -> Option<&'static str> {
+        match self {
+            Self::StateDisk => Some("state0"),
+            Self::OtpDisk => Some("otp0"),
+            _ => None,
         }
     }
 
@@ -118,7 +140,7 @@ impl fmt::Display for CapabilityError {
     }
 }
 
-/// Why a device read failed.
+/// Why a device request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceError {
     /// The device did not complete the request before its deadline. The device is
@@ -126,6 +148,52 @@ pub enum DeviceError {
     Timeout,
     /// The device reported an error or behaved outside its specification.
     Failed,
+    /// The request was refused before it reached the device: a buffer that is not a
+    /// non-zero multiple of the sector size, or sectors beyond the disk's end.
+    BadRequest,
+    /// A write to a read-only disk.
+    ReadOnly,
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Timeout => "the device did not answer in time",
+            Self::Failed => "the device failed",
+            Self::BadRequest => "request outside the device's bounds",
+            Self::ReadOnly => "the disk is read-only",
+        })
+    }
+}
+
+/// The size of a disk sector, the unit of every block request.
+pub const SECTOR_SIZE: usize = 512;
+
+/// A disk, as its one holder sees it. Every request is bounded in time; lengths and
+/// ranges are checked before the device sees them.
+pub trait RawBlockDevice {
+    /// The disk's size in sectors.
+    fn sectors(&self) -> u64;
+    /// Whether the disk refuses writes.
+    fn readonly(&self) -> bool;
+    /// Reads `buf.len() / SECTOR_SIZE` sectors from `sector` on.
+    ///
+    /// # Errors
+    /// [`DeviceError::BadRequest`] unless `buf` is a non-zero multiple of
+    /// [`SECTOR_SIZE`] within the disk; otherwise the device's failure.
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DeviceError>;
+    /// Writes `buf` to the sectors from `sector` on. The write has completed (as far as
+    /// the device reports) when this returns `Ok`; call [`RawBlockDevice::flush`] to
+    /// make it durable.
+    ///
+    /// # Errors
+    /// As [`RawBlockDevice::read`], and [`DeviceError::ReadOnly`].
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), DeviceError>;
+    /// Makes every completed write durable.
+    ///
+    /// # Errors
+    /// The device's failure.
+    fn flush(&mut self) -> Result<(), DeviceError>;
 }
 
 /// The raw entropy device, as its one holder sees it.
@@ -168,6 +236,8 @@ pub trait Endpoint {
     type EntropyDevice: RawEntropyDevice;
     /// The audit stream handed out by [`Endpoint::claim_audit_feed`].
     type AuditFeed: AuditFeed;
+    /// A disk handed out by [`Endpoint::claim_disk`].
+    type Disk: RawBlockDevice;
 
     /// This task's identity.
     fn id(&self) -> ServiceId;
@@ -223,4 +293,12 @@ pub trait Endpoint {
     /// # Errors
     /// [`CapabilityError`].
     fn claim_audit_feed(&self) -> Result<Self::AuditFeed, CapabilityError>;
+
+    /// Takes the disk of `capability` ([`Capability::StateDisk`] or
+    /// [`Capability::OtpDisk`]), if the boot manifest grants it to this task. The
+    /// kernel found the disk by its serial, never by slot. The decision is audited.
+    ///
+    /// # Errors
+    /// [`CapabilityError`]; [`CapabilityError::Absent`] when no disk has that serial.
+    fn claim_disk(&self, capability: Capability) -> Result<Self::Disk, CapabilityError>;
 }

@@ -23,25 +23,38 @@ pub enum Operation {
     /// keystored: export the private key. Always refused; it exists so that asking is
     /// a distinct, audited event.
     KeystoredExportPrivate = 0x0303,
+    /// keystored: check the authentication tag of a trust-store record, with a key
+    /// derived from the device-unique secret.
+    KeystoredVerifyTrustStore = 0x0304,
     /// dsoftbusd: its Noise static public key and its device public key.
     DsoftbusdDiscover = 0x0401,
     /// dsoftbusd: add a peer's device public key to the allowlist.
     DsoftbusdTrust = 0x0402,
     /// dsoftbusd: carry one Noise message of a session and return the answer.
     DsoftbusdTransport = 0x0403,
+    /// statefs: store a record of the caller's.
+    StatefsPut = 0x0701,
+    /// statefs: read a record of the caller's.
+    StatefsGet = 0x0702,
+    /// statefs: delete a record of the caller's.
+    StatefsDelete = 0x0703,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 12] = [
         Self::LogdQuery,
         Self::RngdGetEntropy,
         Self::KeystoredGetPubkey,
         Self::KeystoredSign,
         Self::KeystoredExportPrivate,
+        Self::KeystoredVerifyTrustStore,
         Self::DsoftbusdDiscover,
         Self::DsoftbusdTrust,
         Self::DsoftbusdTransport,
+        Self::StatefsPut,
+        Self::StatefsGet,
+        Self::StatefsDelete,
     ];
 
     /// The service that offers this operation.
@@ -49,12 +62,14 @@ impl Operation {
         match self {
             Self::LogdQuery => ServiceId::Logd,
             Self::RngdGetEntropy => ServiceId::Rngd,
-            Self::KeystoredGetPubkey | Self::KeystoredSign | Self::KeystoredExportPrivate => {
-                ServiceId::Keystored
-            }
+            Self::KeystoredGetPubkey
+            | Self::KeystoredSign
+            | Self::KeystoredExportPrivate
+            | Self::KeystoredVerifyTrustStore => ServiceId::Keystored,
             Self::DsoftbusdDiscover | Self::DsoftbusdTrust | Self::DsoftbusdTransport => {
                 ServiceId::Dsoftbusd
             }
+            Self::StatefsPut | Self::StatefsGet | Self::StatefsDelete => ServiceId::Statefs,
         }
     }
 
@@ -66,9 +81,13 @@ impl Operation {
             Self::KeystoredGetPubkey => "GET_PUBKEY",
             Self::KeystoredSign => "SIGN",
             Self::KeystoredExportPrivate => "EXPORT_PRIVATE",
+            Self::KeystoredVerifyTrustStore => "VERIFY_TRUST_STORE",
             Self::DsoftbusdDiscover => "DISCOVER",
             Self::DsoftbusdTrust => "TRUST",
             Self::DsoftbusdTransport => "TRANSPORT",
+            Self::StatefsPut => "PUT",
+            Self::StatefsGet => "GET",
+            Self::StatefsDelete => "DELETE",
         }
     }
 

@@ -21,11 +21,13 @@ pub enum ServiceId {
     Selftest = 5,
     /// The selftest's second node: the remote peer of dsoftbusd sessions.
     SelftestPeer = 6,
+    /// The record store on the state disk.
+    Statefs = 7,
 }
 
 impl ServiceId {
     /// Every id, in numeric order.
-    pub const ALL: [ServiceId; 7] = [
+    pub const ALL: [ServiceId; 8] = [
         Self::Kernel,
         Self::Logd,
         Self::Rngd,
@@ -33,6 +35,7 @@ impl ServiceId {
         Self::Dsoftbusd,
         Self::Selftest,
         Self::SelftestPeer,
+        Self::Statefs,
     ];
 
     /// The name used in policy files, manifests and logs.
@@ -45,6 +48,7 @@ impl ServiceId {
             Self::Dsoftbusd => "dsoftbusd",
             Self::Selftest => "selftest",
             Self::SelftestPeer => "selftest-peer",
+            Self::Statefs => "statefs",
         }
     }
 

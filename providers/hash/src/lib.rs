@@ -54,10 +54,10 @@ impl HashBackend for Blake2s {
         mac::<SimpleHmac<Blake2s256>>(key, parts)
     }
 
-    fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8]) -> SecretBytes<N> {
+    fn hkdf_with_info<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> SecretBytes<N> {
         let mut okm = SecretBytes::zeroed();
         hkdf::SimpleHkdf::<Blake2s256>::new(Some(salt), ikm)
-            .expand(&[], okm.expose_secret_mut())
+            .expand(info, okm.expose_secret_mut())
             .expect("N <= 255 * HashLen");
         okm
     }
@@ -75,10 +75,10 @@ impl HashBackend for Sha256 {
         mac::<hmac::Hmac<sha2::Sha256>>(key, parts)
     }
 
-    fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8]) -> SecretBytes<N> {
+    fn hkdf_with_info<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> SecretBytes<N> {
         let mut okm = SecretBytes::zeroed();
         hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), ikm)
-            .expand(&[], okm.expose_secret_mut())
+            .expand(info, okm.expose_secret_mut())
             .expect("N <= 255 * HashLen");
         okm
     }

@@ -1,0 +1,150 @@
+//! Sealed records and the trust store: each way one fails to open is told apart.
+
+use provider_aes_gcm::Aes256Gcm;
+use provider_api::{AeadAlgorithm, HashAlgorithm, SecretBytes};
+use provider_chacha::ChaCha20Poly1305;
+use provider_hash::{Blake2s, Sha256};
+use state_format::sealed::{self, HEADER_LEN, SealingKeys, UnsealError};
+use state_format::trust::{self, TrustStoreError};
+
+const SEED: [u8; 32] = [0x5e; 32];
+const NONCE: [u8; 12] = [7; 12];
+
+fn otp(fill: u8) -> SecretBytes<32> {
+    SecretBytes::new([fill; 32])
+}
+
+fn open<A: provider_api::AeadBackend, H: provider_api::HashBackend>(
+    device: u8,
+    record_id: u16,
+    record: &[u8],
+) -> Result<[u8; 32], UnsealError> {
+    let keys = SealingKeys::derive::<H>(&otp(device), record_id);
+    let mut seed = [0u8; 32];
+    sealed::unseal::<A, H>(&keys, record_id, record, &mut seed).map(|()| seed)
+}
+
+#[test]
+fn a_sealed_seed_opens_on_its_device_only_and_never_shows_in_clear() {
+    let keys = SealingKeys::derive::<Blake2s>(&otp(1), 1);
+    let record = sealed::seal::<ChaCha20Poly1305, Blake2s>(&keys, 1, 1, &NONCE, &SEED);
+    assert_eq!(record.len(), HEADER_LEN + 32 + 16);
+    assert!(!record.windows(8).any(|w| w == &SEED[..8]), "no plaintext");
+    assert_eq!(open::<ChaCha20Poly1305, Blake2s>(1, 1, &record), Ok(SEED));
+    assert_eq!(
+        open::<ChaCha20Poly1305, Blake2s>(2, 1, &record),
+        Err(UnsealError::OtherDevice)
+    );
+    assert_eq!(
+        open::<ChaCha20Poly1305, Blake2s>(1, 2, &record),
+        Err(UnsealError::Tampered),
+        "a record moved to another id does not open"
+    );
+}
+
+#[test]
+fn every_flipped_bit_is_refused_with_the_right_reason() {
+    let keys = SealingKeys::derive::<Sha256>(&otp(3), 1);
+    let record = sealed::seal::<Aes256Gcm, Sha256>(&keys, 1, 5, &NONCE, &SEED);
+    for byte in 0..record.len() {
+        for bit in 0..8 {
+            let mut damaged = record.clone();
+            damaged[byte] ^= 1 << bit;
+            let got = open::<Aes256Gcm, Sha256>(3, 1, &damaged);
+            let expected_reason = match byte {
+                0..=4 | 7 | 10 | 11 | 44 | 45 => "malformed",
+                5 => "aead",
+                6 => "hash",
+                16..=31 => "device",
+                _ => "tampered",
+            };
+            let ok = match got {
+                Err(UnsealError::Malformed) => expected_reason == "malformed",
+                Err(UnsealError::OtherAead { .. }) => expected_reason == "aead",
+                Err(UnsealError::OtherHash { .. }) => expected_reason == "hash",
+                // An AEAD or hash id that names no algorithm is malformed.
+                Err(UnsealError::OtherDevice) => expected_reason == "device",
+                Err(UnsealError::Tampered) => expected_reason == "tampered",
+                Ok(_) => false,
+                Err(_) => false,
+            };
+            let unknown_id = matches!(byte, 5 | 6) && got == Err(UnsealError::Malformed);
+            assert!(ok || unknown_id, "byte {byte} bit {bit}: {got:?}");
+        }
+    }
+}
+
+#[test]
+fn another_aead_or_hash_is_named_not_mistaken_for_tampering() {
+    let keys = SealingKeys::derive::<Blake2s>(&otp(1), 1);
+    let chacha = sealed::seal::<ChaCha20Poly1305, Blake2s>(&keys, 1, 1, &NONCE, &SEED);
+    assert_eq!(
+        open::<Aes256Gcm, Blake2s>(1, 1, &chacha),
+        Err(UnsealError::OtherAead {
+            sealed: AeadAlgorithm::ChaCha20Poly1305,
+            image: AeadAlgorithm::Aes256Gcm
+        })
+    );
+    assert_eq!(
+        open::<ChaCha20Poly1305, Sha256>(1, 1, &chacha),
+        Err(UnsealError::OtherHash {
+            sealed: HashAlgorithm::Blake2s256,
+            image: HashAlgorithm::Sha256
+        })
+    );
+    assert_eq!(
+        open::<ChaCha20Poly1305, Blake2s>(1, 1, &chacha[..40]),
+        Err(UnsealError::Malformed)
+    );
+}
+
+#[test]
+fn the_trust_store_verifies_only_for_its_device_and_contents() {
+    let peers = [[1u8; 32], [2; 32]];
+    let store = trust::encode::<Blake2s>(&otp(1), &peers);
+    assert_eq!(store.len(), 8 + 64 + 32);
+    assert_eq!(
+        trust::decode::<Blake2s>(&otp(1), &store),
+        Ok(peers.to_vec())
+    );
+    assert_eq!(
+        trust::decode::<Blake2s>(&otp(2), &store),
+        Err(TrustStoreError::BadTag),
+        "a disk moved to another device"
+    );
+    for byte in 0..store.len() {
+        let mut altered = store.clone();
+        altered[byte] ^= 0x10;
+        assert!(
+            trust::decode::<Blake2s>(&otp(1), &altered).is_err(),
+            "byte {byte} altered"
+        );
+    }
+    // Adding a peer without the device secret: the old tag does not cover it.
+    let mut added = store[..8 + 64].to_vec();
+    added[6] = 3;
+    added.extend_from_slice(&[9; 32]);
+    added.extend_from_slice(&store[8 + 64..]);
+    assert_eq!(
+        trust::decode::<Blake2s>(&otp(1), &added),
+        Err(TrustStoreError::BadTag)
+    );
+    assert_eq!(
+        trust::decode::<Sha256>(&otp(1), &store),
+        Err(TrustStoreError::OtherHash {
+            tagged: HashAlgorithm::Blake2s256,
+            image: HashAlgorithm::Sha256
+        })
+    );
+    assert_eq!(
+        trust::peers_unverified(&store).unwrap(),
+        peers.to_vec(),
+        "listing without the secret"
+    );
+    let empty = trust::encode::<Sha256>(&otp(1), &[]);
+    assert_eq!(trust::decode::<Sha256>(&otp(1), &empty), Ok(Vec::new()));
+    assert_eq!(
+        trust::decode::<Sha256>(&otp(1), &empty[..39]),
+        Err(TrustStoreError::Malformed)
+    );
+}

@@ -15,8 +15,8 @@ fn main() {
     };
     let rules = kernel_config::parse_policy("policies/policy.toml", &read("policy.toml"));
     let grants = kernel_config::parse_manifest("policies/manifest.toml", &read("manifest.toml"));
-    let (rules, grants) = match (rules, grants) {
-        (Ok(rules), Ok(grants)) => (rules, grants),
+    let (policy, grants) = match (rules, grants) {
+        (Ok(policy), Ok(grants)) => (policy, grants),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
             std::process::exit(1);
@@ -25,7 +25,7 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(
         out.join("config.rs"),
-        kernel_config::generate(&rules, &grants),
+        kernel_config::generate(&policy, &grants),
     )
     .expect("write generated config");
 }

@@ -47,6 +47,9 @@ const RUN_DEADLINE_S: u64 = 600;
 /// How long the entropy device may take to answer one request.
 const ENTROPY_DEVICE_TIMEOUT_US: u64 = 500_000;
 
+/// How long a disk may take to answer one request (at most 4 KiB, or a flush).
+const DISK_TIMEOUT_US: u64 = 2_000_000;
+
 /// How the image's main task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MainOutcome {
@@ -88,6 +91,61 @@ pub fn console_line(prefix: &str, line: &str) {
     console::line(prefix, format_args!("{line}"));
 }
 
+/// Opens every block device, reads its serial, and installs each disk whose serial
+/// names a disk capability (`state0`, `otp0`). A disk is found by serial, never by
+/// slot; two disks with one serial are a failure, and neither is used.
+fn install_disks(kernel: &mut Kernel<RiscvPlatform>, slots: &[core::ops::Range<usize>]) {
+    use ipc::{Capability, RawBlockDevice};
+    let mut found: alloc::vec::Vec<(Capability, alloc::boxed::Box<dyn RawBlockDevice>)> =
+        alloc::vec::Vec::new();
+    let mut duplicated: alloc::vec::Vec<Capability> = alloc::vec::Vec::new();
+    for slot in slots {
+        let disk = match virtio::block_device(slot, DISK_TIMEOUT_US) {
+            Ok(disk) => disk,
+            Err(why) => {
+                console::line(
+                    "KERNEL",
+                    format_args!("virtio-blk at {:#x} unusable: {why}", slot.start),
+                );
+                continue;
+            }
+        };
+        let serial = core::str::from_utf8(disk.serial()).unwrap_or("?");
+        console::line(
+            "KERNEL",
+            format_args!(
+                "virtio-blk serial {serial}: {} sectors{}",
+                disk.sectors(),
+                if disk.readonly() { ", read-only" } else { "" }
+            ),
+        );
+        let Some(capability) = Capability::ALL.into_iter().find(|c| {
+            c.disk_serial()
+                .is_some_and(|s| s.as_bytes() == disk.serial())
+        }) else {
+            continue;
+        };
+        if found.iter().any(|(c, _)| *c == capability) {
+            duplicated.push(capability);
+        } else {
+            found.push((capability, alloc::boxed::Box::new(disk)));
+        }
+    }
+    for (capability, disk) in found {
+        if duplicated.contains(&capability) {
+            console::line(
+                "KERNEL",
+                format_args!(
+                    "FAIL two disks with serial {}: neither is used",
+                    capability.disk_serial().unwrap_or("?")
+                ),
+            );
+        } else {
+            kernel.install_disk(capability, disk);
+        }
+    }
+}
+
 /// Boots the machine and runs the image. `provider` names the provider combination
 /// compiled in (the banner marker); `image` spawns the tasks, including the main task
 /// (the selftest, [`ServiceId::Selftest`]), and returns the verdict it will set.
@@ -114,7 +172,7 @@ pub fn boot(
     let provider = alloc::format!("{provider}");
     console::line(
         "KERNEL",
-        format_args!("{}", markers::KERNEL_PROVIDER.render(&provider)),
+        format_args!("{}", markers::KERNEL_PROVIDER.render(&[&provider])),
     );
     console::line(
         "KERNEL",
@@ -172,6 +230,7 @@ pub fn boot(
             ),
         }
     }
+    install_disks(&mut kernel, &devices.blocks);
     console::line(
         "KERNEL",
         format_args!(

@@ -55,6 +55,9 @@ unsafe impl Hal for KernelHal {
 pub struct Devices {
     /// The slot of the virtio entropy device, if there is one.
     pub entropy: Option<Range<usize>>,
+    /// The slots of the block devices, in device-tree order (not an identity: disks
+    /// are told apart by serial once opened).
+    pub blocks: alloc::vec::Vec<Range<usize>>,
 }
 
 /// Opens the MMIO transport of the slot at `slot`.
@@ -71,7 +74,10 @@ pub unsafe fn transport(slot: &Range<usize>) -> Option<MmioTransport<'static>> {
 
 /// Probes every virtio-mmio slot of the device tree and reports what it holds.
 pub fn probe(machine: &Machine) -> Devices {
-    let mut devices = Devices { entropy: None };
+    let mut devices = Devices {
+        entropy: None,
+        blocks: alloc::vec::Vec::new(),
+    };
     for slot in machine.virtio_mmio() {
         // SAFETY: slots come from the device tree; the transport is dropped before the
         // next one (and before any driver) is made.
@@ -85,15 +91,17 @@ pub fn probe(machine: &Machine) -> Devices {
         );
         if kind == DeviceType::EntropySource && devices.entropy.is_none() {
             devices.entropy = Some(slot);
+        } else if kind == DeviceType::Block {
+            devices.blocks.push(slot);
         }
     }
     devices
 }
 
-/// The kernel clock, for the driver's request deadlines.
-struct KernelClock;
+/// The kernel clock, for the drivers' request deadlines.
+pub struct KernelClock;
 
-impl virtio_rng::Clock for KernelClock {
+impl device_deadline::Clock for KernelClock {
     fn now_us(&self) -> u64 {
         clock::now_us()
     }
@@ -112,4 +120,21 @@ pub fn entropy_device(
     ))?;
     let device = virtio_rng::VirtioRng::<KernelHal, _, _>::new(transport, KernelClock, timeout_us)?;
     Ok(Box::new(device))
+}
+
+/// Opens the block device in `slot` (reading its serial) with a deadline of
+/// `timeout_us` per request.
+pub fn block_device(
+    slot: &Range<usize>,
+    timeout_us: u64,
+) -> Result<
+    virtio_blk::VirtioBlk<KernelHal, MmioTransport<'static>, KernelClock>,
+    virtio_blk::ProbeError,
+> {
+    // SAFETY: `slot` is the device tree's virtio-mmio window of this block device; the
+    // probing transport was dropped, and this transport is the only one from now on,
+    // owned by the driver.
+    let transport =
+        unsafe { transport(slot) }.ok_or(virtio_blk::ProbeError::WrongDevice(DeviceType::Block))?;
+    virtio_blk::VirtioBlk::new(transport, KernelClock, timeout_us)
 }

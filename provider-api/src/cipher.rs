@@ -7,6 +7,7 @@
 //! ignores the error still finds no unauthenticated plaintext. (Both backends here
 //! check the tag before decrypting; the wipe makes the guarantee independent of that.)
 
+use alloc::boxed::Box;
 use core::fmt;
 
 use aead::consts::{U12, U16, U32};
@@ -59,6 +60,14 @@ impl AeadAlgorithm {
             _ => None,
         }
     }
+
+    /// The algorithm's standard name, one word: `ChaCha20-Poly1305`, `AES-256-GCM`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ChaCha20Poly1305 => "ChaCha20-Poly1305",
+            Self::Aes256Gcm => "AES-256-GCM",
+        }
+    }
 }
 
 /// Why a seal or open failed.
@@ -97,16 +106,17 @@ pub trait AeadBackend: 'static {
         + ZeroizeOnDrop;
 }
 
-/// A keyed AEAD cipher on backend `B`.
+/// A keyed AEAD cipher on backend `B`. The key schedule is boxed: moving this value
+/// moves a pointer (see [`crate::secret`]).
 pub struct AeadCipher<B: AeadBackend> {
-    cipher: B::Cipher,
+    cipher: Box<B::Cipher>,
 }
 
 impl<B: AeadBackend> AeadCipher<B> {
     /// Keys the cipher. The key schedule is wiped when the cipher is dropped.
     pub fn new(key: &AeadKey) -> Self {
         Self {
-            cipher: B::Cipher::new(key.expose_secret().into()),
+            cipher: Box::new(B::Cipher::new(key.expose_secret().into())),
         }
     }
 
@@ -193,7 +203,7 @@ impl<B: AeadBackend> KeySizeUser for AeadCipher<B> {
 impl<B: AeadBackend> KeyInit for AeadCipher<B> {
     fn new(key: &aead::Key<Self>) -> Self {
         Self {
-            cipher: B::Cipher::new(key),
+            cipher: Box::new(B::Cipher::new(key)),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! trying to force a known secret. The check is constant-time and lives here, once,
 //! rather than trusting each backend to make it.
 
+use alloc::boxed::Box;
 use core::fmt;
 use zeroize::ZeroizeOnDrop;
 
@@ -60,7 +61,7 @@ pub struct SharedSecret(SecretBytes<X25519_LEN>);
 
 impl SharedSecret {
     /// The secret bytes, for the KDF that consumes them.
-    pub const fn expose_secret(&self) -> &[u8; X25519_LEN] {
+    pub fn expose_secret(&self) -> &[u8; X25519_LEN] {
         self.0.expose_secret()
     }
 }
@@ -92,16 +93,17 @@ pub trait KeyAgreementBackend {
     ) -> Result<SecretBytes<X25519_LEN>, KeyAgreementError>;
 }
 
-/// An X25519 secret key on backend `B`, with its public key alongside.
+/// An X25519 secret key on backend `B`, with its public key alongside. The backend's
+/// key is boxed: moving this value moves a pointer (see [`crate::secret`]).
 pub struct X25519SecretKey<B: KeyAgreementBackend> {
-    secret: B::SecretKey,
+    secret: Box<B::SecretKey>,
     public: X25519PublicKey,
 }
 
 impl<B: KeyAgreementBackend> X25519SecretKey<B> {
     /// Makes a key pair from 32 bytes of entropy.
     pub fn from_entropy(bytes: &SecretBytes<X25519_LEN>) -> Self {
-        let secret = B::secret_key_from_bytes(bytes);
+        let secret = Box::new(B::secret_key_from_bytes(bytes));
         let public = B::public_key(&secret);
         Self { secret, public }
     }

@@ -23,7 +23,8 @@
 //!
 //! Secrets live in types that zeroize on drop ([`SecretBytes`], [`SharedSecret`], the
 //! backends' key types) and whose `Debug` prints no secret. No type here offers a
-//! getter for a private key.
+//! getter for a private key. They keep their bytes on the heap, so moving one never
+//! leaves a copy behind (see [`secret`]).
 //!
 //! Protocols that need a hash (Noise) use a [`HashBackend`]: hash, HMAC and HKDF on
 //! BLAKE2s or SHA-256, implemented by `provider-hash`.
@@ -32,11 +33,13 @@
 //! buffer completely or fails with a typed error; [`EntropyRng`] adapts any source for
 //! RustCrypto APIs that want a `rand_core` 0.10 crypto RNG.
 //!
-//! The crate is `no_std`, has no `unsafe`, and depends only on trait crates
+//! The crate is `no_std` (with `alloc`), has no `unsafe`, and depends only on trait crates
 //! (`aead` 0.6, `signature` 3, `ed25519` 3, `rand_core` 0.10, `zeroize`, `subtle`).
 
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
 
 pub mod cipher;
 pub mod entropy;

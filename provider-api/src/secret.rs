@@ -4,29 +4,38 @@
 //! every copy the program makes is wiped when it goes out of scope. Fill one in place
 //! (`SecretBytes::zeroed` then [`SecretBytes::expose_secret_mut`]) to avoid leaving a
 //! stray copy on the stack.
+//!
+//! **The bytes live on the heap.** Moving a value in Rust copies its bytes and leaves
+//! the old ones where they were, unwiped. A secret held across an `.await` lives in the
+//! task's heap-allocated future, and moving it out later (into an `Rc`, into the next
+//! handshake step) would leave a copy in that future's memory. So a `SecretBytes` owns a
+//! boxed array: moving it moves a pointer, and its one copy is wiped on drop. The key
+//! and cipher wrappers of this crate box the backends' types for the same reason.
+//! `selftest/host-runner/tests/freed_memory.rs` checks every freed block.
 
+use alloc::boxed::Box;
 use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// `N` secret bytes: zeroized on drop, redacted in `Debug`, never `Copy`.
+/// `N` secret bytes on the heap: zeroized on drop, redacted in `Debug`, never `Copy`.
 ///
 /// Reading the bytes takes an explicit call to [`SecretBytes::expose_secret`], so every
 /// place that handles the raw secret is easy to find in review.
-pub struct SecretBytes<const N: usize>([u8; N]);
+pub struct SecretBytes<const N: usize>(Box<[u8; N]>);
 
 /// A 32-byte seed: the input of Ed25519 key derivation and X25519 secret keys.
 pub type Seed = SecretBytes<32>;
 
 impl<const N: usize> SecretBytes<N> {
-    /// Takes ownership of `bytes`. The caller's own copy, if it has one, is its to wipe.
-    pub const fn new(bytes: [u8; N]) -> Self {
-        Self(bytes)
+    /// Moves `bytes` to the heap. The caller's own copy, if it has one, is its to wipe.
+    pub fn new(bytes: [u8; N]) -> Self {
+        Self(Box::new(bytes))
     }
 
     /// All zero bytes, ready to be filled in place through
     /// [`SecretBytes::expose_secret_mut`].
-    pub const fn zeroed() -> Self {
-        Self([0; N])
+    pub fn zeroed() -> Self {
+        Self(Box::new([0; N]))
     }
 
     /// Builds the secret by letting `fill` write into it in place.
@@ -38,7 +47,7 @@ impl<const N: usize> SecretBytes<N> {
 
     /// The secret bytes. Callers must not copy them into anything that outlives the
     /// borrow without zeroizing it themselves.
-    pub const fn expose_secret(&self) -> &[u8; N] {
+    pub fn expose_secret(&self) -> &[u8; N] {
         &self.0
     }
 
@@ -56,6 +65,7 @@ impl<const N: usize> SecretBytes<N> {
 
 impl<const N: usize> Drop for SecretBytes<N> {
     fn drop(&mut self) {
+        // Wipes the heap array before the box frees it.
         self.0.zeroize();
     }
 }

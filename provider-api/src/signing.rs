@@ -53,6 +53,7 @@
 //! trust decision of this system can turn on it. The kit crafts such signatures and
 //! checks each backend's declared [`SignatureBackend::COFACTORED_VERIFICATION`].
 
+use alloc::boxed::Box;
 use core::fmt;
 use zeroize::ZeroizeOnDrop;
 
@@ -159,9 +160,10 @@ pub trait SignatureBackend {
     fn verifying_key_to_bytes(key: &Self::VerifyingKey) -> [u8; PUBLIC_KEY_LEN];
 }
 
-/// An Ed25519 signing key on backend `B`, with its public half alongside.
+/// An Ed25519 signing key on backend `B`, with its public half alongside. The
+/// backend's key is boxed: moving this value moves a pointer (see [`crate::secret`]).
 pub struct SigningKey<B: SignatureBackend> {
-    secret: B::SigningKey,
+    secret: Box<B::SigningKey>,
     public: VerifyingKey<B>,
 }
 
@@ -174,7 +176,7 @@ impl<B: SignatureBackend> SigningKey<B> {
         if seed.is_all_zero() {
             return Err(SignatureError::ZeroSeed);
         }
-        let secret = B::signing_key_from_seed(seed);
+        let secret = Box::new(B::signing_key_from_seed(seed));
         let public = VerifyingKey {
             key: B::verifying_key(&secret),
         };
@@ -188,7 +190,7 @@ impl<B: SignatureBackend> SigningKey<B> {
 
     /// Signs `message` (deterministic, RFC 8032).
     pub fn sign(&self, message: &[u8]) -> Signature {
-        signature::Signer::sign(&self.secret, message)
+        signature::Signer::sign(&*self.secret, message)
     }
 }
 

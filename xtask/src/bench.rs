@@ -98,6 +98,8 @@ pub fn guest(images: &[(Combination, PathBuf)]) -> Result<BTreeMap<Combination, 
         rng_file: None,
         no_rng: false,
         scenario: Some("bench".into()),
+        state_dir: None,
+        no_otp: false,
     };
     let rows = test_os::boot_all(images, &options, false)?;
     if !test_os::report(&rows, &options) {

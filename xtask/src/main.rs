@@ -9,6 +9,7 @@
 mod bench;
 mod combination;
 mod dependency_graph;
+mod disks;
 mod image;
 mod qemu;
 mod scenarios;
@@ -118,6 +119,8 @@ fn test() -> ExitCode {
         rng_file: None,
         no_rng: false,
         scenario: None,
+        state_dir: None,
+        no_otp: false,
     };
     let mut images = Vec::new();
     steps.run("build the four riscv64 images", || {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use marker_contract::{Expectation, Ladder, Verdict};
 
+use crate::disks::DiskSet;
 use crate::steps::{StatusOk, command};
 
 /// The QEMU binary.
@@ -34,6 +35,7 @@ pub struct Boot<'a> {
     pub image: &'a Path,
     pub log: PathBuf,
     pub rng: &'a RngBacking,
+    pub disks: &'a DiskSet,
     pub timeout: Duration,
     /// Stop QEMU as soon as the ladder has passed.
     pub until_marker: bool,
@@ -142,6 +144,7 @@ fn qemu_command(boot: &Boot<'_>) -> Command {
         }
         RngBacking::Absent => {}
     }
+    boot.disks.qemu_args(&mut qemu);
     qemu.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

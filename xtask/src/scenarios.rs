@@ -34,6 +34,8 @@ fn options(scenario: Option<&str>, rng_file: Option<PathBuf>, no_rng: bool) -> T
         rng_file,
         no_rng,
         scenario: scenario.map(str::to_owned),
+        state_dir: None,
+        no_otp: false,
     }
 }
 

@@ -9,6 +9,7 @@ use clap::builder::BoolishValueParser;
 use marker_contract::Contract;
 
 use crate::combination::Combination;
+use crate::disks::DiskSet;
 use crate::image;
 use crate::qemu::{self, Boot, Outcome, RngBacking};
 use crate::steps::workspace_root;
@@ -39,6 +40,15 @@ pub struct TestOsOptions {
     /// (`no-rng`, `rng-health-failure`).
     #[arg(long, env = "RUN_SCENARIO")]
     pub scenario: Option<String>,
+    /// Keep the disks in this directory (`state.img`, `otp.img`, created when
+    /// missing) so the device keeps its identity between runs; with several
+    /// combinations, each gets `<dir>/<provider>/`. Without it every run gets fresh
+    /// disks under `target/qemu/<provider>/`.
+    #[arg(long, env = "STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Boot without the OTP disk (keystored must fail closed).
+    #[arg(long, env = "NO_OTP", value_parser = BoolishValueParser::new())]
+    pub no_otp: bool,
 }
 
 /// Parses `90s`, `2m`, `500ms` or a bare number of seconds.
@@ -77,10 +87,24 @@ impl TestOsOptions {
             })
     }
 
-    /// The scenario to judge by: the one asked for, or `no-rng` when booting without
-    /// a device.
+    /// The scenario to judge by: the one asked for, `no-rng` when booting without a
+    /// device, or `no-otp` without the OTP disk.
     pub fn scenario(&self) -> Option<&str> {
-        self.scenario.as_deref().or(self.no_rng.then_some("no-rng"))
+        self.scenario
+            .as_deref()
+            .or(self.no_rng.then_some("no-rng"))
+            .or(self.no_otp.then_some("no-otp"))
+    }
+
+    /// The disks of `combination`'s boot: the state directory's (kept), or fresh ones.
+    pub fn disks(&self, combination: &Combination, several: bool) -> Result<DiskSet, String> {
+        match &self.state_dir {
+            Some(dir) if several => {
+                DiskSet::in_dir(&dir.join(combination.to_string()), self.no_otp)
+            }
+            Some(dir) => DiskSet::in_dir(dir, self.no_otp),
+            None => DiskSet::fresh(&image::run_dir(combination), self.no_otp),
+        }
     }
 
     /// What the run is judged by, for messages: ``phase `full` `` or
@@ -167,11 +191,30 @@ pub fn test_os(options: &TestOsOptions, stream: bool) -> Result<Vec<Row>, String
     boot_all(&images, options, stream)
 }
 
-/// Boots prebuilt images side by side, each judged by the options' phase or scenario.
+/// Boots prebuilt images side by side, each judged by the options' phase or scenario,
+/// on the disks the options give.
 pub fn boot_all(
     images: &[(Combination, PathBuf)],
     options: &TestOsOptions,
     stream: bool,
+) -> Result<Vec<Row>, String> {
+    let several = images.len() > 1;
+    let disks = images
+        .iter()
+        .map(|(combination, _)| options.disks(combination, several))
+        .collect::<Result<Vec<_>, _>>()?;
+    boot_all_on(images, &disks, options, stream, &BTreeMap::new())
+}
+
+/// Boots prebuilt images side by side on the given disks (one set per image), each
+/// judged by the options' phase or scenario; `values` are placeholder values every
+/// image must print (besides its `provider`).
+pub fn boot_all_on(
+    images: &[(Combination, PathBuf)],
+    disks: &[DiskSet],
+    options: &TestOsOptions,
+    stream: bool,
+    values: &BTreeMap<String, String>,
 ) -> Result<Vec<Row>, String> {
     let contract = contract()?;
     let expectation = contract
@@ -189,19 +232,22 @@ pub fn boot_all(
     let rows = std::thread::scope(|scope| {
         let handles: Vec<_> = images
             .iter()
-            .map(|(combination, path)| {
+            .zip(disks)
+            .map(|((combination, path), disks)| {
                 let (expectation, rng, labels) = (expectation.clone(), &rng, &labels);
                 scope.spawn(move || {
                     let boot = Boot {
                         image: path,
                         log: image::run_dir(combination).join(options.log_name()),
                         rng,
+                        disks,
                         timeout: options.timeout,
                         until_marker: options.until_marker,
                         stream,
                         bench: options.scenario() == Some("bench"),
                     };
-                    let values = BTreeMap::from([("provider".to_owned(), combination.to_string())]);
+                    let mut values = values.clone();
+                    values.insert("provider".to_owned(), combination.to_string());
                     Row {
                         combination: *combination,
                         outcome: qemu::run(&boot, expectation, labels, values),

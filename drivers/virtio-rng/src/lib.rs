@@ -39,11 +39,7 @@ const QUEUE_SIZE: usize = 8;
 /// The most bytes one request asks the device for.
 pub const BUFFER_LEN: usize = 256;
 
-/// A clock for request deadlines.
-pub trait Clock {
-    /// Microseconds, monotonic.
-    fn now_us(&self) -> u64;
-}
+pub use device_deadline::Clock;
 
 /// Why the device could not be set up.
 #[derive(Debug)]
@@ -109,15 +105,12 @@ impl<H: Hal, T: Transport, C: Clock> VirtioRng<H, T, C> {
         if self.queue.should_notify() {
             self.transport.notify(QUEUE);
         }
-        let deadline = self.clock.now_us().saturating_add(self.timeout_us);
-        while !self.queue.can_pop() {
-            if self.clock.now_us() >= deadline {
-                // The device still owns the buffer: give it up for good.
-                let replacement = Box::new([0; BUFFER_LEN]);
-                Box::leak(core::mem::replace(&mut self.buffer, replacement));
-                return Err(DeviceError::Timeout);
-            }
-            core::hint::spin_loop();
+        let queue = &self.queue;
+        if device_deadline::wait_until(&self.clock, self.timeout_us, || queue.can_pop()).is_err() {
+            // The device still owns the buffer: give it up for good.
+            let replacement = Box::new([0; BUFFER_LEN]);
+            Box::leak(core::mem::replace(&mut self.buffer, replacement));
+            return Err(DeviceError::Timeout);
         }
         let outputs: &mut [&mut [u8]] = &mut [&mut self.buffer[..want]];
         // SAFETY: the same buffer, with the same token, as added above.

@@ -24,3 +24,62 @@ pub struct Grant {
     /// The capability.
     pub capability: Capability,
 }
+
+/// What keystored signs with the device key, per caller: each purpose fixes the
+/// message keystored builds, so a caller cannot obtain a signature over anything else.
+/// The policy table grants purposes (`[[purpose]]` in `policies/policy.toml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum SigningPurpose {
+    /// The identity binding of a Noise static key: the message is the binding prefix
+    /// followed by exactly a 32-byte X25519 public key.
+    NoiseStaticBinding = 1,
+}
+
+impl SigningPurpose {
+    /// Every purpose.
+    pub const ALL: [SigningPurpose; 1] = [Self::NoiseStaticBinding];
+
+    /// The name used in the policy file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NoiseStaticBinding => "noise-static-binding",
+        }
+    }
+
+    /// The wire code (the first two bytes of a `SIGN` request).
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The purpose named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The purpose with wire code `code`.
+    pub fn from_code(code: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.code() == code)
+    }
+}
+
+/// `caller` may have keystored sign for `purpose`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PurposeGrant {
+    /// Who asks.
+    pub caller: ServiceId,
+    /// For what.
+    pub purpose: SigningPurpose,
+}
+
+/// Whether `grants` let `caller` have keystored sign for `purpose`.
+pub fn purpose_granted(
+    grants: &[PurposeGrant],
+    caller: ServiceId,
+    purpose: SigningPurpose,
+) -> bool {
+    grants
+        .iter()
+        .any(|grant| grant.caller == caller && grant.purpose == purpose)
+}

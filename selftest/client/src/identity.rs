@@ -5,9 +5,13 @@
 use alloc::format;
 use alloc::string::String;
 
-use ipc::{Action, AuditFilter, Capability, Endpoint, IpcError, Operation, ServiceId, Verdict};
+use ipc::policy::SigningPurpose;
+use ipc::{
+    Action, AuditFilter, Capability, CapabilityError, Endpoint, IpcError, Operation, ServiceId,
+    Verdict,
+};
 use provider_api::{Provider, VerifyingKey};
-use service_api::{ClientError, ServiceError, keystored, logd, rngd};
+use service_api::{ClientError, ServiceError, keystored, logd, rngd, statefs};
 
 use crate::Checks;
 
@@ -21,20 +25,29 @@ pub(crate) enum Mode {
 
 pub(crate) async fn run<P: Provider, E: Endpoint>(checks: &mut Checks<'_, E>) -> Mode {
     let ep = checks.ep;
-    match rngd::get_entropy(ep, 32).await {
-        Ok(first) => {
+    let entropy = rngd::get_entropy(ep, 32).await;
+    let pubkey = keystored::get_pubkey(ep).await;
+    let no_entropy = matches!(
+        entropy,
+        Err(ClientError::Service(
+            ServiceError::Unavailable | ServiceError::HealthTestFailed
+        ))
+    );
+    let no_key = pubkey == Err(ClientError::Service(ServiceError::NoKey));
+    match entropy {
+        Ok(first) if !no_key => {
             keyed::<P, E>(checks, &first).await;
             Mode::Keyed
         }
-        Err(ClientError::Service(ServiceError::Unavailable | ServiceError::HealthTestFailed)) => {
-            let outcome = fail_closed(ep).await;
+        _ if no_entropy || no_key => {
+            let outcome = fail_closed(ep, no_entropy, no_key).await;
             checks.check(markers::SELFTEST_IDENTITY_FAIL_CLOSED, outcome);
             Mode::FailedClosed
         }
-        Err(error) => {
+        other => {
             checks.check(
                 markers::SELFTEST_RNG_ENTROPY,
-                Err(format!("GET_ENTROPY failed: {error}")),
+                Err(format!("GET_ENTROPY: {other:?}, GET_PUBKEY: {pubkey:?}")),
             );
             Mode::Keyed
         }
@@ -86,11 +99,29 @@ async fn keyed<P: Provider, E: Endpoint>(checks: &mut Checks<'_, E>, first: &[u8
     checks.check(markers::SELFTEST_PRIVATE_EXPORT_REJECTED, export);
 
     // SIGN is dsoftbusd's alone: the kernel refuses the selftest.
-    let sign = match keystored::sign(ep, b"selftest").await {
+    let sign = match keystored::sign(ep, SigningPurpose::NoiseStaticBinding, &[0; 32]).await {
         Err(ClientError::Ipc(IpcError::Denied)) => Ok(()),
         other => Err(format!("SIGN by the selftest got {other:?}")),
     };
     checks.check(markers::SELFTEST_UNPRIVILEGED_DENIED, sign);
+
+    checks.check(
+        markers::SELFTEST_STATEFS_ISOLATED,
+        statefs_namespace(ep).await,
+    );
+
+    // The disks are statefs's and keystored's: the selftest can claim neither.
+    let disks = [Capability::StateDisk, Capability::OtpDisk].map(|disk| ep.claim_disk(disk).err());
+    let disks = match disks {
+        [
+            Some(CapabilityError::NotGranted),
+            Some(CapabilityError::NotGranted),
+        ] => Ok(()),
+        other => Err(format!(
+            "claims of the state and OTP disks got {other:?} (None: handed out)"
+        )),
+    };
+    checks.check(markers::SELFTEST_DISK_CAPABILITIES_DENIED, disks);
 
     let entropy_call = Action::Call {
         service: ServiceId::Rngd,
@@ -143,33 +174,54 @@ async fn keyed<P: Provider, E: Endpoint>(checks: &mut Checks<'_, E>, first: &[u8
     checks.check(markers::SELFTEST_IDENTITY_AUDIT_RECORDS, audit);
 }
 
-/// Without entropy: keystored has no key, still refuses export with its own error,
-/// and both services recorded why they closed.
-async fn fail_closed<E: Endpoint>(ep: &E) -> Result<(), String> {
-    match keystored::get_pubkey(ep).await {
-        Err(ClientError::Service(ServiceError::NoKey)) => {}
-        other => return Err(format!("GET_PUBKEY without entropy got {other:?}")),
+/// The selftest's records are its own: its record 1 is not keystored's record 1 (the
+/// sealed device key), it round trips, it is deleted, and an oversized record is
+/// refused.
+async fn statefs_namespace<E: Endpoint>(ep: &E) -> Result<(), String> {
+    let mine = b"selftest record, not a sealed key";
+    statefs::put(ep, 1, mine)
+        .await
+        .map_err(|e| format!("PUT: {e}"))?;
+    match statefs::get(ep, 1).await {
+        Ok(back) if back.as_slice() == mine => {}
+        other => return Err(format!("GET of its own record 1 got {other:?}")),
+    }
+    statefs::delete(ep, 1)
+        .await
+        .map_err(|e| format!("DELETE: {e}"))?;
+    match statefs::get(ep, 1).await {
+        Err(ClientError::Service(ServiceError::NotFound)) => {}
+        other => return Err(format!("GET after DELETE got {other:?}")),
+    }
+    match statefs::put(ep, 2, &[0; statefs::MAX_RECORD + 1]).await {
+        Err(ClientError::Ipc(_) | ClientError::Service(ServiceError::RequestTooLarge)) => Ok(()),
+        other => Err(format!("an oversized PUT got {other:?}")),
+    }
+}
+
+/// Without entropy or without a device key: keystored refuses what it cannot do
+/// (no key: `NoKey`), still refuses export with its own error, and each service that
+/// closed recorded why. rngd may be healthy (keystored failed on its disks), and
+/// keystored may have restored its key without rngd.
+async fn fail_closed<E: Endpoint>(ep: &E, no_entropy: bool, no_key: bool) -> Result<(), String> {
+    if no_key {
+        match keystored::get_pubkey(ep).await {
+            Err(ClientError::Service(ServiceError::NoKey)) => {}
+            other => return Err(format!("GET_PUBKEY without a key got {other:?}")),
+        }
     }
     match keystored::export_private(ep).await {
         Err(ref error) if keystored::is_export_refusal(error) => {}
-        other => return Err(format!("EXPORT_PRIVATE without a key got {other:?}")),
+        other => return Err(format!("EXPORT_PRIVATE got {other:?}")),
     }
-    let expected = [
-        (
-            ServiceId::Rngd,
-            ServiceId::Rngd,
-            Action::Health,
-            Verdict::Failed,
-            1,
-        ),
-        (
-            ServiceId::Keystored,
-            ServiceId::Keystored,
-            Action::Health,
-            Verdict::Failed,
-            1,
-        ),
-    ];
+    let health = |service| (service, service, Action::Health, Verdict::Failed, 1);
+    let mut expected = alloc::vec::Vec::new();
+    if no_entropy {
+        expected.push(health(ServiceId::Rngd));
+    }
+    if no_key {
+        expected.push(health(ServiceId::Keystored));
+    }
     audited(ep, &expected).await
 }
 

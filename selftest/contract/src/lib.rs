@@ -1,7 +1,7 @@
 //! The marker contract: reading `selftest/markers.toml` and judging a console stream.
 //!
 //! [`Contract::parse`] validates the file (ids unique and in `SCREAMING_SNAKE_CASE`,
-//! texts unique, at most one placeholder per text, phases non-empty and unique,
+//! texts unique, placeholders named once and separated by text, phases non-empty and unique,
 //! scenarios built on a known phase and forbidding known markers).
 //!
 //! An [`Expectation`] is what one run must show: the markers of a phase and of every
@@ -69,7 +69,7 @@ pub struct Scenario {
 pub struct Marker {
     /// The constant name in the generated `markers` crate.
     pub id: String,
-    /// The whole console line, with at most one `{placeholder}`.
+    /// The whole console line, with `{placeholder}`s separated by literal text.
     pub text: String,
 }
 
@@ -85,59 +85,78 @@ impl fmt::Display for ContractError {
 
 impl std::error::Error for ContractError {}
 
-/// A marker text split around its placeholder.
+/// One piece of a marker text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part<'a> {
+    /// Text the line must hold as is.
+    Literal(&'a str),
+    /// A `{name}`: one word without spaces.
+    Placeholder(&'a str),
+}
+
+/// A marker text split into literal text and named placeholders.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template<'a> {
-    /// Text before the placeholder (the whole text when there is none).
-    pub before: &'a str,
-    /// The placeholder's name, if any.
-    pub placeholder: Option<&'a str>,
-    /// Text after the placeholder.
-    pub after: &'a str,
+    /// The pieces, in order. Two placeholders are always separated by literal text.
+    pub parts: Vec<Part<'a>>,
+}
+
+impl Template<'_> {
+    /// The placeholders' names, in order.
+    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Placeholder(name) => Some(*name),
+            Part::Literal(_) => None,
+        })
+    }
 }
 
 impl Marker {
-    /// The text split around its placeholder.
+    /// The text split into literal text and placeholders.
     ///
     /// # Errors
-    /// More than one placeholder, or an unclosed brace.
+    /// An unclosed brace, a stray `}`, an empty or repeated name, or two placeholders
+    /// with no text between them (the line could not be split).
     pub fn template(&self) -> Result<Template<'_>, ContractError> {
-        let Some(open) = self.text.find('{') else {
-            return if self.text.contains('}') {
-                Err(ContractError(format!(
-                    "{}: stray `}}` in {:?}",
-                    self.id, self.text
-                )))
-            } else {
-                Ok(Template {
-                    before: &self.text,
-                    placeholder: None,
-                    after: "",
-                })
-            };
-        };
-        let close = self.text[open..]
-            .find('}')
-            .map(|i| open + i)
-            .ok_or_else(|| {
-                ContractError(format!("{}: unclosed `{{` in {:?}", self.id, self.text))
-            })?;
-        let (before, name, after) = (
-            &self.text[..open],
-            &self.text[open + 1..close],
-            &self.text[close + 1..],
-        );
-        if name.is_empty() || after.contains('{') || after.contains('}') {
-            return Err(ContractError(format!(
-                "{}: one named placeholder at most: {:?}",
-                self.id, self.text
-            )));
+        let bad = |why: &str| ContractError(format!("{}: {why} in {:?}", self.id, self.text));
+        let mut parts = Vec::new();
+        let mut rest = self.text.as_str();
+        while !rest.is_empty() {
+            match rest.find('{') {
+                None => {
+                    if rest.contains('}') {
+                        return Err(bad("stray `}`"));
+                    }
+                    parts.push(Part::Literal(rest));
+                    break;
+                }
+                Some(open) => {
+                    if rest[..open].contains('}') {
+                        return Err(bad("stray `}`"));
+                    }
+                    if open > 0 {
+                        parts.push(Part::Literal(&rest[..open]));
+                    }
+                    let close = rest[open..]
+                        .find('}')
+                        .map(|i| open + i)
+                        .ok_or_else(|| bad("unclosed `{`"))?;
+                    let name = &rest[open + 1..close];
+                    if name.is_empty() || name.contains('{') {
+                        return Err(bad("a placeholder needs a name"));
+                    }
+                    if matches!(parts.last(), Some(Part::Placeholder(_))) {
+                        return Err(bad("two placeholders need text between them"));
+                    }
+                    if parts.contains(&Part::Placeholder(name)) {
+                        return Err(bad("a placeholder name appears twice"));
+                    }
+                    parts.push(Part::Placeholder(name));
+                    rest = &rest[close + 1..];
+                }
+            }
         }
-        Ok(Template {
-            before,
-            placeholder: Some(name),
-            after,
-        })
+        Ok(Template { parts })
     }
 
     /// The console prefix that owns this marker: the text before the first `": "`.
@@ -145,22 +164,41 @@ impl Marker {
         self.text.split_once(": ").map(|(owner, _)| owner)
     }
 
-    /// If `line` is this marker, the placeholder's value (empty when there is none).
-    /// Placeholders with a value in `values` must equal it; others match any
-    /// non-empty word.
-    pub fn capture<'l>(&self, line: &'l str, values: &BTreeMap<String, String>) -> Option<&'l str> {
+    /// If `line` is this marker, each placeholder's name and value (empty when there
+    /// is none). Placeholders with a value in `values` must equal it; others match any
+    /// non-empty word. A placeholder's value ends where the literal text after it
+    /// first appears.
+    pub fn capture<'l>(
+        &self,
+        line: &'l str,
+        values: &BTreeMap<String, String>,
+    ) -> Option<Vec<(&str, &'l str)>> {
         let template = self.template().ok()?;
-        let line = line.trim_end();
-        let Some(name) = template.placeholder else {
-            return (line == template.before).then_some("");
-        };
-        let middle = line
-            .strip_prefix(template.before)?
-            .strip_suffix(template.after)?;
-        match values.get(name) {
-            Some(expected) => (middle == expected).then_some(middle),
-            None => (!middle.is_empty() && !middle.contains(char::is_whitespace)).then_some(middle),
+        let mut rest = line.trim_end();
+        let mut captured = Vec::new();
+        let mut parts = template.parts.iter().peekable();
+        while let Some(part) = parts.next() {
+            match part {
+                Part::Literal(text) => rest = rest.strip_prefix(text)?,
+                Part::Placeholder(name) => {
+                    let end = match parts.peek() {
+                        Some(Part::Literal(next)) => rest.find(next)?,
+                        _ => rest.len(),
+                    };
+                    let value = &rest[..end];
+                    let fits = match values.get(*name) {
+                        Some(expected) => value == expected,
+                        None => !value.is_empty() && !value.contains(char::is_whitespace),
+                    };
+                    if !fits {
+                        return None;
+                    }
+                    captured.push((*name, value));
+                    rest = &rest[end..];
+                }
+            }
         }
+        rest.is_empty().then_some(captured)
     }
 
     /// Whether `line` is this marker (see [`Marker::capture`]).
@@ -486,9 +524,9 @@ impl<'c> Ladder<'c> {
                 required[i]
                     .1
                     .capture(line, &self.values)
-                    .map(|value| (i, value))
+                    .map(|values| (i, values))
             });
-        if let Some((got, value)) = hit {
+        if let Some((got, values)) = hit {
             let owner = required[got].1.owner();
             if let Some(expected) =
                 (0..got).find(|&j| !self.seen[j] && required[j].1.owner() == owner)
@@ -497,11 +535,7 @@ impl<'c> Ladder<'c> {
                 return &self.verdict;
             }
             self.seen[got] = true;
-            if let Ok(Template {
-                placeholder: Some(name),
-                ..
-            }) = required[got].1.template()
-            {
+            for (name, value) in values {
                 self.captured.insert(name.to_owned(), value.to_owned());
             }
         }
@@ -786,6 +820,35 @@ mod tests {
     }
 
     #[test]
+    fn several_placeholders_split_on_the_text_between_them() {
+        let marker = Marker {
+            id: "X".into(),
+            text: "keystored: sealed with {sealed}, this image has {image}".into(),
+        };
+        let captured = marker
+            .capture(
+                "keystored: sealed with ChaCha20-Poly1305, this image has AES-256-GCM",
+                &values(),
+            )
+            .unwrap();
+        assert_eq!(
+            captured,
+            [("sealed", "ChaCha20-Poly1305"), ("image", "AES-256-GCM")]
+        );
+        let known = BTreeMap::from([("image".to_owned(), "AES-256-GCM".to_owned())]);
+        assert!(marker.matches(
+            "keystored: sealed with x, this image has AES-256-GCM",
+            &known
+        ));
+        assert!(!marker.matches(
+            "keystored: sealed with x, this image has ChaCha20-Poly1305",
+            &known
+        ));
+        assert!(!marker.matches("keystored: sealed with x, this image has", &values()));
+        assert!(!marker.matches("keystored: sealed with , this image has y", &values()));
+    }
+
+    #[test]
     fn placeholders_without_a_value_match_one_word() {
         let contract = Contract::parse(CONTRACT).unwrap();
         let key = &contract.phases[1].markers[1];
@@ -819,8 +882,12 @@ mod tests {
                 .0
                 .contains("appears twice")
         );
-        let two_placeholders = CONTRACT.replace("device pubkey {pubkey}", "{a} {b}");
-        assert!(Contract::parse(&two_placeholders).is_err());
+        let adjacent = CONTRACT.replace("device pubkey {pubkey}", "{a}{b}");
+        assert!(Contract::parse(&adjacent).is_err());
+        let repeated = CONTRACT.replace("device pubkey {pubkey}", "{a} {a}");
+        assert!(Contract::parse(&repeated).is_err());
+        let unclosed = CONTRACT.replace("device pubkey {pubkey}", "{a");
+        assert!(Contract::parse(&unclosed).is_err());
         let bad_pattern = CONTRACT.replace("logd: ready", "logd: FAIL");
         assert!(
             Contract::parse(&bad_pattern)

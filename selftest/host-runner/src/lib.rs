@@ -2,19 +2,23 @@
 //!
 //! [`HostSystem`] is `kernel-core` (the same executor, router, policy table and
 //! manifest as the image) on std, with a host [`Entropy`] source in the entropy-device
-//! slot instead of virtio-rng. It spawns logd, rngd, keystored and dsoftbusd (with
-//! BLAKE2s) exactly as the image does, so `cargo test` exercises the real services, the real policy and the real
-//! audit trail; QEMU proves the device, the kernel and the markers.
+//! slot instead of virtio-rng and in-memory disks ([`Disks`]) in the state-disk and
+//! OTP-disk slots. It spawns logd, rngd, statefs, keystored and dsoftbusd (with
+//! BLAKE2s) exactly as the image does, so `cargo test` exercises the real services,
+//! the real policy and the real audit trail; QEMU proves the devices, the kernel and
+//! the markers. Disks are shared: a test keeps a handle, reboots a new system on the
+//! same state, or damages it in between.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Instant;
 
-use ipc::{DeviceError, RawEntropyDevice, ServiceId};
+use ipc::{Capability, DeviceError, RawBlockDevice, RawEntropyDevice, ServiceId};
 use kernel_core::{Kernel, KernelEndpoint, Limits, Platform, RunOutcome};
 use provider_api::Provider;
 use provider_hash::Blake2s;
+use state_format::memory::MemoryDisk;
 
 /// How long a host run may take before it is declared hung.
 const RUN_DEADLINE_US: u64 = 60_000_000;
@@ -69,6 +73,76 @@ impl RawEntropyDevice for HostDevice {
     }
 }
 
+/// A disk the test and the system share.
+#[derive(Clone, Debug)]
+pub struct SharedDisk(pub Rc<RefCell<MemoryDisk>>);
+
+impl SharedDisk {
+    /// A disk holding `disk`.
+    pub fn new(disk: MemoryDisk) -> Self {
+        Self(Rc::new(RefCell::new(disk)))
+    }
+
+    /// The disk's contents now.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.borrow().bytes().to_vec()
+    }
+}
+
+impl RawBlockDevice for SharedDisk {
+    fn sectors(&self) -> u64 {
+        self.0.borrow().sectors()
+    }
+    fn readonly(&self) -> bool {
+        self.0.borrow().readonly()
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        self.0.borrow_mut().read(sector, buf)
+    }
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), DeviceError> {
+        self.0.borrow_mut().write(sector, buf)
+    }
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+/// The disks of a boot: the state disk (`state0`) and the OTP disk (`otp0`), each
+/// absent when `None`.
+#[derive(Clone, Debug)]
+pub struct Disks {
+    /// The read-write state disk.
+    pub state: Option<SharedDisk>,
+    /// The read-only OTP disk.
+    pub otp: Option<SharedDisk>,
+}
+
+impl Disks {
+    /// A fresh state disk of 512 sectors (zeroed: an empty store) and an OTP disk
+    /// holding `secret`.
+    pub fn fresh(secret: [u8; 32]) -> Self {
+        Self {
+            state: Some(SharedDisk::new(MemoryDisk::new(512))),
+            otp: Some(Self::otp(secret)),
+        }
+    }
+
+    /// A fresh state disk and an OTP disk with a secret from the host's getrandom.
+    pub fn random() -> Self {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("host entropy");
+        Self::fresh(secret)
+    }
+
+    /// A read-only OTP disk holding `secret`.
+    pub fn otp(secret: [u8; 32]) -> SharedDisk {
+        SharedDisk::new(MemoryDisk::from_bytes(
+            state_format::otp::image(&secret).to_vec(),
+            true,
+        ))
+    }
+}
+
 /// The services of the image, running on the host.
 pub struct HostSystem {
     kernel: Kernel<HostPlatform>,
@@ -76,17 +150,29 @@ pub struct HostSystem {
 }
 
 impl HostSystem {
-    /// Spawns logd, rngd, keystored and dsoftbusd on provider `P`, with `entropy` in the device
-    /// slot, under the compiled-in policy and manifest.
+    /// Spawns logd, rngd, statefs, keystored and dsoftbusd on provider `P`, with
+    /// `entropy` in the device slot and fresh disks (a random OTP secret), under the
+    /// compiled-in policy and manifest.
     pub fn boot<P: Provider>(entropy: Entropy) -> Self {
-        let mut system = Self::boot_identity::<P>(entropy);
+        Self::boot_with::<P>(entropy, Disks::random())
+    }
+
+    /// As [`HostSystem::boot`], on `disks`.
+    pub fn boot_with<P: Provider>(entropy: Entropy, disks: Disks) -> Self {
+        let mut system = Self::boot_identity_with::<P>(entropy, disks);
         system.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<P, Blake2s, _>);
         system
     }
 
-    /// Spawns only logd, rngd and keystored, leaving the dsoftbusd identity free for
-    /// a test to act as (to call what the policy allows dsoftbusd alone).
+    /// Spawns logd, rngd, statefs and keystored on fresh disks, leaving the dsoftbusd
+    /// identity free for a test to act as (to call what the policy allows dsoftbusd
+    /// alone).
     pub fn boot_identity<P: Provider>(entropy: Entropy) -> Self {
+        Self::boot_identity_with::<P>(entropy, Disks::random())
+    }
+
+    /// As [`HostSystem::boot_identity`], on `disks`.
+    pub fn boot_identity_with<P: Provider>(entropy: Entropy, disks: Disks) -> Self {
         let console = Rc::default();
         let platform = HostPlatform {
             started: Instant::now(),
@@ -101,10 +187,19 @@ impl HostSystem {
         if !matches!(entropy, Entropy::Absent) {
             kernel.install_entropy_device(Box::new(HostDevice { entropy, at: 0 }));
         }
+        if let Some(state) = disks.state {
+            kernel.install_disk(Capability::StateDisk, Box::new(state));
+        }
+        if let Some(otp) = disks.otp {
+            kernel.install_disk(Capability::OtpDisk, Box::new(otp));
+        }
         let mut system = Self { kernel, console };
         system.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_LIMITS));
         system.spawn(ServiceId::Rngd, rngd::run);
-        system.spawn(ServiceId::Keystored, keystored::run::<P::Curve, _>);
+        system.spawn(ServiceId::Statefs, statefs::run);
+        system.spawn(ServiceId::Keystored, |ep| {
+            keystored::run::<P, Blake2s, _>(ep, kernel_core::config::PURPOSES)
+        });
         system
     }
 

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dsoftbusd::client::{Node, connect};
-use host_runner::{Entropy, HostSystem};
+use host_runner::{Disks, Entropy, HostSystem, SharedDisk};
 use ipc::{Endpoint, ServiceId};
 use provider_aes_gcm::Aes256Gcm;
 use provider_api::{Bundle, Provider, SecretBytes, Seed, VerifyingKey, X25519PublicKey};
@@ -31,6 +31,7 @@ use provider_dalek::Dalek;
 use provider_hash::Blake2s;
 use service_api::dsoftbusd::{discover, trust};
 use service_api::{keystored, rngd};
+use state_format::memory::MemoryDisk;
 
 /// The length of a window that counts as a leak.
 const WINDOW: usize = 16;
@@ -75,6 +76,8 @@ static INDEX: OnceLock<Index> = OnceLock::new();
 static INSPECTING: AtomicBool = AtomicBool::new(false);
 /// The stream's own buffer inside the host device: it holds every window, legitimately.
 static DEVICE_BUFFER: AtomicUsize = AtomicUsize::new(0);
+/// The OTP disk's buffer: it holds the OTP secret, legitimately.
+static OTP_BUFFER: AtomicUsize = AtomicUsize::new(0);
 static LEAKS: AtomicUsize = AtomicUsize::new(0);
 static FIRST_LEAK_SIZE: AtomicUsize = AtomicUsize::new(0);
 static FIRST_LEAK_OFFSET: AtomicUsize = AtomicUsize::new(0);
@@ -195,18 +198,37 @@ async fn secret_traffic<P: Provider, E: Endpoint>(ep: &E) -> Result<(), String> 
     Ok(())
 }
 
+/// Where in the stream the OTP secret comes from: far past anything rngd serves here.
+const OTP_AT: usize = 60 * 1024;
+
 fn run_with_known_entropy<P: Provider>() -> usize {
-    let bytes = stream(0x5eed, 64 * 1024);
-    DEVICE_BUFFER.store(bytes.as_ptr() as usize, Ordering::Relaxed);
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&stream(0x5eed, 64 * 1024)[OTP_AT..OTP_AT + 32]);
+    let otp = Disks::otp(secret);
+    OTP_BUFFER.store(otp.0.borrow().bytes().as_ptr() as usize, Ordering::Relaxed);
+    let state = SharedDisk::new(MemoryDisk::new(512));
     LEAKS.store(0, Ordering::Relaxed);
     INSPECTING.store(true, Ordering::Relaxed);
-    let mut system = HostSystem::boot::<P>(Entropy::Bytes(bytes));
-    let outcome = system.run_as(ServiceId::Selftest, |ep| async move {
-        secret_traffic::<P, _>(&ep).await
-    });
-    drop(system); // teardown frees the keys: they must be wiped too
+    let mut outcomes = Vec::new();
+    // First boot creates and seals the device key; the second restores it.
+    for provenance in ["created", "restored"] {
+        let bytes = stream(0x5eed, 64 * 1024);
+        DEVICE_BUFFER.store(bytes.as_ptr() as usize, Ordering::Relaxed);
+        let disks = Disks {
+            state: Some(state.clone()),
+            otp: Some(otp.clone()),
+        };
+        let mut system = HostSystem::boot_with::<P>(Entropy::Bytes(bytes), disks);
+        outcomes.push(system.run_as(ServiceId::Selftest, |ep| async move {
+            secret_traffic::<P, _>(&ep).await
+        }));
+        let line = format!("keystored: device key {provenance}");
+        let printed = system.console().contains(&line);
+        drop(system); // teardown frees the keys: they must be wiped too
+        assert!(printed, "no {line:?}");
+    }
     INSPECTING.store(false, Ordering::Relaxed);
-    assert_eq!(outcome, Ok(()));
+    assert_eq!(outcomes, [Ok(()), Ok(())]);
     LEAKS.load(Ordering::Relaxed)
 }
 

@@ -2,6 +2,7 @@
 //! `kernel-core`, once per provider combination.
 
 use host_runner::{Entropy, HostSystem};
+use ipc::policy::SigningPurpose;
 use ipc::{
     Action, AuditFilter, Endpoint, Frame, FrameKind, IpcError, Operation, ServiceId, Verdict,
 };
@@ -145,7 +146,9 @@ macro_rules! identity_suite {
                         (
                             rngd::get_entropy(&ep, 32).await.err(),
                             keystored::get_pubkey(&ep).await.err(),
-                            keystored::sign(&ep, b"x").await.err(),
+                            keystored::sign(&ep, SigningPurpose::NoiseStaticBinding, &[0; 32])
+                                .await
+                                .err(),
                         )
                     });
                 let denied = Some(ClientError::Ipc(IpcError::Denied));
@@ -285,29 +288,55 @@ macro_rules! identity_suite {
             }
 
             #[test]
-            fn keystored_signs_for_dsoftbusd_with_the_device_key() {
+            fn keystored_signs_only_bindings_for_dsoftbusd() {
                 let mut system = HostSystem::boot_identity::<P>(Entropy::Host);
-                let (public, signature) = system.run_as(ServiceId::Dsoftbusd, |ep| async move {
-                    (
-                        keystored::get_pubkey(&ep).await.unwrap(),
-                        keystored::sign(&ep, b"binding").await.unwrap(),
-                    )
-                });
+                let static_key = [0x42; 32];
+                let (public, signature) =
+                    system.run_as(ServiceId::Dsoftbusd, move |ep| async move {
+                        (
+                            keystored::get_pubkey(&ep).await.unwrap(),
+                            keystored::sign(&ep, SigningPurpose::NoiseStaticBinding, &static_key)
+                                .await
+                                .unwrap(),
+                        )
+                    });
                 let key =
                     provider_api::VerifyingKey::<<P as provider_api::Provider>::Curve>::from_bytes(
                         &public,
                     )
                     .unwrap();
-                key.verify(b"binding", &provider_api::Signature::from_bytes(&signature))
-                    .unwrap();
-                let too_long = system.run_as(ServiceId::Dsoftbusd, |ep| async move {
-                    keystored::sign(&ep, &vec![0; keystored::MAX_SIGN_MESSAGE + 1])
-                        .await
-                        .err()
+                let signature = provider_api::Signature::from_bytes(&signature);
+                let binding = [keystored::NOISE_BINDING_PREFIX, &static_key[..]].concat();
+                key.verify(&binding, &signature).unwrap();
+                assert!(
+                    key.verify(&static_key, &signature).is_err(),
+                    "only the binding"
+                );
+                // Anything else dsoftbusd sends through the kernel is refused.
+                let refused = system.run_as(ServiceId::Dsoftbusd, |ep| async move {
+                    let mut outcomes = Vec::new();
+                    for payload in [
+                        b"a message of my choosing".to_vec(),
+                        [&9u16.to_le_bytes()[..], &[0; 32]].concat(),
+                        keystored::encode_sign(SigningPurpose::NoiseStaticBinding, &[0; 31]),
+                        keystored::encode_sign(SigningPurpose::NoiseStaticBinding, &[0; 1024]),
+                    ] {
+                        outcomes.push(
+                            service_api::call(&ep, Operation::KeystoredSign, &payload)
+                                .await
+                                .err(),
+                        );
+                    }
+                    outcomes
                 });
                 assert_eq!(
-                    too_long,
-                    Some(ClientError::Service(ServiceError::RequestTooLarge))
+                    refused,
+                    [
+                        Some(ClientError::Service(ServiceError::PurposeDenied)),
+                        Some(ClientError::Service(ServiceError::PurposeDenied)),
+                        Some(ClientError::Service(ServiceError::MalformedRequest)),
+                        Some(ClientError::Service(ServiceError::MalformedRequest)),
+                    ]
                 );
             }
 

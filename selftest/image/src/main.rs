@@ -1,7 +1,8 @@
 //! The bootable riscv64 image for one provider combination.
 //!
-//! Tasks: logd, rngd, keystored, dsoftbusd (Noise `..._BLAKE2s`), and the selftest,
-//! whose outcome decides the shutdown status.
+//! Tasks: logd, rngd, statefs, keystored (sealing with the image's AEAD and BLAKE2s),
+//! dsoftbusd (Noise `..._BLAKE2s`), and the selftest, whose outcome decides the
+//! shutdown status.
 //!
 //! Built by `cargo xtask test-os` (or `run`) with `--no-default-features` and one
 //! `sig-*` and one `aead-*` feature. The kernel prints the combination in its banner
@@ -21,7 +22,7 @@ mod image {
     use ipc::ServiceId;
     use kernel::{MainOutcome, MainVerdict};
     use provider_hash::Blake2s;
-    use provider_select::{Selected, SelectedCurve};
+    use provider_select::Selected;
 
     #[riscv_rt::entry]
     fn main(hart_id: usize, device_tree: usize) -> ! {
@@ -38,7 +39,10 @@ mod image {
             let services = [
                 kernel.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_LIMITS)),
                 kernel.spawn(ServiceId::Rngd, rngd::run),
-                kernel.spawn(ServiceId::Keystored, keystored::run::<SelectedCurve, _>),
+                kernel.spawn(ServiceId::Statefs, statefs::run),
+                kernel.spawn(ServiceId::Keystored, |ep| {
+                    keystored::run::<Selected, Blake2s, _>(ep, kernel_core::config::PURPOSES)
+                }),
                 kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Blake2s, _>),
             ];
             let verdict = MainVerdict::default();

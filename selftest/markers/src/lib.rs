@@ -17,23 +17,30 @@ use alloc::string::String;
 pub struct Marker {
     /// The console prefix of the task that prints it (`KERNEL`, `rngd`, `SELFTEST`).
     pub owner: &'static str,
-    /// The text after `"<owner>: "`, with at most one `{placeholder}`.
+    /// The text after `"<owner>: "`, with `{placeholder}`s.
     pub message: &'static str,
 }
 
 impl Marker {
-    /// The message with its placeholder replaced by `value` (unchanged when the
-    /// marker has none).
-    pub fn render(&self, value: &str) -> String {
-        match (self.message.find('{'), self.message.find('}')) {
-            (Some(open), Some(close)) if open < close => {
-                let mut out = String::from(&self.message[..open]);
-                out.push_str(value);
-                out.push_str(&self.message[close + 1..]);
-                out
+    /// The message with its placeholders replaced by `values`, in order (a
+    /// placeholder without a value is left as it is; extra values are ignored).
+    pub fn render(&self, values: &[&str]) -> String {
+        let mut out = String::new();
+        let mut rest = self.message;
+        let mut values = values.iter();
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}').map(|i| open + i) else {
+                break;
+            };
+            out.push_str(&rest[..open]);
+            match values.next() {
+                Some(value) => out.push_str(value),
+                None => out.push_str(&rest[open..=close]),
             }
-            _ => String::from(self.message),
+            rest = &rest[close + 1..];
         }
+        out.push_str(rest);
+        out
     }
 }
 
@@ -47,10 +54,16 @@ mod tests {
     fn generated_markers_render() {
         assert_eq!(KERNEL_PROVIDER.owner, "KERNEL");
         assert_eq!(
-            KERNEL_PROVIDER.render("dalek+chacha"),
+            KERNEL_PROVIDER.render(&["dalek+chacha"]),
             "provider dalek+chacha"
         );
-        assert_eq!(LOGD_READY.render("ignored"), "ready");
+        assert_eq!(LOGD_READY.render(&["ignored"]), "ready");
+        let two = Marker {
+            owner: "x",
+            message: "sealed with {a}, image has {b}",
+        };
+        assert_eq!(two.render(&["1", "2"]), "sealed with 1, image has 2");
+        assert_eq!(two.render(&["1"]), "sealed with 1, image has {b}");
         assert_eq!(SELFTEST_ALL_PASSED.owner, "SELFTEST");
     }
 }

@@ -1,19 +1,57 @@
 //! keystored's wire format.
 //!
 //! - `GET_PUBKEY`: empty payload; reply: the 32-byte Ed25519 device public key.
-//! - `SIGN`: payload: the message, at most [`MAX_SIGN_MESSAGE`] bytes; reply: the
-//!   64-byte Ed25519 signature by the device key.
+//! - `SIGN`: payload: a signing purpose (`u16`, [`SigningPurpose::code`]) then that
+//!   purpose's data; reply: the 64-byte Ed25519 signature by the device key over the
+//!   message keystored builds for the purpose ([`purpose_message`]), never over bytes
+//!   the caller chose. keystored refuses a purpose the policy does not grant the caller
+//!   (`PurposeDenied`) and data of the wrong shape (`MalformedRequest`).
 //! - `EXPORT_PRIVATE`: always answered with `ExportForbidden`.
+//! - `VERIFY_TRUST_STORE`: payload: a trust-store record (`state_format::trust`);
+//!   reply empty when its tag verifies under this device's key, else
+//!   `AuthenticationFailed` (bad tag), `OtherAlgorithm` (tagged with another hash) or
+//!   `MalformedRequest`.
 //!
 //! Without a key (keystored failed closed) every call but `EXPORT_PRIVATE` is
 //! answered with `NoKey`.
 
+use alloc::vec::Vec;
+
+use ipc::policy::SigningPurpose;
 use ipc::{Endpoint, Operation};
 
 use crate::{ClientError, ServiceError};
 
-/// The longest message keystored signs.
-pub const MAX_SIGN_MESSAGE: usize = 1024;
+/// The domain-separation prefix of a Noise static-key binding: the message is this
+/// prefix followed by the 32-byte X25519 static public key.
+pub const NOISE_BINDING_PREFIX: &[u8] = b"dsoftbus/v1 noise static key binding\0";
+
+/// The message keystored signs for `purpose` over `data`.
+///
+/// # Errors
+/// `MalformedRequest` when `data` is not what the purpose takes.
+pub fn purpose_message(purpose: SigningPurpose, data: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    match purpose {
+        SigningPurpose::NoiseStaticBinding => {
+            if data.len() != 32 {
+                return Err(ServiceError::MalformedRequest);
+            }
+            let mut message = Vec::with_capacity(NOISE_BINDING_PREFIX.len() + 32);
+            message.extend_from_slice(NOISE_BINDING_PREFIX);
+            message.extend_from_slice(data);
+            Ok(message)
+        }
+        _ => Err(ServiceError::PurposeDenied),
+    }
+}
+
+/// Encodes a `SIGN` request.
+pub fn encode_sign(purpose: SigningPurpose, data: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(2 + data.len());
+    payload.extend_from_slice(&purpose.code().to_le_bytes());
+    payload.extend_from_slice(data);
+    payload
+}
 
 /// Asks keystored for the device public key.
 ///
@@ -24,13 +62,16 @@ pub async fn get_pubkey<E: Endpoint>(ep: &E) -> Result<[u8; 32], ClientError> {
     <[u8; 32]>::try_from(reply.as_slice()).map_err(|_| ClientError::MalformedReply)
 }
 
-/// Asks keystored to sign `message` with the device key.
+/// Asks keystored to sign `data` for `purpose` with the device key.
 ///
 /// # Errors
-/// [`ClientError`]; a message over [`MAX_SIGN_MESSAGE`] is refused by keystored with
-/// [`ServiceError::RequestTooLarge`].
-pub async fn sign<E: Endpoint>(ep: &E, message: &[u8]) -> Result<[u8; 64], ClientError> {
-    let reply = crate::call(ep, Operation::KeystoredSign, message).await?;
+/// [`ClientError`].
+pub async fn sign<E: Endpoint>(
+    ep: &E,
+    purpose: SigningPurpose,
+    data: &[u8],
+) -> Result<[u8; 64], ClientError> {
+    let reply = crate::call(ep, Operation::KeystoredSign, &encode_sign(purpose, data)).await?;
     <[u8; 64]>::try_from(reply.as_slice()).map_err(|_| ClientError::MalformedReply)
 }
 
@@ -43,6 +84,16 @@ pub async fn export_private<E: Endpoint>(ep: &E) -> Result<(), ClientError> {
         Ok(_) => Err(ClientError::MalformedReply),
         Err(error) => Err(error),
     }
+}
+
+/// Asks keystored whether `store`'s tag verifies under this device's trust-store key.
+///
+/// # Errors
+/// [`ClientError`]; a bad tag is [`ServiceError::AuthenticationFailed`].
+pub async fn verify_trust_store<E: Endpoint>(ep: &E, store: &[u8]) -> Result<(), ClientError> {
+    crate::call(ep, Operation::KeystoredVerifyTrustStore, store)
+        .await
+        .map(|_| ())
 }
 
 /// Whether a client error is keystored's refusal to export.

@@ -24,6 +24,7 @@ pub mod dsoftbusd;
 pub mod keystored;
 pub mod logd;
 pub mod rngd;
+pub mod statefs;
 
 use core::fmt;
 
@@ -61,10 +62,20 @@ pub enum ServiceError {
     /// 32 bytes that are not an acceptable Ed25519 public key: not a canonical point
     /// of prime order (provider-api's verification rule).
     InvalidKey = 12,
+    /// No such record.
+    NotFound = 13,
+    /// Stored data failed its check (a damaged record, or damage that could be it).
+    Corrupt = 14,
+    /// No room: the store is full, or the caller holds its quota of records.
+    Full = 15,
+    /// keystored signs only for the purposes the policy grants the caller.
+    PurposeDenied = 16,
+    /// Made with another algorithm than this image has.
+    OtherAlgorithm = 17,
 }
 
 impl ServiceError {
-    const ALL: [ServiceError; 12] = [
+    const ALL: [ServiceError; 17] = [
         Self::MalformedRequest,
         Self::UnknownOperation,
         Self::EmptyRequest,
@@ -77,6 +88,11 @@ impl ServiceError {
         Self::AuthenticationFailed,
         Self::NoSession,
         Self::InvalidKey,
+        Self::NotFound,
+        Self::Corrupt,
+        Self::Full,
+        Self::PurposeDenied,
+        Self::OtherAlgorithm,
     ];
 
     /// The error with wire code `code`.
@@ -105,6 +121,11 @@ impl fmt::Display for ServiceError {
             Self::AuthenticationFailed => "authentication failed",
             Self::NoSession => "no session",
             Self::InvalidKey => "not a canonical Ed25519 point of prime order",
+            Self::NotFound => "no such record",
+            Self::Corrupt => "stored data failed its check",
+            Self::Full => "no room",
+            Self::PurposeDenied => "signing purpose not granted",
+            Self::OtherAlgorithm => "made with another algorithm than this image has",
         })
     }
 }

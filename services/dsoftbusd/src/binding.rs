@@ -15,17 +15,20 @@ use core::fmt;
 
 use provider_api::{Signature, SignatureBackend, SigningKey, VerifyingKey, X25519PublicKey};
 
-/// The domain-separation prefix of the signed message.
-pub const BINDING_PREFIX: &[u8] = b"dsoftbus/v1 noise static key binding\0";
+/// The domain-separation prefix of the signed message (keystored builds the message of
+/// its `noise-static-binding` purpose from it: one definition for both).
+pub use service_api::keystored::NOISE_BINDING_PREFIX as BINDING_PREFIX;
 /// Length of an encoded binding: the device key, then the signature.
 pub const BINDING_LEN: usize = 32 + 64;
 
-/// The message a device key signs to vouch for `noise_static`.
+/// The message a device key signs to vouch for `noise_static`: keystored's message
+/// for the `noise-static-binding` purpose, built by the same function.
 pub fn binding_message(noise_static: &X25519PublicKey) -> Vec<u8> {
-    let mut message = Vec::with_capacity(BINDING_PREFIX.len() + 32);
-    message.extend_from_slice(BINDING_PREFIX);
-    message.extend_from_slice(noise_static.as_bytes());
-    message
+    service_api::keystored::purpose_message(
+        ipc::policy::SigningPurpose::NoiseStaticBinding,
+        noise_static.as_bytes(),
+    )
+    .expect("an X25519 public key is the 32 bytes the purpose takes")
 }
 
 /// A device key's signature over a Noise static key.

@@ -8,6 +8,14 @@
 //! name a device key on the allowlist and cover exactly the static key the handshake
 //! authenticated. Only then is `dsoftbusd: auth ok` printed.
 //!
+//! **Whom it trusts.** At start dsoftbusd loads its persistent trust store (its
+//! statefs record, written by the factory with `cargo xtask provision`): keystored
+//! checks the store's tag with a key derived from the device-unique secret, so a person
+//! holding only the disk cannot add a peer, and each key must be a canonical point of
+//! prime order. A store that fails either check is refused whole, and dsoftbusd fails
+//! closed (`dsoftbusd: fail-closed: trust store refused`). It prints how many peers it
+//! trusts. `TRUST` adds a peer for this boot only: the persistent store is the factory's.
+//!
 //! Every session takes a fresh ephemeral key from rngd. Messages are bounded
 //! (`service_api::dsoftbusd::MAX_MESSAGE`), sessions too (`MAX_SESSIONS`: a new
 //! handshake evicts the oldest session when the table is full). Every
@@ -28,9 +36,11 @@ extern crate alloc;
 pub mod binding;
 pub mod client;
 
+use alloc::format;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
+use ipc::policy::SigningPurpose;
 use ipc::{Action, AuditEvent, Endpoint, Operation, ServiceId, Verdict};
 use noise_xk::{NoiseError, Responder, ResponderAwaitingFinish, Transport};
 use provider_api::{
@@ -38,9 +48,12 @@ use provider_api::{
     X25519SecretKey,
 };
 use service_api::dsoftbusd::{MAX_SESSIONS, MAX_TRUSTED, Refusal, decode_transport};
-use service_api::{ClientError, Incoming, ServiceError, keystored, reply_err, reply_ok, rngd};
+use service_api::statefs::DSOFTBUSD_TRUST_STORE;
+use service_api::{
+    ClientError, Incoming, ServiceError, keystored, reply_err, reply_ok, rngd, statefs,
+};
 
-use crate::binding::{Binding, BindingError, binding_message};
+use crate::binding::{Binding, BindingError};
 
 /// The Noise prologue of every dsoftbus session: both sides must agree on it.
 pub const PROLOGUE: &[u8] = b"dsoftbus/v1";
@@ -280,6 +293,15 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
     }
 }
 
+/// Why dsoftbusd has no identity or no trust store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartError {
+    /// No static key or no binding (rngd, keystored or the check failed).
+    Identity(ClientError),
+    /// The persistent trust store exists and was refused: its tag, or a key in it.
+    TrustStore(ClientError),
+}
+
 /// Makes the static key from rngd entropy and has keystored sign its binding.
 async fn identity<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
@@ -291,7 +313,12 @@ async fn identity<P: Provider, H: HashBackend, E: Endpoint>(
     })?;
     let static_key = X25519SecretKey::<Curve<P>>::from_entropy(&seed);
     let device_key = keystored::get_pubkey(ep).await?;
-    let signature = keystored::sign(ep, &binding_message(static_key.public_key())).await?;
+    let signature = keystored::sign(
+        ep,
+        SigningPurpose::NoiseStaticBinding,
+        static_key.public_key().as_bytes(),
+    )
+    .await?;
     let binding = Binding {
         device_key,
         signature,
@@ -305,16 +332,67 @@ async fn identity<P: Provider, H: HashBackend, E: Endpoint>(
     Ok(Daemon::new(static_key, binding))
 }
 
+/// Loads the persistent trust store (dsoftbusd's statefs record, written by the
+/// factory): keystored checks its tag with the device's key, and each key must obey
+/// provider-api's rule. No record is an empty store.
+///
+/// # Errors
+/// The refusal; a store that exists and fails any check is refused whole.
+async fn trust_store<P: Provider, E: Endpoint>(
+    ep: &E,
+) -> Result<Vec<VerifyingKey<Curve<P>>>, ClientError> {
+    let store = match statefs::get(ep, DSOFTBUSD_TRUST_STORE).await {
+        Ok(store) => store,
+        Err(ClientError::Service(ServiceError::NotFound)) => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    keystored::verify_trust_store(ep, &store).await?;
+    let peers = state_format::trust::peers_unverified(&store)
+        .map_err(|_| ClientError::Service(ServiceError::MalformedRequest))?;
+    peers
+        .iter()
+        .take(MAX_TRUSTED)
+        .map(|peer| {
+            VerifyingKey::from_bytes(peer)
+                .map_err(|_| ClientError::Service(ServiceError::InvalidKey))
+        })
+        .collect()
+}
+
+/// The daemon with its identity and the persistent trust store.
+async fn start<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+) -> Result<Daemon<P, H>, StartError> {
+    let mut daemon = identity::<P, H, E>(ep)
+        .await
+        .map_err(StartError::Identity)?;
+    daemon.allowlist = trust_store::<P, E>(ep)
+        .await
+        .map_err(StartError::TrustStore)?;
+    Ok(daemon)
+}
+
 /// Runs dsoftbusd on provider `P` and hash `H` until the machine stops.
 pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: E) {
-    let mut daemon = match identity::<P, H, E>(&ep).await {
+    let mut daemon = match start::<P, H, E>(&ep).await {
         Ok(daemon) => {
             ep.console(markers::DSOFTBUSD_READY.message);
+            let peers = format!("{}", daemon.allowlist.len());
+            ep.console(&markers::DSOFTBUSD_TRUSTED_PEERS.render(&[&peers]));
             Some(daemon)
         }
         Err(error) => {
-            ep.console(markers::DSOFTBUSD_NO_IDENTITY.message);
-            let reason = match error {
+            let cause = match error {
+                StartError::Identity(cause) => {
+                    ep.console(markers::DSOFTBUSD_NO_IDENTITY.message);
+                    cause
+                }
+                StartError::TrustStore(cause) => {
+                    ep.console(markers::DSOFTBUSD_TRUST_STORE_REFUSED.message);
+                    cause
+                }
+            };
+            let reason = match cause {
                 ClientError::Service(e) => e.code(),
                 _ => ServiceError::Unavailable.code(),
             };

@@ -1,23 +1,36 @@
 //! keystored, the device-key store.
 //!
-//! **Derivation.** At start, keystored asks rngd for 32 bytes (`GET_ENTROPY`, its only
-//! source: there is no fallback). Those bytes are the Ed25519 seed; the key pair is
-//! derived from it as RFC 8032 section 5.1.5 says (SHA-512 of the seed, clamped scalar,
-//! public key = scalar x B), through `provider_api::SigningKey::from_seed` on the
-//! image's curve backend. The seed lives in a zeroizing [`provider_api::Seed`] and is
-//! dropped right after; the expanded key lives in the backend's key type, which
-//! zeroizes on drop and has no getter. The OS has no storage, so the key is made anew
-//! each boot; backing virtio-rng with a file (`RNG_FILE`) makes it reproducible. At the
-//! 4 bits per byte that rngd's health tests assume, 32 bytes carry at least 128 bits of
-//! min-entropy, Ed25519's security level.
+//! **A key that survives reboots.** The device's Ed25519 identity key is made once
+//! and kept sealed on the state disk (statefs, keystored's record
+//! [`KEYSTORED_DEVICE_KEY`]), under a key only this device can derive:
 //!
-//! **Interface** (`service_api::keystored`): `GET_PUBKEY`; `SIGN(message)`, at most
-//! 1 KiB, which the kernel's policy allows to dsoftbusd only; `EXPORT_PRIVATE`, always
-//! refused with its own error and an audit record. No call returns private key
-//! material.
+//! - keystored alone holds the OTP disk (`policies/manifest.toml`): 32 device-unique
+//!   bytes, a stand-in for OTP fuses. From them it derives, with HKDF over the image's
+//!   hash, the sealing key of the record and a key id, and the key of trust-store tags
+//!   (`state_format::sealed`, `state_format::trust`); then the OTP secret is dropped
+//!   (zeroized). It never reaches a log, a reply or another task.
+//! - **First boot** (statefs answers `NotFound`): 32 bytes of rngd entropy are the RFC
+//!   8032 seed; the seed is sealed with the image's AEAD under a fresh 96-bit nonce
+//!   from rngd, stored, read back and opened again, and only if the key read back is
+//!   the key made does keystored print `keystored: device key created`.
+//! - **Later boots**: the record is read and opened: `keystored: device key restored`,
+//!   the same key, and rngd is not needed.
+//! - **Fail closed, never regenerate.** A record that exists but does not open (tampered,
+//!   sealed on another device, sealed with another AEAD or hash than this image has),
+//!   no OTP disk, a state disk that is missing or cannot prove the record absent: each
+//!   has its own marker and audit record ([`Failure`]), keystored has no key, and
+//!   nothing is written. A new key is made only when statefs proves the record absent.
 //!
-//! **Fail closed.** If entropy cannot be had, keystored prints
-//! `keystored: fail-closed: no device key`, records it, and answers `NoKey`.
+//! **Signatures only for their purpose.** `SIGN` names a signing purpose; keystored
+//! builds the message of that purpose itself (for a Noise static-key binding: the
+//! binding prefix and the 32-byte key, nothing else) and signs only purposes the
+//! policy grants the caller (`[[purpose]]` in `policies/policy.toml`). A caller allowed
+//! `SIGN` can still obtain no signature over a message of its choosing.
+//!
+//! **Interface** (`service_api::keystored`): `GET_PUBKEY`; `SIGN(purpose, data)`;
+//! `EXPORT_PRIVATE`, always refused with its own error and an audit record;
+//! `VERIFY_TRUST_STORE(record)`, whether a trust store's tag is this device's. No call
+//! returns private key material.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -27,15 +40,109 @@ extern crate alloc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
+use core::marker::PhantomData;
 
-use ipc::{Action, AuditEvent, Endpoint, Operation, ServiceId, Verdict};
-use provider_api::{CurveBackend, Seed, SigningKey};
-use service_api::keystored::MAX_SIGN_MESSAGE;
-use service_api::{ClientError, Incoming, ServiceError, reply_err, reply_ok};
+use ipc::policy::{PurposeGrant, SigningPurpose, purpose_granted};
+use ipc::{Action, AuditEvent, Capability, Endpoint, Operation, ServiceId, Verdict};
+use provider_api::{HashBackend, Provider, Seed, SigningKey};
+use service_api::keystored::purpose_message;
+use service_api::statefs::KEYSTORED_DEVICE_KEY;
+use service_api::{ClientError, Incoming, ServiceError, reply_err, reply_ok, rngd, statefs};
+use state_format::otp::{self, OtpError};
+use state_format::sealed::{self, SealingKeys, UnsealError};
+use state_format::trust::{self, TagKey, TrustStoreError};
 
-/// The device key, or none when keystored failed closed.
-pub struct Keystored<C: CurveBackend> {
-    key: Option<SigningKey<C>>,
+/// The sequence number of the first (and, today, only) sealing of the device key.
+const FIRST_SEALING: u32 = 1;
+
+/// Whether the key was made on this boot or opened from the state disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provenance {
+    /// Made from rngd entropy, sealed, stored and read back on this boot.
+    Created,
+    /// Opened from its sealed record.
+    Restored,
+}
+
+impl Provenance {
+    /// The word of the `keystored: device key {provenance}` marker.
+    pub const fn word(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Restored => "restored",
+        }
+    }
+}
+
+/// Why keystored has no key. Each has its own marker and audit reason
+/// ([`Failure::code`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No OTP disk (or it was not granted): no device secret to seal with.
+    NoOtp,
+    /// The OTP disk is there but gives no secret (unreadable, blank, writable).
+    OtpUnusable(OtpError),
+    /// statefs cannot be reached, has no disk, or cannot prove the record absent.
+    StateUnavailable(ClientError),
+    /// No entropy for a new key or its nonce.
+    NoEntropy(ClientError),
+    /// The sealed record exists and does not open.
+    Sealed(UnsealError),
+    /// The record read back after storing it is not the key just made.
+    ReadBack,
+}
+
+impl Failure {
+    /// The audit reason code: 1 no OTP, 2 OTP unusable, 3 state unavailable, 4 no
+    /// entropy, 5 tampered or malformed, 6 sealed on another device, 7 sealed with
+    /// another algorithm, 8 read-back mismatch.
+    pub const fn code(self) -> u16 {
+        match self {
+            Self::NoOtp => 1,
+            Self::OtpUnusable(_) => 2,
+            Self::StateUnavailable(_) => 3,
+            Self::NoEntropy(_) => 4,
+            Self::Sealed(UnsealError::OtherDevice) => 6,
+            Self::Sealed(UnsealError::OtherAead { .. } | UnsealError::OtherHash { .. }) => 7,
+            Self::Sealed(_) => 5,
+            Self::ReadBack => 8,
+        }
+    }
+
+    /// Prints the failure's marker.
+    fn announce<E: Endpoint>(self, ep: &E) {
+        match self {
+            Self::NoOtp => ep.console(markers::KEYSTORED_NO_OTP.message),
+            Self::OtpUnusable(why) => {
+                let mut line = String::from("fail-closed: OTP disk unusable: ");
+                let _ = write!(line, "{why:?}");
+                ep.console(&line);
+            }
+            Self::StateUnavailable(_) | Self::ReadBack => {
+                ep.console(markers::KEYSTORED_STATE_UNAVAILABLE.message)
+            }
+            Self::NoEntropy(_) => ep.console(markers::KEYSTORED_NO_KEY.message),
+            Self::Sealed(UnsealError::OtherDevice) => {
+                ep.console(markers::KEYSTORED_SEALED_OTHER_DEVICE.message)
+            }
+            Self::Sealed(UnsealError::OtherAead { sealed, image }) => ep.console(
+                &markers::KEYSTORED_SEALED_OTHER_ALGORITHM.render(&[sealed.name(), image.name()]),
+            ),
+            Self::Sealed(UnsealError::OtherHash { sealed, image }) => ep.console(
+                &markers::KEYSTORED_SEALED_OTHER_ALGORITHM
+                    .render(&[sealed.noise_name(), image.noise_name()]),
+            ),
+            Self::Sealed(_) => ep.console(markers::KEYSTORED_SEALED_TAMPERED.message),
+        }
+    }
+}
+
+/// The device key and the trust-store tag key, or none when keystored failed closed.
+pub struct Keystored<P: Provider, H: HashBackend> {
+    key: Option<SigningKey<P::Curve>>,
+    trust: Option<TagKey>,
+    purposes: &'static [PurposeGrant],
+    hash: PhantomData<H>,
 }
 
 /// A handled request: the reply payload or error, and its audit record.
@@ -55,21 +162,38 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-impl<C: CurveBackend> Keystored<C> {
-    /// Derives the device key from 32 bytes of rngd entropy.
-    pub fn from_entropy(entropy: &[u8]) -> Result<Self, ServiceError> {
-        let seed = Seed::from_fill(|seed| {
-            let bytes: &[u8; 32] = entropy.try_into().map_err(|_| ServiceError::Unavailable)?;
-            seed.copy_from_slice(bytes);
-            Ok::<(), ServiceError>(())
-        })?;
-        let key = SigningKey::from_seed(&seed).map_err(|_| ServiceError::Unavailable)?;
-        Ok(Self { key: Some(key) })
+fn seed_from(bytes: &[u8]) -> Option<Seed> {
+    Seed::from_fill(|seed: &mut [u8; 32]| {
+        seed.copy_from_slice(bytes.get(..32).ok_or(())?);
+        Ok::<(), ()>(())
+    })
+    .ok()
+}
+
+impl<P: Provider, H: HashBackend> Keystored<P, H> {
+    /// keystored with `key` (and the trust-store tag key, when there is an OTP secret),
+    /// signing for the callers and purposes of `purposes`.
+    pub fn new(
+        key: SigningKey<P::Curve>,
+        trust: Option<TagKey>,
+        purposes: &'static [PurposeGrant],
+    ) -> Self {
+        Self {
+            key: Some(key),
+            trust,
+            purposes,
+            hash: PhantomData,
+        }
     }
 
     /// keystored without a key: every request but export is answered `NoKey`.
-    pub fn failed_closed() -> Self {
-        Self { key: None }
+    pub fn failed_closed(purposes: &'static [PurposeGrant]) -> Self {
+        Self {
+            key: None,
+            trust: None,
+            purposes,
+            hash: PhantomData,
+        }
     }
 
     /// The device public key, if there is a key.
@@ -105,65 +229,178 @@ impl<C: CurveBackend> Keystored<C> {
         };
         let code = incoming.operation.code();
         let size = incoming.payload.len();
-        let refuse = |error: ServiceError, verdict| Handled {
+        let refuse = |error: ServiceError, verdict, detail: usize| Handled {
             reply: Err(error),
-            audit: audit(code, verdict, error.code(), size),
+            audit: audit(code, verdict, error.code(), detail),
         };
-        match (incoming.operation, &self.key) {
+        let key = match (incoming.operation, &self.key) {
             (Operation::KeystoredExportPrivate, _) => {
-                refuse(ServiceError::ExportForbidden, Verdict::Denied)
+                return refuse(ServiceError::ExportForbidden, Verdict::Denied, size);
             }
-            (_, None) => refuse(ServiceError::NoKey, Verdict::Failed),
-            (Operation::KeystoredGetPubkey, Some(key)) if incoming.payload.is_empty() => Handled {
+            (_, None) => return refuse(ServiceError::NoKey, Verdict::Failed, size),
+            (_, Some(key)) => key,
+        };
+        match incoming.operation {
+            Operation::KeystoredGetPubkey if incoming.payload.is_empty() => Handled {
                 reply: Ok(key.verifying_key().to_bytes().to_vec()),
                 audit: audit(code, Verdict::Allowed, 0, 0),
             },
-            (Operation::KeystoredGetPubkey, Some(_)) => {
-                refuse(ServiceError::MalformedRequest, Verdict::Rejected)
+            Operation::KeystoredSign => {
+                let Some((purpose, data)) = incoming.payload.split_first_chunk::<2>() else {
+                    return refuse(ServiceError::MalformedRequest, Verdict::Rejected, size);
+                };
+                let code_of_purpose = u16::from_le_bytes(*purpose);
+                // The detail of a SIGN record is the purpose asked for.
+                let Some(purpose) = SigningPurpose::from_code(code_of_purpose)
+                    .filter(|p| purpose_granted(self.purposes, sender, *p))
+                else {
+                    let detail = usize::from(code_of_purpose);
+                    return refuse(ServiceError::PurposeDenied, Verdict::Denied, detail);
+                };
+                match purpose_message(purpose, data) {
+                    Ok(message) => Handled {
+                        reply: Ok(key.sign(&message).to_bytes().to_vec()),
+                        audit: audit(code, Verdict::Allowed, 0, usize::from(purpose.code())),
+                    },
+                    Err(error) => refuse(error, Verdict::Rejected, usize::from(purpose.code())),
+                }
             }
-            (Operation::KeystoredSign, Some(_)) if size > MAX_SIGN_MESSAGE => {
-                refuse(ServiceError::RequestTooLarge, Verdict::Rejected)
+            Operation::KeystoredVerifyTrustStore => {
+                let Some(tag_key) = &self.trust else {
+                    return refuse(ServiceError::NoKey, Verdict::Failed, size);
+                };
+                match trust::decode::<H>(tag_key, incoming.payload) {
+                    Ok(_) => Handled {
+                        reply: Ok(Vec::new()),
+                        audit: audit(code, Verdict::Allowed, 0, size),
+                    },
+                    Err(TrustStoreError::BadTag) => {
+                        refuse(ServiceError::AuthenticationFailed, Verdict::Rejected, size)
+                    }
+                    Err(TrustStoreError::OtherHash { .. }) => {
+                        refuse(ServiceError::OtherAlgorithm, Verdict::Rejected, size)
+                    }
+                    Err(_) => refuse(ServiceError::MalformedRequest, Verdict::Rejected, size),
+                }
             }
-            (Operation::KeystoredSign, Some(key)) => Handled {
-                reply: Ok(key.sign(incoming.payload).to_bytes().to_vec()),
-                audit: audit(code, Verdict::Allowed, 0, size),
-            },
-            _ => refuse(ServiceError::UnknownOperation, Verdict::Rejected),
+            Operation::KeystoredGetPubkey => {
+                refuse(ServiceError::MalformedRequest, Verdict::Rejected, size)
+            }
+            _ => refuse(ServiceError::UnknownOperation, Verdict::Rejected, size),
         }
     }
 }
 
-/// Asks rngd for the seed and derives the key, or fails closed.
-async fn derive<C: CurveBackend, E: Endpoint>(ep: &E) -> Result<Keystored<C>, ClientError> {
-    let entropy = service_api::rngd::get_entropy(ep, 32).await?;
-    Keystored::from_entropy(&entropy).map_err(ClientError::Service)
+/// Reads the device secret and derives the sealing keys and the trust-store tag key;
+/// the secret itself is dropped (zeroized) here.
+fn device_keys<H: HashBackend, E: Endpoint>(ep: &E) -> Result<(SealingKeys, TagKey), Failure> {
+    let mut disk = ep
+        .claim_disk(Capability::OtpDisk)
+        .map_err(|_| Failure::NoOtp)?;
+    let secret = otp::read_secret(&mut disk).map_err(Failure::OtpUnusable)?;
+    Ok((
+        SealingKeys::derive::<H>(&secret, KEYSTORED_DEVICE_KEY),
+        TagKey::derive::<H>(&secret),
+    ))
 }
 
-/// Runs keystored until the machine stops.
-pub async fn run<C: CurveBackend, E: Endpoint>(ep: E) {
-    let keystored = match derive::<C, E>(&ep).await {
-        Ok(keystored) => {
-            let public = keystored
-                .public_key()
-                .map(|key| hex(&key))
-                .unwrap_or_default();
-            ep.console(&markers::KEYSTORED_DEVICE_PUBKEY.render(&public));
+fn open<P: Provider, H: HashBackend>(
+    sealing: &SealingKeys,
+    record: &[u8],
+) -> Result<SigningKey<P::Curve>, Failure> {
+    let mut seed = Seed::zeroed();
+    sealed::unseal::<P::Aead, H>(
+        sealing,
+        KEYSTORED_DEVICE_KEY,
+        record,
+        seed.expose_secret_mut(),
+    )
+    .map_err(Failure::Sealed)?;
+    // A record that opens under this device's key was sealed here; an all-zero seed in
+    // it could only have been written by someone holding the sealing key.
+    SigningKey::from_seed(&seed).map_err(|_| Failure::Sealed(UnsealError::Tampered))
+}
+
+/// Makes a new key from rngd entropy, seals it, stores it, reads it back.
+async fn create<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    sealing: &SealingKeys,
+) -> Result<SigningKey<P::Curve>, Failure> {
+    let entropy = rngd::get_entropy(ep, 32)
+        .await
+        .map_err(Failure::NoEntropy)?;
+    let seed = seed_from(&entropy).ok_or(Failure::NoEntropy(ClientError::MalformedReply))?;
+    let key = SigningKey::<P::Curve>::from_seed(&seed)
+        .map_err(|_| Failure::NoEntropy(ClientError::MalformedReply))?;
+    let nonce = rngd::get_entropy(ep, 12)
+        .await
+        .map_err(Failure::NoEntropy)?;
+    let nonce: [u8; 12] = nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| Failure::NoEntropy(ClientError::MalformedReply))?;
+    let record = sealed::seal::<P::Aead, H>(
+        sealing,
+        KEYSTORED_DEVICE_KEY,
+        FIRST_SEALING,
+        &nonce,
+        seed.expose_secret(),
+    );
+    drop(seed);
+    statefs::put(ep, KEYSTORED_DEVICE_KEY, &record)
+        .await
+        .map_err(Failure::StateUnavailable)?;
+    let back = statefs::get(ep, KEYSTORED_DEVICE_KEY)
+        .await
+        .map_err(Failure::StateUnavailable)?;
+    match open::<P, H>(sealing, &back) {
+        Ok(reopened) if reopened.verifying_key() == key.verifying_key() => Ok(key),
+        _ => Err(Failure::ReadBack),
+    }
+}
+
+/// Restores the device key from its sealed record, or makes one when statefs proves
+/// it absent.
+///
+/// # Errors
+/// [`Failure`]; nothing is written on any failure but a storing one.
+pub async fn load_or_create<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+) -> Result<(SigningKey<P::Curve>, Provenance, TagKey), Failure> {
+    let (sealing, tags) = device_keys::<H, E>(ep)?;
+    match statefs::get(ep, KEYSTORED_DEVICE_KEY).await {
+        Ok(record) => open::<P, H>(&sealing, &record).map(|key| (key, Provenance::Restored, tags)),
+        Err(ClientError::Service(ServiceError::NotFound)) => create::<P, H, E>(ep, &sealing)
+            .await
+            .map(|key| (key, Provenance::Created, tags)),
+        Err(error) => Err(Failure::StateUnavailable(error)),
+    }
+}
+
+/// Runs keystored until the machine stops; it signs for `purposes` (the compiled-in
+/// `[[purpose]]` table).
+pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: E,
+    purposes: &'static [PurposeGrant],
+) {
+    let keystored = match load_or_create::<P, H, E>(&ep).await {
+        Ok((key, provenance, tags)) => {
+            let keystored = Keystored::<P, H>::new(key, Some(tags), purposes);
+            let public = keystored.public_key().map(|k| hex(&k)).unwrap_or_default();
+            ep.console(&markers::KEYSTORED_DEVICE_PUBKEY.render(&[&public]));
+            ep.console(&markers::KEYSTORED_DEVICE_KEY.render(&[provenance.word()]));
             keystored
         }
-        Err(error) => {
-            ep.console(markers::KEYSTORED_NO_KEY.message);
-            let reason = match error {
-                ClientError::Service(e) => e.code(),
-                _ => ServiceError::Unavailable.code(),
-            };
+        Err(failure) => {
+            failure.announce(&ep);
             ep.audit(AuditEvent {
                 subject: ServiceId::Keystored,
                 action: Action::Health,
                 verdict: Verdict::Failed,
-                reason,
+                reason: failure.code(),
                 detail: 0,
             });
-            Keystored::failed_closed()
+            Keystored::failed_closed(purposes)
         }
     };
     loop {
@@ -177,13 +414,29 @@ pub async fn run<C: CurveBackend, E: Endpoint>(ep: E) {
     }
 }
 
+/// A key for tests and tools that hold the seed themselves.
+pub fn key_from_entropy<P: Provider>(entropy: &[u8]) -> Option<SigningKey<P::Curve>> {
+    seed_from(entropy).and_then(|seed| SigningKey::from_seed(&seed).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::vec;
     use ipc::Frame;
-    use provider_api::VerifyingKey;
+    use provider_api::{Bundle, SecretBytes, VerifyingKey};
+    use provider_chacha::ChaCha20Poly1305;
     use provider_dalek::Dalek;
+    use provider_hash::Blake2s;
+    use service_api::keystored::{NOISE_BINDING_PREFIX, encode_sign};
+
+    type P = Bundle<Dalek, ChaCha20Poly1305>;
+    type Store = Keystored<P, Blake2s>;
+
+    static PURPOSES: &[PurposeGrant] = &[PurposeGrant {
+        caller: ServiceId::Dsoftbusd,
+        purpose: SigningPurpose::NoiseStaticBinding,
+    }];
 
     fn frame(operation: Operation, payload: &[u8]) -> Vec<u8> {
         Frame::request(operation, payload)
@@ -192,104 +445,178 @@ mod tests {
             .to_vec()
     }
 
+    fn keystored(seed: [u8; 32]) -> Store {
+        let otp = SecretBytes::new([0x07; 32]);
+        Store::new(
+            key_from_entropy::<P>(&seed).unwrap(),
+            Some(TagKey::derive::<Blake2s>(&otp)),
+            PURPOSES,
+        )
+    }
+
     #[test]
-    fn the_key_is_rfc8032_from_the_entropy_and_signs() {
+    fn the_key_is_rfc8032_from_the_seed() {
         // RFC 8032 test 1 seed: the public key must be the RFC's.
-        let seed: Vec<u8> = (0..32)
-            .map(|i| {
-                [
-                    0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a, 0xf4, 0x92,
-                    0xec, 0x2c, 0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32, 0x69, 0x19, 0x70, 0x3b,
-                    0xac, 0x03, 0x1c, 0xae, 0x7f, 0x60,
-                ][i]
-            })
-            .collect();
-        let keystored = Keystored::<Dalek>::from_entropy(&seed).unwrap();
+        let seed = [
+            0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a, 0xf4, 0x92, 0xec,
+            0x2c, 0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32, 0x69, 0x19, 0x70, 0x3b, 0xac, 0x03,
+            0x1c, 0xae, 0x7f, 0x60,
+        ];
         assert_eq!(
-            hex(&keystored.public_key().unwrap()),
+            hex(&keystored(seed).public_key().unwrap()),
             "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-        );
-        let signed = keystored.handle(
-            ServiceId::Dsoftbusd,
-            &frame(Operation::KeystoredSign, b"bind"),
-        );
-        let signature = provider_api::Signature::from_slice(&signed.reply.unwrap()).unwrap();
-        let public = VerifyingKey::<Dalek>::from_bytes(&keystored.public_key().unwrap()).unwrap();
-        public.verify(b"bind", &signature).unwrap();
-        assert_eq!(
-            (signed.audit.verdict, signed.audit.detail),
-            (Verdict::Allowed, 4)
         );
     }
 
     #[test]
-    fn test_reject_device_key_private_export_in_the_handler() {
-        let keystored = Keystored::<Dalek>::from_entropy(&[7; 32]).unwrap();
+    fn a_binding_is_signed_over_the_prefix_and_the_key_only() {
+        let keystored = keystored([3; 32]);
+        let static_key = [0x42u8; 32];
+        let signed = keystored.handle(
+            ServiceId::Dsoftbusd,
+            &frame(
+                Operation::KeystoredSign,
+                &encode_sign(SigningPurpose::NoiseStaticBinding, &static_key),
+            ),
+        );
+        let signature = provider_api::Signature::from_slice(&signed.reply.unwrap()).unwrap();
+        let public = VerifyingKey::<Dalek>::from_bytes(&keystored.public_key().unwrap()).unwrap();
+        let message = [NOISE_BINDING_PREFIX, &static_key].concat();
+        public.verify(&message, &signature).unwrap();
+        assert!(public.verify(&static_key, &signature).is_err());
+        assert_eq!(
+            (signed.audit.verdict, signed.audit.detail),
+            (Verdict::Allowed, 1),
+            "the record names the purpose"
+        );
+    }
+
+    #[test]
+    fn no_caller_gets_a_signature_outside_its_purposes() {
+        let keystored = keystored([4; 32]);
+        let public = VerifyingKey::<Dalek>::from_bytes(&keystored.public_key().unwrap()).unwrap();
+        // Every request shape dsoftbusd could send: purposes that do not exist, the
+        // binding purpose with data of every length but 32, and raw messages.
+        let mut attempts: Vec<(ServiceId, Vec<u8>)> = Vec::new();
+        for code in [0u16, 2, 3, 0xffff] {
+            attempts.push((
+                ServiceId::Dsoftbusd,
+                [&code.to_le_bytes()[..], &[0x42; 32]].concat(),
+            ));
+        }
+        for len in [0, 1, 31, 33, 64, 200] {
+            attempts.push((
+                ServiceId::Dsoftbusd,
+                encode_sign(SigningPurpose::NoiseStaticBinding, &vec![0x42; len]),
+            ));
+        }
+        attempts.push((ServiceId::Dsoftbusd, b"a message of my choosing".to_vec()));
+        attempts.push((ServiceId::Dsoftbusd, vec![1]));
+        // A caller without the purpose, even with a well-formed binding request.
+        for caller in [ServiceId::Selftest, ServiceId::Statefs, ServiceId::Rngd] {
+            attempts.push((
+                caller,
+                encode_sign(SigningPurpose::NoiseStaticBinding, &[0x42; 32]),
+            ));
+        }
+        for (caller, payload) in attempts {
+            let handled = keystored.handle(caller, &frame(Operation::KeystoredSign, &payload));
+            assert!(
+                handled.reply.is_err(),
+                "{caller} got a signature for {payload:?}"
+            );
+            assert_ne!(handled.audit.verdict, Verdict::Allowed);
+        }
+        // And whatever dsoftbusd is given verifies only over a binding message.
+        let ok = keystored.handle(
+            ServiceId::Dsoftbusd,
+            &frame(
+                Operation::KeystoredSign,
+                &encode_sign(SigningPurpose::NoiseStaticBinding, &[9; 32]),
+            ),
+        );
+        let signature = provider_api::Signature::from_slice(&ok.reply.unwrap()).unwrap();
+        assert!(public.verify(&[9; 32], &signature).is_err());
+        assert!(
+            public
+                .verify(&[NOISE_BINDING_PREFIX, &[9; 32]].concat(), &signature)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn refusals_have_their_own_errors_and_records() {
+        let keystored = keystored([5; 32]);
+        let denied = keystored.handle(
+            ServiceId::Selftest,
+            &frame(
+                Operation::KeystoredSign,
+                &encode_sign(SigningPurpose::NoiseStaticBinding, &[1; 32]),
+            ),
+        );
+        assert_eq!(denied.reply, Err(ServiceError::PurposeDenied));
+        assert_eq!(
+            (denied.audit.verdict, denied.audit.reason),
+            (Verdict::Denied, ServiceError::PurposeDenied.code())
+        );
         for payload in [&b""[..], b"please"] {
             let handled = keystored.handle(
                 ServiceId::Selftest,
                 &frame(Operation::KeystoredExportPrivate, payload),
             );
             assert_eq!(handled.reply, Err(ServiceError::ExportForbidden));
-            assert_eq!(
-                (handled.audit.verdict, handled.audit.reason),
-                (Verdict::Denied, ServiceError::ExportForbidden.code())
-            );
+            assert_eq!(handled.audit.verdict, Verdict::Denied);
         }
-        let closed = Keystored::<Dalek>::failed_closed();
-        let handled = closed.handle(
+        let closed = Store::failed_closed(PURPOSES);
+        let export = closed.handle(
             ServiceId::Selftest,
             &frame(Operation::KeystoredExportPrivate, b""),
         );
         assert_eq!(
-            handled.reply,
+            export.reply,
             Err(ServiceError::ExportForbidden),
             "its own error even without a key"
         );
-    }
-
-    #[test]
-    fn bad_requests_are_typed_errors_and_it_keeps_serving() {
-        let keystored = Keystored::<Dalek>::from_entropy(&[9; 32]).unwrap();
-        let cases = [
-            (
-                frame(Operation::KeystoredSign, &vec![0; MAX_SIGN_MESSAGE + 1]),
-                ServiceError::RequestTooLarge,
-            ),
-            (
-                frame(Operation::KeystoredGetPubkey, b"x"),
-                ServiceError::MalformedRequest,
-            ),
-            (
-                frame(Operation::RngdGetEntropy, &[1, 0]),
-                ServiceError::UnknownOperation,
-            ),
-            (vec![1, 1], ServiceError::MalformedRequest),
-        ];
-        for (bytes, expected) in cases {
-            let handled = keystored.handle(ServiceId::Dsoftbusd, &bytes);
-            assert_eq!(handled.reply, Err(expected));
-            assert_eq!(handled.audit.verdict, Verdict::Rejected);
-            let good = keystored.handle(
-                ServiceId::Dsoftbusd,
-                &frame(Operation::KeystoredGetPubkey, b""),
-            );
-            assert_eq!(good.reply.map(|k| k.len()), Ok(32));
-        }
-    }
-
-    #[test]
-    fn without_entropy_there_is_no_key() {
-        assert!(Keystored::<Dalek>::from_entropy(&[1; 31]).is_err());
-        assert!(
-            Keystored::<Dalek>::from_entropy(&[0; 32]).is_err(),
-            "the all-zero seed is refused"
-        );
-        let closed = Keystored::<Dalek>::failed_closed();
-        let handled = closed.handle(
+        let pubkey = closed.handle(
             ServiceId::Selftest,
             &frame(Operation::KeystoredGetPubkey, b""),
         );
-        assert_eq!(handled.reply, Err(ServiceError::NoKey));
+        assert_eq!(pubkey.reply, Err(ServiceError::NoKey));
+        let bad = keystored.handle(ServiceId::Dsoftbusd, &[1, 1]);
+        assert_eq!(bad.reply, Err(ServiceError::MalformedRequest));
+        let good = keystored.handle(
+            ServiceId::Dsoftbusd,
+            &frame(Operation::KeystoredGetPubkey, b""),
+        );
+        assert_eq!(good.reply.map(|k| k.len()), Ok(32), "still serving");
+    }
+
+    #[test]
+    fn trust_stores_verify_only_with_this_devices_tag() {
+        let keystored = keystored([6; 32]);
+        let mine = trust::encode::<Blake2s>(
+            &TagKey::derive::<Blake2s>(&SecretBytes::new([0x07; 32])),
+            &[[1; 32]],
+        );
+        let theirs = trust::encode::<Blake2s>(
+            &TagKey::derive::<Blake2s>(&SecretBytes::new([0x08; 32])),
+            &[[1; 32]],
+        );
+        let verify = |store: &[u8]| {
+            keystored
+                .handle(
+                    ServiceId::Dsoftbusd,
+                    &frame(Operation::KeystoredVerifyTrustStore, store),
+                )
+                .reply
+        };
+        assert_eq!(verify(&mine), Ok(Vec::new()));
+        assert_eq!(verify(&theirs), Err(ServiceError::AuthenticationFailed));
+        assert_eq!(verify(&mine[..20]), Err(ServiceError::MalformedRequest));
+        let sha = trust::encode::<provider_hash::Sha256>(
+            &TagKey::derive::<provider_hash::Sha256>(&SecretBytes::new([0x07; 32])),
+            &[],
+        );
+        assert_eq!(verify(&sha), Err(ServiceError::OtherAlgorithm));
     }
 }

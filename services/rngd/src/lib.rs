@@ -197,7 +197,7 @@ fn announce<E: Endpoint>(ep: &E, closed: Closed) {
     match closed {
         Closed::NoDevice(_) => ep.console(markers::RNGD_NO_DEVICE.message),
         Closed::Health(failure) => {
-            ep.console(&markers::RNGD_HEALTH_TEST_FAILED.render(failure.name()))
+            ep.console(&markers::RNGD_HEALTH_TEST_FAILED.render(&[failure.name()]))
         }
         Closed::Device(error) => {
             ep.console(&format!("fail-closed: entropy device failed: {error:?}"))

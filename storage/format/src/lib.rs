@@ -12,6 +12,7 @@
 
 extern crate alloc;
 
+pub mod faults;
 pub mod memory;
 pub mod otp;
 pub mod sealed;

@@ -363,6 +363,11 @@ impl<D: RawBlockDevice> RecordStore<D> {
         self.disk
     }
 
+    /// Where record `key`'s current version lies: its entry, slot and header.
+    pub fn locate(&self, key: RecordKey) -> Option<(u16, usize, SlotHeader)> {
+        self.find_live(key)
+    }
+
     fn find_live(&self, key: RecordKey) -> Option<(u16, usize, SlotHeader)> {
         self.entries.iter().enumerate().find_map(|(index, entry)| {
             let (slot, header) = entry.live()?;

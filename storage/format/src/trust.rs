@@ -69,15 +69,25 @@ impl fmt::Display for TrustStoreError {
     }
 }
 
-fn tag_key<H: HashBackend>(otp: &SecretBytes<32>) -> SecretBytes<32> {
-    H::hkdf_with_info::<32>(TAG_SALT, otp.expose_secret(), b"tag key")
+/// The key of a device's trust-store tags, derived from its secret; zeroized on drop.
+pub struct TagKey(SecretBytes<32>);
+
+impl TagKey {
+    /// Derives the tag key from the device-unique secret with hash `H`.
+    pub fn derive<H: HashBackend>(otp: &SecretBytes<32>) -> Self {
+        Self(H::hkdf_with_info::<32>(
+            TAG_SALT,
+            otp.expose_secret(),
+            b"tag key",
+        ))
+    }
 }
 
-/// The trust store holding `peers`, tagged for the device whose secret is `otp`.
+/// The trust store holding `peers`, tagged with the device's `key`.
 ///
 /// # Panics
 /// With more than [`MAX_PEERS`] peers (callers check).
-pub fn encode<H: HashBackend>(otp: &SecretBytes<32>, peers: &[[u8; 32]]) -> Vec<u8> {
+pub fn encode<H: HashBackend>(key: &TagKey, peers: &[[u8; 32]]) -> Vec<u8> {
     assert!(peers.len() <= MAX_PEERS, "at most {MAX_PEERS} peers");
     let mut out = Vec::with_capacity(8 + 32 * peers.len() + 32);
     out.extend_from_slice(&MAGIC);
@@ -87,17 +97,17 @@ pub fn encode<H: HashBackend>(otp: &SecretBytes<32>, peers: &[[u8; 32]]) -> Vec<
     for peer in peers {
         out.extend_from_slice(peer);
     }
-    let tag = H::hmac(tag_key::<H>(otp).expose_secret(), &[TAG_LABEL, &out]);
+    let tag = H::hmac(key.0.expose_secret(), &[TAG_LABEL, &out]);
     out.extend_from_slice(&tag);
     out
 }
 
-/// The peers of `store`, once its tag verifies for the device whose secret is `otp`.
+/// The peers of `store`, once its tag verifies under the device's `key`.
 ///
 /// # Errors
 /// [`TrustStoreError`].
 pub fn decode<H: HashBackend>(
-    otp: &SecretBytes<32>,
+    key: &TagKey,
     store: &[u8],
 ) -> Result<Vec<[u8; 32]>, TrustStoreError> {
     let (body, peers) = parse(store)?;
@@ -108,7 +118,7 @@ pub fn decode<H: HashBackend>(
             image: H::ALGORITHM,
         });
     }
-    let expected = H::hmac(tag_key::<H>(otp).expose_secret(), &[TAG_LABEL, body]);
+    let expected = H::hmac(key.0.expose_secret(), &[TAG_LABEL, body]);
     let tag = &store[body.len()..];
     if !bool::from(expected.as_slice().ct_eq(tag)) {
         return Err(TrustStoreError::BadTag);

@@ -5,13 +5,17 @@ use provider_api::{AeadAlgorithm, HashAlgorithm, SecretBytes};
 use provider_chacha::ChaCha20Poly1305;
 use provider_hash::{Blake2s, Sha256};
 use state_format::sealed::{self, HEADER_LEN, SealingKeys, UnsealError};
-use state_format::trust::{self, TrustStoreError};
+use state_format::trust::{self, TagKey, TrustStoreError};
 
 const SEED: [u8; 32] = [0x5e; 32];
 const NONCE: [u8; 12] = [7; 12];
 
 fn otp(fill: u8) -> SecretBytes<32> {
     SecretBytes::new([fill; 32])
+}
+
+fn tags<H: provider_api::HashBackend>(device: u8) -> TagKey {
+    TagKey::derive::<H>(&otp(device))
 }
 
 fn open<A: provider_api::AeadBackend, H: provider_api::HashBackend>(
@@ -101,14 +105,14 @@ fn another_aead_or_hash_is_named_not_mistaken_for_tampering() {
 #[test]
 fn the_trust_store_verifies_only_for_its_device_and_contents() {
     let peers = [[1u8; 32], [2; 32]];
-    let store = trust::encode::<Blake2s>(&otp(1), &peers);
+    let store = trust::encode::<Blake2s>(&tags::<Blake2s>(1), &peers);
     assert_eq!(store.len(), 8 + 64 + 32);
     assert_eq!(
-        trust::decode::<Blake2s>(&otp(1), &store),
+        trust::decode::<Blake2s>(&tags::<Blake2s>(1), &store),
         Ok(peers.to_vec())
     );
     assert_eq!(
-        trust::decode::<Blake2s>(&otp(2), &store),
+        trust::decode::<Blake2s>(&tags::<Blake2s>(2), &store),
         Err(TrustStoreError::BadTag),
         "a disk moved to another device"
     );
@@ -116,7 +120,7 @@ fn the_trust_store_verifies_only_for_its_device_and_contents() {
         let mut altered = store.clone();
         altered[byte] ^= 0x10;
         assert!(
-            trust::decode::<Blake2s>(&otp(1), &altered).is_err(),
+            trust::decode::<Blake2s>(&tags::<Blake2s>(1), &altered).is_err(),
             "byte {byte} altered"
         );
     }
@@ -126,11 +130,11 @@ fn the_trust_store_verifies_only_for_its_device_and_contents() {
     added.extend_from_slice(&[9; 32]);
     added.extend_from_slice(&store[8 + 64..]);
     assert_eq!(
-        trust::decode::<Blake2s>(&otp(1), &added),
+        trust::decode::<Blake2s>(&tags::<Blake2s>(1), &added),
         Err(TrustStoreError::BadTag)
     );
     assert_eq!(
-        trust::decode::<Sha256>(&otp(1), &store),
+        trust::decode::<Sha256>(&tags::<Sha256>(1), &store),
         Err(TrustStoreError::OtherHash {
             tagged: HashAlgorithm::Blake2s256,
             image: HashAlgorithm::Sha256
@@ -141,10 +145,13 @@ fn the_trust_store_verifies_only_for_its_device_and_contents() {
         peers.to_vec(),
         "listing without the secret"
     );
-    let empty = trust::encode::<Sha256>(&otp(1), &[]);
-    assert_eq!(trust::decode::<Sha256>(&otp(1), &empty), Ok(Vec::new()));
+    let empty = trust::encode::<Sha256>(&tags::<Sha256>(1), &[]);
     assert_eq!(
-        trust::decode::<Sha256>(&otp(1), &empty[..39]),
+        trust::decode::<Sha256>(&tags::<Sha256>(1), &empty),
+        Ok(Vec::new())
+    );
+    assert_eq!(
+        trust::decode::<Sha256>(&tags::<Sha256>(1), &empty[..39]),
         Err(TrustStoreError::Malformed)
     );
 }

@@ -1,0 +1,90 @@
+//! The disks a boot gets: the state disk (`state.img`, serial `state0`) and the OTP
+//! disk (`otp.img`, serial `otp0`, read-only), as QEMU arguments.
+//!
+//! A state directory holds both files and keeps them between boots; a file that is
+//! missing is created: an empty (zeroed) state disk, and an OTP disk holding 32 bytes
+//! from the host's `/dev/urandom`, padded to one sector. The secret never reaches a log.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The state disk's size: room for the record store (257 sectors) and to spare.
+pub const STATE_SECTORS: usize = 512;
+/// The OTP disk's size: one sector.
+pub const OTP_LEN: usize = 512;
+
+/// What a boot gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskSet {
+    /// The state disk image, if the boot gets one.
+    pub state: Option<PathBuf>,
+    /// The OTP disk image, if the boot gets one.
+    pub otp: Option<PathBuf>,
+}
+
+impl DiskSet {
+    /// The disks of state directory `dir`, created where missing; no OTP disk when
+    /// `no_otp` (the file is kept, only not attached).
+    pub fn in_dir(dir: &Path, no_otp: bool) -> Result<Self, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let state = dir.join("state.img");
+        if !state.exists() {
+            write(&state, &vec![0u8; STATE_SECTORS * 512])?;
+        }
+        let otp = dir.join("otp.img");
+        if !otp.exists() {
+            write(&otp, &random_otp()?)?;
+        }
+        Ok(Self {
+            state: Some(state),
+            otp: (!no_otp).then_some(otp),
+        })
+    }
+
+    /// Fresh disks in `dir`: whatever was there is replaced.
+    pub fn fresh(dir: &Path, no_otp: bool) -> Result<Self, String> {
+        for name in ["state.img", "otp.img"] {
+            let path = dir.join(name);
+            if path.exists() {
+                std::fs::remove_file(&path)
+                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            }
+        }
+        Self::in_dir(dir, no_otp)
+    }
+
+    /// The QEMU arguments that attach the disks, each found by its serial in the guest.
+    pub fn qemu_args(&self, qemu: &mut Command) {
+        if let Some(state) = &self.state {
+            qemu.arg("-drive")
+                .arg(format!(
+                    "file={},format=raw,if=none,id=state,cache=writethrough",
+                    state.display()
+                ))
+                .args(["-device", "virtio-blk-device,drive=state,serial=state0"]);
+        }
+        if let Some(otp) = &self.otp {
+            qemu.arg("-drive")
+                .arg(format!(
+                    "file={},format=raw,if=none,id=otp,readonly=on",
+                    otp.display()
+                ))
+                .args(["-device", "virtio-blk-device,drive=otp,serial=otp0"]);
+        }
+    }
+}
+
+/// An OTP image: 32 random bytes, then zeros to one sector.
+pub fn random_otp() -> Result<Vec<u8>, String> {
+    let mut secret = vec![0u8; OTP_LEN];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut urandom| urandom.read_exact(&mut secret[..32]))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(secret)
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

@@ -11,6 +11,8 @@ mod combination;
 mod dependency_graph;
 mod disks;
 mod image;
+mod persistence;
+mod provision;
 mod qemu;
 mod scenarios;
 mod steps;
@@ -53,6 +55,9 @@ enum Command {
     /// pass only when every marker of the phase came, in order, with no failure
     /// pattern, before the timeout.
     TestOs(test_os::TestOsOptions),
+    /// The factory: make a node's disks (a random device secret on the OTP disk, an
+    /// empty state disk) and add or remove the peers it trusts.
+    Provision(provision::ProvisionOptions),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +66,23 @@ fn main() -> ExitCode {
         Command::Test => test(),
         Command::Run(options) => run(&options),
         Command::TestOs(options) => test_os_command(&options),
+        Command::Provision(options) => match provision::run(&options) {
+            Ok(peers) => {
+                eprintln!(
+                    "xtask provision: {} trusts {} peer(s)",
+                    options.state_dir.display(),
+                    peers.len()
+                );
+                for peer in peers {
+                    println!("{}", hex_key(&peer));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("xtask provision: {why}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench { quick } => match bench::run(quick) {
             Ok(dir) => {
                 eprintln!(
@@ -75,6 +97,10 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn hex_key(key: &[u8; 32]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn test() -> ExitCode {
@@ -138,6 +164,13 @@ fn test() -> ExitCode {
     steps.run(
         "QEMU: identity scenarios (no rng, zero rng, RNG_FILE keys, UART leak scan)",
         || scenarios::run(&images),
+    );
+    steps.run(
+        "QEMU: persistence (reboot, torn update, tampered, other device, no OTP, no state disk, other AEAD)",
+        || {
+            let (a, b) = scenarios::rng_files()?;
+            persistence::run(&images, &a, &b)
+        },
     );
     steps.run(
         "benchmarks compile and run once (criterion test mode)",

@@ -25,7 +25,7 @@ const LEAK_SCAN_SPAN: usize = 8 * 1024;
 /// The window length the scan looks for.
 const LEAK_WINDOW: usize = 32;
 
-fn options(scenario: Option<&str>, rng_file: Option<PathBuf>, no_rng: bool) -> TestOsOptions {
+pub fn options(scenario: Option<&str>, rng_file: Option<PathBuf>, no_rng: bool) -> TestOsOptions {
     TestOsOptions {
         phase: "full".into(),
         timeout: Duration::from_secs(120),
@@ -126,6 +126,14 @@ fn scan_logs(rows: &[Row], file: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The two test entropy files, a.bin and b.bin (written when called).
+pub fn rng_files() -> Result<(PathBuf, PathBuf), String> {
+    Ok((
+        write_file("a.bin", &test_bytes(0x0a, RNG_FILE_LEN))?,
+        write_file("b.bin", &test_bytes(0x0b, RNG_FILE_LEN))?,
+    ))
+}
+
 /// Runs every identity scenario on `images`.
 pub fn run(images: &[(Combination, PathBuf)]) -> Result<(), String> {
     boot(images, &options(None, None, true))?;
@@ -136,8 +144,7 @@ pub fn run(images: &[(Combination, PathBuf)]) -> Result<(), String> {
         &options(Some("rng-health-failure"), Some(zeros), false),
     )?;
 
-    let file_a = write_file("a.bin", &test_bytes(0x0a, RNG_FILE_LEN))?;
-    let file_b = write_file("b.bin", &test_bytes(0x0b, RNG_FILE_LEN))?;
+    let (file_a, file_b) = rng_files()?;
     let first = boot(images, &options(None, Some(file_a.clone()), false))?;
     scan_logs(&first, &file_a)?;
     let keys_a = pubkeys(&first);

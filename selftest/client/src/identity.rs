@@ -135,10 +135,15 @@ async fn keyed<P: Provider, E: Endpoint>(checks: &mut Checks<'_, E>, first: &[u8
             Verdict::Allowed,
             1,
         ),
+        // keystored read its sealed record from statefs (on every boot: a first boot
+        // also draws from rngd, a restore does not need it).
         (
-            ServiceId::Rngd,
+            ServiceId::Statefs,
             ServiceId::Keystored,
-            entropy_call,
+            Action::Call {
+                service: ServiceId::Statefs,
+                code: Operation::StatefsGet.code(),
+            },
             Verdict::Allowed,
             1,
         ),

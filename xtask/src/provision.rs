@@ -1,0 +1,266 @@
+//! `cargo xtask provision`: the factory. It makes a node's disks (an OTP disk with a
+//! random device secret, an empty state disk) and adds or removes the peers the node
+//! trusts, writing the trust store exactly as the image reads it (`state-format`): a
+//! record of dsoftbusd's in the record store, tagged with a key derived from the OTP
+//! secret. It knows the OTP because it wrote it; a person holding only the state disk
+//! cannot do what it does.
+//!
+//! Every key is checked under provider-api's verification rule (a canonical point of
+//! prime order) before it joins the store, and refused with the reason otherwise.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use ipc::{DeviceError, RawBlockDevice, SECTOR_SIZE, ServiceId};
+use provider_api::{HashBackend, SecretBytes, SignatureError, VerifyingKey};
+use service_api::statefs::DSOFTBUSD_TRUST_STORE;
+use state_format::store::{RecordKey, RecordStore, StoreError};
+use state_format::trust::{self, MAX_PEERS, TagKey};
+
+use crate::disks::DiskSet;
+
+/// dsoftbusd's trust-store record.
+const TRUST_STORE: RecordKey = RecordKey {
+    owner: ServiceId::Dsoftbusd as u16,
+    id: DSOFTBUSD_TRUST_STORE,
+};
+
+/// A disk image file as a block device, for the record store on the host.
+pub struct FileDisk {
+    file: File,
+    sectors: u64,
+}
+
+impl FileDisk {
+    /// Opens `path` for reading and writing.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let len = file
+            .metadata()
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .len();
+        Ok(Self {
+            file,
+            sectors: len / SECTOR_SIZE as u64,
+        })
+    }
+
+    fn check(&self, sector: u64, len: usize) -> Result<u64, DeviceError> {
+        let count = (len / SECTOR_SIZE) as u64;
+        if len == 0
+            || !len.is_multiple_of(SECTOR_SIZE)
+            || sector.saturating_add(count) > self.sectors
+        {
+            return Err(DeviceError::BadRequest);
+        }
+        Ok(sector * SECTOR_SIZE as u64)
+    }
+}
+
+impl RawBlockDevice for FileDisk {
+    fn sectors(&self) -> u64 {
+        self.sectors
+    }
+    fn readonly(&self) -> bool {
+        false
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        let at = self.check(sector, buf.len())?;
+        self.file
+            .read_exact_at(buf, at)
+            .map_err(|_| DeviceError::Failed)
+    }
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), DeviceError> {
+        let at = self.check(sector, buf.len())?;
+        self.file
+            .write_all_at(buf, at)
+            .map_err(|_| DeviceError::Failed)
+    }
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        self.file.sync_data().map_err(|_| DeviceError::Failed)
+    }
+}
+
+/// The hash the image derives its keys with (the trust-store tag follows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hash {
+    /// BLAKE2s, the hash of today's images.
+    Blake2s,
+    /// SHA-256.
+    Sha256,
+}
+
+/// `cargo xtask provision`'s arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ProvisionOptions {
+    /// The node's directory: `state.img` and `otp.img`, created when missing.
+    #[arg(long, env = "STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Trust this peer's Ed25519 device public key (64 hex digits); repeatable.
+    #[arg(long = "trust", value_name = "HEX")]
+    pub trust: Vec<String>,
+    /// Stop trusting this key; repeatable.
+    #[arg(long = "untrust", value_name = "HEX")]
+    pub untrust: Vec<String>,
+    /// The hash of the image that will boot these disks.
+    #[arg(long, value_enum, default_value = "blake2s")]
+    pub hash: Hash,
+}
+
+/// Parses a device key and checks it under the verification rule.
+///
+/// # Errors
+/// Not 64 hex digits, or a key the rule refuses (with why).
+pub fn device_key(text: &str) -> Result<[u8; 32], String> {
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{text:?} is not a 32-byte key in hex (64 digits)"))?;
+    match VerifyingKey::<provider_dalek::Dalek>::from_bytes(&bytes) {
+        Ok(_) => Ok(bytes),
+        Err(SignatureError::InvalidPublicKey(why)) => {
+            Err(format!("refusing {}: {why}", text.trim()))
+        }
+        Err(other) => Err(format!("refusing {}: {other}", text.trim())),
+    }
+}
+
+/// Reads the device secret from an OTP image.
+fn otp_secret(path: &Path) -> Result<SecretBytes<32>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut disk = state_format::memory::MemoryDisk::from_bytes(bytes, true);
+    state_format::otp::read_secret(&mut disk)
+        .map_err(|e| format!("{} holds no device secret: {e:?}", path.display()))
+}
+
+/// The peers the trust store on `state` holds (empty without one), once its tag
+/// verifies.
+fn current_peers<H: HashBackend>(
+    store: &mut RecordStore<FileDisk>,
+    tags: &TagKey,
+) -> Result<Vec<[u8; 32]>, String> {
+    match store.get(TRUST_STORE) {
+        Ok(record) => trust::decode::<H>(tags, &record)
+            .map_err(|e| format!("the trust store on this disk is refused: {e}")),
+        Err(StoreError::NotFound) => Ok(Vec::new()),
+        Err(error) => Err(format!("cannot read the trust store: {error}")),
+    }
+}
+
+fn apply<H: HashBackend>(
+    options: &ProvisionOptions,
+    disks: &DiskSet,
+) -> Result<Vec<[u8; 32]>, String> {
+    let otp = otp_secret(disks.otp.as_deref().ok_or("no OTP disk")?)?;
+    let tags = TagKey::derive::<H>(&otp);
+    let state = disks.state.as_deref().ok_or("no state disk")?;
+    let mut store = RecordStore::open(FileDisk::open(state)?)
+        .map_err(|e| format!("{}: {e}", state.display()))?;
+    let mut peers = current_peers::<H>(&mut store, &tags)?;
+    let trust = options
+        .trust
+        .iter()
+        .map(|k| device_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let untrust = options
+        .untrust
+        .iter()
+        .map(|k| device_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    if trust.is_empty() && untrust.is_empty() {
+        return Ok(peers);
+    }
+    peers.retain(|peer| !untrust.contains(peer));
+    for key in trust {
+        if !peers.contains(&key) {
+            peers.push(key);
+        }
+    }
+    if peers.len() > MAX_PEERS {
+        return Err(format!(
+            "{} peers: a trust store holds at most {MAX_PEERS}",
+            peers.len()
+        ));
+    }
+    store
+        .put(TRUST_STORE, &trust::encode::<H>(&tags, &peers))
+        .map_err(|e| format!("cannot write the trust store: {e}"))?;
+    Ok(peers)
+}
+
+/// Runs `cargo xtask provision`; returns the peers the node now trusts.
+///
+/// # Errors
+/// What went wrong, in a sentence.
+pub fn run(options: &ProvisionOptions) -> Result<Vec<[u8; 32]>, String> {
+    let disks = DiskSet::in_dir(&options.state_dir, false)?;
+    match options.hash {
+        Hash::Blake2s => apply::<provider_hash::Blake2s>(options, &disks),
+        Hash::Sha256 => apply::<provider_hash::Sha256>(options, &disks),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_outside_the_rule_are_refused_with_why() {
+        let honest = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+        assert!(device_key(honest).is_ok());
+        let small_order = "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa";
+        assert!(device_key(small_order).unwrap_err().contains("small order"));
+        let mixed = "cdb267ce40c5cd45306fa5d2f29731459387dbf9eb933b7bd5aed9a765b88d4d";
+        assert!(device_key(mixed).unwrap_err().contains("prime order"));
+        let non_canonical = "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f";
+        assert!(device_key(non_canonical).unwrap_err().contains("canonical"));
+        assert!(device_key("abcd").unwrap_err().contains("64 digits"));
+    }
+
+    #[test]
+    fn provisioning_writes_a_store_the_image_format_reads_and_refuses_bad_keys() {
+        let dir = std::env::temp_dir().join(format!("provision-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key = |fill: u8| {
+            let signing = provider_api::SigningKey::<provider_dalek::Dalek>::from_seed(
+                &provider_api::Seed::new([fill; 32]),
+            )
+            .unwrap();
+            hex::encode(signing.verifying_key().to_bytes())
+        };
+        let options = |trust: Vec<String>, untrust: Vec<String>| ProvisionOptions {
+            state_dir: dir.clone(),
+            trust,
+            untrust,
+            hash: Hash::Blake2s,
+        };
+        let peers = run(&options(vec![key(1), key(2)], vec![])).unwrap();
+        assert_eq!(peers.len(), 2);
+        let peers = run(&options(vec![key(3)], vec![key(1)])).unwrap();
+        assert_eq!(peers.len(), 2);
+        assert!(
+            run(&options(
+                vec!["c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa".into()],
+                vec![]
+            ))
+            .is_err()
+        );
+        // The image's own reading: the tag verifies with the device's secret.
+        let otp = otp_secret(&dir.join("otp.img")).unwrap();
+        let mut store = RecordStore::open(FileDisk::open(&dir.join("state.img")).unwrap()).unwrap();
+        let record = store.get(TRUST_STORE).unwrap();
+        let tags = TagKey::derive::<provider_hash::Blake2s>(&otp);
+        assert_eq!(
+            trust::decode::<provider_hash::Blake2s>(&tags, &record)
+                .unwrap()
+                .len(),
+            2
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

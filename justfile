@@ -1,6 +1,7 @@
 # Thin wrappers over `cargo xtask`; no step needs `just`.
 # The QEMU recipes honour RUN_PHASE, RUN_TIMEOUT, RUN_UNTIL_MARKER, PROVIDER,
-# RNG_FILE and NO_RNG, e.g. `RUN_UNTIL_MARKER=1 RUN_TIMEOUT=190s just test-os`.
+# RNG_FILE, NO_RNG, STATE_DIR and NO_OTP, e.g.
+# `RUN_UNTIL_MARKER=1 RUN_TIMEOUT=190s just test-os`.
 
 # Build the default image and boot it in QEMU.
 run:

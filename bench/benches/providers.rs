@@ -241,27 +241,34 @@ fn bench_ops_cipher<A: AeadBackend>() -> &'static str {
     }
 }
 
-/// The keygen path through the services, as keystored walks it at start and as the
-/// guest counts it: `GET_ENTROPY` of 32 bytes to rngd over the runner's IPC (rngd
-/// health-tests them), then the RFC 8032 derivation.
-fn keygen_path<P: Provider>(c: &mut Criterion, label: &str) {
+/// The device identity's two paths through the services on the host runner
+/// (`bench_ops::identity`): IPC to rngd and statefs, the record store on a memory disk.
+fn identity_paths<P: Provider>(c: &mut Criterion, label: &str) {
     let mut system = HostSystem::boot_identity::<P>(Entropy::Host);
-    c.benchmark_group("service/keygen-path")
+    c.benchmark_group("service/first-boot")
         .bench_function(label, |b| {
             b.iter(|| {
                 black_box(system.run_as(ServiceId::Selftest, |ep| async move {
-                    let entropy = service_api::rngd::get_entropy(&ep, 32)
+                    bench_ops::identity::first_boot::<P, Blake2s, _>(&ep)
                         .await
-                        .expect("entropy");
-                    let seed = provider_api::Seed::from_fill(|seed: &mut [u8; 32]| {
-                        seed.copy_from_slice(&entropy);
-                        Ok::<(), ()>(())
-                    })
-                    .expect("32 bytes");
-                    provider_api::SigningKey::<P::Curve>::from_seed(&seed).expect("nonzero seed")
+                        .expect("first boot")
                 }))
             })
         });
+    c.benchmark_group("service/restore")
+        .bench_function(label, |b| {
+            b.iter(|| {
+                black_box(system.run_as(ServiceId::Selftest, |ep| async move {
+                    bench_ops::identity::restore::<P, Blake2s, _>(&ep)
+                        .await
+                        .expect("restore")
+                }))
+            })
+        });
+}
+
+fn is_identity(name: &str) -> bool {
+    name.starts_with("identity/")
 }
 
 fn is_curve(name: &str) -> bool {
@@ -285,17 +292,21 @@ fn benches(c: &mut Criterion) {
     ours::<Bundle<Dalek, Aes256Gcm>, Blake2s>(c, "aes-gcm", is_aead);
     aead_direct::<chacha20poly1305::ChaCha20Poly1305>(c, "chacha-direct");
     aead_direct::<aes_gcm::Aes256Gcm>(c, "aes-gcm-direct");
-    // Sessions and the keygen path per combination.
+    // Sessions and the identity paths per combination.
     ours::<Bundle<Dalek, ChaCha20Poly1305>, Blake2s>(c, "dalek+chacha", is_session);
     ours::<Bundle<Dalek, Aes256Gcm>, Blake2s>(c, "dalek+aes-gcm", is_session);
     ours::<Bundle<Compact, ChaCha20Poly1305>, Blake2s>(c, "compact+chacha", is_session);
     ours::<Bundle<Compact, Aes256Gcm>, Blake2s>(c, "compact+aes-gcm", is_session);
     snow_handshake::<ChaCha20Poly1305>(c, "chacha");
     snow_handshake::<Aes256Gcm>(c, "aes-gcm");
-    keygen_path::<Bundle<Dalek, ChaCha20Poly1305>>(c, "dalek+chacha");
-    keygen_path::<Bundle<Dalek, Aes256Gcm>>(c, "dalek+aes-gcm");
-    keygen_path::<Bundle<Compact, ChaCha20Poly1305>>(c, "compact+chacha");
-    keygen_path::<Bundle<Compact, Aes256Gcm>>(c, "compact+aes-gcm");
+    ours::<Bundle<Dalek, ChaCha20Poly1305>, Blake2s>(c, "dalek+chacha", is_identity);
+    ours::<Bundle<Dalek, Aes256Gcm>, Blake2s>(c, "dalek+aes-gcm", is_identity);
+    ours::<Bundle<Compact, ChaCha20Poly1305>, Blake2s>(c, "compact+chacha", is_identity);
+    ours::<Bundle<Compact, Aes256Gcm>, Blake2s>(c, "compact+aes-gcm", is_identity);
+    identity_paths::<Bundle<Dalek, ChaCha20Poly1305>>(c, "dalek+chacha");
+    identity_paths::<Bundle<Dalek, Aes256Gcm>>(c, "dalek+aes-gcm");
+    identity_paths::<Bundle<Compact, ChaCha20Poly1305>>(c, "compact+chacha");
+    identity_paths::<Bundle<Compact, Aes256Gcm>>(c, "compact+aes-gcm");
 }
 
 criterion_group!(providers, benches);

@@ -16,9 +16,17 @@ use crate::image::{self, Sizes};
 use crate::steps::{StatusOk, command, target_dir, workspace_root};
 use crate::test_os::{self, TestOsOptions};
 
-/// Guest rows whose count includes waiting for QEMU's virtio-rng: QEMU completes the
-/// request on host time, so the count varies a little between runs.
-pub const DEVICE_BOUND: &[&str] = &["service/keygen-path"];
+/// Guest rows whose count includes waiting for QEMU's devices (virtio-rng, virtio-blk):
+/// QEMU completes requests on host time, so the count varies between runs.
+pub const DEVICE_BOUND: &[&str] = &["service/first-boot", "service/restore"];
+
+/// The identity rows, per combination.
+const IDENTITY_OPS: [&str; 4] = [
+    "identity/first-boot",
+    "identity/restore",
+    "service/first-boot",
+    "service/restore",
+];
 
 /// Host results: benchmark id (`<operation>/<implementation>`) to nanoseconds.
 pub type Host = BTreeMap<String, f64>;
@@ -134,7 +142,7 @@ pub fn check_determinism(images: &[(Combination, PathBuf)]) -> Result<(), String
             let other = lookup(again, name).unwrap_or_default();
             if DEVICE_BOUND.contains(&name.as_str()) {
                 eprintln!(
-                    "    {combination} {name}: {count} and {other} (waits for QEMU's virtio-rng: not exact)"
+                    "    {combination} {name}: {count} and {other} (waits for QEMU's devices: not exact)"
                 );
             } else if *count != other {
                 return Err(format!(
@@ -269,7 +277,7 @@ pub fn markdown(
         }
         let _ = writeln!(out);
     };
-    for op in SESSION_OPS.iter().chain(["service/keygen-path"].iter()) {
+    for op in SESSION_OPS.iter().chain(IDENTITY_OPS.iter()) {
         row(&mut out, op, &|c| cell(host, &format!("{op}/{c}")));
     }
     let snow = |c: &Combination| {
@@ -329,6 +337,30 @@ pub fn markdown(
             exact(c, "noise/handshake"),
         )
     });
+    let times = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.3}x", a / b),
+        _ => "-".into(),
+    };
+    row(
+        &mut out,
+        "restore / key-from-seed (goal: at most 1.10x)",
+        &|c| {
+            times(
+                exact(c, "identity/restore"),
+                exact(c, "ed25519/key-from-seed"),
+            )
+        },
+    );
+    row(
+        &mut out,
+        "restore through the services / key-from-seed ¹",
+        &|c| {
+            times(
+                exact(c, "service/restore"),
+                exact(c, "ed25519/key-from-seed"),
+            )
+        },
+    );
     row(&mut out, "image .text (bytes)", &|c| {
         sizes.get(c).map_or("-".into(), |s| thousands(s.text))
     });
@@ -337,7 +369,7 @@ pub fn markdown(
     });
     let _ = writeln!(
         out,
-        "\n¹ Includes rngd's wait for QEMU's virtio-rng, which QEMU completes on host time: within about 1 % between runs. Every other guest count is identical run to run (`cargo xtask test` checks).\n"
+        "\n¹ Includes waiting for QEMU's virtio-rng and virtio-blk, which QEMU completes on host time, so these counts vary between runs. `identity/first-boot` and `identity/restore` are the same paths with keystored's own functions on a record store in memory: exact. Every other guest count is identical run to run (`cargo xtask test` checks).\n"
     );
     let _ = writeln!(out, "**Fastest and smallest**\n");
     let best = |values: Vec<(Combination, f64)>| {
@@ -363,7 +395,8 @@ pub fn markdown(
         )
     };
     for (path, op) in [
-        ("keygen path", "service/keygen-path"),
+        ("first boot (key, seal, store)", "identity/first-boot"),
+        ("restore (read, unseal, key)", "identity/restore"),
         ("handshake with binding", "noise/handshake+binding"),
         ("transport round trip", "noise/transport-round-trip"),
     ] {
@@ -405,8 +438,8 @@ pub fn svg(
             time,
         ),
         (
-            "host: keygen path",
-            Box::new(|c| host.get(&format!("service/keygen-path/{c}")).copied()),
+            "host: identity restore",
+            Box::new(|c| host.get(&format!("identity/restore/{c}")).copied()),
             time,
         ),
         (
@@ -423,8 +456,8 @@ pub fn svg(
             |v| thousands(v as u64),
         ),
         (
-            "guest: keygen path (instructions)",
-            Box::new(|c| lookup(guest.get(c)?, "service/keygen-path").map(|v| v as f64)),
+            "guest: identity restore (instructions)",
+            Box::new(|c| lookup(guest.get(c)?, "identity/restore").map(|v| v as f64)),
             |v| thousands(v as u64),
         ),
         (

@@ -19,6 +19,8 @@
 
 extern crate alloc;
 
+pub mod identity;
+
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::vec;
@@ -303,6 +305,7 @@ fn primitive_floor<P: Provider, H: HashBackend>() -> Box<dyn Workload> {
 pub fn all<P: Provider, H: HashBackend>() -> Vec<Box<dyn Workload>> {
     let mut out = primitives::<P>();
     out.extend(handshakes::<P, H>());
+    out.extend(identity::workloads::<P, H>());
     out
 }
 
@@ -323,7 +326,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), count, "names are unique");
-        assert_eq!(count, 16);
+        assert_eq!(count, 18);
     }
 
     #[test]

@@ -6,14 +6,14 @@
 //! Under QEMU's `-icount shift=0` the counts are exact and repeatable. One line per
 //! operation: `bench <operation> <instructions>`.
 //!
-//! `service/keygen-path` is the keygen path through the services: a `GET_ENTROPY`
-//! of 32 bytes to rngd over IPC, then the RFC 8032 derivation, as keystored does it.
+//! `service/first-boot` and `service/restore` are the device identity's two paths
+//! through the services (`bench_ops::identity`): IPC to rngd and to statefs, whose
+//! record store is on virtio-blk. Their counts include waiting for QEMU's devices.
 
 use alloc::format;
 
 use ipc::Endpoint;
-use provider_api::{HashBackend, Provider, Seed, SigningKey};
-use service_api::rngd;
+use provider_api::{HashBackend, Provider};
 
 /// Runs every workload of `P` with `H`, counting with `instructions_retired`.
 pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
@@ -36,20 +36,20 @@ pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
         let used = count(start);
         ep.console(&format!("bench {} {used}", workload.name()));
     }
+    // The identity's two paths through the services: IPC, rngd, statefs on virtio-blk.
     let start = instructions_retired();
-    let derived = match rngd::get_entropy(ep, 32).await {
-        Ok(entropy) => Seed::from_fill(|seed: &mut [u8; 32]| {
-            seed.copy_from_slice(&entropy);
-            Ok::<(), ()>(())
-        })
-        .ok()
-        .and_then(|seed| SigningKey::<P::Curve>::from_seed(&seed).ok()),
-        Err(_) => None,
-    };
+    let created = bench_ops::identity::first_boot::<P, H, E>(ep).await;
     let used = count(start);
-    match derived {
-        Some(_) => ep.console(&format!("bench service/keygen-path {used}")),
-        None => ep.console("FAIL bench service/keygen-path: no entropy"),
+    match created {
+        Ok(_) => ep.console(&format!("bench service/first-boot {used}")),
+        Err(why) => ep.console(&format!("FAIL bench service/first-boot: {why:?}")),
+    }
+    let start = instructions_retired();
+    let restored = bench_ops::identity::restore::<P, H, E>(ep).await;
+    let used = count(start);
+    match restored {
+        Ok(_) => ep.console(&format!("bench service/restore {used}")),
+        Err(why) => ep.console(&format!("FAIL bench service/restore: {why:?}")),
     }
     ep.console(markers::SELFTEST_BENCH_DONE.message);
 }

@@ -304,7 +304,12 @@ fn device_keys<H: HashBackend, E: Endpoint>(ep: &E) -> Result<(SealingKeys, TagK
     ))
 }
 
-fn open<P: Provider, H: HashBackend>(
+/// Opens the sealed device-key record and derives the key: what a restore does once
+/// the record is read.
+///
+/// # Errors
+/// [`Failure::Sealed`].
+pub fn open<P: Provider, H: HashBackend>(
     sealing: &SealingKeys,
     record: &[u8],
 ) -> Result<SigningKey<P::Curve>, Failure> {
@@ -321,6 +326,31 @@ fn open<P: Provider, H: HashBackend>(
     SigningKey::from_seed(&seed).map_err(|_| Failure::Sealed(UnsealError::Tampered))
 }
 
+/// A new device key from 32 bytes of entropy, and its sealed record under a fresh
+/// 12-byte `nonce`: what a first boot does before storing the record.
+///
+/// # Errors
+/// [`Failure::NoEntropy`] for entropy that is not 32 bytes or is all zero.
+pub fn seal_new_key<P: Provider, H: HashBackend>(
+    sealing: &SealingKeys,
+    entropy: &[u8],
+    nonce: &[u8; 12],
+) -> Result<(SigningKey<P::Curve>, Vec<u8>), Failure> {
+    let bad = Failure::NoEntropy(ClientError::MalformedReply);
+    let seed = seed_from(entropy)
+        .filter(|_| entropy.len() == 32)
+        .ok_or(bad)?;
+    let key = SigningKey::<P::Curve>::from_seed(&seed).map_err(|_| bad)?;
+    let record = sealed::seal::<P::Aead, H>(
+        sealing,
+        KEYSTORED_DEVICE_KEY,
+        FIRST_SEALING,
+        nonce,
+        seed.expose_secret(),
+    );
+    Ok((key, record))
+}
+
 /// Makes a new key from rngd entropy, seals it, stores it, reads it back.
 async fn create<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
@@ -329,9 +359,6 @@ async fn create<P: Provider, H: HashBackend, E: Endpoint>(
     let entropy = rngd::get_entropy(ep, 32)
         .await
         .map_err(Failure::NoEntropy)?;
-    let seed = seed_from(&entropy).ok_or(Failure::NoEntropy(ClientError::MalformedReply))?;
-    let key = SigningKey::<P::Curve>::from_seed(&seed)
-        .map_err(|_| Failure::NoEntropy(ClientError::MalformedReply))?;
     let nonce = rngd::get_entropy(ep, 12)
         .await
         .map_err(Failure::NoEntropy)?;
@@ -339,14 +366,7 @@ async fn create<P: Provider, H: HashBackend, E: Endpoint>(
         .as_slice()
         .try_into()
         .map_err(|_| Failure::NoEntropy(ClientError::MalformedReply))?;
-    let record = sealed::seal::<P::Aead, H>(
-        sealing,
-        KEYSTORED_DEVICE_KEY,
-        FIRST_SEALING,
-        &nonce,
-        seed.expose_secret(),
-    );
-    drop(seed);
+    let (key, record) = seal_new_key::<P, H>(sealing, &entropy, &nonce)?;
     statefs::put(ep, KEYSTORED_DEVICE_KEY, &record)
         .await
         .map_err(Failure::StateUnavailable)?;

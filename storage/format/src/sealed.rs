@@ -1,11 +1,12 @@
 //! Sealed records: a secret encrypted under a key only this device can derive.
 //!
-//! The sealing key comes from the device-unique secret (the OTP disk) with HKDF over
-//! the image's hash: `HKDF(salt = "dsoftbus/v1 sealing", ikm = OTP secret,
-//! info = "key" || record id)`, 32 bytes. A key id, `HKDF(same salt, OTP secret,
-//! info = "key id")`, 16 bytes, is stored in clear: a record whose key id is not this
-//! device's was sealed on another device; one whose key id matches but does not open
-//! was tampered with.
+//! The sealing key comes from the device-unique secret (the OTP disk) with one HKDF
+//! over the image's hash: `HKDF(salt = "dsoftbus/v1 sealing", ikm = OTP secret,
+//! info = "seal" || record id)`, 48 bytes: the first 32 are the sealing key, the last
+//! 16 the key id. The key id is stored in clear: a record whose key id is not this
+//! device's (for that record) was sealed on another device; one whose key id matches
+//! but does not open was tampered with. (Knowing HKDF's later output block reveals
+//! nothing of the earlier one: each is an HMAC under the extracted key.)
 //!
 //! Layout (little-endian), specified in `docs/state-disk.md`:
 //!

@@ -8,7 +8,8 @@
 //! 3. puts the heap (a maintained allocator, `embedded-alloc`) above the image, out
 //!    of the device tree blob and every reserved memory region;
 //! 4. probes every virtio-mmio slot through `virtio-drivers` and finds the entropy
-//!    source there, never at a hard-coded address;
+//!    source, the disks (by serial) and the network device there, never at a
+//!    hard-coded address;
 //! 5. creates the kernel with the compiled-in policy and manifest, lets the image
 //!    spawn its tasks, runs them until the selftest finishes, and shuts the machine
 //!    down through SBI with a status that says whether everything passed.
@@ -49,6 +50,9 @@ const ENTROPY_DEVICE_TIMEOUT_US: u64 = 500_000;
 
 /// How long a disk may take to answer one request (at most 4 KiB, or a flush).
 const DISK_TIMEOUT_US: u64 = 2_000_000;
+
+/// How long the network device may take to take one frame for transmission.
+const NET_TRANSMIT_TIMEOUT_US: u64 = 100_000;
 
 /// How the image's main task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,6 +235,26 @@ pub fn boot(
         }
     }
     install_disks(&mut kernel, &devices.blocks);
+    match &devices.net {
+        Some(slot) => match virtio::net_device(slot, NET_TRANSMIT_TIMEOUT_US) {
+            Ok(device) => {
+                let [a, b, c, d, e, f] = device.mac();
+                console::line(
+                    "KERNEL",
+                    format_args!(
+                        "virtio-net at {:#x}, mac {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}",
+                        slot.start
+                    ),
+                );
+                kernel.install_net_device(device);
+            }
+            Err(why) => console::line(
+                "KERNEL",
+                format_args!("virtio-net at {:#x} unusable: {why}", slot.start),
+            ),
+        },
+        None => console::line("KERNEL", format_args!("no virtio-net device")),
+    }
     console::line(
         "KERNEL",
         format_args!(

@@ -58,6 +58,8 @@ pub struct Devices {
     /// The slots of the block devices, in device-tree order (not an identity: disks
     /// are told apart by serial once opened).
     pub blocks: alloc::vec::Vec<Range<usize>>,
+    /// The slot of the network device, if there is one (the first: one holder).
+    pub net: Option<Range<usize>>,
 }
 
 /// Opens the MMIO transport of the slot at `slot`.
@@ -77,6 +79,7 @@ pub fn probe(machine: &Machine) -> Devices {
     let mut devices = Devices {
         entropy: None,
         blocks: alloc::vec::Vec::new(),
+        net: None,
     };
     for slot in machine.virtio_mmio() {
         // SAFETY: slots come from the device tree; the transport is dropped before the
@@ -93,6 +96,8 @@ pub fn probe(machine: &Machine) -> Devices {
             devices.entropy = Some(slot);
         } else if kind == DeviceType::Block {
             devices.blocks.push(slot);
+        } else if kind == DeviceType::Network && devices.net.is_none() {
+            devices.net = Some(slot);
         }
     }
     devices
@@ -137,4 +142,18 @@ pub fn block_device(
     let transport =
         unsafe { transport(slot) }.ok_or(virtio_blk::ProbeError::WrongDevice(DeviceType::Block))?;
     virtio_blk::VirtioBlk::new(transport, KernelClock, timeout_us)
+}
+
+/// Opens the network device in `slot` with a deadline of `timeout_us` per transmit.
+pub fn net_device(
+    slot: &Range<usize>,
+    timeout_us: u64,
+) -> Result<Box<dyn ipc::RawNetDevice>, virtio_net::ProbeError> {
+    // SAFETY: `slot` is the device tree's virtio-mmio window of the network device;
+    // the probing transport was dropped, and this transport is the only one from now
+    // on, owned by the driver.
+    let transport = unsafe { transport(slot) }
+        .ok_or(virtio_net::ProbeError::WrongDevice(DeviceType::Network))?;
+    let device = virtio_net::VirtioNet::<KernelHal, _, _>::new(transport, KernelClock, timeout_us)?;
+    Ok(Box::new(device))
 }

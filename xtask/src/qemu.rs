@@ -30,6 +30,56 @@ pub enum RngBacking {
     Absent,
 }
 
+/// What the virtio-net device is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// QEMU's user networking, restricted (the guest reaches nothing outside), with
+    /// these TCP ports forwarded from 127.0.0.1 on the host: `(host, guest)`.
+    User { forwards: Vec<(u16, u16)> },
+    /// A TCP stream to another QEMU on 127.0.0.1: the listening side (`server`)
+    /// must start first.
+    Stream { server: bool, port: u16 },
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self::User {
+            forwards: Vec::new(),
+        }
+    }
+}
+
+/// The network device of a boot: what it is attached to, and its MAC address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Nic {
+    pub network: Network,
+    /// `None`: QEMU's default (52:54:00:12:34:56).
+    pub mac: Option<String>,
+}
+
+impl Nic {
+    fn qemu_args(&self, qemu: &mut Command) {
+        let netdev = match &self.network {
+            Network::User { forwards } => {
+                let mut netdev = "user,id=n0,restrict=on,ipv6=off".to_owned();
+                for (host, guest) in forwards {
+                    netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+                }
+                netdev
+            }
+            Network::Stream { server, port } => format!(
+                "stream,id=n0,server={},addr.type=inet,addr.host=127.0.0.1,addr.port={port}",
+                if *server { "on" } else { "off" }
+            ),
+        };
+        let mut device = "virtio-net-device,netdev=n0".to_owned();
+        if let Some(mac) = &self.mac {
+            device.push_str(&format!(",mac={mac}"));
+        }
+        qemu.args(["-netdev", &netdev, "-device", &device]);
+    }
+}
+
 /// One boot.
 pub struct Boot<'a> {
     pub image: &'a Path,
@@ -44,6 +94,10 @@ pub struct Boot<'a> {
     /// Count instructions exactly (`-icount shift=0`) and run the image's bench mode
     /// (`-append bench`).
     pub bench: bool,
+    /// The network device.
+    pub nic: &'a Nic,
+    /// More kernel command-line words (`net.ip=...`, `serve`, ...).
+    pub bootargs: &'a [String],
 }
 
 /// How a boot ended.
@@ -130,8 +184,13 @@ fn qemu_command(boot: &Boot<'_>) -> Command {
     ])
     .arg("-kernel")
     .arg(boot.image);
+    let mut bootargs: Vec<&str> = boot.bootargs.iter().map(String::as_str).collect();
     if boot.bench {
-        qemu.args(["-icount", "shift=0", "-append", "bench"]);
+        qemu.args(["-icount", "shift=0"]);
+        bootargs.push("bench");
+    }
+    if !bootargs.is_empty() {
+        qemu.args(["-append", &bootargs.join(" ")]);
     }
     match boot.rng {
         RngBacking::Host => {
@@ -145,6 +204,7 @@ fn qemu_command(boot: &Boot<'_>) -> Command {
         RngBacking::Absent => {}
     }
     boot.disks.qemu_args(&mut qemu);
+    boot.nic.qemu_args(&mut qemu);
     qemu.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -11,7 +11,7 @@ use marker_contract::Contract;
 use crate::combination::Combination;
 use crate::disks::DiskSet;
 use crate::image;
-use crate::qemu::{self, Boot, Outcome, RngBacking};
+use crate::qemu::{self, Boot, Nic, Outcome, RngBacking};
 use crate::steps::workspace_root;
 use crate::toolchain;
 
@@ -245,6 +245,8 @@ pub fn boot_all_on(
                         until_marker: options.until_marker,
                         stream,
                         bench: options.scenario() == Some("bench"),
+                        nic: &Nic::default(),
+                        bootargs: &[],
                     };
                     let mut values = values.clone();
                     values.insert("provider".to_owned(), combination.to_string());

@@ -14,7 +14,7 @@ use ipc::frame::MAX_FRAME;
 use ipc::{
     Action, AuditEvent, AuditLoss, AuditRecord, Capability, CapabilityError, DeviceError, Endpoint,
     Frame, FrameError, FrameKind, IpcBuffer, IpcError, KernelReason, Operation, RawBlockDevice,
-    RawEntropyDevice, ReplyToken, Request, ServiceId, Verdict,
+    RawEntropyDevice, RawNetDevice, ReplyToken, Request, ServiceId, Verdict,
 };
 
 use crate::Platform;
@@ -139,6 +139,7 @@ struct State {
     audit: AuditStream,
     entropy_device: DeviceSlot<Box<dyn RawEntropyDevice>>,
     disks: BTreeMap<Capability, DeviceSlot<Box<dyn RawBlockDevice>>>,
+    net_device: DeviceSlot<Box<dyn RawNetDevice>>,
     audit_feed_claimed: bool,
 }
 
@@ -179,6 +180,7 @@ impl<P: Platform> Kernel<P> {
                     audit: AuditStream::new(limits.kernel_audit_capacity, limits.task_audit_quota),
                     entropy_device: DeviceSlot::Absent,
                     disks: BTreeMap::new(),
+                    net_device: DeviceSlot::Absent,
                     audit_feed_claimed: false,
                 }),
             }),
@@ -220,6 +222,11 @@ impl<P: Platform> Kernel<P> {
             .borrow_mut()
             .disks
             .insert(capability, DeviceSlot::Present(disk));
+    }
+
+    /// Puts the machine's network device where its manifest holder can claim it.
+    pub fn install_net_device(&mut self, device: Box<dyn RawNetDevice>) {
+        self.shared.state.borrow_mut().net_device = DeviceSlot::Present(device);
     }
 
     /// Starts task `id`, handing `body` the task's endpoint.
@@ -595,6 +602,21 @@ impl RawBlockDevice for DiskHandle {
     }
 }
 
+/// The network device, as handed to its one holder. Only the kernel makes one.
+pub struct NetHandle(Box<dyn RawNetDevice>);
+
+impl RawNetDevice for NetHandle {
+    fn mac(&self) -> [u8; 6] {
+        self.0.mac()
+    }
+    fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, DeviceError> {
+        self.0.receive(buf)
+    }
+    fn transmit(&mut self, frame: &[u8]) -> Result<(), DeviceError> {
+        self.0.transmit(frame)
+    }
+}
+
 /// The audit stream, as handed to its one holder. Only the kernel makes one.
 pub struct AuditFeedHandle<P: Platform> {
     shared: Rc<Shared<P>>,
@@ -620,6 +642,7 @@ impl<P: Platform> Endpoint for KernelEndpoint<P> {
     type EntropyDevice = DeviceHandle;
     type AuditFeed = AuditFeedHandle<P>;
     type Disk = DiskHandle;
+    type NetDevice = NetHandle;
 
     fn id(&self) -> ServiceId {
         self.id
@@ -725,6 +748,12 @@ impl<P: Platform> Endpoint for KernelEndpoint<P> {
                 .get_mut(&capability)
                 .map_or(Err(CapabilityError::Absent), DeviceSlot::take)
                 .map(DiskHandle)
+        })
+    }
+
+    fn claim_net_device(&self) -> Result<NetHandle, CapabilityError> {
+        self.shared.claim(self.id, Capability::NetDevice, |state| {
+            state.net_device.take().map(NetHandle)
         })
     }
 

@@ -78,15 +78,18 @@ pub enum Capability {
     /// The read-only device-unique-secret disk (a stand-in for OTP/eFuse), serial
     /// `otp0`. Manifest name `otp-disk`.
     OtpDisk = 4,
+    /// The network device (virtio-net). Manifest name `virtio-net`.
+    NetDevice = 5,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Self::EntropyDevice,
         Self::AuditFeed,
         Self::StateDisk,
         Self::OtpDisk,
+        Self::NetDevice,
     ];
 
     /// The name used in the boot manifest.
@@ -96,6 +99,7 @@ impl Capability {
             Self::AuditFeed => "audit-feed",
             Self::StateDisk => "state-disk",
             Self::OtpDisk => "otp-disk",
+            Self::NetDevice => "virtio-net",
         }
     }
 
@@ -217,6 +221,25 @@ pub struct AuditLoss {
     pub tasks: u64,
 }
 
+/// An Ethernet network device, as its one holder sees it. Nothing waits: a receive
+/// returns at once, a transmit is bounded by a deadline.
+pub trait RawNetDevice {
+    /// The device's MAC address.
+    fn mac(&self) -> [u8; 6];
+    /// The next received frame, copied into `buf`, and its length; `None` when no
+    /// frame waits. A frame longer than `buf` is dropped (and counted by the driver).
+    ///
+    /// # Errors
+    /// [`DeviceError`] when the device failed.
+    fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, DeviceError>;
+    /// Sends one Ethernet frame.
+    ///
+    /// # Errors
+    /// [`DeviceError::BadRequest`] for a frame longer than the device takes; the
+    /// device's failure or timeout.
+    fn transmit(&mut self, frame: &[u8]) -> Result<(), DeviceError>;
+}
+
 /// The stream of audit records, as its one holder (logd) sees it.
 pub trait AuditFeed {
     /// The oldest record not yet taken (lowest sequence number).
@@ -238,6 +261,8 @@ pub trait Endpoint {
     type AuditFeed: AuditFeed;
     /// A disk handed out by [`Endpoint::claim_disk`].
     type Disk: RawBlockDevice;
+    /// The network device handed out by [`Endpoint::claim_net_device`].
+    type NetDevice: RawNetDevice;
 
     /// This task's identity.
     fn id(&self) -> ServiceId;
@@ -301,4 +326,11 @@ pub trait Endpoint {
     /// # Errors
     /// [`CapabilityError`]; [`CapabilityError::Absent`] when no disk has that serial.
     fn claim_disk(&self, capability: Capability) -> Result<Self::Disk, CapabilityError>;
+
+    /// Takes the network device, if the boot manifest grants it to this task. The
+    /// decision is audited.
+    ///
+    /// # Errors
+    /// [`CapabilityError`].
+    fn claim_net_device(&self) -> Result<Self::NetDevice, CapabilityError>;
 }

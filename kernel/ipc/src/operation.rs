@@ -38,11 +38,29 @@ pub enum Operation {
     StatefsGet = 0x0702,
     /// statefs: delete a record of the caller's.
     StatefsDelete = 0x0703,
+    /// netstackd: listen for TCP connections on a port.
+    NetstackdListen = 0x0801,
+    /// netstackd: take an established connection from a listener.
+    NetstackdAccept = 0x0802,
+    /// netstackd: open a TCP connection to an address.
+    NetstackdConnect = 0x0803,
+    /// netstackd: queue bytes on a connection.
+    NetstackdSend = 0x0804,
+    /// netstackd: take received bytes from a connection.
+    NetstackdRecv = 0x0805,
+    /// netstackd: close a connection or a listener.
+    NetstackdClose = 0x0806,
+    /// netstackd: a connection's state and addresses.
+    NetstackdStatus = 0x0807,
+    /// netstackd: which of the caller's sockets are ready (waits, bounded).
+    NetstackdWait = 0x0808,
+    /// dsoftbusd: open a session to a peer over TCP and ping it.
+    DsoftbusdConnect = 0x0404,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 21] = [
         Self::LogdQuery,
         Self::RngdGetEntropy,
         Self::KeystoredGetPubkey,
@@ -52,9 +70,18 @@ impl Operation {
         Self::DsoftbusdDiscover,
         Self::DsoftbusdTrust,
         Self::DsoftbusdTransport,
+        Self::DsoftbusdConnect,
         Self::StatefsPut,
         Self::StatefsGet,
         Self::StatefsDelete,
+        Self::NetstackdListen,
+        Self::NetstackdAccept,
+        Self::NetstackdConnect,
+        Self::NetstackdSend,
+        Self::NetstackdRecv,
+        Self::NetstackdClose,
+        Self::NetstackdStatus,
+        Self::NetstackdWait,
     ];
 
     /// The service that offers this operation.
@@ -66,9 +93,18 @@ impl Operation {
             | Self::KeystoredSign
             | Self::KeystoredExportPrivate
             | Self::KeystoredVerifyTrustStore => ServiceId::Keystored,
-            Self::DsoftbusdDiscover | Self::DsoftbusdTrust | Self::DsoftbusdTransport => {
-                ServiceId::Dsoftbusd
-            }
+            Self::DsoftbusdDiscover
+            | Self::DsoftbusdTrust
+            | Self::DsoftbusdTransport
+            | Self::DsoftbusdConnect => ServiceId::Dsoftbusd,
+            Self::NetstackdListen
+            | Self::NetstackdAccept
+            | Self::NetstackdConnect
+            | Self::NetstackdSend
+            | Self::NetstackdRecv
+            | Self::NetstackdClose
+            | Self::NetstackdStatus
+            | Self::NetstackdWait => ServiceId::Netstackd,
             Self::StatefsPut | Self::StatefsGet | Self::StatefsDelete => ServiceId::Statefs,
         }
     }
@@ -85,6 +121,15 @@ impl Operation {
             Self::DsoftbusdDiscover => "DISCOVER",
             Self::DsoftbusdTrust => "TRUST",
             Self::DsoftbusdTransport => "TRANSPORT",
+            Self::DsoftbusdConnect => "CONNECT",
+            Self::NetstackdListen => "LISTEN",
+            Self::NetstackdAccept => "ACCEPT",
+            Self::NetstackdConnect => "CONNECT",
+            Self::NetstackdSend => "SEND",
+            Self::NetstackdRecv => "RECV",
+            Self::NetstackdClose => "CLOSE",
+            Self::NetstackdStatus => "STATUS",
+            Self::NetstackdWait => "WAIT",
             Self::StatefsPut => "PUT",
             Self::StatefsGet => "GET",
             Self::StatefsDelete => "DELETE",

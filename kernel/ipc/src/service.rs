@@ -23,11 +23,13 @@ pub enum ServiceId {
     SelftestPeer = 6,
     /// The record store on the state disk.
     Statefs = 7,
+    /// The network stack: owns the network device, offers stream sockets.
+    Netstackd = 8,
 }
 
 impl ServiceId {
     /// Every id, in numeric order.
-    pub const ALL: [ServiceId; 8] = [
+    pub const ALL: [ServiceId; 9] = [
         Self::Kernel,
         Self::Logd,
         Self::Rngd,
@@ -36,6 +38,7 @@ impl ServiceId {
         Self::Selftest,
         Self::SelftestPeer,
         Self::Statefs,
+        Self::Netstackd,
     ];
 
     /// The name used in policy files, manifests and logs.
@@ -49,6 +52,7 @@ impl ServiceId {
             Self::Selftest => "selftest",
             Self::SelftestPeer => "selftest-peer",
             Self::Statefs => "statefs",
+            Self::Netstackd => "netstackd",
         }
     }
 

@@ -3,8 +3,9 @@
 //! [`HostSystem`] is `kernel-core` (the same executor, router, policy table and
 //! manifest as the image) on std, with a host [`Entropy`] source in the entropy-device
 //! slot instead of virtio-rng and in-memory disks ([`Disks`]) in the state-disk and
-//! OTP-disk slots. It spawns logd, rngd, statefs, keystored and dsoftbusd (with
-//! BLAKE2s) exactly as the image does, so `cargo test` exercises the real services,
+//! OTP-disk slots. It spawns logd, rngd, statefs, keystored, netstackd (its loopback
+//! interface only: there is no network device) and dsoftbusd (with BLAKE2s) exactly
+//! as the image does, so `cargo test` exercises the real services,
 //! the real policy and the real audit trail; QEMU proves the devices, the kernel and
 //! the markers. Disks are shared: a test keeps a handle, reboots a new system on the
 //! same state, or damages it in between.
@@ -159,8 +160,20 @@ impl HostSystem {
 
     /// As [`HostSystem::boot`], on `disks`.
     pub fn boot_with<P: Provider>(entropy: Entropy, disks: Disks) -> Self {
+        Self::boot_limited::<P>(entropy, disks, dsoftbusd::sessions::LIMITS)
+    }
+
+    /// As [`HostSystem::boot_with`], with dsoftbusd's session table bounded by
+    /// `limits` (the tests shorten deadlines and the entropy pace).
+    pub fn boot_limited<P: Provider>(
+        entropy: Entropy,
+        disks: Disks,
+        limits: dsoftbusd::sessions::Limits,
+    ) -> Self {
         let mut system = Self::boot_identity_with::<P>(entropy, disks);
-        system.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<P, Blake2s, _>);
+        system.spawn(ServiceId::Dsoftbusd, move |ep| {
+            dsoftbusd::run_with::<P, Blake2s, _>(ep, limits)
+        });
         system
     }
 
@@ -200,6 +213,8 @@ impl HostSystem {
         system.spawn(ServiceId::Keystored, |ep| {
             keystored::run::<P, Blake2s, _>(ep, kernel_core::config::PURPOSES)
         });
+        // No network device on the host: netstackd serves its loopback interface.
+        system.spawn(ServiceId::Netstackd, |ep| netstackd::run(ep, ""));
         system
     }
 

@@ -1,7 +1,8 @@
 //! The bootable riscv64 image for one provider combination.
 //!
 //! Tasks: logd, rngd, statefs, keystored (sealing with the image's AEAD and BLAKE2s),
-//! dsoftbusd (Noise `..._BLAKE2s`), and the selftest, whose outcome decides the
+//! netstackd (TCP/IPv4 on virtio-net and loopback), dsoftbusd (Noise `..._BLAKE2s`,
+//! over TCP), and the selftest, whose outcome decides the
 //! shutdown status.
 //!
 //! Built by `cargo xtask test-os` (or `run`) with `--no-default-features` and one
@@ -43,6 +44,7 @@ mod image {
                 kernel.spawn(ServiceId::Keystored, |ep| {
                     keystored::run::<Selected, Blake2s, _>(ep, kernel_core::config::PURPOSES)
                 }),
+                kernel.spawn(ServiceId::Netstackd, |ep| netstackd::run(ep, boot.bootargs)),
                 kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Blake2s, _>),
             ];
             let verdict = MainVerdict::default();

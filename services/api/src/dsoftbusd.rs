@@ -13,6 +13,17 @@
 //!   message; the reply is the second. The third message is answered with an empty
 //!   reply. After that, a transport message is answered with a transport message.
 //!
+//!   An empty message closes that session (`NoSession` if there is none). Sessions
+//!   belong to the calling task: the kernel stamps the sender, so a task reaches only
+//!   its own. A new session is refused with `Busy` when the half-open quota or the
+//!   entropy pace says no.
+//! - `CONNECT`: payload: the peer's IPv4 address (4 bytes), its TCP port (`u16`), and
+//!   the device key it must prove (32 bytes, on the allowlist). dsoftbusd opens a TCP
+//!   connection, runs the handshake as initiator (`docs/protocol.md`), pings, and
+//!   closes with `BYE`; reply: the peer's device key, then the handshake hash (32
+//!   bytes each). Errors: `OtherAlgorithm` (the peer speaks another Noise suite),
+//!   `Busy`, `Refused`, `TimedOut`, `Closed`, `AuthenticationFailed`, `Unavailable`.
+//!
 //! Noise allows 65,535-byte messages; dsoftbusd takes at most 1 KiB, far inside one
 //! IPC frame, and says so with `RequestTooLarge`.
 
@@ -20,31 +31,89 @@ use alloc::vec::Vec;
 
 use ipc::{Endpoint, IpcBuffer, Operation};
 
+use crate::netstackd::SocketAddr;
 use crate::{ClientError, ServiceError};
 
 /// The longest Noise message dsoftbusd accepts in one `TRANSPORT`.
 pub const MAX_MESSAGE: usize = 1024;
 /// The most device keys the allowlist holds.
 pub const MAX_TRUSTED: usize = 16;
-/// The most sessions (in handshake or established) per daemon.
-pub const MAX_SESSIONS: usize = 8;
 
-/// Why dsoftbusd refused a session message: the reason code of its audit record.
+/// A `CONNECT` request: where the peer is and which device it must be.
+pub fn encode_connect(remote: SocketAddr, device_key: &[u8; 32]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(4 + 2 + 32);
+    payload.extend_from_slice(&remote.ip);
+    payload.extend_from_slice(&remote.port.to_le_bytes());
+    payload.extend_from_slice(device_key);
+    payload
+}
+
+/// Decodes a `CONNECT` request.
+///
+/// # Errors
+/// `MalformedRequest`.
+pub fn decode_connect(payload: &[u8]) -> Result<(SocketAddr, [u8; 32]), ServiceError> {
+    let malformed = ServiceError::MalformedRequest;
+    if payload.len() != 4 + 2 + 32 {
+        return Err(malformed);
+    }
+    let remote = SocketAddr {
+        ip: payload[..4].try_into().map_err(|_| malformed)?,
+        port: u16::from_le_bytes([payload[4], payload[5]]),
+    };
+    if remote.port == 0 {
+        return Err(malformed);
+    }
+    Ok((remote, payload[6..].try_into().map_err(|_| malformed)?))
+}
+
+/// A session `CONNECT` completed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u16)]
-pub enum Refusal {
-    /// The first handshake message did not authenticate (tampered, wrong key).
-    Message1 = 1,
-    /// The third handshake message did not authenticate.
-    Message3 = 3,
-    /// The peer's device key is not on the allowlist.
-    UnknownIdentity = 4,
-    /// The peer's signature does not cover its Noise static key.
-    BadBinding = 5,
-    /// A transport message did not authenticate (tampered or replayed).
-    Transport = 6,
-    /// Too long, too short, or no room for another session.
-    Malformed = 7,
+pub struct Connected {
+    /// The peer's device key, as its binding proved it.
+    pub device_key: [u8; 32],
+    /// The session's handshake hash (the same on both sides).
+    pub handshake_hash: [u8; 32],
+}
+
+impl Connected {
+    /// The reply payload.
+    pub fn encode(&self) -> Vec<u8> {
+        [&self.device_key[..], &self.handshake_hash[..]].concat()
+    }
+
+    /// Decodes a reply payload.
+    ///
+    /// # Errors
+    /// [`ClientError::MalformedReply`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, ClientError> {
+        let bad = ClientError::MalformedReply;
+        if bytes.len() != 64 {
+            return Err(bad);
+        }
+        Ok(Self {
+            device_key: bytes[..32].try_into().map_err(|_| bad)?,
+            handshake_hash: bytes[32..].try_into().map_err(|_| bad)?,
+        })
+    }
+}
+
+/// Asks dsoftbusd to open a session to the device `device_key` at `remote` and ping it.
+///
+/// # Errors
+/// [`ClientError`].
+pub async fn connect<E: Endpoint>(
+    ep: &E,
+    remote: SocketAddr,
+    device_key: &[u8; 32],
+) -> Result<Connected, ClientError> {
+    let reply = crate::call(
+        ep,
+        Operation::DsoftbusdConnect,
+        &encode_connect(remote, device_key),
+    )
+    .await?;
+    Connected::decode(&reply)
 }
 
 /// Encodes a `TRANSPORT` payload.

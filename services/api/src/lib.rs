@@ -23,6 +23,7 @@ extern crate alloc;
 pub mod dsoftbusd;
 pub mod keystored;
 pub mod logd;
+pub mod netstackd;
 pub mod rngd;
 pub mod statefs;
 
@@ -72,10 +73,24 @@ pub enum ServiceError {
     PurposeDenied = 16,
     /// Made with another algorithm than this image has.
     OtherAlgorithm = 17,
+    /// The connection is closed (by the peer, or reset), or was never opened.
+    Closed = 18,
+    /// Nothing happened before the deadline the request gave.
+    TimedOut = 19,
+    /// The peer refused the connection (nothing listens there, or it reset).
+    Refused = 20,
+    /// The port is already in use.
+    InUse = 21,
+    /// No socket of the caller's has that handle (a socket is usable only by the task
+    /// that opened it).
+    BadHandle = 22,
+    /// Too much at once: a quota that frees itself (half-open handshakes, the entropy
+    /// pace). Try again later.
+    Busy = 23,
 }
 
 impl ServiceError {
-    const ALL: [ServiceError; 17] = [
+    const ALL: [ServiceError; 23] = [
         Self::MalformedRequest,
         Self::UnknownOperation,
         Self::EmptyRequest,
@@ -93,6 +108,12 @@ impl ServiceError {
         Self::Full,
         Self::PurposeDenied,
         Self::OtherAlgorithm,
+        Self::Closed,
+        Self::TimedOut,
+        Self::Refused,
+        Self::InUse,
+        Self::BadHandle,
+        Self::Busy,
     ];
 
     /// The error with wire code `code`.
@@ -126,6 +147,12 @@ impl fmt::Display for ServiceError {
             Self::Full => "no room",
             Self::PurposeDenied => "signing purpose not granted",
             Self::OtherAlgorithm => "made with another algorithm than this image has",
+            Self::Closed => "connection closed",
+            Self::TimedOut => "timed out",
+            Self::Refused => "connection refused",
+            Self::InUse => "port in use",
+            Self::BadHandle => "no such socket of the caller's",
+            Self::Busy => "busy: try again later",
         })
     }
 }

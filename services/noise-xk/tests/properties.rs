@@ -178,6 +178,19 @@ fn transport_refuses_replays_and_keeps_going<
     );
     let pong = responder.encrypt(b"pong").unwrap();
     assert_eq!(initiator.decrypt(&pong).unwrap(), b"pong");
+    // The same holds on the initiator's side: a tampered answer leaves it as it was.
+    let genuine = responder.encrypt(b"pong 2").unwrap();
+    let mut tampered = genuine.clone();
+    tampered[0] ^= 1;
+    assert_eq!(
+        initiator.decrypt(&tampered),
+        Err(NoiseError::Authentication)
+    );
+    assert_eq!(
+        initiator.decrypt(&genuine).unwrap(),
+        b"pong 2",
+        "the initiator's session is unchanged"
+    );
     assert_eq!(
         initiator.decrypt(&pong[..10]),
         Err(NoiseError::TooShort { need: 16, got: 10 })

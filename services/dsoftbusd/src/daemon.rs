@@ -1,0 +1,1002 @@
+//! The daemon: its identity and allowlist, the session table, and every step of a
+//! session on both paths (TCP through netstackd, and `TRANSPORT` over IPC) and in
+//! both roles (responder to peers, initiator for `CONNECT`).
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ipc::{Endpoint, Operation, ReplyToken, ServiceId, Verdict};
+use noise_xk::{Initiator, NoiseError, Responder};
+use provider_api::{
+    HashBackend, Provider, SecretBytes, SignatureError, VerifyingKey, X25519PublicKey,
+    X25519SecretKey,
+};
+use service_api::dsoftbusd::{Connected, MAX_TRUSTED, decode_connect, decode_transport};
+use service_api::netstackd::{
+    self, Accepted, Handle, MAX_IO, READY_ACCEPTABLE, READY_CLOSED, READY_CONNECTED,
+    READY_READABLE, Ready,
+};
+use service_api::{ClientError, ServiceError, reply_err, reply_ok, rngd};
+
+use crate::binding::{Binding, BindingError};
+use crate::sessions::{
+    Conn, Limits, Link, Outgoing, Phase, Refusal, Source, Table, fingerprint, record,
+};
+use crate::wire::{self, AppMessage, Hello, HelloReply, HelloStatus, WireError};
+use crate::{PROLOGUE, hex};
+
+type Curve<P> = <P as Provider>::Curve;
+type Aead<P> = <P as Provider>::Aead;
+
+/// How long a `CONNECT` may take, from the request to the pong: below the kernel's
+/// two-second call timeout, so the caller always gets dsoftbusd's own answer.
+pub const CONNECT_DEADLINE_MS: u64 = 1_500;
+/// Receives per readable connection per event (each takes up to `MAX_IO` bytes).
+const RECEIVES_PER_EVENT: usize = 4;
+/// Connections accepted per event.
+const ACCEPTS_PER_EVENT: usize = 8;
+
+/// How a connection ends: the record's reason and verdict, and a last frame to send
+/// first (a hello reply that says why).
+struct End {
+    refusal: Refusal,
+    verdict: Verdict,
+    last: Option<Vec<u8>>,
+}
+
+impl End {
+    fn rejected(refusal: Refusal) -> Self {
+        Self {
+            refusal,
+            verdict: Verdict::Rejected,
+            last: None,
+        }
+    }
+
+    fn failed(refusal: Refusal) -> Self {
+        Self {
+            refusal,
+            verdict: Verdict::Failed,
+            last: None,
+        }
+    }
+}
+
+/// A handshake message that is too short or too long is malformed; anything else
+/// that fails is an authentication failure.
+fn noise_refusal(error: NoiseError, stage: Refusal) -> Refusal {
+    match error {
+        NoiseError::TooShort { .. } | NoiseError::TooLong { .. } => Refusal::Malformed,
+        _ => stage,
+    }
+}
+
+fn binding_refusal(error: BindingError) -> Refusal {
+    match error {
+        BindingError::UnknownIdentity => Refusal::UnknownIdentity,
+        BindingError::BadSignature | BindingError::Malformed => Refusal::BadBinding,
+    }
+}
+
+/// What a `CONNECT` caller is told when its session ends before the pong.
+fn connect_error(refusal: Refusal) -> ServiceError {
+    match refusal {
+        Refusal::SuiteMismatch => ServiceError::OtherAlgorithm,
+        Refusal::PeerBusy | Refusal::Paced | Refusal::HalfOpenFull | Refusal::SourceQuota => {
+            ServiceError::Busy
+        }
+        Refusal::ConnectFailed => ServiceError::Refused,
+        Refusal::HandshakeTimeout => ServiceError::TimedOut,
+        Refusal::PeerClosed | Refusal::Closed | Refusal::SlowReader => ServiceError::Closed,
+        Refusal::Malformed | Refusal::FrameTooLong => ServiceError::MalformedRequest,
+        Refusal::Message1
+        | Refusal::Message2
+        | Refusal::Message3
+        | Refusal::UnknownIdentity
+        | Refusal::BadBinding
+        | Refusal::Transport => ServiceError::AuthenticationFailed,
+        Refusal::SessionsFull => ServiceError::Full,
+        Refusal::IdleTimeout | Refusal::Established => ServiceError::Unavailable,
+    }
+}
+
+async fn ephemeral<E: Endpoint>(ep: &E) -> Option<SecretBytes<32>> {
+    let bytes = rngd::get_entropy(ep, 32).await.ok()?;
+    SecretBytes::from_fill(|e: &mut [u8; 32]| {
+        e.copy_from_slice(&bytes);
+        Ok::<(), ()>(())
+    })
+    .ok()
+}
+
+/// The answer to a `TRANSPORT`, and whether it authenticated a peer.
+pub struct Handled {
+    /// The reply payload or the error.
+    pub reply: Result<Vec<u8>, ServiceError>,
+    /// Set when this request completed an authenticated handshake.
+    pub authenticated: bool,
+}
+
+/// The daemon's identity, allowlist and sessions.
+pub struct Daemon<P: Provider, H: HashBackend> {
+    static_key: Rc<X25519SecretKey<Curve<P>>>,
+    binding: Binding,
+    pub(crate) allowlist: Vec<VerifyingKey<Curve<P>>>,
+    suite: String,
+    table: Table<P, H>,
+    listener: Option<Handle>,
+}
+
+impl<P: Provider, H: HashBackend> Daemon<P, H> {
+    /// A daemon with `static_key`, vouched for by `binding`, bounded by `limits`.
+    pub fn new(
+        static_key: X25519SecretKey<Curve<P>>,
+        binding: Binding,
+        limits: Limits,
+        now_ms: u64,
+    ) -> Self {
+        Self {
+            static_key: Rc::new(static_key),
+            binding,
+            allowlist: Vec::new(),
+            suite: noise_xk::protocol_name::<Aead<P>, H>(),
+            table: Table::new(limits, now_ms),
+            listener: None,
+        }
+    }
+
+    /// The Noise protocol name this daemon speaks.
+    pub fn suite(&self) -> &str {
+        &self.suite
+    }
+
+    /// The device keys it trusts.
+    pub fn trusted(&self) -> usize {
+        self.allowlist.len()
+    }
+
+    /// Connections and sessions now: (half-open, established).
+    pub fn sessions(&self) -> (usize, usize) {
+        (self.table.half_open(), self.table.established())
+    }
+
+    /// The listening socket, once listening.
+    pub fn listener(&self) -> Option<Handle> {
+        self.listener
+    }
+
+    /// `DISCOVER`: the Noise static key, then the device key.
+    pub fn discover(&self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(self.static_key.public_key().as_bytes());
+        out[32..].copy_from_slice(&self.binding.device_key);
+        out
+    }
+
+    /// `TRUST`: adds a device key to the allowlist, once it is decoded under
+    /// provider-api's rule (a canonical point of prime order).
+    ///
+    /// # Errors
+    /// `MalformedRequest` for anything but 32 bytes, `InvalidKey` (with the
+    /// `KeyRejection` code, for the audit record) for a key the rule refuses,
+    /// `RequestTooLarge` when full.
+    pub fn trust(&mut self, device_key: &[u8]) -> Result<(), (ServiceError, u16)> {
+        let bytes: [u8; 32] = device_key
+            .try_into()
+            .map_err(|_| (ServiceError::MalformedRequest, 0))?;
+        if self.allowlist.iter().any(|key| key.to_bytes() == bytes) {
+            return Ok(());
+        }
+        if self.allowlist.len() == MAX_TRUSTED {
+            return Err((ServiceError::RequestTooLarge, 0));
+        }
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|error| match error {
+            SignatureError::InvalidPublicKey(why) => (ServiceError::InvalidKey, why.code()),
+            _ => (ServiceError::InvalidKey, 0),
+        })?;
+        self.allowlist.push(key);
+        Ok(())
+    }
+
+    fn check_binding(
+        &self,
+        peer_static: &X25519PublicKey,
+        payload: &[u8],
+    ) -> Result<[u8; 32], BindingError> {
+        let binding = Binding::decode(payload)?;
+        binding.verify::<Curve<P>>(peer_static, &self.allowlist)?;
+        Ok(binding.device_key)
+    }
+
+    // ---------------------------------------------------------------- IPC path
+
+    /// `TRANSPORT`: one Noise message of `sender`'s session. A new session number
+    /// starts a handshake (its first message); an empty message closes the session.
+    pub async fn transport<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        sender: ServiceId,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Handled {
+        let op = Operation::DsoftbusdTransport;
+        let refuse = |error: ServiceError, refusal: Refusal| {
+            ep.audit(record(
+                sender,
+                op,
+                Verdict::Rejected,
+                refusal as u16,
+                payload.len() as u32,
+            ));
+            Handled {
+                reply: Err(error),
+                authenticated: false,
+            }
+        };
+        let (id, message) = match decode_transport(payload) {
+            Ok(parts) => parts,
+            Err(error) => return refuse(error, Refusal::Malformed),
+        };
+        let link = Link::Ipc { task: sender, id };
+        let Some(at) = self.table.find(link) else {
+            if message.is_empty() {
+                return refuse(ServiceError::NoSession, Refusal::Malformed);
+            }
+            return self
+                .ipc_first_message(ep, sender, link, message, now_ms)
+                .await;
+        };
+        if message.is_empty() {
+            let conn = self.table.conns.remove(at);
+            ep.audit(record(
+                sender,
+                op,
+                Verdict::Allowed,
+                Refusal::Closed as u16,
+                conn.detail(),
+            ));
+            return Handled {
+                reply: Ok(Vec::new()),
+                authenticated: false,
+            };
+        }
+        self.table.conns[at].last_ms = now_ms;
+        let phase = core::mem::replace(&mut self.table.conns[at].phase, Phase::Gone);
+        match phase {
+            Phase::AwaitMessage3(awaiting) => match self.finish_handshake(awaiting, message) {
+                Ok((transport, peer)) => {
+                    if self.table.established() >= self.table.limits.established {
+                        self.table.conns.remove(at);
+                        return refuse(ServiceError::Full, Refusal::SessionsFull);
+                    }
+                    let conn = &mut self.table.conns[at];
+                    conn.phase = Phase::Established(transport);
+                    conn.peer = Some(peer);
+                    ep.audit(record(
+                        sender,
+                        op,
+                        Verdict::Allowed,
+                        Refusal::Established as u16,
+                        fingerprint(&peer),
+                    ));
+                    Handled {
+                        reply: Ok(Vec::new()),
+                        authenticated: true,
+                    }
+                }
+                Err(refusal) => {
+                    self.table.conns.remove(at);
+                    let error = match refusal {
+                        Refusal::Malformed => ServiceError::MalformedRequest,
+                        _ => ServiceError::AuthenticationFailed,
+                    };
+                    refuse(error, refusal)
+                }
+            },
+            Phase::Established(mut transport) => {
+                let answer = transport.decrypt(message).and_then(|plaintext| {
+                    let reply = match AppMessage::parse(&plaintext) {
+                        Some(AppMessage::Ping(data)) => AppMessage::Pong(data).encode(),
+                        _ => AppMessage::Unknown.encode(),
+                    };
+                    transport.encrypt(&reply)
+                });
+                self.table.conns[at].phase = Phase::Established(transport);
+                match answer {
+                    Ok(reply) => {
+                        let detail = self.table.conns[at].detail();
+                        ep.audit(record(sender, op, Verdict::Allowed, 0, detail));
+                        Handled {
+                            reply: Ok(reply),
+                            authenticated: false,
+                        }
+                    }
+                    Err(_) => refuse(ServiceError::AuthenticationFailed, Refusal::Transport),
+                }
+            }
+            other => {
+                // IPC sessions are never in a TCP phase.
+                self.table.conns[at].phase = other;
+                refuse(ServiceError::MalformedRequest, Refusal::Malformed)
+            }
+        }
+    }
+
+    async fn ipc_first_message<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        sender: ServiceId,
+        link: Link,
+        message: &[u8],
+        now_ms: u64,
+    ) -> Handled {
+        let op = Operation::DsoftbusdTransport;
+        let source = Source::Task(sender);
+        let refuse = |error: ServiceError, refusal: Refusal, verdict: Verdict| {
+            ep.audit(record(
+                sender,
+                op,
+                verdict,
+                refusal as u16,
+                message.len() as u32,
+            ));
+            Handled {
+                reply: Err(error),
+                authenticated: false,
+            }
+        };
+        if let Err(refusal) = self.table.admit(source) {
+            return refuse(ServiceError::Busy, refusal, Verdict::Rejected);
+        }
+        match self.respond_to_message_1(ep, message, true, now_ms).await {
+            Ok((awaiting, reply)) => {
+                self.table.conns.push(Conn::new(
+                    link,
+                    source,
+                    Phase::AwaitMessage3(awaiting),
+                    now_ms,
+                ));
+                ep.audit(record(sender, op, Verdict::Allowed, 0, 1));
+                Handled {
+                    reply: Ok(reply),
+                    authenticated: false,
+                }
+            }
+            Err(End {
+                refusal, verdict, ..
+            }) => {
+                let error = match refusal {
+                    Refusal::Paced => ServiceError::Busy,
+                    Refusal::Malformed => ServiceError::MalformedRequest,
+                    _ if verdict == Verdict::Failed => ServiceError::Unavailable,
+                    _ => ServiceError::AuthenticationFailed,
+                };
+                refuse(error, refusal, verdict)
+            }
+        }
+    }
+
+    /// Reads a first message and writes the second, with a fresh ephemeral key; takes
+    /// its draw from the pace first when `pace` (on TCP the hello took it).
+    async fn respond_to_message_1<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        message: &[u8],
+        pace: bool,
+        now_ms: u64,
+    ) -> Result<
+        (
+            noise_xk::ResponderAwaitingFinish<Curve<P>, Aead<P>, H>,
+            Vec<u8>,
+        ),
+        End,
+    > {
+        let responder =
+            Responder::<Curve<P>, Aead<P>, H>::new(PROLOGUE, Rc::clone(&self.static_key));
+        let (ready, _) = responder
+            .read_message_1(message)
+            .map_err(|e| End::rejected(noise_refusal(e, Refusal::Message1)))?;
+        if pace && !self.table.pace.take(now_ms) {
+            return Err(End::rejected(Refusal::Paced));
+        }
+        let entropy = ephemeral(ep).await.ok_or(End::failed(Refusal::Message1))?;
+        ready
+            .write_message_2(&entropy, &self.binding.encode())
+            .map_err(|e| End::rejected(noise_refusal(e, Refusal::Message1)))
+    }
+
+    fn finish_handshake(
+        &self,
+        awaiting: noise_xk::ResponderAwaitingFinish<Curve<P>, Aead<P>, H>,
+        message: &[u8],
+    ) -> Result<(noise_xk::Transport<Aead<P>>, [u8; 32]), Refusal> {
+        let (transport, peer_static, peer_binding) = awaiting
+            .read_message_3(message)
+            .map_err(|e| noise_refusal(e, Refusal::Message3))?;
+        let peer = self
+            .check_binding(&peer_static, &peer_binding)
+            .map_err(binding_refusal)?;
+        Ok((transport, peer))
+    }
+
+    // ---------------------------------------------------------------- TCP path
+
+    /// Listens on the dsoftbus port.
+    ///
+    /// # Errors
+    /// netstackd's refusal.
+    pub async fn listen<E: Endpoint>(&mut self, ep: &E) -> Result<(), ClientError> {
+        let backlog = netstackd::MAX_BACKLOG;
+        self.listener = Some(netstackd::listen(ep, wire::PORT, backlog).await?);
+        Ok(())
+    }
+
+    /// Handles what a `WAIT` reported.
+    pub async fn on_ready<E: Endpoint>(&mut self, ep: &E, ready: &[Ready]) {
+        // Streams first (a close frees its slot before the next accept), then new
+        // connections.
+        let listener = self.listener;
+        for r in ready.iter().filter(|r| Some(r.handle) != listener) {
+            let now = ep.uptime_ms();
+            let Some(at) = self.table.find(Link::Tcp(r.handle)) else {
+                continue;
+            };
+            if r.flags & READY_CONNECTED != 0 {
+                self.on_connected(ep, at, now).await;
+                continue;
+            }
+            if r.flags & (READY_READABLE | READY_CLOSED) != 0 {
+                self.on_readable(ep, r.handle, now).await;
+            }
+        }
+        if let Some(listener) = self.listener
+            && ready
+                .iter()
+                .any(|r| r.handle == listener && r.flags & READY_ACCEPTABLE != 0)
+        {
+            for _ in 0..ACCEPTS_PER_EVENT {
+                match netstackd::accept(ep, listener, 0).await {
+                    Ok(accepted) => self.on_accept(ep, accepted, ep.uptime_ms()).await,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    async fn on_accept<E: Endpoint>(&mut self, ep: &E, accepted: Accepted, now_ms: u64) {
+        let source = Source::Ip(accepted.remote.ip);
+        if let Err(refusal) = self.table.admit(source) {
+            ep.audit(record(
+                ServiceId::Dsoftbusd,
+                Operation::DsoftbusdTransport,
+                Verdict::Rejected,
+                refusal as u16,
+                source.detail(),
+            ));
+            let _ = netstackd::close(ep, accepted.handle, true).await;
+            return;
+        }
+        self.table.conns.push(Conn::new(
+            Link::Tcp(accepted.handle),
+            source,
+            Phase::AwaitHello,
+            now_ms,
+        ));
+    }
+
+    async fn on_readable<E: Endpoint>(&mut self, ep: &E, handle: Handle, now_ms: u64) {
+        for _ in 0..RECEIVES_PER_EVENT {
+            let Some(at) = self.table.find(Link::Tcp(handle)) else {
+                return;
+            };
+            match netstackd::recv(ep, handle, MAX_IO as u16, 0).await {
+                Ok(bytes) => {
+                    self.table.conns[at].last_ms = now_ms;
+                    if let Err(end) = self.feed(ep, at, &bytes, now_ms).await {
+                        return self.end(ep, handle, end).await;
+                    }
+                }
+                Err(ClientError::Service(ServiceError::TimedOut)) => return,
+                Err(_) => {
+                    let refusal = match &self.table.conns[at].phase {
+                        Phase::Connecting => Refusal::ConnectFailed,
+                        phase if phase.half_open() => Refusal::PeerClosed,
+                        _ => Refusal::Closed,
+                    };
+                    let verdict = if refusal == Refusal::Closed {
+                        Verdict::Allowed
+                    } else {
+                        Verdict::Failed
+                    };
+                    return self
+                        .end(
+                            ep,
+                            handle,
+                            End {
+                                refusal,
+                                verdict,
+                                last: None,
+                            },
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Takes received bytes into the connection's frames and steps its session for
+    /// each whole frame, sending what each step answers.
+    async fn feed<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        at: usize,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<(), End> {
+        let Link::Tcp(handle) = self.table.conns[at].link else {
+            return Err(End::rejected(Refusal::Malformed));
+        };
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (body, used) =
+                self.table.conns[at]
+                    .reader
+                    .push(rest)
+                    .map_err(|error| match error {
+                        WireError::FrameTooLong(_) => End::rejected(Refusal::FrameTooLong),
+                        _ => End::rejected(Refusal::Malformed),
+                    })?;
+            rest = &rest[used..];
+            let Some(body) = body else {
+                break;
+            };
+            let answers = self.on_frame(ep, at, &body, now_ms).await?;
+            for answer in answers {
+                send_frame(ep, handle, &answer).await?;
+            }
+            // A step may have ended the session gracefully (a BYE answered).
+            if self.table.find(Link::Tcp(handle)).is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One frame of connection `at`: the frames to answer with, or how it ends.
+    async fn on_frame<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        at: usize,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<Vec<u8>>, End> {
+        let phase = core::mem::replace(&mut self.table.conns[at].phase, Phase::Gone);
+        match phase {
+            Phase::AwaitHello => {
+                let suite = self.suite.clone();
+                let reply = |status, static_key| {
+                    wire::frame(
+                        &HelloReply {
+                            status,
+                            suite: suite.clone(),
+                            static_key,
+                        }
+                        .encode(),
+                    )
+                };
+                let hello = match Hello::decode(body) {
+                    Ok(hello) => hello,
+                    Err(_) => {
+                        return Err(End {
+                            last: Some(reply(HelloStatus::Unsupported, None)),
+                            ..End::rejected(Refusal::Malformed)
+                        });
+                    }
+                };
+                if hello.suite != self.suite {
+                    ep.console(
+                        &markers::DSOFTBUSD_SUITE_MISMATCH.render(&[&self.suite, &hello.suite]),
+                    );
+                    return Err(End {
+                        last: Some(reply(HelloStatus::SuiteMismatch, None)),
+                        ..End::rejected(Refusal::SuiteMismatch)
+                    });
+                }
+                // The handshake's entropy draw is taken now, so a paced peer hears
+                // Busy before it spends a first message.
+                if !self.table.pace.take(now_ms) {
+                    return Err(End {
+                        last: Some(reply(HelloStatus::Busy, None)),
+                        ..End::rejected(Refusal::Paced)
+                    });
+                }
+                self.table.conns[at].phase = Phase::AwaitMessage1;
+                Ok(alloc::vec![reply(
+                    HelloStatus::Ok,
+                    Some(*self.static_key.public_key().as_bytes())
+                )])
+            }
+            Phase::AwaitMessage1 => {
+                let (awaiting, message_2) =
+                    match self.respond_to_message_1(ep, body, false, now_ms).await {
+                        Ok(done) => done,
+                        Err(end) => return Err(end),
+                    };
+                self.table.conns[at].phase = Phase::AwaitMessage3(awaiting);
+                Ok(alloc::vec![wire::frame(&message_2)])
+            }
+            Phase::AwaitMessage3(awaiting) => {
+                let (mut transport, peer) = self
+                    .finish_handshake(awaiting, body)
+                    .map_err(End::rejected)?;
+                if self.table.established() >= self.table.limits.established {
+                    return Err(End::rejected(Refusal::SessionsFull));
+                }
+                let ready = transport
+                    .encrypt(&AppMessage::Ready.encode())
+                    .map_err(|_| End::failed(Refusal::Transport))?;
+                let conn = &mut self.table.conns[at];
+                conn.phase = Phase::Established(transport);
+                conn.peer = Some(peer);
+                ep.audit(record(
+                    ServiceId::Dsoftbusd,
+                    Operation::DsoftbusdTransport,
+                    Verdict::Allowed,
+                    Refusal::Established as u16,
+                    fingerprint(&peer),
+                ));
+                ep.console(markers::DSOFTBUSD_AUTH_OK.message);
+                ep.console(&markers::DSOFTBUSD_SESSION.render(&[&hex(&peer)]));
+                Ok(alloc::vec![wire::frame(&ready)])
+            }
+            Phase::Established(mut transport) => {
+                let plaintext = transport.decrypt(body);
+                let conn = &mut self.table.conns[at];
+                let plaintext = match plaintext {
+                    Ok(plaintext) => plaintext,
+                    Err(_) => {
+                        conn.phase = Phase::Established(transport);
+                        conn.failed_decrypts += 1;
+                        ep.audit(record(
+                            ServiceId::Dsoftbusd,
+                            Operation::DsoftbusdTransport,
+                            Verdict::Rejected,
+                            Refusal::Transport as u16,
+                            conn.detail(),
+                        ));
+                        if conn.failed_decrypts >= self.table.limits.failed_decrypts {
+                            return Err(End::rejected(Refusal::Transport));
+                        }
+                        return Ok(Vec::new());
+                    }
+                };
+                let answer = match AppMessage::parse(&plaintext) {
+                    Some(AppMessage::Ping(data)) => AppMessage::Pong(data).encode(),
+                    Some(AppMessage::Bye) => {
+                        conn.phase = Phase::Established(transport);
+                        return Err(End {
+                            refusal: Refusal::Closed,
+                            verdict: Verdict::Allowed,
+                            last: None,
+                        });
+                    }
+                    _ => AppMessage::Unknown.encode(),
+                };
+                let sealed = transport
+                    .encrypt(&answer)
+                    .map_err(|_| End::failed(Refusal::Transport))?;
+                conn.phase = Phase::Established(transport);
+                Ok(alloc::vec![wire::frame(&sealed)])
+            }
+            Phase::AwaitHelloReply => self.initiator_hello_reply(ep, at, body, now_ms).await,
+            Phase::AwaitMessage2(awaiting, rs) => {
+                let (ready, payload) = awaiting
+                    .read_message_2(body)
+                    .map_err(|e| End::rejected(noise_refusal(e, Refusal::Message2)))?;
+                let conn = &self.table.conns[at];
+                let Some(outgoing) = &conn.outgoing else {
+                    return Err(End::rejected(Refusal::Malformed));
+                };
+                let expected = core::slice::from_ref(&outgoing.expected);
+                let binding =
+                    Binding::decode(&payload).map_err(|e| End::rejected(binding_refusal(e)))?;
+                binding
+                    .verify::<Curve<P>>(&rs, expected)
+                    .map_err(|e| End::rejected(binding_refusal(e)))?;
+                let (transport, message_3) = ready
+                    .write_message_3(&self.binding.encode())
+                    .map_err(|e| End::rejected(noise_refusal(e, Refusal::Message2)))?;
+                let conn = &mut self.table.conns[at];
+                conn.peer = Some(binding.device_key);
+                conn.phase = Phase::AwaitReady(transport);
+                Ok(alloc::vec![wire::frame(&message_3)])
+            }
+            Phase::AwaitReady(mut transport) => {
+                let plaintext = transport
+                    .decrypt(body)
+                    .map_err(|_| End::rejected(Refusal::Transport))?;
+                if AppMessage::parse(&plaintext) != Some(AppMessage::Ready) {
+                    return Err(End::rejected(Refusal::Malformed));
+                }
+                let conn = &mut self.table.conns[at];
+                let peer = conn.peer.unwrap_or_default();
+                ep.audit(record(
+                    conn.outgoing
+                        .as_ref()
+                        .map_or(ServiceId::Dsoftbusd, |o| o.caller),
+                    Operation::DsoftbusdConnect,
+                    Verdict::Allowed,
+                    Refusal::Established as u16,
+                    fingerprint(&peer),
+                ));
+                ep.console(&markers::DSOFTBUSD_SESSION.render(&[&hex(&peer)]));
+                let ping = rngd::get_entropy(ep, 16)
+                    .await
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default();
+                let sealed = transport
+                    .encrypt(&AppMessage::Ping(&ping).encode())
+                    .map_err(|_| End::failed(Refusal::Transport))?;
+                let conn = &mut self.table.conns[at];
+                if let Some(outgoing) = conn.outgoing.as_mut() {
+                    outgoing.ping = ping;
+                }
+                conn.phase = Phase::AwaitPong(transport);
+                Ok(alloc::vec![wire::frame(&sealed)])
+            }
+            Phase::AwaitPong(mut transport) => {
+                let plaintext = transport
+                    .decrypt(body)
+                    .map_err(|_| End::rejected(Refusal::Transport))?;
+                let conn = &mut self.table.conns[at];
+                let expected = conn
+                    .outgoing
+                    .as_ref()
+                    .map(|o| o.ping.clone())
+                    .unwrap_or_default();
+                if AppMessage::parse(&plaintext) != Some(AppMessage::Pong(&expected)) {
+                    return Err(End::rejected(Refusal::Malformed));
+                }
+                let bye = transport
+                    .encrypt(&AppMessage::Bye.encode())
+                    .map_err(|_| End::failed(Refusal::Transport))?;
+                let hash = *transport.handshake_hash();
+                let peer = conn.peer.unwrap_or_default();
+                conn.phase = Phase::Established(transport);
+                if let Some(outgoing) = conn.outgoing.take() {
+                    let connected = Connected {
+                        device_key: peer,
+                        handshake_hash: hash,
+                    };
+                    ep.audit(record(
+                        outgoing.caller,
+                        Operation::DsoftbusdConnect,
+                        Verdict::Allowed,
+                        0,
+                        fingerprint(&peer),
+                    ));
+                    let _ = reply_ok(ep, outgoing.token, &connected.encode());
+                }
+                // The ping proved the session both ways: end it with a BYE.
+                Err(End {
+                    refusal: Refusal::Closed,
+                    verdict: Verdict::Allowed,
+                    last: Some(wire::frame(&bye)),
+                })
+            }
+            Phase::Connecting | Phase::Gone => Err(End::rejected(Refusal::Malformed)),
+        }
+    }
+
+    /// Ends the connection on `handle`: sends its last frame, closes it, records why,
+    /// and answers a `CONNECT` still waiting for it.
+    async fn end<E: Endpoint>(&mut self, ep: &E, handle: Handle, end: End) {
+        let Some(at) = self.table.find(Link::Tcp(handle)) else {
+            return;
+        };
+        let conn = self.table.conns.remove(at);
+        let graceful = end.last.is_some() || end.refusal == Refusal::Closed;
+        if let Some(last) = &end.last {
+            let _ = send_frame(ep, handle, last).await;
+        }
+        let _ = netstackd::close(ep, handle, !graceful).await;
+        let (subject, operation) = match &conn.outgoing {
+            Some(outgoing) => (outgoing.caller, Operation::DsoftbusdConnect),
+            None => (ServiceId::Dsoftbusd, Operation::DsoftbusdTransport),
+        };
+        ep.audit(record(
+            subject,
+            operation,
+            end.verdict,
+            end.refusal as u16,
+            conn.detail(),
+        ));
+        if let Some(peer) = conn.peer
+            && end.refusal == Refusal::Closed
+        {
+            ep.console(&format!("session with {} closed", hex(&peer)));
+        }
+        if let Some(outgoing) = conn.outgoing {
+            let _ = reply_err(ep, outgoing.token, connect_error(end.refusal));
+        }
+    }
+
+    /// Closes every connection whose deadline passed.
+    pub async fn expire<E: Endpoint>(&mut self, ep: &E, now_ms: u64) {
+        let limits = self.table.limits;
+        let mut index = 0;
+        while index < self.table.conns.len() {
+            let conn = &self.table.conns[index];
+            let connect_late = conn
+                .outgoing
+                .as_ref()
+                .is_some_and(|_| now_ms >= conn.opened_ms + CONNECT_DEADLINE_MS);
+            let refusal = if connect_late {
+                Some(Refusal::HandshakeTimeout)
+            } else {
+                conn.expired(now_ms, &limits)
+            };
+            let Some(refusal) = refusal else {
+                index += 1;
+                continue;
+            };
+            match conn.link {
+                Link::Tcp(handle) => {
+                    let last = match &mut self.table.conns[index].phase {
+                        Phase::Established(transport) if refusal == Refusal::IdleTimeout => {
+                            transport
+                                .encrypt(&AppMessage::Bye.encode())
+                                .ok()
+                                .map(|bye| wire::frame(&bye))
+                        }
+                        _ => None,
+                    };
+                    self.end(
+                        ep,
+                        handle,
+                        End {
+                            refusal,
+                            verdict: Verdict::Rejected,
+                            last,
+                        },
+                    )
+                    .await;
+                }
+                Link::Ipc { task, .. } => {
+                    let conn = self.table.conns.remove(index);
+                    ep.audit(record(
+                        task,
+                        Operation::DsoftbusdTransport,
+                        Verdict::Rejected,
+                        refusal as u16,
+                        conn.detail(),
+                    ));
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- initiating
+
+    /// `CONNECT`: opens a session to a peer device and pings it; the answer comes when
+    /// the pong does (or the session fails), within [`CONNECT_DEADLINE_MS`].
+    pub async fn connect<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        caller: ServiceId,
+        token: ReplyToken,
+        payload: &[u8],
+        now_ms: u64,
+    ) {
+        let op = Operation::DsoftbusdConnect;
+        let refuse = |token, error: ServiceError, refusal: Refusal| {
+            ep.audit(record(
+                caller,
+                op,
+                Verdict::Rejected,
+                refusal as u16,
+                payload.len() as u32,
+            ));
+            let _ = reply_err(ep, token, error);
+        };
+        let (remote, device_key) = match decode_connect(payload) {
+            Ok(parts) => parts,
+            Err(error) => return refuse(token, error, Refusal::Malformed),
+        };
+        let Some(expected) = self
+            .allowlist
+            .iter()
+            .find(|k| k.to_bytes() == device_key)
+            .cloned()
+        else {
+            return refuse(
+                token,
+                ServiceError::AuthenticationFailed,
+                Refusal::UnknownIdentity,
+            );
+        };
+        if self.listener.is_none() {
+            return refuse(token, ServiceError::Unavailable, Refusal::ConnectFailed);
+        }
+        let source = Source::Task(caller);
+        if let Err(refusal) = self.table.admit(source) {
+            return refuse(token, ServiceError::Busy, refusal);
+        }
+        let handle = match netstackd::connect(ep, remote, 0).await {
+            Ok((handle, _)) => handle,
+            Err(error) => {
+                let error = match error {
+                    ClientError::Service(error) => error,
+                    _ => ServiceError::Unavailable,
+                };
+                return refuse(token, error, Refusal::ConnectFailed);
+            }
+        };
+        let mut conn = Conn::new(Link::Tcp(handle), source, Phase::Connecting, now_ms);
+        conn.outgoing = Some(Outgoing {
+            token,
+            caller,
+            expected,
+            ping: Vec::new(),
+        });
+        self.table.conns.push(conn);
+    }
+
+    async fn on_connected<E: Endpoint>(&mut self, ep: &E, at: usize, _now_ms: u64) {
+        let Link::Tcp(handle) = self.table.conns[at].link else {
+            return;
+        };
+        if !matches!(self.table.conns[at].phase, Phase::Connecting) {
+            return;
+        }
+        let hello = Hello {
+            suite: self.suite.clone(),
+        };
+        self.table.conns[at].phase = Phase::AwaitHelloReply;
+        if let Err(end) = send_frame(ep, handle, &wire::frame(&hello.encode())).await {
+            self.end(ep, handle, end).await;
+        }
+    }
+
+    async fn initiator_hello_reply<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        at: usize,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<Vec<u8>>, End> {
+        let reply = HelloReply::decode(body).map_err(|_| End::rejected(Refusal::Malformed))?;
+        match reply.status {
+            HelloStatus::Ok => {}
+            HelloStatus::SuiteMismatch => {
+                ep.console(&markers::DSOFTBUSD_SUITE_MISMATCH.render(&[&self.suite, &reply.suite]));
+                return Err(End::rejected(Refusal::SuiteMismatch));
+            }
+            HelloStatus::Busy => return Err(End::failed(Refusal::PeerBusy)),
+            HelloStatus::Unsupported => return Err(End::rejected(Refusal::Malformed)),
+        }
+        let rs = X25519PublicKey(reply.static_key.ok_or(End::rejected(Refusal::Malformed))?);
+        if !self.table.pace.take(now_ms) {
+            return Err(End::rejected(Refusal::Paced));
+        }
+        let entropy = ephemeral(ep).await.ok_or(End::failed(Refusal::Message1))?;
+        let initiator =
+            Initiator::<Curve<P>, Aead<P>, H>::new(PROLOGUE, Rc::clone(&self.static_key), rs);
+        let (awaiting, message_1) = initiator
+            .write_message_1(&entropy, &[])
+            .map_err(|e| End::rejected(noise_refusal(e, Refusal::Message2)))?;
+        self.table.conns[at].phase = Phase::AwaitMessage2(awaiting, rs);
+        Ok(alloc::vec![wire::frame(&message_1)])
+    }
+}
+
+/// Sends one frame, whole, or says the peer is not taking bytes.
+async fn send_frame<E: Endpoint>(ep: &E, handle: Handle, frame: &[u8]) -> Result<(), End> {
+    match netstackd::send(ep, handle, frame, 0).await {
+        Ok(sent) if sent == frame.len() => Ok(()),
+        Ok(_) => Err(End::failed(Refusal::SlowReader)),
+        Err(_) => Err(End::failed(Refusal::PeerClosed)),
+    }
+}

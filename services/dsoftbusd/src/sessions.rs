@@ -1,0 +1,414 @@
+//! The session table, hardened for untrusted peers.
+//!
+//! - **A session belongs to a connection**: a TCP connection (netstackd's handle,
+//!   which only dsoftbusd can use), or, on the IPC path, the kernel-stamped calling
+//!   task and the session number it chose. A peer can name no other peer's session.
+//! - **Half-open handshakes have their own quota**: at most
+//!   [`Limits::half_open`] in all and [`Limits::half_open_per_source`] per source (an
+//!   IPv4 address, or a task). A connection beyond them is refused at once; an
+//!   established session is never evicted to make room, and nothing is evicted at
+//!   all: a full table refuses the newcomer.
+//! - **Deadlines**: a handshake must finish within [`Limits::handshake_ms`] of the
+//!   connection's arrival; an established session idle for [`Limits::idle_ms`] is
+//!   closed. Every refusal, timeout and close is an audit record.
+//! - **Entropy is paced** ([`Pace`]): each handshake draws one 32-byte ephemeral seed
+//!   from rngd, and a token bucket bounds how many a burst of handshakes can draw, so a
+//!   flood of first messages cannot monopolise rngd.
+//! - **Identity**: an established session records the peer's device key; its audit
+//!   records name it by fingerprint (the key's first four bytes, big-endian, in
+//!   `detail`), the console by the whole key.
+
+use alloc::vec::Vec;
+
+use ipc::{Action, AuditEvent, Operation, ReplyToken, ServiceId, Verdict};
+use noise_xk::{InitiatorAwaitingResponse, ResponderAwaitingFinish, Transport};
+use provider_api::{HashBackend, Provider, VerifyingKey, X25519PublicKey};
+use service_api::netstackd::Handle;
+
+use crate::wire::FrameReader;
+
+/// The bounds of the session table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Handshakes in progress, from every source.
+    pub half_open: usize,
+    /// Handshakes in progress from one source.
+    pub half_open_per_source: usize,
+    /// Established sessions.
+    pub established: usize,
+    /// From a connection's arrival to its last handshake message.
+    pub handshake_ms: u64,
+    /// How long an established session may stay silent.
+    pub idle_ms: u64,
+    /// Handshakes that may draw entropy back to back.
+    pub entropy_burst: u32,
+    /// One more handshake may draw entropy every this many milliseconds.
+    pub entropy_refill_ms: u64,
+    /// Transport messages that fail to decrypt before the session is closed.
+    pub failed_decrypts: u32,
+}
+
+/// dsoftbusd's bounds (documented in `docs/protocol.md`).
+pub const LIMITS: Limits = Limits {
+    half_open: 4,
+    half_open_per_source: 2,
+    established: 8,
+    handshake_ms: 3_000,
+    idle_ms: 30_000,
+    entropy_burst: 16,
+    entropy_refill_ms: 20,
+    failed_decrypts: 4,
+};
+
+/// Why dsoftbusd refused, ended or recorded a session: the `reason` of its audit
+/// record. Records about a network peer before it is authenticated carry the peer's
+/// IPv4 address in `detail`; records about an authenticated peer carry its device
+/// key's fingerprint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Refusal {
+    /// The first handshake message did not authenticate (tampered, wrong key).
+    Message1 = 1,
+    /// The responder's second message did not authenticate (dsoftbusd initiating).
+    Message2 = 2,
+    /// The third handshake message did not authenticate.
+    Message3 = 3,
+    /// The peer's device key is not on the allowlist.
+    UnknownIdentity = 4,
+    /// The peer's signature does not cover its Noise static key.
+    BadBinding = 5,
+    /// A transport message did not authenticate (tampered or replayed).
+    Transport = 6,
+    /// Too long, too short, or not a message of this protocol.
+    Malformed = 7,
+    /// Every half-open slot is taken.
+    HalfOpenFull = 8,
+    /// This source holds its share of half-open slots.
+    SourceQuota = 9,
+    /// The entropy pace: no handshake may draw entropy now.
+    Paced = 10,
+    /// Every established slot is taken.
+    SessionsFull = 11,
+    /// The handshake did not finish in time.
+    HandshakeTimeout = 12,
+    /// The session was idle too long.
+    IdleTimeout = 13,
+    /// The peer closed the connection before the handshake finished.
+    PeerClosed = 14,
+    /// A frame length beyond the limit.
+    FrameTooLong = 15,
+    /// The peers' Noise protocol names differ.
+    SuiteMismatch = 16,
+    /// The peer stopped taking bytes (its receive window stayed full).
+    SlowReader = 17,
+    /// The session ended with a `BYE`, or its connection closed after one.
+    Closed = 18,
+    /// The session was established (an `Allowed` record).
+    Established = 19,
+    /// The responder answered the hello with Busy (dsoftbusd initiating).
+    PeerBusy = 20,
+    /// The connection to the peer failed or was reset (dsoftbusd initiating).
+    ConnectFailed = 21,
+}
+
+/// Where a session's messages travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// A TCP connection through netstackd.
+    Tcp(Handle),
+    /// `TRANSPORT` requests of a task, with the session number it chose.
+    Ipc {
+        /// The calling task (kernel-stamped).
+        task: ServiceId,
+        /// Its session number.
+        id: u32,
+    },
+}
+
+/// Who a connection comes from, for the per-source quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A network peer's IPv4 address.
+    Ip([u8; 4]),
+    /// A task on the IPC path.
+    Task(ServiceId),
+}
+
+impl Source {
+    /// The `detail` of a record about this source.
+    pub fn detail(&self) -> u32 {
+        match self {
+            Self::Ip(ip) => u32::from_be_bytes(*ip),
+            Self::Task(task) => u32::from(*task as u16),
+        }
+    }
+
+    /// The `subject` of a record about this source: the task, or dsoftbusd itself for
+    /// a network peer (which is not a task).
+    pub fn subject(&self) -> ServiceId {
+        match self {
+            Self::Ip(_) => ServiceId::Dsoftbusd,
+            Self::Task(task) => *task,
+        }
+    }
+}
+
+/// A device key's fingerprint: its first four bytes, big-endian.
+pub fn fingerprint(device_key: &[u8; 32]) -> u32 {
+    u32::from_be_bytes([device_key[0], device_key[1], device_key[2], device_key[3]])
+}
+
+type Curve<P> = <P as Provider>::Curve;
+type Aead<P> = <P as Provider>::Aead;
+
+/// A CONNECT that waits for its session: who asked, and for which device.
+pub struct Outgoing<P: Provider> {
+    /// The answer's token.
+    pub token: ReplyToken,
+    /// The task that asked.
+    pub caller: ServiceId,
+    /// The device key the responder must prove.
+    pub expected: VerifyingKey<Curve<P>>,
+    /// The ping's data, once sent.
+    pub ping: Vec<u8>,
+}
+
+/// Where a connection is in its life.
+pub enum Phase<P: Provider, H: HashBackend> {
+    /// Responder: waiting for the initiator's hello (TCP).
+    AwaitHello,
+    /// Responder: hello answered, waiting for the first handshake message.
+    AwaitMessage1,
+    /// Responder: second message sent, waiting for the third.
+    AwaitMessage3(ResponderAwaitingFinish<Curve<P>, Aead<P>, H>),
+    /// Initiator: waiting for netstackd to establish the connection.
+    Connecting,
+    /// Initiator: hello sent.
+    AwaitHelloReply,
+    /// Initiator: first message sent to the responder whose static key (from its
+    /// hello reply) is the second field.
+    AwaitMessage2(
+        InitiatorAwaitingResponse<Curve<P>, Aead<P>, H>,
+        X25519PublicKey,
+    ),
+    /// Initiator: third message sent, waiting for the responder's `READY`.
+    AwaitReady(Transport<Aead<P>>),
+    /// Initiator: ping sent, waiting for its pong.
+    AwaitPong(Transport<Aead<P>>),
+    /// Both: the session is up.
+    Established(Transport<Aead<P>>),
+    /// Taken out while a step runs (never seen between steps).
+    Gone,
+}
+
+impl<P: Provider, H: HashBackend> Phase<P, H> {
+    /// Whether the handshake is still going (the connection holds a half-open slot).
+    pub fn half_open(&self) -> bool {
+        !matches!(self, Self::Established(_))
+    }
+}
+
+/// One connection and its session.
+pub struct Conn<P: Provider, H: HashBackend> {
+    /// Its link.
+    pub link: Link,
+    /// Its source.
+    pub source: Source,
+    /// Its phase.
+    pub phase: Phase<P, H>,
+    /// When it arrived (milliseconds of uptime).
+    pub opened_ms: u64,
+    /// When its last message arrived.
+    pub last_ms: u64,
+    /// The peer's device key, once authenticated.
+    pub peer: Option<[u8; 32]>,
+    /// Bytes of a frame not yet whole (TCP).
+    pub reader: FrameReader,
+    /// Transport messages that failed to decrypt.
+    pub failed_decrypts: u32,
+    /// The CONNECT waiting for this session, when dsoftbusd initiated it.
+    pub outgoing: Option<Outgoing<P>>,
+}
+
+impl<P: Provider, H: HashBackend> Conn<P, H> {
+    /// A connection in `phase` that arrived now.
+    pub fn new(link: Link, source: Source, phase: Phase<P, H>, now_ms: u64) -> Self {
+        Self {
+            link,
+            source,
+            phase,
+            opened_ms: now_ms,
+            last_ms: now_ms,
+            peer: None,
+            reader: FrameReader::default(),
+            failed_decrypts: 0,
+            outgoing: None,
+        }
+    }
+
+    /// The `detail` of a record about this connection: the peer's fingerprint once
+    /// authenticated, its source before.
+    pub fn detail(&self) -> u32 {
+        self.peer.as_ref().map_or(self.source.detail(), fingerprint)
+    }
+
+    /// Whether its deadline passed: the handshake's, or the idle timeout.
+    pub fn expired(&self, now_ms: u64, limits: &Limits) -> Option<Refusal> {
+        if self.phase.half_open() {
+            (now_ms >= self.opened_ms + limits.handshake_ms).then_some(Refusal::HandshakeTimeout)
+        } else {
+            (now_ms >= self.last_ms + limits.idle_ms).then_some(Refusal::IdleTimeout)
+        }
+    }
+}
+
+/// The token bucket of entropy draws.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    tokens: u32,
+    burst: u32,
+    refill_ms: u64,
+    last_ms: u64,
+}
+
+impl Pace {
+    /// A full bucket.
+    pub fn new(limits: &Limits, now_ms: u64) -> Self {
+        Self {
+            tokens: limits.entropy_burst,
+            burst: limits.entropy_burst,
+            refill_ms: limits.entropy_refill_ms.max(1),
+            last_ms: now_ms,
+        }
+    }
+
+    /// Takes one draw if the pace allows it now.
+    pub fn take(&mut self, now_ms: u64) -> bool {
+        let earned = now_ms.saturating_sub(self.last_ms) / self.refill_ms;
+        if earned > 0 {
+            self.tokens = self
+                .tokens
+                .saturating_add(u32::try_from(earned).unwrap_or(u32::MAX))
+                .min(self.burst);
+            self.last_ms += earned * self.refill_ms;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// The table: every connection, bounded by [`Limits`].
+pub struct Table<P: Provider, H: HashBackend> {
+    /// The bounds.
+    pub limits: Limits,
+    /// The connections, oldest first.
+    pub conns: Vec<Conn<P, H>>,
+    /// The entropy pace.
+    pub pace: Pace,
+}
+
+impl<P: Provider, H: HashBackend> Table<P, H> {
+    /// An empty table.
+    pub fn new(limits: Limits, now_ms: u64) -> Self {
+        Self {
+            limits,
+            conns: Vec::new(),
+            pace: Pace::new(&limits, now_ms),
+        }
+    }
+
+    /// Connections whose handshake is still going.
+    pub fn half_open(&self) -> usize {
+        self.conns.iter().filter(|c| c.phase.half_open()).count()
+    }
+
+    /// Established sessions.
+    pub fn established(&self) -> usize {
+        self.conns.len() - self.half_open()
+    }
+
+    /// Whether a new connection from `source` may start a handshake; the refusal
+    /// otherwise. Nothing is evicted.
+    pub fn admit(&self, source: Source) -> Result<(), Refusal> {
+        if self.half_open() >= self.limits.half_open {
+            return Err(Refusal::HalfOpenFull);
+        }
+        let from_source = self
+            .conns
+            .iter()
+            .filter(|c| c.phase.half_open() && c.source == source)
+            .count();
+        if from_source >= self.limits.half_open_per_source {
+            return Err(Refusal::SourceQuota);
+        }
+        Ok(())
+    }
+
+    /// The connection on `link`.
+    pub fn find(&self, link: Link) -> Option<usize> {
+        self.conns.iter().position(|c| c.link == link)
+    }
+}
+
+/// A record of dsoftbusd about a session. `operation` is the IPC operation that
+/// carried it (`TRANSPORT` for the network too, `CONNECT` for sessions dsoftbusd
+/// opens).
+pub fn record(
+    subject: ServiceId,
+    operation: Operation,
+    verdict: Verdict,
+    reason: u16,
+    detail: u32,
+) -> AuditEvent {
+    AuditEvent {
+        subject,
+        action: Action::Call {
+            service: ServiceId::Dsoftbusd,
+            code: operation.code(),
+        },
+        verdict,
+        reason,
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pace_allows_a_burst_then_one_draw_per_period() {
+        let limits = Limits {
+            entropy_burst: 3,
+            entropy_refill_ms: 10,
+            ..LIMITS
+        };
+        let mut pace = Pace::new(&limits, 1000);
+        assert!((0..3).all(|_| pace.take(1000)));
+        assert!(!pace.take(1000), "the burst is spent");
+        assert!(!pace.take(1009));
+        assert!(pace.take(1010), "one period earns one draw");
+        assert!(!pace.take(1010));
+        assert!(
+            (0..3).all(|_| pace.take(5000)),
+            "a long pause refills the burst"
+        );
+        assert!(!pace.take(5000), "and no more than the burst");
+    }
+
+    #[test]
+    fn fingerprints_and_sources_fit_a_record() {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(fingerprint(&key), 0xdead_beef);
+        assert_eq!(Source::Ip([10, 0, 2, 2]).detail(), 0x0a00_0202);
+        assert_eq!(Source::Ip([10, 0, 2, 2]).subject(), ServiceId::Dsoftbusd);
+        assert_eq!(
+            Source::Task(ServiceId::Selftest).subject(),
+            ServiceId::Selftest
+        );
+    }
+}

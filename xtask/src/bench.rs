@@ -18,7 +18,12 @@ use crate::test_os::{self, TestOsOptions};
 
 /// Guest rows whose count includes waiting for QEMU's devices (virtio-rng, virtio-blk):
 /// QEMU completes requests on host time, so the count varies between runs.
-pub const DEVICE_BOUND: &[&str] = &["service/first-boot", "service/restore"];
+pub const DEVICE_BOUND: &[&str] = &[
+    "service/first-boot",
+    "service/restore",
+    "service/handshake-ipc",
+    "service/handshake-tcp",
+];
 
 /// The identity rows, per combination.
 const IDENTITY_OPS: [&str; 4] = [

@@ -11,6 +11,7 @@ mod combination;
 mod dependency_graph;
 mod disks;
 mod image;
+mod network;
 mod persistence;
 mod provision;
 mod qemu;
@@ -55,6 +56,14 @@ enum Command {
     /// pass only when every marker of the phase came, in order, with no failure
     /// pattern, before the timeout.
     TestOs(test_os::TestOsOptions),
+    /// The network scenarios alone: each image with a host peer on snow (sessions,
+    /// then every network fault), and, with all four, pairs of devices over a TCP
+    /// stream between two QEMUs.
+    TestNet {
+        /// Provider combination, or `all`.
+        #[arg(long, env = "PROVIDER", default_value = "all")]
+        provider: String,
+    },
     /// The factory: make a node's disks (a random device secret on the OTP disk, an
     /// empty state disk) and add or remove the peers it trusts.
     Provision(provision::ProvisionOptions),
@@ -66,6 +75,29 @@ fn main() -> ExitCode {
         Command::Test => test(),
         Command::Run(options) => run(&options),
         Command::TestOs(options) => test_os_command(&options),
+        Command::TestNet { provider } => {
+            let combinations: Vec<Combination> = Combination::ALL
+                .iter()
+                .filter(|c| provider == "all" || c.to_string() == provider)
+                .copied()
+                .collect();
+            if combinations.is_empty() {
+                eprintln!("xtask test-net: unknown PROVIDER {provider:?}");
+                return ExitCode::FAILURE;
+            }
+            let outcome =
+                test_os::build_images(&combinations).and_then(|images| network::run(&images));
+            match outcome {
+                Ok(()) => {
+                    eprintln!("xtask test-net: passed");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("xtask test-net: FAILED: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Provision(options) => match provision::run(&options) {
             Ok(peers) => {
                 eprintln!(
@@ -171,6 +203,10 @@ fn test() -> ExitCode {
             let (a, b) = scenarios::rng_files()?;
             persistence::run(&images, &a, &b)
         },
+    );
+    steps.run(
+        "QEMU: network (host peer on snow with faults, two devices over a TCP stream)",
+        || network::run(&images),
     );
     steps.run(
         "benchmarks compile and run once (criterion test mode)",

@@ -117,14 +117,25 @@ pub struct Outcome {
     pub captured: BTreeMap<String, String>,
     /// Phases (or the scenario) whose markers all came.
     pub complete: Vec<String>,
+    /// What the interaction reported, when the boot had one and it ran.
+    pub interaction: Option<Result<String, String>>,
     pub log: PathBuf,
     pub tail: Vec<String>,
 }
 
 impl Outcome {
+    /// The ladder passed, and the interaction (if it ran) succeeded.
     pub fn passed(&self) -> bool {
-        self.verdict == Verdict::Passed
+        self.verdict == Verdict::Passed && !matches!(self.interaction, Some(Err(_)))
     }
+}
+
+/// Something the harness does while an image runs: once a console line contains
+/// `trigger`, `action` runs on its own thread (a host peer connecting, a second
+/// device booting). The boot ends when the ladder passed and the action finished.
+pub struct Interaction {
+    pub trigger: String,
+    pub action: Box<dyn FnOnce() -> Result<String, String> + Send>,
 }
 
 /// Makes sure QEMU is installed: installs `qemu-system-misc` with apt-get when
@@ -251,6 +262,17 @@ pub fn run(
     labels: &[&str],
     values: BTreeMap<String, String>,
 ) -> Result<Outcome, String> {
+    run_with(boot, expectation, labels, values, None)
+}
+
+/// [`run`], with an [`Interaction`] started by a console line.
+pub fn run_with(
+    boot: &Boot<'_>,
+    expectation: Expectation<'_>,
+    labels: &[&str],
+    values: BTreeMap<String, String>,
+    interaction: Option<Interaction>,
+) -> Result<Outcome, String> {
     let failure_patterns = expectation.failure_patterns;
     let mut ladder = Ladder::new(expectation, values);
     let started = Instant::now();
@@ -263,12 +285,31 @@ pub fn run(
     let mut later_failures = Vec::new();
     let mut ended_by = "timeout";
     let deadline = started + boot.timeout;
+    let mut pending = interaction;
+    let mut running: Option<std::thread::JoinHandle<Result<String, String>>> = None;
+    let mut interaction_result: Option<Result<String, String>> = None;
     loop {
+        if let Some(handle) = running.take_if(|h| h.is_finished()) {
+            interaction_result = Some(
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err("the interaction panicked".into())),
+            );
+        }
+        let interaction_done = pending.is_none() && running.is_none();
+        if matches!(interaction_result, Some(Err(_))) {
+            ended_by = "the interaction failing";
+            break;
+        }
+        if ladder.verdict() == &Verdict::Passed && boot.until_marker && interaction_done {
+            ended_by = "the last marker";
+            break;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
-        match lines.recv_timeout(left) {
+        match lines.recv_timeout(left.min(Duration::from_millis(100))) {
             Ok(line) => {
                 if boot.stream {
                     println!("{line}");
@@ -277,15 +318,14 @@ pub fn run(
                 if tail.len() > 30 {
                     tail.remove(0);
                 }
+                if let Some(next) = pending.take_if(|i| line.contains(i.trigger.as_str())) {
+                    running = Some(std::thread::spawn(next.action));
+                }
                 let was_waiting = matches!(ladder.verdict(), Verdict::Waiting { .. });
                 let verdict = ladder.feed(&line).clone();
                 match verdict {
                     Verdict::Passed if was_waiting => {
                         to_last_marker = Some(started.elapsed());
-                        if boot.until_marker {
-                            ended_by = "the last marker";
-                            break;
-                        }
                     }
                     Verdict::Passed => {
                         if failure_patterns.iter().any(|p| line.contains(p.as_str())) {
@@ -301,7 +341,7 @@ pub fn run(
                     }
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 ended_by = "QEMU exiting";
                 break;
@@ -318,8 +358,19 @@ pub fn run(
             None
         }
     };
+    // An interaction still running ends once QEMU is gone (its peer is).
+    if let Some(handle) = running.take() {
+        interaction_result = Some(
+            handle
+                .join()
+                .unwrap_or_else(|_| Err("the interaction panicked".into())),
+        );
+    }
     let wall = started.elapsed();
     let mut explanation = ladder.explain(ended_by);
+    if let Some(Err(why)) = &interaction_result {
+        explanation.push_str(&format!("; the interaction failed: {why}"));
+    }
     if let (Verdict::Passed, Some(code)) = (ladder.verdict(), exit_code)
         && code != 0
         && later_failures.is_empty()
@@ -344,5 +395,6 @@ pub fn run(
             .collect(),
         log: boot.log.clone(),
         tail,
+        interaction: interaction_result,
     })
 }

@@ -9,33 +9,59 @@
 //! `service/first-boot` and `service/restore` are the device identity's two paths
 //! through the services (`bench_ops::identity`): IPC to rngd and to statefs, whose
 //! record store is on virtio-blk. Their counts include waiting for QEMU's devices.
+//!
+//! `service/handshake-ipc` and `service/handshake-tcp` are one session with the
+//! identity binding, both sides (the selftest's node initiating, dsoftbusd
+//! responding), from the first message to the point the node knows it is accepted:
+//! over IPC (`TRANSPORT`), and over TCP on netstackd's loopback interface (connect,
+//! hello, the three messages, `READY`). Their ratio is the network stack's overhead.
+//! Each is the median of [`HANDSHAKES`] sessions; each session starts once dsoftbusd's
+//! entropy pace has a draw for it, and its close is not counted.
 
 use alloc::format;
 
 use ipc::Endpoint;
 use provider_api::{HashBackend, Provider};
 
-/// Runs every workload of `P` with `H`, counting with `instructions_retired`.
+/// The cost of reading the counter, to subtract from every count.
+fn read_overhead(instructions_retired: fn() -> u64) -> u64 {
+    let start = instructions_retired();
+    instructions_retired().saturating_sub(start)
+}
+
+/// Counts every computation workload of `P` with `H` (no IPC, no device). The image
+/// runs this first thing in the selftest task, before anything awaits: the heap then
+/// holds the same blocks on every boot, so allocation costs, and the counts, repeat
+/// exactly (after the ladder, network timing leaves the free list in another shape
+/// on each run, and first-fit searches differ by a few instructions).
+pub fn computations<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    instructions_retired: fn() -> u64,
+) {
+    let overhead = read_overhead(instructions_retired);
+    for mut workload in bench_ops::all::<P, H>() {
+        workload.run();
+        let start = instructions_retired();
+        workload.run();
+        let used = instructions_retired()
+            .saturating_sub(start)
+            .saturating_sub(overhead);
+        ep.console(&format!("bench {} {used}", workload.name()));
+    }
+}
+
+/// Counts the workloads that go through the services (after the ladder), then says
+/// the bench is done.
 pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
     instructions_retired: fn() -> u64,
 ) {
-    let overhead = {
-        let start = instructions_retired();
-        instructions_retired().saturating_sub(start)
-    };
+    let overhead = read_overhead(instructions_retired);
     let count = |start: u64| {
         instructions_retired()
             .saturating_sub(start)
             .saturating_sub(overhead)
     };
-    for mut workload in bench_ops::all::<P, H>() {
-        workload.run();
-        let start = instructions_retired();
-        workload.run();
-        let used = count(start);
-        ep.console(&format!("bench {} {used}", workload.name()));
-    }
     // The identity's two paths through the services: IPC, rngd, statefs on virtio-blk.
     let start = instructions_retired();
     let created = bench_ops::identity::first_boot::<P, H, E>(ep).await;
@@ -51,5 +77,100 @@ pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
         Ok(_) => ep.console(&format!("bench service/restore {used}")),
         Err(why) => ep.console(&format!("FAIL bench service/restore: {why:?}")),
     }
+    handshakes::<P, H, E>(ep, instructions_retired, overhead).await;
     ep.console(markers::SELFTEST_BENCH_DONE.message);
+}
+
+/// Sessions per handshake row.
+pub const HANDSHAKES: usize = 5;
+
+async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
+    let until = ep.uptime_ms() + ms;
+    while ep.uptime_ms() < until {
+        ep.yield_now().await;
+    }
+}
+
+fn median(mut counts: alloc::vec::Vec<u64>) -> u64 {
+    counts.sort_unstable();
+    counts[counts.len() / 2]
+}
+
+async fn handshakes<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    instructions_retired: fn() -> u64,
+    overhead: u64,
+) {
+    use dsoftbusd::client::{Believed, Node, connect, connect_tcp};
+    use provider_api::{SecretBytes, Seed, VerifyingKey, X25519PublicKey};
+    use service_api::{dsoftbusd as api, keystored};
+
+    let setup = async {
+        let node = Node::<P>::new(&Seed::new([0x42; 32]), &SecretBytes::new([0x24; 32]))
+            .map_err(|e| format!("{e}"))?;
+        let discovered = api::discover(ep).await.map_err(|e| format!("{e}"))?;
+        let device = keystored::get_pubkey(ep)
+            .await
+            .map_err(|e| format!("{e}"))?;
+        let device = VerifyingKey::from_bytes(&device).map_err(|e| format!("{e}"))?;
+        api::trust(ep, &node.device_key())
+            .await
+            .map_err(|e| format!("{e}"))?;
+        Ok::<_, alloc::string::String>((node, X25519PublicKey(discovered.noise_static), device))
+    };
+    let (node, responder, device) = match setup.await {
+        Ok(parts) => parts,
+        Err(why) => {
+            ep.console(&format!("FAIL bench service/handshake: {why}"));
+            return;
+        }
+    };
+    let trusted = core::slice::from_ref(&device);
+    let pause = dsoftbusd::sessions::LIMITS.entropy_refill_ms * 2;
+    let mut ipc = alloc::vec::Vec::new();
+    for id in 0..HANDSHAKES as u32 {
+        sleep(ep, pause).await;
+        let start = instructions_retired();
+        let session =
+            connect::<P, H, E>(ep, &node, 10_000 + id, &responder, trusted, |_, _| {}).await;
+        let used = instructions_retired().saturating_sub(start + overhead);
+        match session {
+            Ok(session) => {
+                ipc.push(used);
+                let _ = session.close(ep).await;
+            }
+            Err(why) => {
+                ep.console(&format!("FAIL bench service/handshake-ipc: {why}"));
+                return;
+            }
+        }
+    }
+    let mut tcp = alloc::vec::Vec::new();
+    let remote = service_api::netstackd::SocketAddr::loopback(dsoftbusd::wire::PORT);
+    for _ in 0..HANDSHAKES {
+        sleep(ep, pause).await;
+        let start = instructions_retired();
+        let session = connect_tcp::<P, H, E>(
+            ep,
+            &node,
+            remote,
+            Believed::Key(responder),
+            trusted,
+            |_, _| {},
+        )
+        .await;
+        let used = instructions_retired().saturating_sub(start + overhead);
+        match session {
+            Ok(session) => {
+                tcp.push(used);
+                session.close(ep).await;
+            }
+            Err(why) => {
+                ep.console(&format!("FAIL bench service/handshake-tcp: {why}"));
+                return;
+            }
+        }
+    }
+    ep.console(&format!("bench service/handshake-ipc {}", median(ipc)));
+    ep.console(&format!("bench service/handshake-tcp {}", median(tcp)));
 }

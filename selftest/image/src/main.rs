@@ -20,7 +20,7 @@ mod image {
     use alloc::format;
     use alloc::vec::Vec;
 
-    use ipc::ServiceId;
+    use ipc::{Endpoint, ServiceId};
     use kernel::{MainOutcome, MainVerdict};
     use provider_hash::Blake2s;
     use provider_select::Selected;
@@ -51,14 +51,39 @@ mod image {
             let main = verdict.clone();
             // `-append bench`: after the ladder, count instructions per operation.
             let bench = boot.bootargs.split_whitespace().any(|arg| arg == "bench");
+            // `dsoftbus.peer=... dsoftbus.peer_key=...`, `serve`: after the ladder,
+            // sessions with devices outside the image.
+            let plan = selftest::remote::Plan::from_bootargs(boot.bootargs);
             let selftest = kernel.spawn(ServiceId::Selftest, move |ep| async move {
-                let outcome = selftest::run::<Selected, Blake2s, _>(&ep).await;
-                if bench && outcome == selftest::Outcome::Passed {
+                if bench {
+                    selftest::guest_bench::computations::<Selected, Blake2s, _>(
+                        &ep,
+                        kernel::instructions_retired,
+                    );
+                }
+                let mut outcome = selftest::run::<Selected, Blake2s, _>(&ep).await;
+                let passed = outcome == selftest::Outcome::Passed;
+                if bench && passed {
                     selftest::guest_bench::run::<Selected, Blake2s, _>(
                         &ep,
                         kernel::instructions_retired,
                     )
                     .await;
+                }
+                match plan {
+                    Ok(plan) if passed => {
+                        if let Some((peer, key)) = plan.peer {
+                            selftest::remote::connect(&ep, peer, &key).await;
+                        }
+                        if let Some(seconds) = plan.serve_s {
+                            selftest::remote::serve(&ep, seconds).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(why) => {
+                        ep.console(&format!("FAIL the command line's session plan: {why:?}"));
+                        outcome = selftest::Outcome::Failed;
+                    }
                 }
                 main.set(match outcome {
                     selftest::Outcome::Passed => MainOutcome::Passed,

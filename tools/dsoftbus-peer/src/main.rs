@@ -1,0 +1,228 @@
+//! `dsoftbus-peer`: a dsoftbus peer on the host that is not the OS's code.
+//!
+//! Written from `docs/protocol.md` alone: its Noise is `snow`, its identity binding
+//! `ed25519-dalek`, its framing and hello its own ([`wire`]). It has its own device
+//! identity, an Ed25519 seed in a key file (64 hex digits, made on first use), which
+//! a device trusts once provisioned (`TRUST=<hex>` on `cargo xtask run`, or
+//! `cargo xtask provision --trust`).
+//!
+//! - `dsoftbus-peer key --identity FILE` prints this peer's device public key.
+//! - `dsoftbus-peer session --addr HOST:PORT --device-key HEX` opens sessions to the
+//!   device whose key is `HEX` (as its `keystored: device pubkey` line prints it),
+//!   pings, ends each with `BYE`, and prints the handshake wall times.
+//! - `dsoftbus-peer faults ...` mounts each network fault, each followed by a good
+//!   session.
+
+mod faults;
+mod session;
+mod wire;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ed25519_dalek::SigningKey;
+use zeroize::Zeroizing;
+
+use crate::faults::Fault;
+use crate::session::Peer;
+
+/// A dsoftbus peer on the host (snow for Noise).
+#[derive(Parser)]
+#[command(name = "dsoftbus-peer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Identity {
+    /// This peer's identity key file (made when missing).
+    #[arg(long, default_value = "target/dsoftbus-peer.key")]
+    identity: PathBuf,
+}
+
+#[derive(Args)]
+struct Target {
+    #[command(flatten)]
+    identity: Identity,
+    /// The device's address, such as 127.0.0.1:7411.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// The device key the device must prove (64 hex digits).
+    #[arg(long)]
+    device_key: String,
+    /// The Noise protocol name to speak (the device's: ChaChaPoly or AESGCM).
+    #[arg(long, default_value = "Noise_XK_25519_ChaChaPoly_BLAKE2s")]
+    suite: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print this peer's device public key (making the key file if missing).
+    Key(Identity),
+    /// Open sessions, ping, and print the handshake wall times.
+    Session {
+        #[command(flatten)]
+        target: Target,
+        /// Sessions to open, one after the other.
+        #[arg(long, default_value_t = 1)]
+        sessions: usize,
+        /// Pings per session.
+        #[arg(long, default_value_t = 3)]
+        pings: usize,
+    },
+    /// Mount the network faults (all, or the ones named), each followed by a good
+    /// session.
+    Faults {
+        #[command(flatten)]
+        target: Target,
+        /// The faults to mount.
+        #[arg(long, value_enum)]
+        only: Vec<Fault>,
+    },
+}
+
+/// Reads the identity seed, or makes one (never printed).
+fn identity(path: &Path) -> Result<SigningKey, String> {
+    if !path.exists() {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut()).map_err(|e| format!("host entropy: {e}"))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let text = Zeroizing::new(format!("{}\n", hex::encode(seed.as_ref())));
+        write_private(path, text.as_bytes())?;
+    }
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+    );
+    let mut seed = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text.trim(), seed.as_mut())
+        .map_err(|_| format!("{}: not 64 hex digits", path.display()))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn device_key(text: &str) -> Result<[u8; 32], String> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| format!("--device-key {text:?} is not 64 hex digits"))?;
+    Ok(key)
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Key(id) => {
+            let key = identity(&id.identity)?;
+            println!("{}", hex::encode(key.verifying_key().as_bytes()));
+            Ok(())
+        }
+        Command::Session {
+            target,
+            sessions,
+            pings,
+        } => {
+            let peer = Peer {
+                identity: identity(&target.identity.identity)?,
+                suite: target.suite.clone(),
+            };
+            let expected = device_key(&target.device_key)?;
+            let mut times = Vec::new();
+            let mut busy = 0;
+            for n in 0..sessions {
+                // Busy is the device's entropy pace: try again a little later.
+                let mut session = loop {
+                    match peer.connect(target.addr, &expected) {
+                        Err(session::SessionError::Busy) if busy < 40 => {
+                            busy += 1;
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        other => break other.map_err(|e| format!("session {n}: {e}"))?,
+                    }
+                };
+                for p in 0..pings {
+                    let data = format!("ping {p} of session {n}");
+                    session
+                        .ping(data.as_bytes())
+                        .map_err(|e| format!("session {n}, ping {p}: {e}"))?;
+                }
+                times.push(session.handshake_time);
+                eprintln!(
+                    "peer: session {n}: handshake {} ms, {pings} pings answered, hash {}",
+                    millis(session.handshake_time),
+                    hex::encode(&session.handshake_hash[..8])
+                );
+                session.bye().map_err(|e| format!("session {n}: {e}"))?;
+            }
+            times.sort();
+            if let (Some(min), Some(max)) = (times.first(), times.last()) {
+                let median = times[times.len() / 2];
+                println!(
+                    "measure handshake_ms min {} median {} max {} sessions {} busy {busy}",
+                    millis(*min),
+                    millis(median),
+                    millis(*max),
+                    times.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Faults { target, only } => {
+            let peer = Peer {
+                identity: identity(&target.identity.identity)?,
+                suite: target.suite.clone(),
+            };
+            let expected = device_key(&target.device_key)?;
+            let list = if only.is_empty() {
+                Fault::ALL.to_vec()
+            } else {
+                only
+            };
+            for fault in list {
+                let what = faults::mount(&peer, target.addr, fault)
+                    .map_err(|e| format!("fault {fault:?}: {e}"))?;
+                let took = faults::good_session(&peer, target.addr, &expected)
+                    .map_err(|e| format!("after fault {fault:?}: {e}"))?;
+                println!(
+                    "fault {fault:?}: {what}; then a good session (handshake {} ms)",
+                    millis(took)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("dsoftbus-peer: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! The network scenarios: each device with a host peer that is not the OS's code, and
+//! pairs of devices linked by a TCP stream between two QEMUs.
+//!
+//! Every combination gets a node directory (`target/qemu/<provider>/node/`, its own
+//! state and OTP disks) that lives through both scenarios:
+//!
+//! 1. **Host peer.** The node trusts the host peer's device key (provisioned before
+//!    the boot, as a factory would), boots with `serve` and a port forwarded from
+//!    127.0.0.1, and, once it serves, `dsoftbus-peer` (snow) opens sessions to it,
+//!    pings, and mounts every network fault, each followed by a good session. The
+//!    console must show dsoftbusd authenticating the peer's key.
+//! 2. **Two devices.** Each node is provisioned to trust the others' device keys
+//!    (learned from step 1's console), then pairs boot side by side: the listening
+//!    device first (`-netdev stream,server=on`, 10.0.2.15), then the connecting one
+//!    (10.0.2.16), whose selftest asks dsoftbusd to open a session to the first. A
+//!    dalek node and a compact node with the same AEAD must complete it; nodes with
+//!    different AEADs must both refuse it, naming both suites.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::combination::Combination;
+use crate::disks::DiskSet;
+use crate::image;
+use crate::provision::{self, Hash, ProvisionOptions};
+use crate::qemu::{self, Boot, Interaction, Network, Nic, Outcome, RngBacking};
+use crate::steps::{StatusOk, command, target_dir};
+use crate::test_os::contract;
+
+/// dsoftbusd's TCP port.
+pub const DSOFTBUS_PORT: u16 = 7411;
+
+/// The Noise suite of `combination`'s image.
+pub fn suite(combination: &Combination) -> String {
+    let cipher = match combination.aead {
+        "chacha" => "ChaChaPoly",
+        "aes-gcm" => "AESGCM",
+        other => panic!("no Noise cipher name for the {other} backend"),
+    };
+    format!("Noise_XK_25519_{cipher}_BLAKE2s")
+}
+
+/// Builds `dsoftbus-peer` and returns its path.
+pub fn build_peer() -> Result<PathBuf, String> {
+    command("cargo", &["build", "--package", "dsoftbus-peer"]).status_ok()?;
+    Ok(target_dir().join("debug/dsoftbus-peer"))
+}
+
+/// A TCP port on 127.0.0.1 nobody listens on now.
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
+}
+
+/// Runs `dsoftbus-peer` with `args`; returns its standard output.
+pub fn peer(binary: &Path, args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new(binary)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{}{}", stdout.trim(), stderr.trim()))
+    }
+}
+
+/// Adds `keys` to the trust store on `dir`'s disks.
+pub fn trust(dir: &Path, keys: &[String]) -> Result<(), String> {
+    provision::run(&ProvisionOptions {
+        state_dir: dir.to_path_buf(),
+        trust: keys.to_vec(),
+        untrust: Vec::new(),
+        hash: Hash::Blake2s,
+    })
+    .map(|_| ())
+}
+
+fn node_dir(combination: &Combination) -> PathBuf {
+    image::run_dir(combination).join("node")
+}
+
+/// One boot of the network scenarios.
+struct NetBoot {
+    combination: Combination,
+    image: PathBuf,
+    disks: DiskSet,
+    nic: Nic,
+    bootargs: Vec<String>,
+    scenario: &'static str,
+    values: BTreeMap<String, String>,
+    log: String,
+    timeout: Duration,
+}
+
+impl NetBoot {
+    fn run(&self, interaction: Option<Interaction>) -> Result<Outcome, String> {
+        let contract = contract()?;
+        let expectation = contract
+            .expectation("full", Some(self.scenario))
+            .map_err(|e| e.to_string())?;
+        let boot = Boot {
+            image: &self.image,
+            log: image::run_dir(&self.combination).join(&self.log),
+            rng: &RngBacking::Host,
+            disks: &self.disks,
+            timeout: self.timeout,
+            until_marker: true,
+            stream: false,
+            bench: false,
+            nic: &self.nic,
+            bootargs: &self.bootargs,
+        };
+        let mut values = self.values.clone();
+        values.insert("provider".into(), self.combination.to_string());
+        qemu::run_with(&boot, expectation, &[self.scenario], values, interaction)
+    }
+}
+
+fn judged(
+    combination: &Combination,
+    what: &str,
+    outcome: Result<Outcome, String>,
+) -> Result<Outcome, String> {
+    match outcome {
+        Ok(outcome) if outcome.passed() => Ok(outcome),
+        Ok(outcome) => {
+            eprintln!("    {combination} {what}: FAILED: {}", outcome.explanation);
+            eprintln!("    last lines of {}:", outcome.log.display());
+            for line in &outcome.tail {
+                eprintln!("      | {line}");
+            }
+            Err(format!("{combination} {what}: {}", outcome.explanation))
+        }
+        Err(why) => Err(format!("{combination} {what}: {why}")),
+    }
+}
+
+/// Step 1 on every image, side by side: returns each device's public key and the
+/// peer's handshake times.
+fn host_peer(
+    images: &[(Combination, PathBuf)],
+    binary: &Path,
+) -> Result<Vec<(Combination, String)>, String> {
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = images
+            .iter()
+            .map(|(combination, image)| {
+                scope.spawn(move || -> Result<(Combination, String, String), String> {
+                    let dir = node_dir(combination);
+                    let disks = DiskSet::fresh(&dir, false)?;
+                    let identity = dir.join("peer.key");
+                    let _ = std::fs::remove_file(&identity);
+                    let identity_arg = identity.display().to_string();
+                    let peer_key = peer(binary, &["key", "--identity", &identity_arg])?
+                        .trim()
+                        .to_owned();
+                    trust(&dir, std::slice::from_ref(&peer_key))?;
+                    let port = free_port()?;
+                    let suite = suite(combination);
+                    let log = image::run_dir(combination).join("host-peer.log");
+                    let binary = binary.to_path_buf();
+                    let device_key = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+                    let key_slot = std::sync::Arc::clone(&device_key);
+                    let boot_log = log.clone();
+                    let action = Box::new(move || -> Result<String, String> {
+                        // The device key is on the console before `serving`.
+                        let text = std::fs::read_to_string(&boot_log).unwrap_or_default();
+                        let key = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("keystored: device pubkey "))
+                            .ok_or("no device pubkey line before serving")?
+                            .trim()
+                            .to_owned();
+                        *key_slot.lock().expect("key slot") = key.clone();
+                        let addr = format!("127.0.0.1:{port}");
+                        let common = [
+                            "--identity",
+                            identity_arg.as_str(),
+                            "--addr",
+                            addr.as_str(),
+                            "--device-key",
+                            key.as_str(),
+                            "--suite",
+                            suite.as_str(),
+                        ];
+                        let sessions = peer(
+                            &binary,
+                            &[&["session", "--sessions", "10"], &common[..]].concat(),
+                        )?;
+                        let faults = peer(&binary, &[&["faults"], &common[..]].concat())?;
+                        Ok(format!("{sessions}{faults}"))
+                    });
+                    let boot = NetBoot {
+                        combination: *combination,
+                        image: image.clone(),
+                        disks,
+                        nic: Nic {
+                            network: Network::User {
+                                forwards: vec![(port, DSOFTBUS_PORT)],
+                            },
+                            mac: None,
+                        },
+                        bootargs: vec!["serve=120".into()],
+                        scenario: "host-peer",
+                        values: BTreeMap::from([("peer".into(), peer_key)]),
+                        log: "host-peer.log".into(),
+                        timeout: Duration::from_secs(90),
+                    };
+                    let outcome = judged(
+                        combination,
+                        "host peer",
+                        boot.run(Some(Interaction {
+                            trigger: "SELFTEST: serving".into(),
+                            action,
+                        })),
+                    )?;
+                    let report = match outcome.interaction {
+                        Some(Ok(report)) => report,
+                        _ => return Err(format!("{combination}: the host peer did not run")),
+                    };
+                    let key = device_key.lock().expect("key slot").clone();
+                    Ok((*combination, key, report))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("host-peer thread"))
+            .collect::<Vec<_>>()
+    });
+    let mut keys = Vec::new();
+    let mut failures = Vec::new();
+    for result in results {
+        match result {
+            Ok((combination, key, report)) => {
+                for line in report.lines() {
+                    eprintln!("    {combination}: {line}");
+                }
+                keys.push((combination, key));
+            }
+            Err(why) => failures.push(why),
+        }
+    }
+    if failures.is_empty() {
+        Ok(keys)
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// One pair of step 2: `listener` serves, `connector` opens a session to it.
+struct Pair {
+    listener: Combination,
+    connector: Combination,
+}
+
+impl Pair {
+    fn same_suite(&self) -> bool {
+        self.listener.aead == self.connector.aead
+    }
+}
+
+/// The pairs, in two rounds of two (a node boots once per round): every combination
+/// completes a session with its other-curve twin, and fails cleanly with an AEAD it
+/// does not speak.
+fn rounds() -> [[Pair; 2]; 2] {
+    let c = |curve, aead| Combination { curve, aead };
+    [
+        [
+            Pair {
+                listener: c("dalek", "chacha"),
+                connector: c("compact", "chacha"),
+            },
+            Pair {
+                listener: c("compact", "aes-gcm"),
+                connector: c("dalek", "aes-gcm"),
+            },
+        ],
+        [
+            Pair {
+                listener: c("compact", "chacha"),
+                connector: c("dalek", "aes-gcm"),
+            },
+            Pair {
+                listener: c("dalek", "chacha"),
+                connector: c("compact", "aes-gcm"),
+            },
+        ],
+    ]
+}
+
+fn run_pair(
+    pair: &Pair,
+    images: &BTreeMap<Combination, PathBuf>,
+    keys: &BTreeMap<Combination, String>,
+) -> Result<String, String> {
+    let image = |c: &Combination| {
+        images
+            .get(c)
+            .cloned()
+            .ok_or_else(|| format!("no {c} image"))
+    };
+    let key = |c: &Combination| keys.get(c).cloned().ok_or_else(|| format!("no {c} key"));
+    let port = free_port()?;
+    let (listener_key, connector_key) = (key(&pair.listener)?, key(&pair.connector)?);
+    let (listener_suite, connector_suite) = (suite(&pair.listener), suite(&pair.connector));
+    let ok = pair.same_suite();
+    let connector_boot = NetBoot {
+        combination: pair.connector,
+        image: image(&pair.connector)?,
+        disks: DiskSet::in_dir(&node_dir(&pair.connector), false)?,
+        nic: Nic {
+            network: Network::Stream {
+                server: false,
+                port,
+            },
+            mac: Some("52:54:00:12:34:02".into()),
+        },
+        bootargs: vec![
+            "net.ip=10.0.2.16/24".into(),
+            "net.gw=none".into(),
+            format!("dsoftbus.peer=10.0.2.15:{DSOFTBUS_PORT}"),
+            format!("dsoftbus.peer_key={listener_key}"),
+        ],
+        scenario: if ok {
+            "two-device-initiator"
+        } else {
+            "suite-mismatch-initiator"
+        },
+        values: BTreeMap::from([
+            ("peer".into(), listener_key.clone()),
+            ("ours".into(), connector_suite.clone()),
+            ("theirs".into(), listener_suite.clone()),
+            (
+                "outcome".into(),
+                if ok { "ok" } else { "suite-mismatch" }.into(),
+            ),
+        ]),
+        log: format!("two-device-to-{}.log", pair.listener),
+        timeout: Duration::from_secs(60),
+    };
+    let listener_boot = NetBoot {
+        combination: pair.listener,
+        image: image(&pair.listener)?,
+        disks: DiskSet::in_dir(&node_dir(&pair.listener), false)?,
+        nic: Nic {
+            network: Network::Stream { server: true, port },
+            mac: Some("52:54:00:12:34:01".into()),
+        },
+        bootargs: vec![
+            "net.ip=10.0.2.15/24".into(),
+            "net.gw=none".into(),
+            "serve=120".into(),
+        ],
+        scenario: if ok {
+            "two-device-responder"
+        } else {
+            "suite-mismatch-responder"
+        },
+        values: BTreeMap::from([
+            ("peer".into(), connector_key),
+            ("ours".into(), listener_suite),
+            ("theirs".into(), connector_suite),
+        ]),
+        log: format!("two-device-from-{}.log", pair.connector),
+        timeout: Duration::from_secs(90),
+    };
+    let connector = pair.connector;
+    let action = Box::new(move || -> Result<String, String> {
+        let outcome = judged(&connector, "connecting", connector_boot.run(None))?;
+        Ok(format!(
+            "{connector} connected and shut down in {:.1} s",
+            outcome.wall.as_secs_f64()
+        ))
+    });
+    let outcome = judged(
+        &pair.listener,
+        "listening",
+        listener_boot.run(Some(Interaction {
+            trigger: "SELFTEST: serving".into(),
+            action,
+        })),
+    )?;
+    Ok(format!(
+        "{} <- {}: {} ({})",
+        pair.listener,
+        pair.connector,
+        if ok {
+            "session, ping, BYE on both consoles"
+        } else {
+            "refused on both sides, naming both suites"
+        },
+        outcome.interaction.and_then(Result::ok).unwrap_or_default()
+    ))
+}
+
+/// Runs both network scenarios on `images` (all four combinations).
+pub fn run(images: &[(Combination, PathBuf)]) -> Result<(), String> {
+    let binary = build_peer()?;
+    qemu::ensure_installed()?;
+    let keys = host_peer(images, &binary)?;
+    if images.len() < Combination::ALL.len() {
+        eprintln!("    two devices: skipped (needs all four combinations)");
+        return Ok(());
+    }
+    for (combination, _) in images {
+        let others: Vec<String> = keys
+            .iter()
+            .filter(|(c, _)| c != combination)
+            .map(|(_, k)| k.clone())
+            .collect();
+        trust(&node_dir(combination), &others)?;
+    }
+    let images: BTreeMap<Combination, PathBuf> = images.iter().cloned().collect();
+    let keys: BTreeMap<Combination, String> = keys.into_iter().collect();
+    for round in rounds() {
+        let results = std::thread::scope(|scope| {
+            let handles: Vec<_> = round
+                .iter()
+                .map(|pair| scope.spawn(|| run_pair(pair, &images, &keys)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("pair thread"))
+                .collect::<Vec<_>>()
+        });
+        for result in results {
+            eprintln!("    {}", result?);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_round_boots_each_node_once_and_every_combination_meets_both_outcomes() {
+        for round in rounds() {
+            let mut nodes: Vec<Combination> = round
+                .iter()
+                .flat_map(|p| [p.listener, p.connector])
+                .collect();
+            nodes.sort();
+            nodes.dedup();
+            assert_eq!(
+                nodes.len(),
+                4,
+                "a node's disks are used by one QEMU at a time"
+            );
+        }
+        let all = rounds();
+        for combination in Combination::ALL {
+            let pairs: Vec<&Pair> = all
+                .iter()
+                .flatten()
+                .filter(|p| p.listener == *combination || p.connector == *combination)
+                .collect();
+            assert!(pairs.iter().any(|p| p.same_suite()), "{combination}");
+            assert!(pairs.iter().any(|p| !p.same_suite()), "{combination}");
+        }
+        let ok: Vec<&Pair> = all.iter().flatten().filter(|p| p.same_suite()).collect();
+        assert!(ok.iter().all(|p| p.listener.curve != p.connector.curve));
+    }
+}

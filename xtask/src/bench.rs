@@ -113,6 +113,7 @@ pub fn guest(images: &[(Combination, PathBuf)]) -> Result<BTreeMap<Combination, 
         scenario: Some("bench".into()),
         state_dir: None,
         no_otp: false,
+        net: Default::default(),
     };
     let rows = test_os::boot_all(images, &options, false)?;
     if !test_os::report(&rows, &options) {
@@ -212,10 +213,21 @@ const SESSION_OPS: [&str; 4] = [
 ];
 
 /// The markdown report.
+/// The network figures: the host peer's handshake wall time per combination, and the
+/// `.text` the network stack adds (measured on one combination).
+#[derive(Default)]
+pub struct NetFigures {
+    /// Median handshake wall time, host peer to guest, in milliseconds.
+    pub peer_ms: BTreeMap<Combination, f64>,
+    /// (combination measured, .text with netstackd, .text without).
+    pub netstackd_text: Option<(Combination, u64, u64)>,
+}
+
 pub fn markdown(
     host: &Host,
     guest: &BTreeMap<Combination, Guest>,
     sizes: &BTreeMap<Combination, Sizes>,
+    net: &NetFigures,
     mode: &str,
     date: &str,
 ) -> String {
@@ -366,6 +378,25 @@ pub fn markdown(
             )
         },
     );
+    row(
+        &mut out,
+        "handshake over TCP loopback / over IPC ¹ (goal: at most 1.10x)",
+        &|c| {
+            times(
+                exact(c, "service/handshake-tcp"),
+                exact(c, "service/handshake-ipc"),
+            )
+        },
+    );
+    row(
+        &mut out,
+        "host peer (snow) to guest handshake, wall, median of 10",
+        &|c| {
+            net.peer_ms
+                .get(c)
+                .map_or("-".into(), |ms| format!("{ms:.1} ms"))
+        },
+    );
     row(&mut out, "image .text (bytes)", &|c| {
         sizes.get(c).map_or("-".into(), |s| thousands(s.text))
     });
@@ -374,8 +405,17 @@ pub fn markdown(
     });
     let _ = writeln!(
         out,
-        "\n¹ Includes waiting for QEMU's virtio-rng and virtio-blk, which QEMU completes on host time, so these counts vary between runs. `identity/first-boot` and `identity/restore` are the same paths with keystored's own functions on a record store in memory: exact. Every other guest count is identical run to run (`cargo xtask test` checks).\n"
+        "\n¹ Includes waiting for QEMU's virtio-rng and virtio-blk, which QEMU completes on host time, so these counts vary between runs. `identity/first-boot` and `identity/restore` are the same paths with keystored's own functions on a record store in memory: exact. Every other guest count is identical run to run (`cargo xtask test` checks). `service/handshake-ipc` and `-tcp` are one session with the binding, both sides and every task that works for it (IPC, rngd, netstackd), from the first message to the initiator knowing it is accepted: the median of five.\n"
     );
+    if let Some((c, with, without)) = net.netstackd_text {
+        let _ = writeln!(
+            out,
+            "netstackd (smoltcp, the socket service) adds {} bytes of `.text` to the {c} image ({} with it, {} without; the virtio-net driver and dsoftbusd's TCP code are in both). The host peer's wall time runs through QEMU's user networking on the host (TCG, no `-icount`).\n",
+            thousands(with.saturating_sub(without)),
+            thousands(with),
+            thousands(without)
+        );
+    }
     let _ = writeln!(out, "**Fastest and smallest**\n");
     let best = |values: Vec<(Combination, f64)>| {
         values
@@ -558,6 +598,30 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// The host peer's handshake times on every image, and netstackd's `.text` on one.
+fn net_figures(images: &[(Combination, PathBuf)]) -> Result<NetFigures, String> {
+    let binary = crate::network::build_peer()?;
+    let peer_ms = crate::network::host_peer(images, &binary, false)?
+        .into_iter()
+        .filter_map(|run| run.median_ms().map(|ms| (run.combination, ms)))
+        .collect();
+    let netstackd_text = match images.first() {
+        Some((combination, with)) => {
+            let without = image::build_without_network(combination)?;
+            Some((
+                *combination,
+                image::sizes(with)?.text,
+                image::sizes(&without)?.text,
+            ))
+        }
+        None => None,
+    };
+    Ok(NetFigures {
+        peer_ms,
+        netstackd_text,
+    })
+}
+
 /// The whole `cargo xtask bench`.
 pub fn run(quick: bool) -> Result<PathBuf, String> {
     let images = test_os::build_images(Combination::ALL)?;
@@ -567,6 +631,8 @@ pub fn run(quick: bool) -> Result<PathBuf, String> {
         .iter()
         .filter_map(|(c, path)| image::sizes(path).ok().map(|s| (*c, s)))
         .collect();
+    eprintln!("    network: the host peer's handshakes, and netstackd's .text");
+    let net = net_figures(&images)?;
     eprintln!(
         "    host: criterion ({})",
         if quick { "quick" } else { "full" }
@@ -580,6 +646,7 @@ pub fn run(quick: bool) -> Result<PathBuf, String> {
         &host,
         &guest,
         &sizes,
+        &net,
         if quick { "quick" } else { "full" },
         &date,
     );

@@ -32,8 +32,15 @@ impl Combination {
         },
     ];
 
-    /// The cargo features that select this combination (see `provider-select`).
+    /// The cargo features of this combination's image (see `provider-select`), with
+    /// the network stack.
     pub fn features(&self) -> String {
+        format!("sig-{},aead-{},net", self.curve, self.aead)
+    }
+
+    /// The features of this combination without the network stack (to measure what
+    /// it adds; such an image does not pass the ladder).
+    pub fn features_without_network(&self) -> String {
         format!("sig-{},aead-{}", self.curve, self.aead)
     }
 }

@@ -17,7 +17,20 @@ pub fn run_dir(combination: &Combination) -> PathBuf {
 /// backends) and copies it to `target/qemu/<provider>/os-image.elf`, so that runs of
 /// different combinations can go side by side.
 pub fn build(combination: &Combination) -> Result<PathBuf, String> {
-    let features = combination.features();
+    build_with(combination, &combination.features(), "os-image.elf")
+}
+
+/// Builds `combination`'s image without the network stack, as
+/// `target/qemu/<provider>/os-image-no-net.elf`: only to measure what it adds.
+pub fn build_without_network(combination: &Combination) -> Result<PathBuf, String> {
+    build_with(
+        combination,
+        &combination.features_without_network(),
+        "os-image-no-net.elf",
+    )
+}
+
+fn build_with(combination: &Combination, features: &str, name: &str) -> Result<PathBuf, String> {
     cargo(&[
         "build",
         "--release",
@@ -27,12 +40,12 @@ pub fn build(combination: &Combination) -> Result<PathBuf, String> {
         "os-image",
         "--no-default-features",
         "--features",
-        &features,
+        features,
     ])?;
     let built = target_dir().join(RISCV_TARGET).join("release/os-image");
     let dir = run_dir(combination);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let image = dir.join("os-image.elf");
+    let image = dir.join(name);
     std::fs::copy(&built, &image).map_err(|e| {
         format!(
             "cannot copy {} to {}: {e}",

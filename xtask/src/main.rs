@@ -64,6 +64,12 @@ enum Command {
         #[arg(long, env = "PROVIDER", default_value = "all")]
         provider: String,
     },
+    /// The host peer (`dsoftbus-peer`, on snow): `key`, `session`, `faults`; the
+    /// arguments go to it as they are (`cargo xtask peer -- --help`).
+    Peer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The factory: make a node's disks (a random device secret on the OTP disk, an
     /// empty state disk) and add or remove the peers it trusts.
     Provision(provision::ProvisionOptions),
@@ -75,6 +81,23 @@ fn main() -> ExitCode {
         Command::Test => test(),
         Command::Run(options) => run(&options),
         Command::TestOs(options) => test_os_command(&options),
+        Command::Peer { args } => {
+            let binary = match network::build_peer() {
+                Ok(binary) => binary,
+                Err(why) => {
+                    eprintln!("xtask peer: {why}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match std::process::Command::new(&binary).args(&args).status() {
+                Ok(status) if status.success() => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("xtask peer: cannot run {}: {e}", binary.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::TestNet { provider } => {
             let combinations: Vec<Combination> = Combination::ALL
                 .iter()
@@ -179,6 +202,7 @@ fn test() -> ExitCode {
         scenario: None,
         state_dir: None,
         no_otp: false,
+        net: Default::default(),
     };
     let mut images = Vec::new();
     steps.run("build the four riscv64 images", || {

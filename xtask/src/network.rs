@@ -141,12 +141,35 @@ fn judged(
     }
 }
 
-/// Step 1 on every image, side by side: returns each device's public key and the
-/// peer's handshake times.
-fn host_peer(
+/// What the host-peer step learned about one device.
+pub struct PeerRun {
+    pub combination: Combination,
+    /// The device's public key.
+    pub device_key: String,
+    /// The peer's report (its `measure` line, and one line per fault).
+    pub report: String,
+}
+
+impl PeerRun {
+    /// The median handshake wall time the peer measured, in milliseconds.
+    pub fn median_ms(&self) -> Option<f64> {
+        let line = self
+            .report
+            .lines()
+            .find(|l| l.starts_with("measure handshake_ms"))?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "median")?;
+        words.get(at + 1)?.parse().ok()
+    }
+}
+
+/// Step 1 on every image, side by side (with the faults, or only sessions): each
+/// device's public key and the peer's report.
+pub fn host_peer(
     images: &[(Combination, PathBuf)],
     binary: &Path,
-) -> Result<Vec<(Combination, String)>, String> {
+    with_faults: bool,
+) -> Result<Vec<PeerRun>, String> {
     let results = std::thread::scope(|scope| {
         let handles: Vec<_> = images
             .iter()
@@ -193,7 +216,11 @@ fn host_peer(
                             &binary,
                             &[&["session", "--sessions", "10"], &common[..]].concat(),
                         )?;
-                        let faults = peer(&binary, &[&["faults"], &common[..]].concat())?;
+                        let faults = if with_faults {
+                            peer(&binary, &[&["faults"], &common[..]].concat())?
+                        } else {
+                            String::new()
+                        };
                         Ok(format!("{sessions}{faults}"))
                     });
                     let boot = NetBoot {
@@ -234,21 +261,25 @@ fn host_peer(
             .map(|h| h.join().expect("host-peer thread"))
             .collect::<Vec<_>>()
     });
-    let mut keys = Vec::new();
+    let mut runs = Vec::new();
     let mut failures = Vec::new();
     for result in results {
         match result {
-            Ok((combination, key, report)) => {
+            Ok((combination, device_key, report)) => {
                 for line in report.lines() {
                     eprintln!("    {combination}: {line}");
                 }
-                keys.push((combination, key));
+                runs.push(PeerRun {
+                    combination,
+                    device_key,
+                    report,
+                });
             }
             Err(why) => failures.push(why),
         }
     }
     if failures.is_empty() {
-        Ok(keys)
+        Ok(runs)
     } else {
         Err(failures.join("; "))
     }
@@ -404,7 +435,10 @@ fn run_pair(
 pub fn run(images: &[(Combination, PathBuf)]) -> Result<(), String> {
     let binary = build_peer()?;
     qemu::ensure_installed()?;
-    let keys = host_peer(images, &binary)?;
+    let keys: Vec<(Combination, String)> = host_peer(images, &binary, true)?
+        .into_iter()
+        .map(|run| (run.combination, run.device_key))
+        .collect();
     if images.len() < Combination::ALL.len() {
         eprintln!("    two devices: skipped (needs all four combinations)");
         return Ok(());

@@ -255,17 +255,8 @@ fn pump(child: &mut Child, log: &Path) -> Result<mpsc::Receiver<String>, String>
 }
 
 /// Boots `boot.image` and follows its console against `expectation`; `labels` are the
-/// phase and scenario names to report as complete or not.
-pub fn run(
-    boot: &Boot<'_>,
-    expectation: Expectation<'_>,
-    labels: &[&str],
-    values: BTreeMap<String, String>,
-) -> Result<Outcome, String> {
-    run_with(boot, expectation, labels, values, None)
-}
-
-/// [`run`], with an [`Interaction`] started by a console line.
+/// phase and scenario names to report as complete or not. An [`Interaction`], if
+/// given, starts when its console line comes.
 pub fn run_with(
     boot: &Boot<'_>,
     expectation: Expectation<'_>,

@@ -1,7 +1,7 @@
 //! `cargo xtask test-os` and `cargo xtask run`: build images, boot them, judge them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -11,7 +11,7 @@ use marker_contract::Contract;
 use crate::combination::Combination;
 use crate::disks::DiskSet;
 use crate::image;
-use crate::qemu::{self, Boot, Nic, Outcome, RngBacking};
+use crate::qemu::{self, Boot, Interaction, Network, Nic, Outcome, RngBacking};
 use crate::steps::workspace_root;
 use crate::toolchain;
 
@@ -49,6 +49,49 @@ pub struct TestOsOptions {
     /// Boot without the OTP disk (keystored must fail closed).
     #[arg(long, env = "NO_OTP", value_parser = BoolishValueParser::new())]
     pub no_otp: bool,
+    #[command(flatten)]
+    pub net: NetOptions,
+}
+
+/// What the network device is attached to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetMode {
+    /// QEMU user networking, restricted, nothing forwarded: the loopback ladder.
+    #[default]
+    Isolated,
+    /// QEMU user networking with dsoftbusd's port forwarded from 127.0.0.1, and the
+    /// image kept running (`serve`) so peers can open sessions to it.
+    User,
+}
+
+/// The network of a boot, and the peers its disks trust.
+#[derive(Args, Clone, Debug)]
+pub struct NetOptions {
+    /// `user`: forward dsoftbusd's port from 127.0.0.1 and keep the image serving.
+    #[arg(long, env = "NET", value_enum, default_value = "isolated")]
+    pub net: NetMode,
+    /// The host port forwarded to dsoftbusd's 7411 with `--net user` (the next ones
+    /// for more combinations).
+    #[arg(long, env = "NET_PORT", default_value_t = 7411)]
+    pub net_port: u16,
+    /// How long the image serves with `--net user`, in seconds (at most 540).
+    #[arg(long, env = "SERVE", default_value_t = 540)]
+    pub serve: u64,
+    /// Peer device keys (64 hex digits each, comma-separated) to provision into the
+    /// trust store before the boot.
+    #[arg(long, env = "TRUST", value_delimiter = ',')]
+    pub trust: Vec<String>,
+}
+
+impl Default for NetOptions {
+    fn default() -> Self {
+        Self {
+            net: NetMode::Isolated,
+            net_port: 7411,
+            serve: 540,
+            trust: Vec::new(),
+        }
+    }
 }
 
 /// Parses `90s`, `2m`, `500ms` or a bare number of seconds.
@@ -94,6 +137,59 @@ impl TestOsOptions {
             .as_deref()
             .or(self.no_rng.then_some("no-rng"))
             .or(self.no_otp.then_some("no-otp"))
+    }
+
+    /// The network device of the `index`th boot, the command-line words it needs,
+    /// and, with `--net user`, what to tell the person once the image serves.
+    fn network(&self, index: usize, log: &Path) -> (Nic, Vec<String>, Option<Interaction>) {
+        match self.net.net {
+            NetMode::Isolated => (Nic::default(), Vec::new(), None),
+            NetMode::User => {
+                let port = self.net.net_port + index as u16;
+                let nic = Nic {
+                    network: Network::User {
+                        forwards: vec![(port, crate::network::DSOFTBUS_PORT)],
+                    },
+                    mac: None,
+                };
+                let serve = self.net.serve.clamp(1, 540);
+                let log = log.to_path_buf();
+                let action = Box::new(move || -> Result<String, String> {
+                    // The key line came before `serving`, so it is in the log.
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let key = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("keystored: device pubkey "))
+                        .unwrap_or("(none: see the console)")
+                        .trim()
+                        .to_owned();
+                    eprintln!(
+                        "\nxtask run: dsoftbusd listens on 127.0.0.1:{port} for {serve} s\n\
+                         xtask run: device public key {key}\n\
+                         xtask run: a peer: cargo xtask peer session --addr 127.0.0.1:{port} \
+                         --device-key {key}\n\
+                         xtask run: (the peer's own key: cargo xtask peer key; provision it \
+                         with TRUST=<key> before the boot)\n"
+                    );
+                    Ok(String::new())
+                });
+                let interaction = Interaction {
+                    trigger: "SELFTEST: serving".into(),
+                    action,
+                };
+                (nic, vec![format!("serve={serve}")], Some(interaction))
+            }
+        }
+    }
+
+    /// The time a boot may take: `--timeout`, or longer than it serves.
+    fn boot_timeout(&self) -> Duration {
+        match self.net.net {
+            NetMode::Isolated => self.timeout,
+            NetMode::User => self
+                .timeout
+                .max(Duration::from_secs(self.net.serve.clamp(1, 540) + 60)),
+        }
     }
 
     /// The disks of `combination`'s boot: the state directory's (kept), or fresh ones.
@@ -203,6 +299,21 @@ pub fn boot_all(
         .iter()
         .map(|(combination, _)| options.disks(combination, several))
         .collect::<Result<Vec<_>, _>>()?;
+    if !options.net.trust.is_empty() {
+        for set in &disks {
+            let dir = set
+                .state
+                .as_deref()
+                .and_then(Path::parent)
+                .ok_or("TRUST needs a state disk")?;
+            crate::network::trust(dir, &options.net.trust)?;
+            eprintln!(
+                "    {}: trusts {} provisioned peer(s)",
+                dir.display(),
+                options.net.trust.len()
+            );
+        }
+    }
     boot_all_on(images, &disks, options, stream, &BTreeMap::new())
 }
 
@@ -233,26 +344,29 @@ pub fn boot_all_on(
         let handles: Vec<_> = images
             .iter()
             .zip(disks)
-            .map(|((combination, path), disks)| {
+            .enumerate()
+            .map(|(index, ((combination, path), disks))| {
                 let (expectation, rng, labels) = (expectation.clone(), &rng, &labels);
                 scope.spawn(move || {
+                    let log = image::run_dir(combination).join(options.log_name());
+                    let (nic, bootargs, interaction) = options.network(index, &log);
                     let boot = Boot {
                         image: path,
-                        log: image::run_dir(combination).join(options.log_name()),
+                        log,
                         rng,
                         disks,
-                        timeout: options.timeout,
+                        timeout: options.boot_timeout(),
                         until_marker: options.until_marker,
                         stream,
                         bench: options.scenario() == Some("bench"),
-                        nic: &Nic::default(),
-                        bootargs: &[],
+                        nic: &nic,
+                        bootargs: &bootargs,
                     };
                     let mut values = values.clone();
                     values.insert("provider".to_owned(), combination.to_string());
                     Row {
                         combination: *combination,
-                        outcome: qemu::run(&boot, expectation, labels, values),
+                        outcome: qemu::run_with(&boot, expectation, labels, values, interaction),
                         sizes: image::sizes(path).ok(),
                         whole_ladder,
                     }

@@ -5,8 +5,8 @@
 //! over TCP), and the selftest, whose outcome decides the
 //! shutdown status.
 //!
-//! Built by `cargo xtask test-os` (or `run`) with `--no-default-features` and one
-//! `sig-*` and one `aead-*` feature. The kernel prints the combination in its banner
+//! Built by `cargo xtask test-os` (or `run`) with `--no-default-features`, one
+//! `sig-*` and one `aead-*` feature, and `net`. The kernel prints the combination in its banner
 //! marker; the harness checks it is the one it asked for. On the host this binary only
 //! says how to build it.
 
@@ -44,6 +44,7 @@ mod image {
                 kernel.spawn(ServiceId::Keystored, |ep| {
                     keystored::run::<Selected, Blake2s, _>(ep, kernel_core::config::PURPOSES)
                 }),
+                #[cfg(feature = "net")]
                 kernel.spawn(ServiceId::Netstackd, |ep| netstackd::run(ep, boot.bootargs)),
                 kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Blake2s, _>),
             ];

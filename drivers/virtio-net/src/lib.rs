@@ -120,8 +120,10 @@ impl<H: Hal, T: Transport, C: Clock> VirtioNet<H, T, C> {
 
     fn post(&mut self, mut buffer: Box<[u8; BUFFER_LEN]>) -> Result<(), virtio_drivers::Error> {
         // SAFETY: the buffer is owned by this frontend and kept in `posted` untouched
-        // until the device returns it through `receive_complete` below; if the device
-        // fails, the frontend stops and the buffer stays in `posted`, never reused.
+        // until the device returns it through `receive_complete`; if the device fails,
+        // the frontend stops, and a buffer the device may still own (one in `posted`,
+        // or one whose completion went wrong) is never freed while the frontend lives
+        // and never reused.
         let token = unsafe { self.raw.receive_begin(&mut buffer[..]) }?;
         self.posted.push(Posted { token, buffer });
         Ok(())
@@ -146,7 +148,12 @@ impl<H: Hal, T: Transport, C: Clock> VirtioNet<H, T, C> {
         let completed = unsafe { self.raw.receive_complete(token, &mut posted.buffer[..]) };
         let (header, len) = match completed {
             Ok(lengths) => lengths,
-            Err(_) => return Err(self.fail(DeviceError::Failed)),
+            Err(_) => {
+                // The device did not give the buffer back as the queue expects: it may
+                // still own it, so it is never freed or reused.
+                Box::leak(posted.buffer);
+                return Err(self.fail(DeviceError::Failed));
+            }
         };
         let Some(frame) = posted.buffer.get(header..header.saturating_add(len)) else {
             return Err(self.fail(DeviceError::Failed));

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::Instant;
 
-use ipc::{Capability, DeviceError, RawBlockDevice, RawEntropyDevice, ServiceId};
+use ipc::{Capability, DeviceError, RawBlockDevice, RawEntropyDevice, RawNetDevice, ServiceId};
 use kernel_core::{Kernel, KernelEndpoint, Limits, Platform, RunOutcome};
 use provider_api::Provider;
 use provider_hash::Blake2s;
@@ -184,8 +184,28 @@ impl HostSystem {
         Self::boot_identity_with::<P>(entropy, Disks::random())
     }
 
+    /// As [`HostSystem::boot_with`], with `device` in the network-device slot (a test
+    /// that speaks Ethernet to netstackd) instead of no device.
+    pub fn boot_networked<P: Provider>(
+        entropy: Entropy,
+        disks: Disks,
+        device: Box<dyn RawNetDevice>,
+    ) -> Self {
+        let mut system = Self::assemble::<P>(entropy, disks, Some(device));
+        system.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<P, Blake2s, _>);
+        system
+    }
+
     /// As [`HostSystem::boot_identity`], on `disks`.
     pub fn boot_identity_with<P: Provider>(entropy: Entropy, disks: Disks) -> Self {
+        Self::assemble::<P>(entropy, disks, None)
+    }
+
+    fn assemble<P: Provider>(
+        entropy: Entropy,
+        disks: Disks,
+        net: Option<Box<dyn RawNetDevice>>,
+    ) -> Self {
         let console = Rc::default();
         let platform = HostPlatform {
             started: Instant::now(),
@@ -206,6 +226,9 @@ impl HostSystem {
         if let Some(otp) = disks.otp {
             kernel.install_disk(Capability::OtpDisk, Box::new(otp));
         }
+        if let Some(device) = net {
+            kernel.install_net_device(device);
+        }
         let mut system = Self { kernel, console };
         system.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_LIMITS));
         system.spawn(ServiceId::Rngd, rngd::run);
@@ -213,7 +236,7 @@ impl HostSystem {
         system.spawn(ServiceId::Keystored, |ep| {
             keystored::run::<P, Blake2s, _>(ep, kernel_core::config::PURPOSES)
         });
-        // No network device on the host: netstackd serves its loopback interface.
+        // Without a network device netstackd serves its loopback interface alone.
         system.spawn(ServiceId::Netstackd, |ep| netstackd::run(ep, ""));
         system
     }

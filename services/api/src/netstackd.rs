@@ -3,7 +3,9 @@
 //! A socket belongs to the task that opened it: handles are per caller (the
 //! kernel-stamped sender), so a task names only its own sockets, and another task's
 //! handle number is [`BadHandle`](crate::ServiceError::BadHandle) to it. A caller holds
-//! at most [`MAX_SOCKETS_PER_CALLER`] handles. Integers are little-endian; an address
+//! at most [`MAX_SOCKETS_PER_CALLER`] handles, and netstackd also bounds the sockets
+//! behind them per caller (a listener's backlog, connections, connections still
+//! closing), so no task, nor the peers it serves, can take every socket of the stack. Integers are little-endian; an address
 //! is 4 bytes of IPv4 address then a `u16` port.
 //!
 //! Operations that can wait take `wait_ms` (at most [`MAX_WAIT_MS`], below the

@@ -350,7 +350,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         if let Err(refusal) = self.table.admit(source) {
             return refuse(ServiceError::Busy, refusal, Verdict::Rejected);
         }
-        match self.respond_to_message_1(ep, message, true, now_ms).await {
+        match self.respond_to_message_1(ep, message, now_ms).await {
             Ok((awaiting, reply)) => {
                 self.table.conns.push(Conn::new(
                     link,
@@ -378,13 +378,12 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         }
     }
 
-    /// Reads a first message and writes the second, with a fresh ephemeral key; takes
-    /// its draw from the pace first when `pace` (on TCP the hello took it).
+    /// Reads a first message and writes the second, with a fresh ephemeral key, drawn
+    /// only if the entropy pace allows it now.
     async fn respond_to_message_1<E: Endpoint>(
         &mut self,
         ep: &E,
         message: &[u8],
-        pace: bool,
         now_ms: u64,
     ) -> Result<
         (
@@ -398,7 +397,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         let (ready, _) = responder
             .read_message_1(message)
             .map_err(|e| End::rejected(noise_refusal(e, Refusal::Message1)))?;
-        if pace && !self.table.pace.take(now_ms) {
+        if !self.table.pace.take(now_ms) {
             return Err(End::rejected(Refusal::Paced));
         }
         let entropy = ephemeral(ep).await.ok_or(End::failed(Refusal::Message1))?;
@@ -604,9 +603,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                         ..End::rejected(Refusal::SuiteMismatch)
                     });
                 }
-                // The handshake's entropy draw is taken now, so a paced peer hears
-                // Busy before it spends a first message.
-                if !self.table.pace.take(now_ms) {
+                // A paced peer hears Busy before it spends a first message; the draw
+                // itself is taken by the first message, so hellos cannot drain it.
+                if !self.table.pace.available(now_ms) {
                     return Err(End {
                         last: Some(reply(HelloStatus::Busy, None)),
                         ..End::rejected(Refusal::Paced)
@@ -619,11 +618,11 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 )])
             }
             Phase::AwaitMessage1 => {
-                let (awaiting, message_2) =
-                    match self.respond_to_message_1(ep, body, false, now_ms).await {
-                        Ok(done) => done,
-                        Err(end) => return Err(end),
-                    };
+                let (awaiting, message_2) = match self.respond_to_message_1(ep, body, now_ms).await
+                {
+                    Ok(done) => done,
+                    Err(end) => return Err(end),
+                };
                 self.table.conns[at].phase = Phase::AwaitMessage3(awaiting);
                 Ok(alloc::vec![wire::frame(&message_2)])
             }
@@ -652,26 +651,14 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 Ok(alloc::vec![wire::frame(&ready)])
             }
             Phase::Established(mut transport) => {
-                let plaintext = transport.decrypt(body);
-                let conn = &mut self.table.conns[at];
-                let plaintext = match plaintext {
+                let plaintext = match transport.decrypt(body) {
                     Ok(plaintext) => plaintext,
                     Err(_) => {
-                        conn.phase = Phase::Established(transport);
-                        conn.failed_decrypts += 1;
-                        ep.audit(record(
-                            ServiceId::Dsoftbusd,
-                            Operation::DsoftbusdTransport,
-                            Verdict::Rejected,
-                            Refusal::Transport as u16,
-                            conn.detail(),
-                        ));
-                        if conn.failed_decrypts >= self.table.limits.failed_decrypts {
-                            return Err(End::rejected(Refusal::Transport));
-                        }
-                        return Ok(Vec::new());
+                        self.table.conns[at].phase = Phase::Established(transport);
+                        return self.undecryptable(ep, at);
                     }
                 };
+                let conn = &mut self.table.conns[at];
                 let answer = match AppMessage::parse(&plaintext) {
                     Some(AppMessage::Ping(data)) => AppMessage::Pong(data).encode(),
                     Some(AppMessage::Bye) => {
@@ -714,9 +701,13 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 Ok(alloc::vec![wire::frame(&message_3)])
             }
             Phase::AwaitReady(mut transport) => {
-                let plaintext = transport
-                    .decrypt(body)
-                    .map_err(|_| End::rejected(Refusal::Transport))?;
+                let plaintext = match transport.decrypt(body) {
+                    Ok(plaintext) => plaintext,
+                    Err(_) => {
+                        self.table.conns[at].phase = Phase::AwaitReady(transport);
+                        return self.undecryptable(ep, at);
+                    }
+                };
                 if AppMessage::parse(&plaintext) != Some(AppMessage::Ready) {
                     return Err(End::rejected(Refusal::Malformed));
                 }
@@ -747,9 +738,13 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 Ok(alloc::vec![wire::frame(&sealed)])
             }
             Phase::AwaitPong(mut transport) => {
-                let plaintext = transport
-                    .decrypt(body)
-                    .map_err(|_| End::rejected(Refusal::Transport))?;
+                let plaintext = match transport.decrypt(body) {
+                    Ok(plaintext) => plaintext,
+                    Err(_) => {
+                        self.table.conns[at].phase = Phase::AwaitPong(transport);
+                        return self.undecryptable(ep, at);
+                    }
+                };
                 let conn = &mut self.table.conns[at];
                 let expected = conn
                     .outgoing
@@ -790,6 +785,26 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         }
     }
 
+    /// A transport message of connection `at` that did not decrypt: the session is
+    /// left as it was (its cipher state did not move), the refusal recorded, and the
+    /// session closed only once it has had [`Limits::failed_decrypts`] of them.
+    fn undecryptable<E: Endpoint>(&mut self, ep: &E, at: usize) -> Result<Vec<Vec<u8>>, End> {
+        let limit = self.table.limits.failed_decrypts;
+        let conn = &mut self.table.conns[at];
+        conn.failed_decrypts += 1;
+        ep.audit(record(
+            ServiceId::Dsoftbusd,
+            Operation::DsoftbusdTransport,
+            Verdict::Rejected,
+            Refusal::Transport as u16,
+            conn.detail(),
+        ));
+        if conn.failed_decrypts >= limit {
+            return Err(End::rejected(Refusal::Transport));
+        }
+        Ok(Vec::new())
+    }
+
     /// Ends the connection on `handle`: sends its last frame, closes it, records why,
     /// and answers a `CONNECT` still waiting for it.
     async fn end<E: Endpoint>(&mut self, ep: &E, handle: Handle, end: End) {
@@ -821,6 +836,23 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         if let Some(outgoing) = conn.outgoing {
             let _ = reply_err(ep, outgoing.token, connect_error(end.refusal));
         }
+    }
+
+    /// The earliest deadline of any connection (a `CONNECT`'s included), so the daemon
+    /// wakes for it.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let limits = self.table.limits;
+        self.table
+            .conns
+            .iter()
+            .map(|c| {
+                let own = c.deadline(&limits);
+                match c.outgoing {
+                    Some(_) => own.min(c.opened_ms + CONNECT_DEADLINE_MS),
+                    None => own,
+                }
+            })
+            .min()
     }
 
     /// Closes every connection whose deadline passed.

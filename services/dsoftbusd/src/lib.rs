@@ -218,7 +218,13 @@ pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: L
     let mut listening = daemon.listener().is_some();
     loop {
         if waiting.is_none() && listening {
-            waiting = Some(Box::pin(netstackd::wait(&ep, MAX_WAIT_MS)));
+            // Wake for the earliest deadline, at the latest in MAX_WAIT_MS.
+            let now = ep.uptime_ms();
+            let wait_ms = daemon.next_deadline().map_or(MAX_WAIT_MS, |at| {
+                u16::try_from(at.saturating_sub(now).clamp(1, u64::from(MAX_WAIT_MS)))
+                    .unwrap_or(MAX_WAIT_MS)
+            });
+            waiting = Some(Box::pin(netstackd::wait(&ep, wait_ms)));
         }
         let event = next_event(&ep, &mut waiting).await;
         daemon.expire(&ep, ep.uptime_ms()).await;

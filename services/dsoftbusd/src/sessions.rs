@@ -13,7 +13,9 @@
 //!   closed. Every refusal, timeout and close is an audit record.
 //! - **Entropy is paced** ([`Pace`]): each handshake draws one 32-byte ephemeral seed
 //!   from rngd, and a token bucket bounds how many a burst of handshakes can draw, so a
-//!   flood of first messages cannot monopolise rngd.
+//!   flood of first messages cannot monopolise rngd. The hello only looks at the
+//!   bucket (a paced peer hears Busy); the draw is taken by the first message, so
+//!   hellos alone cannot drain it.
 //! - **Identity**: an established session records the peer's device key; its audit
 //!   records name it by fingerprint (the key's first four bytes, big-endian, in
 //!   `detail`), the console by the whole key.
@@ -252,6 +254,15 @@ impl<P: Provider, H: HashBackend> Conn<P, H> {
         self.peer.as_ref().map_or(self.source.detail(), fingerprint)
     }
 
+    /// When its deadline falls: the handshake's, or the idle timeout's.
+    pub fn deadline(&self, limits: &Limits) -> u64 {
+        if self.phase.half_open() {
+            self.opened_ms + limits.handshake_ms
+        } else {
+            self.last_ms + limits.idle_ms
+        }
+    }
+
     /// Whether its deadline passed: the handshake's, or the idle timeout.
     pub fn expired(&self, now_ms: u64, limits: &Limits) -> Option<Refusal> {
         if self.phase.half_open() {
@@ -282,8 +293,13 @@ impl Pace {
         }
     }
 
-    /// Takes one draw if the pace allows it now.
-    pub fn take(&mut self, now_ms: u64) -> bool {
+    /// Whether the pace would allow a draw now (nothing is taken).
+    pub fn available(&mut self, now_ms: u64) -> bool {
+        self.refill(now_ms);
+        self.tokens > 0
+    }
+
+    fn refill(&mut self, now_ms: u64) {
         let earned = now_ms.saturating_sub(self.last_ms) / self.refill_ms;
         if earned > 0 {
             self.tokens = self
@@ -292,6 +308,11 @@ impl Pace {
                 .min(self.burst);
             self.last_ms += earned * self.refill_ms;
         }
+    }
+
+    /// Takes one draw if the pace allows it now.
+    pub fn take(&mut self, now_ms: u64) -> bool {
+        self.refill(now_ms);
         if self.tokens == 0 {
             return false;
         }
@@ -387,7 +408,10 @@ mod tests {
             ..LIMITS
         };
         let mut pace = Pace::new(&limits, 1000);
+        assert!(pace.available(1000));
+        assert!(pace.available(1000), "looking takes nothing");
         assert!((0..3).all(|_| pace.take(1000)));
+        assert!(!pace.available(1000));
         assert!(!pace.take(1000), "the burst is spent");
         assert!(!pace.take(1009));
         assert!(pace.take(1010), "one period earns one draw");

@@ -7,7 +7,10 @@
 //!
 //! The journal is bounded the way the kernel's stream is: the kernel's records have a
 //! budget of their own, and each task that writes records has a quota, so a task that
-//! floods the journal ages out only its own records. When a budget is full its oldest
+//! floods the journal ages out only its own records. The kernel's budget is kept per
+//! subject too: every IPC call is a kernel record, so a task that calls a lot (dsoftbusd
+//! working for network peers nobody authenticated yet) would otherwise retire the
+//! records of decisions about every other task. When a budget is full its oldest
 //! record is retired and counted (`evicted`). Records the kernel's stream lost before
 //! logd took them are reported apart (`kernel_lost`, `task_lost`): a lost kernel record
 //! means the trail is incomplete, and the selftest fails the ladder on it.
@@ -33,7 +36,7 @@ use service_api::{Incoming, ServiceError, reply_err, reply_ok};
 /// How many records the journal keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JournalLimits {
-    /// Records written by the kernel.
+    /// Records written by the kernel, per subject (the task the decision was about).
     pub kernel: usize,
     /// Records written by each task.
     pub per_task: usize,
@@ -48,7 +51,7 @@ pub const DEFAULT_LIMITS: JournalLimits = JournalLimits {
 /// A bounded journal of audit records, with the kernel's records apart.
 #[derive(Debug)]
 pub struct Journal {
-    kernel: VecDeque<AuditRecord>,
+    kernel: BTreeMap<ServiceId, VecDeque<AuditRecord>>,
     tasks: BTreeMap<ServiceId, VecDeque<AuditRecord>>,
     limits: JournalLimits,
     evicted: u64,
@@ -58,7 +61,7 @@ impl Journal {
     /// An empty journal with `limits` (each at least one).
     pub fn new(limits: JournalLimits) -> Self {
         Self {
-            kernel: VecDeque::new(),
+            kernel: BTreeMap::new(),
             tasks: BTreeMap::new(),
             limits: JournalLimits {
                 kernel: limits.kernel.max(1),
@@ -71,7 +74,10 @@ impl Journal {
     /// Appends a record, retiring the oldest of the same budget when it is full.
     pub fn push(&mut self, record: AuditRecord) {
         let (queue, bound) = if record.origin == ServiceId::Kernel {
-            (&mut self.kernel, self.limits.kernel)
+            (
+                self.kernel.entry(record.event.subject).or_default(),
+                self.limits.kernel,
+            )
         } else {
             (
                 self.tasks.entry(record.origin).or_default(),
@@ -86,7 +92,10 @@ impl Journal {
     }
 
     fn records(&self) -> impl Iterator<Item = &AuditRecord> {
-        self.kernel.iter().chain(self.tasks.values().flatten())
+        self.kernel
+            .values()
+            .flatten()
+            .chain(self.tasks.values().flatten())
     }
 
     /// Counts the records matching `filter`; `lost` is what the kernel's stream lost
@@ -104,7 +113,11 @@ impl Journal {
 
     /// Records held.
     pub fn held(&self) -> usize {
-        self.kernel.len() + self.tasks.values().map(VecDeque::len).sum::<usize>()
+        self.kernel
+            .values()
+            .chain(self.tasks.values())
+            .map(VecDeque::len)
+            .sum::<usize>()
     }
 
     /// Records retired by the journal's own bounds.
@@ -181,6 +194,20 @@ fn serve<E: Endpoint>(ep: &E, feed: &mut E::AuditFeed, journal: &mut Journal, re
 mod tests {
     use super::*;
 
+    fn subject_record(subject: ServiceId, sequence: u64, verdict: Verdict) -> AuditRecord {
+        AuditRecord {
+            origin: ServiceId::Kernel,
+            sequence,
+            event: AuditEvent {
+                subject,
+                action: Action::Health,
+                verdict,
+                reason: 0,
+                detail: 0,
+            },
+        }
+    }
+
     fn record(origin: ServiceId, sequence: u64, verdict: Verdict) -> AuditRecord {
         AuditRecord {
             origin,
@@ -236,5 +263,26 @@ mod tests {
             1,
             "only sequence 3 is still held: the task's flood did not touch the kernel's"
         );
+    }
+
+    #[test]
+    fn the_kernels_records_about_one_task_do_not_retire_those_about_another() {
+        let mut journal = Journal::new(JournalLimits {
+            kernel: 2,
+            per_task: 2,
+        });
+        let about = subject_record;
+        journal.push(about(ServiceId::Selftest, 0, Verdict::Denied));
+        for sequence in 1..500 {
+            journal.push(about(ServiceId::Dsoftbusd, sequence, Verdict::Allowed));
+        }
+        let denied = AuditFilter {
+            verdict: Some(Verdict::Denied),
+            ..AuditFilter::default()
+        };
+        let lost = AuditLoss::default();
+        assert_eq!(journal.query(&denied, lost).matched, 1, "still held");
+        assert_eq!(journal.held(), 3);
+        assert_eq!(journal.evicted(), 497);
     }
 }

@@ -249,8 +249,21 @@ impl<D: ipc::RawNetDevice> Netstackd<D> {
                 let result = stack
                     .close(caller, handle, abort, now_ms)
                     .map(|()| Vec::new());
-                self.parked
-                    .retain(|p| !(p.caller == caller && parked_on(&p.waiting, handle)));
+                // Requests of the caller's still waiting on the socket end with it.
+                let (ended, kept): (Vec<Parked>, Vec<Parked>) = core::mem::take(&mut self.parked)
+                    .into_iter()
+                    .partition(|p| p.caller == caller && parked_on(&p.waiting, handle));
+                self.parked = kept;
+                for p in ended {
+                    let detail = handle_detail(handle);
+                    answer(
+                        ep,
+                        p.token,
+                        p.caller,
+                        p.operation,
+                        (Err(ServiceError::Closed), detail),
+                    );
+                }
                 return answer(
                     ep,
                     request.token,

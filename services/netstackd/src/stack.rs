@@ -49,9 +49,16 @@ pub const MAX_EGRESS: usize = 16;
 /// Loopback rounds per poll: a segment and the answer to it go through in one poll.
 const LOOPBACK_ROUNDS: usize = 4;
 /// How long a closed connection may take to finish closing before it is dropped.
-const LINGER_MS: u64 = 5_000;
+const LINGER_MS: u64 = 2_000;
 /// smoltcp's timeout for a connection whose peer stopped answering.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// smoltcp's timeout for a listening socket's connection that a SYN started and the
+/// peer never completed: it holds a backlog slot that long at most.
+const SYN_TIMEOUT: Duration = Duration::from_secs(1);
+/// smoltcp sockets one task holds at most: its listeners' backlogs, its connections
+/// and its connections still closing. The sockets of one task's peers (a flood of
+/// connections to dsoftbusd's port) cannot take every socket of the stack.
+pub const MAX_SOCKETS_PER_TASK: usize = 24;
 /// Ports `CONNECT` takes its local port from (IANA's dynamic range).
 const EPHEMERAL_PORTS: core::ops::RangeInclusive<u16> = 49152..=65535;
 /// The loopback interface's (locally administered) MAC address.
@@ -125,11 +132,21 @@ impl<Dev: Device> Link<Dev> {
     }
 }
 
+/// One listening socket of a listener's backlog.
+#[derive(Clone, Copy)]
+struct Pending {
+    iface: Iface,
+    socket: SocketHandle,
+    /// Since when it has held a connection a SYN started and the peer has not
+    /// completed.
+    syn_since: Option<u64>,
+}
+
 enum Kind {
     Listener {
         port: u16,
         backlog: u8,
-        pending: Vec<(Iface, SocketHandle)>,
+        pending: Vec<Pending>,
     },
     Stream {
         iface: Iface,
@@ -147,6 +164,7 @@ struct Entry {
 }
 
 struct Lingering {
+    owner: ServiceId,
     iface: Iface,
     socket: SocketHandle,
     until_ms: u64,
@@ -183,6 +201,8 @@ pub struct Stack<D: RawNetDevice> {
     next_handle: u16,
     next_port: u16,
     seed: u64,
+    /// The time of the last poll.
+    now_ms: u64,
 }
 
 fn endpoint(ep: Option<IpEndpoint>) -> SocketAddr {
@@ -241,6 +261,7 @@ impl<D: RawNetDevice> Stack<D> {
             next_handle: 1,
             next_port,
             seed,
+            now_ms,
         }
     }
 
@@ -346,6 +367,20 @@ impl<D: RawNetDevice> Stack<D> {
         self.entries.iter().filter(|e| e.owner == owner).count()
     }
 
+    /// The smoltcp sockets `owner` holds: backlogs, connections, and closing ones.
+    fn sockets_of(&self, owner: ServiceId) -> usize {
+        let held: usize = self
+            .entries
+            .iter()
+            .filter(|e| e.owner == owner)
+            .map(|e| match &e.kind {
+                Kind::Listener { pending, .. } => pending.len(),
+                Kind::Stream { .. } => 1,
+            })
+            .sum();
+        held + self.lingering.iter().filter(|l| l.owner == owner).count()
+    }
+
     fn find(&self, owner: ServiceId, handle: Handle) -> Result<usize, ServiceError> {
         self.entries
             .iter()
@@ -411,9 +446,14 @@ impl<D: RawNetDevice> Stack<D> {
         None
     }
 
-    /// Brings a listener's backlog up to `backlog` listening sockets per interface, as
-    /// far as the socket budget allows, and re-arms sockets a reset sent back to Closed.
+    /// Keeps a listener's backlog listening: re-arms sockets a reset sent back to
+    /// Closed; when every socket of an interface holds a connection nobody completed,
+    /// resets the oldest, so a SYN flood cannot keep the port from new peers (smoltcp
+    /// has no SYN cookies); brings the backlog up to `backlog` per interface, as far as
+    /// the owner's and the stack's socket budgets allow.
     fn refill(&mut self, at: usize) {
+        let now_ms = self.now_ms;
+        let owner = self.entries[at].owner;
         let Kind::Listener {
             port,
             backlog,
@@ -422,29 +462,76 @@ impl<D: RawNetDevice> Stack<D> {
         else {
             return;
         };
-        let pending = pending.clone();
-        for &(iface, socket) in &pending {
-            let socket = self.socket(iface, socket);
-            if socket.state() == tcp::State::Closed {
-                // A listening socket that is closed again listens again; a port of a
-                // listener cannot be refused.
-                let _ = socket.listen(port);
+        let mut pending = pending.clone();
+        for p in &mut pending {
+            let socket = self.socket(p.iface, p.socket);
+            match socket.state() {
+                tcp::State::Closed => {
+                    // A listener's port cannot be refused.
+                    let _ = socket.listen(port);
+                    p.syn_since = None;
+                }
+                tcp::State::SynReceived => {
+                    p.syn_since.get_or_insert(now_ms);
+                }
+                _ => p.syn_since = None,
             }
         }
         for iface in self.ifaces() {
-            let have = pending.iter().filter(|(i, _)| *i == iface).count();
+            let mut listening = 0;
+            let mut oldest: Option<(u64, SocketHandle)> = None;
+            for p in pending.iter().filter(|p| p.iface == iface) {
+                if self.socket(p.iface, p.socket).state() == tcp::State::Listen {
+                    listening += 1;
+                }
+                if let Some(since) = p.syn_since
+                    && oldest.is_none_or(|(o, _)| since < o)
+                {
+                    oldest = Some((since, p.socket));
+                }
+            }
+            if listening == 0
+                && let Some((_, socket)) = oldest
+            {
+                let s = self.socket(iface, socket);
+                s.abort();
+                let _ = s.listen(port);
+                if let Some(p) = pending.iter_mut().find(|p| p.socket == socket) {
+                    p.syn_since = None;
+                }
+            }
+        }
+        for iface in self.ifaces() {
+            let have = pending.iter().filter(|p| p.iface == iface).count();
             for _ in have..usize::from(backlog) {
+                let held = self.sockets_of(owner) - self.pending_of(at) + pending.len();
+                if held >= MAX_SOCKETS_PER_TASK {
+                    break;
+                }
                 let mut socket = new_socket();
+                socket.set_timeout(Some(SYN_TIMEOUT));
                 if socket.listen(port).is_err() {
                     break;
                 }
                 let Some(handle) = self.add_socket(iface, socket) else {
                     break;
                 };
-                if let Kind::Listener { pending, .. } = &mut self.entries[at].kind {
-                    pending.push((iface, handle));
-                }
+                pending.push(Pending {
+                    iface,
+                    socket: handle,
+                    syn_since: None,
+                });
             }
+        }
+        if let Kind::Listener { pending: kept, .. } = &mut self.entries[at].kind {
+            *kept = pending;
+        }
+    }
+
+    fn pending_of(&self, at: usize) -> usize {
+        match &self.entries[at].kind {
+            Kind::Listener { pending, .. } => pending.len(),
+            Kind::Stream { .. } => 0,
         }
     }
 
@@ -466,8 +553,10 @@ impl<D: RawNetDevice> Stack<D> {
         {
             return Err(ServiceError::InUse);
         }
+        let needs = self.ifaces().len() * usize::from(backlog);
         if self.held_by(owner) >= MAX_SOCKETS_PER_CALLER
-            || self.sockets_in_use() + self.ifaces().len() * usize::from(backlog) > MAX_SOCKETS
+            || self.sockets_of(owner) + needs > MAX_SOCKETS_PER_TASK
+            || self.sockets_in_use() + needs > MAX_SOCKETS
         {
             return Err(ServiceError::Full);
         }
@@ -503,7 +592,7 @@ impl<D: RawNetDevice> Stack<D> {
         let pending = pending.clone();
         let ready = pending
             .iter()
-            .position(|&(iface, socket)| acceptable(self.socket(iface, socket).state()));
+            .position(|p| acceptable(self.socket(p.iface, p.socket).state()));
         let Some(index) = ready else {
             self.refill(at);
             return Ok(None);
@@ -511,12 +600,14 @@ impl<D: RawNetDevice> Stack<D> {
         if self.held_by(owner) >= MAX_SOCKETS_PER_CALLER {
             return Err(ServiceError::Full);
         }
-        let (iface, socket) = pending[index];
+        let Pending { iface, socket, .. } = pending[index];
         if let Kind::Listener { pending, .. } = &mut self.entries[at].kind {
             pending.remove(index);
         }
         let (remote, local) = {
             let s = self.socket(iface, socket);
+            // The handshake is done: the timeout for a silent peer, not for a SYN.
+            s.set_timeout(Some(PEER_TIMEOUT));
             (endpoint(s.remote_endpoint()), endpoint(s.local_endpoint()))
         };
         self.refill(at);
@@ -559,7 +650,9 @@ impl<D: RawNetDevice> Stack<D> {
         if ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified() {
             return Err(ServiceError::Unavailable);
         }
-        if self.held_by(owner) >= MAX_SOCKETS_PER_CALLER {
+        if self.held_by(owner) >= MAX_SOCKETS_PER_CALLER
+            || self.sockets_of(owner) >= MAX_SOCKETS_PER_TASK
+        {
             return Err(ServiceError::Full);
         }
         let port = self.ephemeral_port().ok_or(ServiceError::Full)?;
@@ -682,11 +775,12 @@ impl<D: RawNetDevice> Stack<D> {
         let entry = self.entries.remove(at);
         match entry.kind {
             Kind::Listener { pending, .. } => {
-                for (iface, socket) in pending {
-                    self.socket(iface, socket).abort();
+                for p in pending {
+                    self.socket(p.iface, p.socket).abort();
                     self.lingering.push(Lingering {
-                        iface,
-                        socket,
+                        owner,
+                        iface: p.iface,
+                        socket: p.socket,
                         until_ms: now_ms,
                     });
                 }
@@ -699,6 +793,7 @@ impl<D: RawNetDevice> Stack<D> {
                     s.close();
                 }
                 self.lingering.push(Lingering {
+                    owner,
                     iface,
                     socket,
                     until_ms: now_ms + LINGER_MS,
@@ -792,7 +887,7 @@ impl<D: RawNetDevice> Stack<D> {
                     let pending = pending.clone();
                     if pending
                         .iter()
-                        .any(|&(iface, socket)| acceptable(self.socket(iface, socket).state()))
+                        .any(|p| acceptable(self.socket(p.iface, p.socket).state()))
                     {
                         flags |= READY_ACCEPTABLE;
                     }
@@ -805,23 +900,11 @@ impl<D: RawNetDevice> Stack<D> {
         ready
     }
 
-    /// Every handle `owner` holds is closed (the task stopped).
-    pub fn release(&mut self, owner: ServiceId, now_ms: u64) {
-        let handles: Vec<Handle> = self
-            .entries
-            .iter()
-            .filter(|e| e.owner == owner)
-            .map(|e| e.handle)
-            .collect();
-        for handle in handles {
-            let _ = self.close(owner, handle, true, now_ms);
-        }
-    }
-
     /// Moves packets on both interfaces (bounded), drops connections that finished
     /// closing or lingered too long, and re-arms listeners. Returns whether a socket's
     /// state may have changed.
     pub fn poll(&mut self, now_ms: u64) -> bool {
+        self.now_ms = now_ms;
         let now = Instant::from_millis(now_ms as i64);
         let mut changed = false;
         if let Some((link, _)) = self.net.as_mut() {

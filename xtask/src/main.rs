@@ -10,6 +10,7 @@ mod bench;
 mod combination;
 mod dependency_graph;
 mod disks;
+mod fuzz;
 mod image;
 mod network;
 mod persistence;
@@ -64,6 +65,16 @@ enum Command {
         #[arg(long, env = "PROVIDER", default_value = "all")]
         provider: String,
     },
+    /// Run the fuzz targets under libFuzzer (installs cargo-fuzz when missing; uses
+    /// RUSTC_BOOTSTRAP=1 for the sanitizer flags, for this build alone), then minimize
+    /// each corpus into fuzz/corpus/.
+    Fuzz {
+        /// One target (default: every one, in turn).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 120)]
+        time: u64,
+    },
     /// The host peer (`dsoftbus-peer`, on snow): `key`, `session`, `faults`; the
     /// arguments go to it as they are (`cargo xtask peer -- --help`).
     Peer {
@@ -81,6 +92,13 @@ fn main() -> ExitCode {
         Command::Test => test(),
         Command::Run(options) => run(&options),
         Command::TestOs(options) => test_os_command(&options),
+        Command::Fuzz { target, time } => match fuzz::run(target.as_deref(), time) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("xtask fuzz: {why}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Peer { args } => {
             let binary = match network::build_peer() {
                 Ok(binary) => binary,

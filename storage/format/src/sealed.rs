@@ -37,6 +37,7 @@ use provider_api::{
     AeadAlgorithm, AeadBackend, AeadCipher, AeadKey, HashAlgorithm, HashBackend, SecretBytes,
 };
 use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 /// The first four bytes of a sealed record.
 pub const MAGIC: [u8; 4] = *b"SEAL";
@@ -168,6 +169,20 @@ pub fn seal<A: AeadBackend, H: HashBackend>(
 /// [`UnsealError`], checked in this order: malformed, another AEAD or hash, another
 /// device's key id, then authentication (tampered). `secret` is zero on error.
 pub fn unseal<A: AeadBackend, H: HashBackend>(
+    keys: &SealingKeys,
+    record_id: u16,
+    record: &[u8],
+    secret: &mut [u8],
+) -> Result<(), UnsealError> {
+    let opened = open::<A, H>(keys, record_id, record, secret);
+    if opened.is_err() {
+        // Whatever the buffer held, and whatever a failed open left in it.
+        secret.zeroize();
+    }
+    opened
+}
+
+fn open<A: AeadBackend, H: HashBackend>(
     keys: &SealingKeys,
     record_id: u16,
     record: &[u8],

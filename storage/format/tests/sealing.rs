@@ -155,3 +155,24 @@ fn the_trust_store_verifies_only_for_its_device_and_contents() {
         Err(TrustStoreError::Malformed)
     );
 }
+
+#[test]
+fn a_refused_record_leaves_nothing_in_the_callers_buffer() {
+    let keys = SealingKeys::derive::<Blake2s>(&SecretBytes::new([4; 32]), 1);
+    let good = sealed::seal::<ChaCha20Poly1305, Blake2s>(&keys, 1, 1, &[6; 12], &[0x5a; 32]);
+    let mut truncated = good.clone();
+    truncated.truncate(10);
+    let mut other_magic = good.clone();
+    other_magic[0] ^= 1;
+    let mut tampered = good.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    for record in [truncated, other_magic, tampered] {
+        // Whatever the buffer held before (here a pattern), it is zero after a refusal.
+        let mut secret = [0xaa_u8; 32];
+        assert!(
+            sealed::unseal::<ChaCha20Poly1305, Blake2s>(&keys, 1, &record, &mut secret).is_err()
+        );
+        assert_eq!(secret, [0; 32]);
+    }
+}

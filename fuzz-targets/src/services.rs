@@ -49,11 +49,12 @@ pub fn rngd_service(data: &[u8]) {
     };
     let mut rngd = rngd::Rngd::start(Ok(Mixer(7)));
     assert!(rngd.status().is_ok());
-    let _ = rngd.handle(sender, frame);
+    let _ = rngd.handle(sender, frame, 0);
     assert!(rngd.status().is_ok(), "a request closed rngd");
     let good = rngd.handle(
         ServiceId::Keystored,
         &request(Operation::RngdGetEntropy, &rngd_api::encode_request(32)),
+        0,
     );
     assert_eq!(good.reply.map(|bytes| bytes.len()), Ok(32));
 }

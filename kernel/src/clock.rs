@@ -14,3 +14,9 @@ pub fn now_us() -> u64 {
     let hz = u128::from(TIMEBASE_HZ.load(Ordering::Relaxed));
     u64::try_from(ticks * 1_000_000 / hz).unwrap_or(u64::MAX)
 }
+
+/// `time` ticks as microseconds.
+pub fn ticks_to_us(ticks: u64) -> u64 {
+    let hz = u128::from(TIMEBASE_HZ.load(Ordering::Relaxed));
+    u64::try_from(u128::from(ticks) * 1_000_000 / hz).unwrap_or(u64::MAX)
+}

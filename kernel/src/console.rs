@@ -12,8 +12,9 @@ use uart_16550::backend::MmioBackend;
 /// The UART, owned by the console.
 struct Uart(Uart16550<MmioBackend>);
 
-// SAFETY: there is one hart and no interrupt handler uses the console concurrently;
-// every access goes through the critical-section mutex below.
+// SAFETY: there is one hart, and every access goes through the critical-section mutex
+// below. The one interrupt handler that prints (the watchdog's) cannot run inside a
+// critical section, which keeps interrupts off, so it never finds the console borrowed.
 unsafe impl Send for Uart {}
 
 static UART: Mutex<RefCell<Option<Uart>>> = Mutex::new(RefCell::new(None));

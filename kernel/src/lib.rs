@@ -15,7 +15,8 @@
 //!    down through SBI with a status that says whether everything passed.
 //!
 //! A panic prints `KERNEL: panic in task <name>: <message>` and a trap prints the
-//! cause; both end the run with a failure status. This crate holds the project's
+//! cause; both end the run with a failure status. So does the watchdog ([`watchdog`]:
+//! a task that runs past its budget without yielding is named). This crate holds the project's
 //! `unsafe` (MMIO, the heap, DMA for virtio), each block with its reason. On the host
 //! it is empty.
 
@@ -33,6 +34,7 @@ mod platform;
 mod shutdown;
 mod trap;
 pub mod virtio;
+mod watchdog;
 
 use alloc::rc::Rc;
 use core::cell::Cell;
@@ -88,6 +90,12 @@ pub struct BootInfo {
 /// Exact under QEMU's `-icount shift=0`; without it QEMU counts host ticks.
 pub fn instructions_retired() -> u64 {
     riscv::register::instret::read64()
+}
+
+/// Instructions `task` retired inside its own polls so far (see
+/// [`platform::task_instructions`]).
+pub fn task_instructions(task: ServiceId) -> u64 {
+    platform::task_instructions(task)
 }
 
 /// Prints `prefix: line` on the console.
@@ -197,6 +205,7 @@ pub fn boot(
     );
 
     clock::init(machine.timebase_hz);
+    watchdog::init(machine.timebase_hz, machine.sstc);
     console::line(
         "KERNEL",
         format_args!(

@@ -16,6 +16,7 @@ mod network;
 mod persistence;
 mod provision;
 mod qemu;
+mod reliability;
 mod scenarios;
 mod steps;
 mod test_os;
@@ -245,6 +246,14 @@ fn test() -> ExitCode {
             let (a, b) = scenarios::rng_files()?;
             persistence::run(&images, &a, &b)
         },
+    );
+    steps.run(
+        "QEMU: the watchdog names a task that stops yielding",
+        || reliability::watchdog(&images),
+    );
+    steps.run(
+        "QEMU: entropy that fails mid-run (rngd closes, the key stays, sessions refused)",
+        || reliability::entropy_fails_midrun(&images),
     );
     steps.run(
         "QEMU: network (host peer on snow with faults, two devices over a TCP stream)",

@@ -42,7 +42,7 @@ pub fn options(scenario: Option<&str>, rng_file: Option<PathBuf>, no_rng: bool) 
 
 /// Deterministic test data (SplitMix64): a stand-in for a recorded entropy stream.
 /// Not used for anything secret.
-fn test_bytes(seed: u64, len: usize) -> Vec<u8> {
+pub fn test_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed;
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
@@ -56,7 +56,7 @@ fn test_bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-fn write_file(name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+pub fn write_file(name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
     let dir = target_dir().join("qemu/rng");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(name);

@@ -64,7 +64,7 @@ pub enum NetMode {
     User,
 }
 
-/// The network of a boot, and the peers its disks trust.
+/// The network of a boot, the peers its disks trust, and more kernel command line.
 #[derive(Args, Clone, Debug)]
 pub struct NetOptions {
     /// `user`: forward dsoftbusd's port from 127.0.0.1 and keep the image serving.
@@ -81,6 +81,9 @@ pub struct NetOptions {
     /// trust store before the boot.
     #[arg(long, env = "TRUST", value_delimiter = ',')]
     pub trust: Vec<String>,
+    /// More kernel command-line words (`-append`), such as `serve=60` or `spin`.
+    #[arg(long = "append", env = "APPEND", value_delimiter = ' ')]
+    pub append: Vec<String>,
 }
 
 impl Default for NetOptions {
@@ -90,6 +93,7 @@ impl Default for NetOptions {
             net_port: 7411,
             serve: 540,
             trust: Vec::new(),
+            append: Vec::new(),
         }
     }
 }
@@ -143,7 +147,7 @@ impl TestOsOptions {
     /// and, with `--net user`, what to tell the person once the image serves.
     fn network(&self, index: usize, log: &Path) -> (Nic, Vec<String>, Option<Interaction>) {
         match self.net.net {
-            NetMode::Isolated => (Nic::default(), Vec::new(), None),
+            NetMode::Isolated => (Nic::default(), self.net.append.clone(), None),
             NetMode::User => {
                 let port = self.net.net_port + index as u16;
                 let nic = Nic {
@@ -177,7 +181,9 @@ impl TestOsOptions {
                     trigger: "SELFTEST: serving".into(),
                     action,
                 };
-                (nic, vec![format!("serve={serve}")], Some(interaction))
+                let mut bootargs = vec![format!("serve={serve}")];
+                bootargs.extend(self.net.append.iter().cloned());
+                (nic, bootargs, Some(interaction))
             }
         }
     }

@@ -115,6 +115,10 @@ pub struct Machine<'a> {
     pub test_finisher: Option<usize>,
     /// The kernel command line (`/chosen/bootargs`, QEMU's `-append`).
     pub bootargs: &'a str,
+    /// Whether the first hart has the Sstc extension (`stimecmp`: S-mode sets its own
+    /// timer without calling the firmware), from its `riscv,isa` string or its
+    /// `riscv,isa-extensions` list.
+    pub sstc: bool,
     virtio: [Option<Range<usize>>; MAX_VIRTIO_SLOTS],
     reserved: [Option<Range<usize>>; MAX_RESERVED],
 }
@@ -150,6 +154,19 @@ impl<'a> Machine<'a> {
             .and_then(|hz| u64::try_from(hz).ok())
             .filter(|&hz| hz > 0)
             .ok_or(DeviceTreeError::NoTimebase)?;
+        let sstc = cpu
+            .property("riscv,isa")
+            .and_then(|p| p.as_str())
+            .is_some_and(|isa| {
+                isa.split('_')
+                    .skip(1)
+                    .any(|ext| ext.eq_ignore_ascii_case("sstc"))
+            })
+            || cpu.property("riscv,isa-extensions").is_some_and(|p| {
+                p.value
+                    .split(|&b| b == 0)
+                    .any(|ext| ext.eq_ignore_ascii_case(b"sstc"))
+            });
         let reg_start = |node: flat_device_tree::node::FdtNode<'_, '_>| {
             node.reg()
                 .next()
@@ -209,6 +226,7 @@ impl<'a> Machine<'a> {
             uart,
             test_finisher,
             bootargs: chosen.and_then(|c| c.bootargs()).unwrap_or(""),
+            sstc,
             virtio,
             reserved,
         })

@@ -22,6 +22,7 @@ fn qemu_virt_parses_to_the_machine_qemu_describes() {
     assert_eq!(machine.timebase_hz, 10_000_000);
     assert_eq!(machine.uart, Some(0x1000_0000));
     assert_eq!(machine.test_finisher, Some(0x10_0000));
+    assert!(machine.sstc, "rv64imafdch_..._sstc");
     assert_eq!(machine.virtio_mmio().count(), 8);
     assert!(machine.virtio_mmio().all(|slot| slot.len() == 0x1000));
     let heap = machine.heap_range(0x8120_0000);

@@ -20,7 +20,7 @@
 
 use alloc::format;
 
-use ipc::Endpoint;
+use ipc::{Endpoint, ServiceId};
 use provider_api::{HashBackend, Provider};
 
 /// The cost of reading the counter, to subtract from every count.
@@ -51,10 +51,13 @@ pub fn computations<P: Provider, H: HashBackend, E: Endpoint>(
 }
 
 /// Counts the workloads that go through the services (after the ladder), then says
-/// the bench is done.
+/// the bench is done. `task_instructions` gives what each task retired inside its own
+/// polls (the kernel keeps the count), so a row can leave out tasks that only poll
+/// meanwhile.
 pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
     instructions_retired: fn() -> u64,
+    task_instructions: fn(ServiceId) -> u64,
 ) {
     let overhead = read_overhead(instructions_retired);
     let count = |start: u64| {
@@ -77,8 +80,59 @@ pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
         Ok(_) => ep.console(&format!("bench service/restore {used}")),
         Err(why) => ep.console(&format!("FAIL bench service/restore: {why:?}")),
     }
+    entropy::<P, E>(ep, instructions_retired, task_instructions, overhead).await;
     handshakes::<P, H, E>(ep, instructions_retired, overhead).await;
     ep.console(markers::SELFTEST_BENCH_DONE.message);
+}
+
+/// Requests per entropy row.
+pub const ENTROPY_REQUESTS: usize = 9;
+
+/// The instructions every task but the selftest and rngd retired so far.
+fn bystanders(task_instructions: fn(ServiceId) -> u64) -> u64 {
+    ServiceId::ALL
+        .into_iter()
+        .filter(|t| !matches!(t, ServiceId::Selftest | ServiceId::Rngd))
+        .map(task_instructions)
+        .sum()
+}
+
+/// `service/get-entropy`: one 32-byte `GET_ENTROPY` over IPC, as every key and every
+/// ephemeral key is made; `service/keygen`: that and the device key made from it, the
+/// path of a first boot without its disk write. Medians of [`ENTROPY_REQUESTS`]. The
+/// counts are the selftest's and rngd's work and the kernel's in between: the polls of
+/// the other tasks meanwhile (netstackd's loop, whose cost depends on what the network
+/// did earlier) are taken out with the kernel's per-task counts.
+async fn entropy<P: Provider, E: Endpoint>(
+    ep: &E,
+    instructions_retired: fn() -> u64,
+    task_instructions: fn(ServiceId) -> u64,
+    overhead: u64,
+) {
+    let mut get = alloc::vec::Vec::new();
+    let mut keygen = alloc::vec::Vec::new();
+    let count = |start: u64, others: u64| {
+        instructions_retired()
+            .saturating_sub(start + overhead)
+            .saturating_sub(bystanders(task_instructions).saturating_sub(others))
+    };
+    for _ in 0..ENTROPY_REQUESTS {
+        let (start, others) = (instructions_retired(), bystanders(task_instructions));
+        let bytes = service_api::rngd::get_entropy(ep, 32).await;
+        get.push(count(start, others));
+        let (start, others) = (instructions_retired(), bystanders(task_instructions));
+        let key = match service_api::rngd::get_entropy(ep, 32).await {
+            Ok(bytes) => keystored::key_from_entropy::<P>(&bytes),
+            Err(_) => None,
+        };
+        keygen.push(count(start, others));
+        if bytes.is_err() || key.is_none() {
+            ep.console("FAIL bench service/get-entropy: rngd did not serve");
+            return;
+        }
+    }
+    ep.console(&format!("bench service/get-entropy {}", median(get)));
+    ep.console(&format!("bench service/keygen {}", median(keygen)));
 }
 
 /// Sessions per handshake row.

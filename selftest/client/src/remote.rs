@@ -9,11 +9,19 @@
 //! - `serve` or `serve=SECONDS` (at most [`MAX_SERVE_S`]): keep running so peers can
 //!   open sessions to this device (`cargo xtask run --net user`, the host-peer and
 //!   two-device scenarios), then finish.
+//! - `spin`: the watchdog's test: the selftest task stops yielding for good. The
+//!   kernel's watchdog must name it and stop the machine with a failing status.
+//! - `entropy-fails`: the entropy source goes bad after boot (the harness backs
+//!   virtio-rng with good bytes, then zeros): with a session established, the selftest
+//!   draws from rngd until its generator's reseed reads the bad bytes, then checks
+//!   what must hold: rngd stays closed, keystored keeps its key, dsoftbusd refuses new
+//!   sessions with a clear error, and the established session goes on.
 
 use alloc::format;
 use alloc::string::String;
 
 use ipc::Endpoint;
+use provider_api::{HashBackend, Provider};
 use service_api::netstackd::SocketAddr;
 use service_api::{ClientError, ServiceError, dsoftbusd as api};
 
@@ -33,6 +41,10 @@ pub struct Plan {
     pub peer: Option<(SocketAddr, [u8; 32])>,
     /// How long to keep serving, in seconds.
     pub serve_s: Option<u64>,
+    /// Stop yielding (the watchdog's test).
+    pub spin: bool,
+    /// Check the system after the entropy source fails.
+    pub entropy_fails: bool,
 }
 
 /// Why the command line was refused.
@@ -76,11 +88,16 @@ impl Plan {
     /// [`PlanError`].
     pub fn from_bootargs(bootargs: &str) -> Result<Self, PlanError> {
         let (mut addr, mut key, mut serve_s) = (None, None, None);
+        let (mut spin, mut entropy_fails) = (false, false);
         for word in bootargs.split_whitespace() {
             if let Some(value) = word.strip_prefix("dsoftbus.peer=") {
                 addr = Some(parse_peer(value).ok_or(PlanError::BadPeer)?);
             } else if let Some(value) = word.strip_prefix("dsoftbus.peer_key=") {
                 key = Some(parse_key(value).ok_or(PlanError::BadPeerKey)?);
+            } else if word == "spin" {
+                spin = true;
+            } else if word == "entropy-fails" {
+                entropy_fails = true;
             } else if word == "serve" {
                 serve_s = Some(DEFAULT_SERVE_S);
             } else if let Some(value) = word.strip_prefix("serve=") {
@@ -96,7 +113,12 @@ impl Plan {
             (None, None) => None,
             _ => return Err(PlanError::Incomplete),
         };
-        Ok(Self { peer, serve_s })
+        Ok(Self {
+            peer,
+            serve_s,
+            spin,
+            entropy_fails,
+        })
     }
 }
 
@@ -154,11 +176,155 @@ pub async fn connect<E: Endpoint>(ep: &E, peer: SocketAddr, key: &[u8; 32]) {
     ep.console(&markers::SELFTEST_DSOFTBUS_REMOTE.render(&[outcome(&result)]));
 }
 
+/// Runs without ever yielding: the watchdog's test. Never returns (the watchdog stops
+/// the machine).
+pub fn spin<E: Endpoint>(ep: &E) -> ! {
+    ep.console(markers::SELFTEST_SPINNING.message);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
 /// Keeps the machine running for `seconds` so peers can reach this device.
 pub async fn serve<E: Endpoint>(ep: &E, seconds: u64) {
     let line = format!("{seconds}");
     ep.console(&markers::SELFTEST_SERVING.render(&[&line]));
     sleep(ep, seconds * 1000).await;
+}
+
+/// Requests of 256 bytes the selftest makes, at most, to drive rngd's generator to its
+/// reseed (64 KiB: 256 requests; the ladder drew some already).
+const DRAIN_REQUESTS: usize = 300;
+
+/// After the entropy source goes bad: rngd closes at its next reseed and stays closed;
+/// keystored still serves its key; dsoftbusd refuses new sessions with a clear error;
+/// a session established before goes on. Prints the marker, or `FAIL` with why.
+pub async fn entropy_fails<P: Provider, H: HashBackend, E: Endpoint>(ep: &E) -> bool {
+    let outcome = check_entropy_failure::<P, H, E>(ep).await;
+    match &outcome {
+        Ok(()) => ep.console(markers::SELFTEST_ENTROPY_FAILED_MIDRUN.message),
+        Err(why) => ep.console(&format!(
+            "FAIL {}: {why}",
+            markers::SELFTEST_ENTROPY_FAILED_MIDRUN.message
+        )),
+    }
+    outcome.is_ok()
+}
+
+async fn check_entropy_failure<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+) -> Result<(), String> {
+    use dsoftbusd::client::{
+        Believed, ConnectError, Node, connect_tcp, connect_tcp_with_ephemeral,
+    };
+    use provider_api::{SecretBytes, VerifyingKey};
+    use service_api::{keystored, rngd};
+
+    let dsoftbusd_addr = SocketAddr::loopback(dsoftbusd::wire::PORT);
+    let secret = |bytes: &[u8]| {
+        SecretBytes::from_fill(|out: &mut [u8; 32]| {
+            out.copy_from_slice(&bytes[..32]);
+            Ok::<(), ()>(())
+        })
+        .map_err(|()| String::from("entropy"))
+    };
+    let fresh = rngd::get_entropy(ep, 128)
+        .await
+        .map_err(|e| format!("rngd before the failure: {e}"))?;
+    let node = Node::<P>::new(&secret(&fresh[..32])?, &secret(&fresh[32..64])?)
+        .map_err(|e| format!("{e}"))?;
+    let ephemerals = [secret(&fresh[64..96])?, secret(&fresh[96..128])?];
+    api::trust(ep, &node.device_key())
+        .await
+        .map_err(|e| format!("TRUST: {e}"))?;
+    let device_key = keystored::get_pubkey(ep)
+        .await
+        .map_err(|e| format!("GET_PUBKEY: {e}"))?;
+    let device = VerifyingKey::from_bytes(&device_key).map_err(|e| format!("{e}"))?;
+    let trusted = core::slice::from_ref(&device);
+    // The ladder's flood may have spent dsoftbusd's entropy pace: Busy means later.
+    let mut established = None;
+    for _ in 0..50 {
+        match connect_tcp::<P, H, E>(
+            ep,
+            &node,
+            dsoftbusd_addr,
+            Believed::FromHello,
+            trusted,
+            |_, _| {},
+        )
+        .await
+        {
+            Err(ConnectError::Busy) => sleep(ep, 20).await,
+            other => {
+                established =
+                    Some(other.map_err(|e| format!("a session before the failure: {e}"))?);
+                break;
+            }
+        }
+    }
+    let mut established =
+        established.ok_or_else(|| String::from("dsoftbusd stayed busy before the failure"))?;
+
+    // Draw until the generator's reseed reads the bad bytes.
+    let mut drawn = 0usize;
+    let mut failure = None;
+    for _ in 0..DRAIN_REQUESTS {
+        match rngd::get_entropy(ep, 256).await {
+            Ok(_) => drawn += 256,
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    match failure {
+        Some(ClientError::Service(ServiceError::HealthTestFailed)) => {}
+        other => {
+            return Err(format!(
+                "after {drawn} bytes rngd gave {other:?}, not a tripped test"
+            ));
+        }
+    }
+    ep.console(&format!(
+        "rngd closed after {drawn} more bytes: its reseed read the bad bytes"
+    ));
+    match rngd::get_entropy(ep, 32).await {
+        Err(ClientError::Service(ServiceError::HealthTestFailed)) => {}
+        other => return Err(format!("rngd after closing gave {other:?}")),
+    }
+    match keystored::get_pubkey(ep).await {
+        Ok(key) if key == device_key => {}
+        other => return Err(format!("keystored after the failure gave {other:?}")),
+    }
+    // The first handshake that needs an ephemeral key finds rngd closed (dsoftbusd
+    // closes it after its first message); from then on the hello says why. The node
+    // uses the entropy it drew before the failure, as a peer with its own source would.
+    let mut refusals = alloc::vec::Vec::new();
+    for ephemeral in ephemerals {
+        let attempt =
+            connect_tcp_with_ephemeral::<P, H, E>(ep, &node, dsoftbusd_addr, trusted, ephemeral)
+                .await;
+        match attempt {
+            Err(error) => refusals.push(error),
+            Ok(_) => return Err(String::from("a new session was made without entropy")),
+        }
+    }
+    if refusals.last() != Some(&ConnectError::Unavailable) {
+        return Err(format!(
+            "new sessions were refused with {refusals:?}, not Unavailable"
+        ));
+    }
+    match established.ping(ep, b"still here").await {
+        Ok(pong) if pong == b"still here" => {}
+        other => {
+            return Err(format!(
+                "the established session after the failure: {other:?}"
+            ));
+        }
+    }
+    established.close(ep).await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -184,6 +350,9 @@ mod tests {
             ))
         );
         assert_eq!(plan.serve_s, Some(60));
+        assert!(!plan.spin);
+        assert!(Plan::from_bootargs("spin").unwrap().spin);
+        assert!(Plan::from_bootargs("entropy-fails").unwrap().entropy_fails);
         assert_eq!(
             Plan::from_bootargs("serve").unwrap().serve_s,
             Some(DEFAULT_SERVE_S)

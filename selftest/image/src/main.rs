@@ -68,6 +68,7 @@ mod image {
                     selftest::guest_bench::run::<Selected, Blake2s, _>(
                         &ep,
                         kernel::instructions_retired,
+                        kernel::task_instructions,
                     )
                     .await;
                 }
@@ -78,6 +79,14 @@ mod image {
                         }
                         if let Some(seconds) = plan.serve_s {
                             selftest::remote::serve(&ep, seconds).await;
+                        }
+                        if plan.entropy_fails
+                            && !selftest::remote::entropy_fails::<Selected, Blake2s, _>(&ep).await
+                        {
+                            outcome = selftest::Outcome::Failed;
+                        }
+                        if plan.spin {
+                            selftest::remote::spin(&ep);
                         }
                     }
                     Ok(_) => {}

@@ -25,22 +25,41 @@ impl Marker {
     /// The message with its placeholders replaced by `values`, in order (a
     /// placeholder without a value is left as it is; extra values are ignored).
     pub fn render(&self, values: &[&str]) -> String {
-        let mut out = String::new();
+        alloc::format!("{}", self.rendered(values))
+    }
+
+    /// [`Marker::render`] without allocating: for a printer that must not touch the
+    /// heap (the kernel's watchdog, which may interrupt a task inside the allocator).
+    pub fn rendered<'a>(&'a self, values: &'a [&'a str]) -> Rendered<'a> {
+        Rendered {
+            message: self.message,
+            values,
+        }
+    }
+}
+
+/// A marker's message with its values, written out as it is displayed.
+pub struct Rendered<'a> {
+    message: &'static str,
+    values: &'a [&'a str],
+}
+
+impl core::fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let mut rest = self.message;
-        let mut values = values.iter();
+        let mut values = self.values.iter();
         while let Some(open) = rest.find('{') {
             let Some(close) = rest[open..].find('}').map(|i| open + i) else {
                 break;
             };
-            out.push_str(&rest[..open]);
+            f.write_str(&rest[..open])?;
             match values.next() {
-                Some(value) => out.push_str(value),
-                None => out.push_str(&rest[open..=close]),
+                Some(value) => f.write_str(value)?,
+                None => f.write_str(&rest[open..=close])?,
             }
             rest = &rest[close + 1..];
         }
-        out.push_str(rest);
-        out
+        f.write_str(rest)
     }
 }
 

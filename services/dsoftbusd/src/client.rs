@@ -92,6 +92,8 @@ pub enum ConnectError {
     SuiteMismatch(String),
     /// dsoftbusd cannot take another handshake now.
     Busy,
+    /// dsoftbusd cannot make ephemeral keys any more (its entropy source failed).
+    Unavailable,
     /// Something that is not this protocol, or no answer in time.
     Protocol(&'static str),
 }
@@ -105,6 +107,7 @@ impl core::fmt::Display for ConnectError {
             Self::ClosedAfter(stage) => write!(f, "closed by the responder after {stage:?}"),
             Self::SuiteMismatch(theirs) => write!(f, "the responder speaks {theirs}"),
             Self::Busy => f.write_str("the responder is busy"),
+            Self::Unavailable => f.write_str("the responder has no entropy for a session"),
             Self::Protocol(what) => write!(f, "protocol: {what}"),
         }
     }
@@ -380,7 +383,8 @@ pub enum Believed {
 
 /// Connects `node` to dsoftbusd at `remote` over TCP: hello, the three handshake
 /// messages, and dsoftbusd's `READY`. dsoftbusd's binding must name a device key in
-/// `trusted`. On any failure the connection is closed.
+/// `trusted`. The node's ephemeral key comes from rngd. On any failure the
+/// connection is closed.
 ///
 /// # Errors
 /// [`ConnectError`].
@@ -395,7 +399,47 @@ pub async fn connect_tcp<P: Provider, H: HashBackend, E: Endpoint>(
     let mut stream = Stream::open(ep, remote)
         .await
         .map_err(ConnectError::Refused)?;
-    match handshake_tcp::<P, H, E>(ep, node, &mut stream, believed, trusted, tamper).await {
+    let result = async {
+        handshake_tcp::<P, H, E>(ep, node, &mut stream, believed, trusted, None, tamper).await
+    }
+    .await;
+    finish(ep, stream, result).await
+}
+
+/// [`connect_tcp`] with the node's ephemeral key made from `ephemeral`, not from rngd:
+/// a node with its own entropy, as a peer on another device has.
+///
+/// # Errors
+/// [`ConnectError`].
+pub async fn connect_tcp_with_ephemeral<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    node: &Node<P>,
+    remote: SocketAddr,
+    trusted: &[VerifyingKey<P::Curve>],
+    ephemeral: SecretBytes<32>,
+) -> Result<TcpSession<P::Aead>, ConnectError> {
+    let mut stream = Stream::open(ep, remote)
+        .await
+        .map_err(ConnectError::Refused)?;
+    let result = handshake_tcp::<P, H, E>(
+        ep,
+        node,
+        &mut stream,
+        Believed::FromHello,
+        trusted,
+        Some(ephemeral),
+        |_, _| {},
+    )
+    .await;
+    finish(ep, stream, result).await
+}
+
+async fn finish<A: AeadBackend, E: Endpoint>(
+    ep: &E,
+    stream: Stream,
+    result: Result<Handshaken<A>, ConnectError>,
+) -> Result<TcpSession<A>, ConnectError> {
+    match result {
         Ok((transport, responder_ephemeral, initiator_ephemeral)) => Ok(TcpSession {
             stream,
             transport,
@@ -426,6 +470,7 @@ async fn handshake_tcp<P: Provider, H: HashBackend, E: Endpoint>(
     stream: &mut Stream,
     believed: Believed,
     trusted: &[VerifyingKey<P::Curve>],
+    ephemeral: Option<SecretBytes<32>>,
     mut tamper: impl FnMut(Stage, &mut Vec<u8>),
 ) -> Result<Handshaken<P::Aead>, ConnectError> {
     let refused = ConnectError::Refused;
@@ -447,9 +492,13 @@ async fn handshake_tcp<P: Provider, H: HashBackend, E: Endpoint>(
         },
         (HelloStatus::SuiteMismatch, _) => return Err(ConnectError::SuiteMismatch(reply.suite)),
         (HelloStatus::Busy, _) => return Err(ConnectError::Busy),
+        (HelloStatus::Unavailable, _) => return Err(ConnectError::Unavailable),
         _ => return Err(ConnectError::Protocol("hello refused")),
     };
-    let ephemeral = fresh_entropy(ep).await?;
+    let ephemeral = match ephemeral {
+        Some(ephemeral) => ephemeral,
+        None => fresh_entropy(ep).await?,
+    };
     let initiator =
         Initiator::<P::Curve, P::Aead, H>::new(PROLOGUE, Rc::clone(&node.static_key), responder);
     let (awaiting, mut message_1) = initiator

@@ -98,7 +98,9 @@ fn connect_error(refusal: Refusal) -> ServiceError {
         | Refusal::BadBinding
         | Refusal::Transport => ServiceError::AuthenticationFailed,
         Refusal::SessionsFull => ServiceError::Full,
-        Refusal::IdleTimeout | Refusal::Established => ServiceError::Unavailable,
+        Refusal::IdleTimeout | Refusal::Established | Refusal::NoEntropy => {
+            ServiceError::Unavailable
+        }
     }
 }
 
@@ -127,6 +129,9 @@ pub struct Daemon<P: Provider, H: HashBackend> {
     suite: String,
     table: Table<P, H>,
     listener: Option<Handle>,
+    /// rngd refused an ephemeral key: it has closed for good, so every new handshake
+    /// is refused at the hello from now on.
+    entropy_failed: bool,
 }
 
 impl<P: Provider, H: HashBackend> Daemon<P, H> {
@@ -144,6 +149,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             suite: noise_xk::protocol_name::<Aead<P>, H>(),
             table: Table::new(limits, now_ms),
             listener: None,
+            entropy_failed: false,
         }
     }
 
@@ -400,7 +406,10 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         if !self.table.pace.take(now_ms) {
             return Err(End::rejected(Refusal::Paced));
         }
-        let entropy = ephemeral(ep).await.ok_or(End::failed(Refusal::Message1))?;
+        let Some(entropy) = ephemeral(ep).await else {
+            self.entropy_failed = true;
+            return Err(End::failed(Refusal::NoEntropy));
+        };
         ready
             .write_message_2(&entropy, &self.binding.encode())
             .map_err(|e| End::rejected(noise_refusal(e, Refusal::Message1)))
@@ -594,6 +603,12 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                         });
                     }
                 };
+                if self.entropy_failed {
+                    return Err(End {
+                        last: Some(reply(HelloStatus::Unavailable, None)),
+                        ..End::failed(Refusal::NoEntropy)
+                    });
+                }
                 if hello.suite != self.suite {
                     ep.console(
                         &markers::DSOFTBUSD_SUITE_MISMATCH.render(&[&self.suite, &hello.suite]),
@@ -1008,12 +1023,16 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             }
             HelloStatus::Busy => return Err(End::failed(Refusal::PeerBusy)),
             HelloStatus::Unsupported => return Err(End::rejected(Refusal::Malformed)),
+            HelloStatus::Unavailable => return Err(End::failed(Refusal::ConnectFailed)),
         }
         let rs = X25519PublicKey(reply.static_key.ok_or(End::rejected(Refusal::Malformed))?);
         if !self.table.pace.take(now_ms) {
             return Err(End::rejected(Refusal::Paced));
         }
-        let entropy = ephemeral(ep).await.ok_or(End::failed(Refusal::Message1))?;
+        let Some(entropy) = ephemeral(ep).await else {
+            self.entropy_failed = true;
+            return Err(End::failed(Refusal::NoEntropy));
+        };
         let initiator =
             Initiator::<Curve<P>, Aead<P>, H>::new(PROLOGUE, Rc::clone(&self.static_key), rs);
         let (awaiting, message_1) = initiator

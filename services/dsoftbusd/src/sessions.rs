@@ -111,6 +111,8 @@ pub enum Refusal {
     PeerBusy = 20,
     /// The connection to the peer failed or was reset (dsoftbusd initiating).
     ConnectFailed = 21,
+    /// No ephemeral key: the entropy source failed (rngd closed).
+    NoEntropy = 22,
 }
 
 /// Where a session's messages travel.

@@ -46,14 +46,23 @@ pub enum HelloStatus {
     Busy = 2,
     /// Not this protocol or not this version.
     Unsupported = 3,
+    /// The responder cannot make ephemeral keys: its entropy source failed. It will
+    /// not recover; do not retry.
+    Unavailable = 4,
 }
 
 impl HelloStatus {
     /// The status with wire code `code`.
     pub fn from_code(code: u8) -> Option<Self> {
-        [Self::Ok, Self::SuiteMismatch, Self::Busy, Self::Unsupported]
-            .into_iter()
-            .find(|s| *s as u8 == code)
+        [
+            Self::Ok,
+            Self::SuiteMismatch,
+            Self::Busy,
+            Self::Unsupported,
+            Self::Unavailable,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == code)
     }
 }
 

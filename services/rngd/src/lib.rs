@@ -5,10 +5,15 @@
 //! `1 <= n <= 256` (see `service_api::rngd`), gated by the kernel's policy.
 //!
 //! - **Start-up.** rngd claims the device and runs [`STARTUP_SAMPLES`] raw bytes
-//!   through the health tests ([`health`]), then discards them. `rngd: ready` is
-//!   printed only after a real read passed.
-//! - **Serving.** Every byte it hands out went through the health tests first; if one
-//!   trips, no byte of that request is served and rngd closes for good.
+//!   through the health tests ([`health`]), then discards them; then it seeds its
+//!   generator ([`drbg`], ChaCha20 with fast key erasure) with 32 more tested bytes.
+//!   `rngd: ready` is printed only after both passed.
+//! - **Serving.** Callers are served from the generator, never from the device: a
+//!   burst of requests is not a burst of device reads, and a request's cost does not
+//!   depend on the device's timing. Every device byte still goes through the health
+//!   tests. The generator takes fresh device entropy on a schedule
+//!   ([`drbg::SCHEDULE`]: 64 KiB served or one minute); if that read fails or a test
+//!   trips, no byte of the request is served and rngd closes for good.
 //! - **Fail closed.** Without a device, after a device failure, or after a tripped
 //!   test, rngd answers every request with a typed error (`Unavailable`,
 //!   `HealthTestFailed`) and prints why once: it never falls back to another source.
@@ -23,6 +28,7 @@
 
 extern crate alloc;
 
+pub mod drbg;
 pub mod health;
 
 use alloc::format;
@@ -36,6 +42,7 @@ use ipc::{
 use service_api::{Incoming, ServiceError, reply_err, reply_ok};
 use zeroize::Zeroizing;
 
+use crate::drbg::{Drbg, SEED_LEN, Schedule};
 use crate::health::{HealthFailure, HealthTests};
 
 /// Raw samples tested (and discarded) before rngd serves anything.
@@ -68,9 +75,10 @@ impl Closed {
     }
 }
 
-/// rngd's state: a healthy device, or closed for a reason.
+/// rngd's state: a healthy device and the generator it seeded, or closed for a reason.
 pub struct Rngd<D: RawEntropyDevice> {
     source: Result<(D, HealthTests), Closed>,
+    drbg: Option<Drbg>,
 }
 
 /// A handled request: the reply frame's payload or error, and its audit record.
@@ -84,19 +92,30 @@ pub struct Handled {
 }
 
 impl<D: RawEntropyDevice> Rngd<D> {
-    /// Takes the device (or the reason there is none) and runs the start-up tests.
+    /// Takes the device (or the reason there is none), runs the start-up tests and
+    /// seeds the generator, with rngd's reseed schedule, at time 0.
     pub fn start(device: Result<D, CapabilityError>) -> Self {
+        Self::start_with(device, drbg::SCHEDULE, 0)
+    }
+
+    /// [`Rngd::start`] with another reseed schedule, at `now_ms`.
+    pub fn start_with(device: Result<D, CapabilityError>, schedule: Schedule, now_ms: u64) -> Self {
         let mut rngd = Self {
             source: device
                 .map(|d| (d, HealthTests::new()))
                 .map_err(Closed::NoDevice),
+            drbg: None,
         };
         if rngd.source.is_ok() {
             let mut startup = Zeroizing::new(vec![0u8; STARTUP_SAMPLES]);
             for chunk in startup.chunks_mut(service_api::rngd::MAX_REQUEST) {
                 if rngd.draw(chunk).is_err() {
-                    break;
+                    return rngd;
                 }
+            }
+            let mut seed = Zeroizing::new([0u8; SEED_LEN]);
+            if rngd.draw(&mut seed[..]).is_ok() {
+                rngd.drbg = Some(Drbg::new(&seed, schedule, now_ms));
             }
         }
         rngd
@@ -105,6 +124,30 @@ impl<D: RawEntropyDevice> Rngd<D> {
     /// `Ok(())` when serving, or why not.
     pub fn status(&self) -> Result<(), Closed> {
         self.source.as_ref().map(|_| ()).map_err(|closed| *closed)
+    }
+
+    /// Reseeds so far (0 before the first).
+    pub fn reseeds(&self) -> u64 {
+        self.drbg.as_ref().map_or(0, Drbg::reseeds)
+    }
+
+    /// Fills `dest` from the generator, reseeding first when the schedule says so.
+    fn serve(&mut self, dest: &mut [u8], now_ms: u64) -> Result<(), Closed> {
+        self.status()?;
+        if self.drbg.as_ref().is_some_and(|d| d.due(now_ms)) {
+            let mut fresh = Zeroizing::new([0u8; SEED_LEN]);
+            self.draw(&mut fresh[..])?;
+            if let Some(drbg) = self.drbg.as_mut() {
+                drbg.reseed(&fresh, now_ms);
+            }
+        }
+        match self.drbg.as_mut() {
+            Some(drbg) => {
+                drbg.fill(dest);
+                Ok(())
+            }
+            None => Err(self.status().err().unwrap_or(Closed::Starved)),
+        }
     }
 
     /// Fills `dest` with tested entropy, or closes rngd.
@@ -139,12 +182,14 @@ impl<D: RawEntropyDevice> Rngd<D> {
         if let Err(closed) = outcome {
             zeroize::Zeroize::zeroize(dest);
             self.source = Err(closed);
+            // The generator goes too (its state zeroizes as it drops).
+            self.drbg = None;
         }
         outcome
     }
 
-    /// Handles one request frame from `sender`.
-    pub fn handle(&mut self, sender: ServiceId, frame: &[u8]) -> Handled {
+    /// Handles one request frame from `sender` at `now_ms` (for the reseed schedule).
+    pub fn handle(&mut self, sender: ServiceId, frame: &[u8], now_ms: u64) -> Handled {
         let code = Operation::RngdGetEntropy.code();
         let request = ipc::Request {
             sender,
@@ -178,7 +223,7 @@ impl<D: RawEntropyDevice> Rngd<D> {
         };
         let was_open = self.source.is_ok();
         let mut bytes = Zeroizing::new(vec![0u8; n]);
-        match self.draw(&mut bytes) {
+        match self.serve(&mut bytes, now_ms) {
             Ok(()) => Handled {
                 reply: Ok(bytes),
                 audit: audit(Verdict::Allowed, 0, n, code),
@@ -219,14 +264,14 @@ fn announce<E: Endpoint>(ep: &E, closed: Closed) {
 
 /// Runs rngd until the machine stops.
 pub async fn run<E: Endpoint>(ep: E) {
-    let mut rngd = Rngd::start(ep.claim_entropy_device());
+    let mut rngd = Rngd::start_with(ep.claim_entropy_device(), drbg::SCHEDULE, ep.uptime_ms());
     match rngd.status() {
         Ok(()) => ep.console(markers::RNGD_READY.message),
         Err(closed) => announce(&ep, closed),
     }
     loop {
         let request = ep.receive().await;
-        let handled = rngd.handle(request.sender, &request.frame);
+        let handled = rngd.handle(request.sender, &request.frame, ep.uptime_ms());
         ep.audit(handled.audit);
         if let Some(closed) = handled.closed_now {
             announce(&ep, closed);
@@ -283,23 +328,83 @@ mod tests {
     }
 
     #[test]
-    fn serves_tested_bytes_after_discarding_the_startup_samples() {
-        let bytes = healthy(4096);
+    fn serves_from_a_generator_seeded_with_tested_bytes_after_the_startup_samples() {
+        use rand_core::{Rng, SeedableRng};
+        // Healthy bytes for the start-up samples and the seed, then a stuck device:
+        // requests within the schedule never read it.
+        let mut bytes = healthy(STARTUP_SAMPLES + SEED_LEN);
+        bytes.extend([0u8; 64]);
         let mut rngd = Rngd::start(Ok(Scripted {
             bytes: bytes.clone(),
             at: 0,
             per_read: 100,
         }));
         assert_eq!(rngd.status(), Ok(()));
-        let handled = rngd.handle(ServiceId::Keystored, &request(32));
+        let handled = rngd.handle(ServiceId::Keystored, &request(32), 0);
+        let seed: [u8; 32] = bytes[STARTUP_SAMPLES..STARTUP_SAMPLES + 32]
+            .try_into()
+            .unwrap();
+        let mut expected = [0u8; 32];
+        chacha20::ChaCha20Rng::from_seed(seed).fill_bytes(&mut expected);
         assert_eq!(
             handled.reply.as_deref().map(|b| b.to_vec()),
-            Ok(bytes[STARTUP_SAMPLES..STARTUP_SAMPLES + 32].to_vec())
+            Ok(expected.to_vec())
         );
         assert_eq!(
             (handled.audit.verdict, handled.audit.detail),
             (Verdict::Allowed, 32)
         );
+        for _ in 0..100 {
+            let next = rngd.handle(ServiceId::Keystored, &request(256), 0);
+            assert!(
+                next.reply.is_ok(),
+                "a burst of requests reads no device byte"
+            );
+        }
+        assert_eq!(rngd.reseeds(), 0);
+    }
+
+    #[test]
+    fn the_schedule_takes_fresh_device_entropy_by_bytes_and_by_time() {
+        let schedule = Schedule {
+            reseed_bytes: 512,
+            reseed_ms: 1_000,
+        };
+        let mut rngd = Rngd::start_with(
+            Ok(Scripted {
+                bytes: healthy(8192),
+                at: 0,
+                per_read: 256,
+            }),
+            schedule,
+            0,
+        );
+        for _ in 0..2 {
+            assert!(
+                rngd.handle(ServiceId::Keystored, &request(256), 10)
+                    .reply
+                    .is_ok()
+            );
+        }
+        assert_eq!(rngd.reseeds(), 0);
+        assert!(
+            rngd.handle(ServiceId::Keystored, &request(1), 10)
+                .reply
+                .is_ok()
+        );
+        assert_eq!(rngd.reseeds(), 1, "after 512 bytes");
+        assert!(
+            rngd.handle(ServiceId::Keystored, &request(1), 1_009)
+                .reply
+                .is_ok()
+        );
+        assert_eq!(rngd.reseeds(), 1);
+        assert!(
+            rngd.handle(ServiceId::Keystored, &request(1), 1_010)
+                .reply
+                .is_ok()
+        );
+        assert_eq!(rngd.reseeds(), 2, "after a second");
     }
 
     #[test]
@@ -331,19 +436,19 @@ mod tests {
             ),
         ];
         for (frame, expected) in cases {
-            let handled = rngd.handle(ServiceId::Selftest, &frame);
+            let handled = rngd.handle(ServiceId::Selftest, &frame, 0);
             assert_eq!(handled.reply.err(), Some(expected));
             assert_eq!(handled.audit.verdict, Verdict::Rejected);
             assert_eq!(handled.audit.reason, expected.code());
             assert_eq!(handled.audit.subject, ServiceId::Selftest);
-            let good = rngd.handle(ServiceId::Selftest, &request(16));
+            let good = rngd.handle(ServiceId::Selftest, &request(16), 0);
             assert_eq!(
                 good.reply.map(|b| b.len()),
                 Ok(16),
                 "still serving after {expected:?}"
             );
         }
-        let oversized = rngd.handle(ServiceId::Selftest, &request(257));
+        let oversized = rngd.handle(ServiceId::Selftest, &request(257), 0);
         assert_eq!(
             oversized.audit.detail, 2,
             "the record holds the size of the payload, not bytes"
@@ -361,7 +466,7 @@ mod tests {
             rngd.status(),
             Err(Closed::Health(HealthFailure::RepetitionCount))
         );
-        let handled = rngd.handle(ServiceId::Keystored, &request(32));
+        let handled = rngd.handle(ServiceId::Keystored, &request(32), 0);
         assert_eq!(handled.reply.err(), Some(ServiceError::HealthTestFailed));
         assert_eq!(handled.audit.verdict, Verdict::Failed);
         assert_eq!(
@@ -371,27 +476,35 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_while_serving_serves_none_of_that_request() {
-        let mut bytes = healthy(STARTUP_SAMPLES + 64);
+    fn a_reseed_that_trips_a_test_serves_none_of_that_request_and_closes_rngd() {
+        let mut bytes = healthy(STARTUP_SAMPLES + SEED_LEN);
         bytes.extend([7u8; 64]);
-        let mut rngd = Rngd::start(Ok(Scripted {
-            bytes,
-            at: 0,
-            per_read: 256,
-        }));
+        let schedule = Schedule {
+            reseed_bytes: 64,
+            reseed_ms: u64::MAX,
+        };
+        let mut rngd = Rngd::start_with(
+            Ok(Scripted {
+                bytes,
+                at: 0,
+                per_read: 256,
+            }),
+            schedule,
+            0,
+        );
         assert!(
-            rngd.handle(ServiceId::Keystored, &request(64))
+            rngd.handle(ServiceId::Keystored, &request(64), 0)
                 .reply
                 .is_ok()
         );
-        let handled = rngd.handle(ServiceId::Keystored, &request(64));
+        let handled = rngd.handle(ServiceId::Keystored, &request(64), 0);
         assert_eq!(handled.reply.err(), Some(ServiceError::HealthTestFailed));
         assert_eq!(
             handled.closed_now,
             Some(Closed::Health(HealthFailure::RepetitionCount))
         );
         assert!(
-            rngd.handle(ServiceId::Keystored, &request(1))
+            rngd.handle(ServiceId::Keystored, &request(1), 0)
                 .reply
                 .is_err(),
             "closed for good"
@@ -404,7 +517,7 @@ mod tests {
     impl RawEntropyDevice for Overclaiming {
         fn read(&mut self, dest: &mut [u8]) -> Result<usize, DeviceError> {
             let n = self.0.read(dest)?;
-            Ok(if self.0.at > STARTUP_SAMPLES + 32 {
+            Ok(if self.0.at > STARTUP_SAMPLES + SEED_LEN {
                 n + 1
             } else {
                 n
@@ -414,18 +527,26 @@ mod tests {
 
     #[test]
     fn a_device_that_overstates_its_byte_count_closes_rngd_instead_of_panicking() {
-        let mut rngd = Rngd::start(Ok(Overclaiming(Scripted {
-            bytes: healthy(8192),
-            at: 0,
-            per_read: 64,
-        })));
+        let schedule = Schedule {
+            reseed_bytes: 32,
+            reseed_ms: u64::MAX,
+        };
+        let mut rngd = Rngd::start_with(
+            Ok(Overclaiming(Scripted {
+                bytes: healthy(8192),
+                at: 0,
+                per_read: 64,
+            })),
+            schedule,
+            0,
+        );
         assert_eq!(rngd.status(), Ok(()));
         assert!(
-            rngd.handle(ServiceId::Keystored, &request(32))
+            rngd.handle(ServiceId::Keystored, &request(32), 0)
                 .reply
                 .is_ok()
         );
-        let handled = rngd.handle(ServiceId::Keystored, &request(32));
+        let handled = rngd.handle(ServiceId::Keystored, &request(32), 0);
         assert_eq!(handled.reply.err(), Some(ServiceError::Unavailable));
         assert_eq!(
             handled.closed_now,

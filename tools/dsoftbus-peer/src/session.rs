@@ -29,6 +29,8 @@ pub enum SessionError {
     Busy,
     /// The device said the hello is not its protocol.
     Unsupported,
+    /// The device can make no session: its entropy source failed.
+    Unavailable,
     /// The device's binding does not name the expected key or does not verify.
     Binding(&'static str),
     /// An answer that is not the one the protocol calls for.
@@ -43,6 +45,7 @@ impl std::fmt::Display for SessionError {
             Self::SuiteMismatch(theirs) => write!(f, "the device speaks {theirs}"),
             Self::Busy => f.write_str("the device is busy"),
             Self::Unsupported => f.write_str("the device does not take this hello"),
+            Self::Unavailable => f.write_str("the device has no entropy for a session"),
             Self::Binding(why) => write!(f, "the device's binding: {why}"),
             Self::Unexpected(what) => write!(f, "unexpected: {what}"),
         }
@@ -148,6 +151,7 @@ impl Peer {
             wire::STATUS_SUITE_MISMATCH => return Err(SessionError::SuiteMismatch(reply.suite)),
             wire::STATUS_BUSY => return Err(SessionError::Busy),
             wire::STATUS_UNSUPPORTED => return Err(SessionError::Unsupported),
+            wire::STATUS_UNAVAILABLE => return Err(SessionError::Unavailable),
             _ => return Err(SessionError::Unexpected("an unknown hello status")),
         };
         let params: snow::params::NoiseParams = self.suite.parse()?;

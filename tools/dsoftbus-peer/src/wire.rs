@@ -17,6 +17,8 @@ pub const STATUS_SUITE_MISMATCH: u8 = 1;
 pub const STATUS_BUSY: u8 = 2;
 /// Not this protocol.
 pub const STATUS_UNSUPPORTED: u8 = 3;
+/// The device's entropy source failed: it makes no session any more.
+pub const STATUS_UNAVAILABLE: u8 = 4;
 
 /// What went wrong on the wire.
 #[derive(Debug)]

@@ -1,0 +1,67 @@
+//! The reliability scenarios in QEMU, on every combination: the watchdog naming a task
+//! that stops yielding, and an entropy source that goes bad after boot.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::combination::Combination;
+use crate::scenarios;
+use crate::test_os::{self, Row, TestOsOptions};
+
+fn boot(images: &[(Combination, PathBuf)], options: &TestOsOptions) -> Result<Vec<Row>, String> {
+    let rows = test_os::boot_all(images, options, false)?;
+    if test_os::report(&rows, options) {
+        Ok(rows)
+    } else {
+        Err("see the table above".into())
+    }
+}
+
+/// The watchdog: `-append spin` makes the selftest task stop yielding after its ladder;
+/// the console must name it and QEMU must exit with a failing status.
+pub fn watchdog(images: &[(Combination, PathBuf)]) -> Result<(), String> {
+    let mut options = scenarios::options(Some("watchdog"), None, false);
+    options.net.append = vec!["spin".into()];
+    options.timeout = Duration::from_secs(60);
+    for row in boot(images, &options)? {
+        let outcome = row.outcome.as_ref().map_err(Clone::clone)?;
+        match outcome.exit_code {
+            Some(code) if code != 0 => eprintln!(
+                "    {}: the watchdog named the task; QEMU exited with status {code} after {:.1} s",
+                row.combination,
+                outcome.wall.as_secs_f64()
+            ),
+            other => {
+                return Err(format!(
+                    "{}: QEMU's exit status after the watchdog was {other:?}, not a failure",
+                    row.combination
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Entropy that goes bad after boot: virtio-rng backed by exactly the good bytes rngd
+/// takes at boot (its start-up samples and its generator's seed), then zeros. The
+/// ladder passes on the generator; the selftest (`-append entropy-fails`) then drives
+/// the generator to its reseed, which reads zeros and must close rngd; the rest of the
+/// system must behave as the scenario says.
+pub fn entropy_fails_midrun(images: &[(Combination, PathBuf)]) -> Result<(), String> {
+    let good = rngd::STARTUP_SAMPLES + rngd::drbg::SEED_LEN;
+    let mut bytes = scenarios::test_bytes(0x0c, good);
+    bytes.resize(good + 4096, 0);
+    let file = scenarios::write_file("good-then-zeros.bin", &bytes)?;
+    let mut options = scenarios::options(Some("entropy-fails-midrun"), Some(file), false);
+    options.net.append = vec!["entropy-fails".into()];
+    for row in boot(images, &options)? {
+        let outcome = row.outcome.as_ref().map_err(Clone::clone)?;
+        if outcome.exit_code != Some(0) {
+            return Err(format!(
+                "{}: QEMU exited with {:?} after the scenario",
+                row.combination, outcome.exit_code
+            ));
+        }
+    }
+    Ok(())
+}

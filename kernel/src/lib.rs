@@ -98,6 +98,13 @@ pub fn task_instructions(task: ServiceId) -> u64 {
     platform::task_instructions(task)
 }
 
+pub use heap::HeapStats;
+
+/// The heap's bytes in use, their high-water mark, and the heap's size.
+pub fn heap_stats() -> HeapStats {
+    heap::stats()
+}
+
 /// Prints `prefix: line` on the console.
 pub fn console_line(prefix: &str, line: &str) {
     console::line(prefix, format_args!("{line}"));

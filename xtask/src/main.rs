@@ -76,6 +76,16 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         time: u64,
     },
+    /// The soak: every combination runs ROUNDS rounds of a TCP session with ping and an
+    /// IPC call of every kind, then shows its heap flat and its tables bounded.
+    Soak {
+        /// Rounds after the warm-up.
+        #[arg(long, default_value_t = 10_000)]
+        rounds: usize,
+        /// Provider combination, or `all`.
+        #[arg(long, env = "PROVIDER", default_value = "all")]
+        provider: String,
+    },
     /// The host peer (`dsoftbus-peer`, on snow): `key`, `session`, `faults`; the
     /// arguments go to it as they are (`cargo xtask peer -- --help`).
     Peer {
@@ -100,6 +110,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Soak { rounds, provider } => {
+            let combinations: Vec<Combination> = Combination::ALL
+                .iter()
+                .filter(|c| provider == "all" || c.to_string() == provider)
+                .copied()
+                .collect();
+            let outcome = test_os::build_images(&combinations)
+                .and_then(|images| reliability::soak(&images, rounds));
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("xtask soak: FAILED: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Peer { args } => {
             let binary = match network::build_peer() {
                 Ok(binary) => binary,
@@ -246,6 +272,10 @@ fn test() -> ExitCode {
             let (a, b) = scenarios::rng_files()?;
             persistence::run(&images, &a, &b)
         },
+    );
+    steps.run(
+        "QEMU: a short soak (memory flat, tables bounded), all four combinations",
+        || reliability::soak(&images, reliability::SHORT_SOAK),
     );
     steps.run(
         "QEMU: the watchdog names a task that stops yielding",

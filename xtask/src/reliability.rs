@@ -65,3 +65,30 @@ pub fn entropy_fails_midrun(images: &[(Combination, PathBuf)]) -> Result<(), Str
     }
     Ok(())
 }
+
+/// Rounds of the soak `cargo xtask test` runs: enough to fill every bounded structure
+/// after the warm-up and show a leak of a few bytes a round.
+pub const SHORT_SOAK: usize = 150;
+
+/// The soak on every image (`-append soak=N`): after the ladder, `rounds` rounds of a
+/// TCP session with ping and an IPC call of every kind; the image itself checks that
+/// the heap stayed flat and the tables bounded. Prints each image's figures.
+pub fn soak(images: &[(Combination, PathBuf)], rounds: usize) -> Result<(), String> {
+    let mut options = scenarios::options(Some("soak"), None, false);
+    options.net.append = vec![format!("soak={rounds}")];
+    // The entropy pace allows 50 handshakes a second; the rest is boot and settling.
+    options.timeout = Duration::from_secs(60 + (rounds as u64 + 100) / 20);
+    let rows = boot(images, &options)?;
+    for row in &rows {
+        let outcome = row.outcome.as_ref().map_err(Clone::clone)?;
+        let log = std::fs::read_to_string(&outcome.log)
+            .map_err(|e| format!("cannot read {}: {e}", outcome.log.display()))?;
+        for line in log
+            .lines()
+            .filter_map(|l| l.strip_prefix("SELFTEST: soak: "))
+        {
+            eprintln!("    {}: {line}", row.combination);
+        }
+    }
+    Ok(())
+}

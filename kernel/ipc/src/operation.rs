@@ -54,13 +54,17 @@ pub enum Operation {
     NetstackdStatus = 0x0807,
     /// netstackd: which of the caller's sockets are ready (waits, bounded).
     NetstackdWait = 0x0808,
+    /// netstackd: the sizes of its tables.
+    NetstackdStats = 0x0809,
+    /// dsoftbusd: the sizes of its session table.
+    DsoftbusdStats = 0x0405,
     /// dsoftbusd: open a session to a peer over TCP and ping it.
     DsoftbusdConnect = 0x0404,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 21] = [
+    pub const ALL: [Operation; 23] = [
         Self::LogdQuery,
         Self::RngdGetEntropy,
         Self::KeystoredGetPubkey,
@@ -82,6 +86,8 @@ impl Operation {
         Self::NetstackdClose,
         Self::NetstackdStatus,
         Self::NetstackdWait,
+        Self::NetstackdStats,
+        Self::DsoftbusdStats,
     ];
 
     /// The service that offers this operation.
@@ -96,7 +102,8 @@ impl Operation {
             Self::DsoftbusdDiscover
             | Self::DsoftbusdTrust
             | Self::DsoftbusdTransport
-            | Self::DsoftbusdConnect => ServiceId::Dsoftbusd,
+            | Self::DsoftbusdConnect
+            | Self::DsoftbusdStats => ServiceId::Dsoftbusd,
             Self::NetstackdListen
             | Self::NetstackdAccept
             | Self::NetstackdConnect
@@ -104,7 +111,8 @@ impl Operation {
             | Self::NetstackdRecv
             | Self::NetstackdClose
             | Self::NetstackdStatus
-            | Self::NetstackdWait => ServiceId::Netstackd,
+            | Self::NetstackdWait
+            | Self::NetstackdStats => ServiceId::Netstackd,
             Self::StatefsPut | Self::StatefsGet | Self::StatefsDelete => ServiceId::Statefs,
         }
     }
@@ -130,6 +138,8 @@ impl Operation {
             Self::NetstackdClose => "CLOSE",
             Self::NetstackdStatus => "STATUS",
             Self::NetstackdWait => "WAIT",
+            Self::NetstackdStats => "STATS",
+            Self::DsoftbusdStats => "STATS",
             Self::StatefsPut => "PUT",
             Self::StatefsGet => "GET",
             Self::StatefsDelete => "DELETE",

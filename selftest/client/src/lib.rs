@@ -15,6 +15,7 @@ mod dsoftbus;
 pub mod guest_bench;
 mod identity;
 pub mod remote;
+pub mod soak;
 
 use alloc::format;
 use alloc::string::String;

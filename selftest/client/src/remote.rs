@@ -45,6 +45,8 @@ pub struct Plan {
     pub spin: bool,
     /// Check the system after the entropy source fails.
     pub entropy_fails: bool,
+    /// Soak rounds (`soak=N`).
+    pub soak: Option<usize>,
 }
 
 /// Why the command line was refused.
@@ -58,6 +60,8 @@ pub enum PlanError {
     Incomplete,
     /// `serve=` is not a number of seconds up to [`MAX_SERVE_S`].
     BadServe,
+    /// `soak=` is not a number of rounds.
+    BadSoak,
 }
 
 fn parse_peer(text: &str) -> Option<SocketAddr> {
@@ -88,7 +92,7 @@ impl Plan {
     /// [`PlanError`].
     pub fn from_bootargs(bootargs: &str) -> Result<Self, PlanError> {
         let (mut addr, mut key, mut serve_s) = (None, None, None);
-        let (mut spin, mut entropy_fails) = (false, false);
+        let (mut spin, mut entropy_fails, mut soak) = (false, false, None);
         for word in bootargs.split_whitespace() {
             if let Some(value) = word.strip_prefix("dsoftbus.peer=") {
                 addr = Some(parse_peer(value).ok_or(PlanError::BadPeer)?);
@@ -98,6 +102,8 @@ impl Plan {
                 spin = true;
             } else if word == "entropy-fails" {
                 entropy_fails = true;
+            } else if let Some(value) = word.strip_prefix("soak=") {
+                soak = Some(value.parse().map_err(|_| PlanError::BadSoak)?);
             } else if word == "serve" {
                 serve_s = Some(DEFAULT_SERVE_S);
             } else if let Some(value) = word.strip_prefix("serve=") {
@@ -118,6 +124,7 @@ impl Plan {
             serve_s,
             spin,
             entropy_fails,
+            soak,
         })
     }
 }
@@ -353,6 +360,8 @@ mod tests {
         assert!(!plan.spin);
         assert!(Plan::from_bootargs("spin").unwrap().spin);
         assert!(Plan::from_bootargs("entropy-fails").unwrap().entropy_fails);
+        assert_eq!(Plan::from_bootargs("soak=250").unwrap().soak, Some(250));
+        assert_eq!(Plan::from_bootargs("soak=x"), Err(PlanError::BadSoak));
         assert_eq!(
             Plan::from_bootargs("serve").unwrap().serve_s,
             Some(DEFAULT_SERVE_S)

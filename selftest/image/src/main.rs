@@ -80,6 +80,20 @@ mod image {
                         if let Some(seconds) = plan.serve_s {
                             selftest::remote::serve(&ep, seconds).await;
                         }
+                        if let Some(rounds) = plan.soak {
+                            let heap = || {
+                                let h = kernel::heap_stats();
+                                selftest::soak::Heap {
+                                    in_use: h.in_use,
+                                    high_water: h.high_water,
+                                    size: h.size,
+                                }
+                            };
+                            if !selftest::soak::run::<Selected, Blake2s, _>(&ep, rounds, heap).await
+                            {
+                                outcome = selftest::Outcome::Failed;
+                            }
+                        }
                         if plan.entropy_fails
                             && !selftest::remote::entropy_fails::<Selected, Blake2s, _>(&ep).await
                         {

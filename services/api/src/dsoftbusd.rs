@@ -164,6 +164,55 @@ pub async fn discover<E: Endpoint>(ep: &E) -> Result<Discovered, ClientError> {
     })
 }
 
+/// The sizes of dsoftbusd's session table, as `STATS` reports them (for soak runs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections whose handshake is going.
+    pub half_open: u16,
+    /// Established sessions.
+    pub established: u16,
+    /// Device keys on the allowlist.
+    pub trusted: u16,
+}
+
+impl Stats {
+    /// The reply payload: the three counts as `u16`.
+    pub fn encode(&self) -> Vec<u8> {
+        [self.half_open, self.established, self.trusted]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    }
+
+    /// Decodes a reply payload.
+    ///
+    /// # Errors
+    /// [`ClientError::MalformedReply`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, ClientError> {
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        };
+        match (bytes.len(), word(0), word(2), word(4)) {
+            (6, Some(half_open), Some(established), Some(trusted)) => Ok(Self {
+                half_open,
+                established,
+                trusted,
+            }),
+            _ => Err(ClientError::MalformedReply),
+        }
+    }
+}
+
+/// dsoftbusd's table sizes.
+///
+/// # Errors
+/// [`ClientError`].
+pub async fn stats<E: Endpoint>(ep: &E) -> Result<Stats, ClientError> {
+    Stats::decode(&crate::call(ep, Operation::DsoftbusdStats, &[]).await?)
+}
+
 /// Adds `device_key` to dsoftbusd's allowlist.
 ///
 /// # Errors

@@ -24,6 +24,7 @@
 //! | `CLOSE` | `handle: u16`, `abort: u8` (0 graceful, 1 reset) | empty |
 //! | `STATUS` | `handle: u16` | `state: u8`, remote address, local address, `rx: u16`, `tx: u16` |
 //! | `WAIT` | `wait_ms: u16` | `(handle: u16, flags: u8)` per ready socket; empty when none |
+//! | `STATS` | empty | `sockets: u16`, `handles: u16`, `lingering: u16`, `parked: u16` (the whole stack's, for soak runs) |
 //!
 //! A listener listens on every interface (the network device's address and the
 //! loopback interface, 127.0.0.1) with up to `backlog` connections being set up or
@@ -211,6 +212,8 @@ pub enum Request<'a> {
         /// How long to wait for a socket to become ready.
         wait_ms: u16,
     },
+    /// `STATS`.
+    Stats,
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
@@ -327,6 +330,10 @@ impl<'a> Request<'a> {
                     wait_ms: bounded_wait(at(0)?)?,
                 })
             }
+            Operation::NetstackdStats => {
+                exact(payload, 0)?;
+                Ok(Self::Stats)
+            }
             _ => Err(ServiceError::UnknownOperation),
         }
     }
@@ -383,6 +390,7 @@ impl<'a> Request<'a> {
                 out.extend_from_slice(&wait_ms.to_le_bytes());
                 Operation::NetstackdWait
             }
+            Self::Stats => Operation::NetstackdStats,
         };
         (operation, out)
     }
@@ -476,6 +484,54 @@ impl Status {
             tx_queued: u16_at(rest, 2).ok_or(bad)?,
         })
     }
+}
+
+/// The sizes of netstackd's tables, as `STATS` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// smoltcp sockets on both interfaces.
+    pub sockets: u16,
+    /// Handles held by tasks.
+    pub handles: u16,
+    /// Connections still finishing their close.
+    pub lingering: u16,
+    /// Requests parked, waiting.
+    pub parked: u16,
+}
+
+impl Stats {
+    /// The reply payload.
+    pub fn encode(&self) -> Vec<u8> {
+        [self.sockets, self.handles, self.lingering, self.parked]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    }
+
+    /// Decodes a reply payload.
+    ///
+    /// # Errors
+    /// [`ClientError::MalformedReply`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, ClientError> {
+        let bad = ClientError::MalformedReply;
+        if bytes.len() != 8 {
+            return Err(bad);
+        }
+        Ok(Self {
+            sockets: u16_at(bytes, 0).ok_or(bad)?,
+            handles: u16_at(bytes, 2).ok_or(bad)?,
+            lingering: u16_at(bytes, 4).ok_or(bad)?,
+            parked: u16_at(bytes, 6).ok_or(bad)?,
+        })
+    }
+}
+
+/// netstackd's table sizes.
+///
+/// # Errors
+/// [`ClientError`].
+pub async fn stats<E: Endpoint>(ep: &E) -> Result<Stats, ClientError> {
+    Stats::decode(&call(ep, Request::Stats).await?)
 }
 
 /// A socket `WAIT` reported ready, with its `READY_*` flags.
@@ -697,6 +753,7 @@ mod tests {
             },
             Request::Status { handle: Handle(4) },
             Request::Wait { wait_ms: 1 },
+            Request::Stats,
         ] {
             let (operation, payload) = request.encode();
             assert_eq!(Request::decode(operation, &payload), Ok(request));

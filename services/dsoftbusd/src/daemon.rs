@@ -863,7 +863,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             .map(|c| {
                 let own = c.deadline(&limits);
                 match c.outgoing {
-                    Some(_) => own.min(c.opened_ms + CONNECT_DEADLINE_MS),
+                    Some(_) => own.min(c.opened_ms.saturating_add(CONNECT_DEADLINE_MS)),
                     None => own,
                 }
             })
@@ -879,7 +879,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             let connect_late = conn
                 .outgoing
                 .as_ref()
-                .is_some_and(|_| now_ms >= conn.opened_ms + CONNECT_DEADLINE_MS);
+                .is_some_and(|_| now_ms >= conn.opened_ms.saturating_add(CONNECT_DEADLINE_MS));
             let refusal = if connect_late {
                 Some(Refusal::HandshakeTimeout)
             } else {

@@ -297,6 +297,17 @@ async fn serve<P: Provider, H: HashBackend, E: Endpoint>(
             }
             handled.reply
         }
+        Operation::DsoftbusdStats => {
+            let (half_open, established) = daemon.sessions();
+            let clamp = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+            ep.audit(record(sender, operation, Verdict::Allowed, 0, 0));
+            Ok(service_api::dsoftbusd::Stats {
+                half_open: clamp(half_open),
+                established: clamp(established),
+                trusted: clamp(daemon.trusted()),
+            }
+            .encode())
+        }
         Operation::DsoftbusdConnect => {
             // Answered when the session is up and pinged, or has failed.
             let payload = Vec::from(incoming.payload);

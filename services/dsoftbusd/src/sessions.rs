@@ -259,18 +259,19 @@ impl<P: Provider, H: HashBackend> Conn<P, H> {
     /// When its deadline falls: the handshake's, or the idle timeout's.
     pub fn deadline(&self, limits: &Limits) -> u64 {
         if self.phase.half_open() {
-            self.opened_ms + limits.handshake_ms
+            self.opened_ms.saturating_add(limits.handshake_ms)
         } else {
-            self.last_ms + limits.idle_ms
+            self.last_ms.saturating_add(limits.idle_ms)
         }
     }
 
     /// Whether its deadline passed: the handshake's, or the idle timeout.
     pub fn expired(&self, now_ms: u64, limits: &Limits) -> Option<Refusal> {
         if self.phase.half_open() {
-            (now_ms >= self.opened_ms + limits.handshake_ms).then_some(Refusal::HandshakeTimeout)
+            (now_ms >= self.opened_ms.saturating_add(limits.handshake_ms))
+                .then_some(Refusal::HandshakeTimeout)
         } else {
-            (now_ms >= self.last_ms + limits.idle_ms).then_some(Refusal::IdleTimeout)
+            (now_ms >= self.last_ms.saturating_add(limits.idle_ms)).then_some(Refusal::IdleTimeout)
         }
     }
 }
@@ -308,7 +309,9 @@ impl Pace {
                 .tokens
                 .saturating_add(u32::try_from(earned).unwrap_or(u32::MAX))
                 .min(self.burst);
-            self.last_ms += earned * self.refill_ms;
+            self.last_ms = self
+                .last_ms
+                .saturating_add(earned.saturating_mul(self.refill_ms));
         }
     }
 

@@ -33,7 +33,7 @@ use alloc::vec::Vec;
 use ipc::{
     Action, AuditEvent, CapabilityError, Endpoint, Operation, ReplyToken, ServiceId, Verdict,
 };
-use service_api::netstackd::{Handle, Request, encode_ready};
+use service_api::netstackd::{self as netstackd_api, Handle, Request, encode_ready};
 use service_api::{Incoming, ServiceError, reply_err, reply_ok, rngd};
 
 use crate::config::NetConfig;
@@ -270,6 +270,23 @@ impl<D: ipc::RawNetDevice> Netstackd<D> {
                     caller,
                     operation,
                     (result, handle_detail(handle)),
+                );
+            }
+            Request::Stats => {
+                let stats = stack.stats();
+                let clamp = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+                let reply = netstackd_api::Stats {
+                    sockets: clamp(stats.sockets),
+                    handles: clamp(stats.handles),
+                    lingering: clamp(stats.lingering),
+                    parked: clamp(self.parked.len()),
+                };
+                return answer(
+                    ep,
+                    request.token,
+                    caller,
+                    operation,
+                    (Ok(reply.encode()), 0),
                 );
             }
             Request::Status { handle } => {

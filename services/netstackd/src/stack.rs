@@ -205,6 +205,13 @@ pub struct Stack<D: RawNetDevice> {
     now_ms: u64,
 }
 
+/// smoltcp's time from the kernel's milliseconds: smoltcp counts microseconds in an
+/// `i64`, so the clock is held at its limit (about 292,000 years) instead of wrapping.
+fn instant(now_ms: u64) -> Instant {
+    const LIMIT_MS: u64 = i64::MAX as u64 / 1000;
+    Instant::from_millis(now_ms.min(LIMIT_MS) as i64)
+}
+
 fn endpoint(ep: Option<IpEndpoint>) -> SocketAddr {
     match ep {
         Some(IpEndpoint {
@@ -242,7 +249,7 @@ impl<D: RawNetDevice> Stack<D> {
     /// The loopback interface alone. `seed` seeds smoltcp (sequence numbers) and the
     /// first ephemeral port.
     pub fn new(seed: u64, now_ms: u64) -> Self {
-        let now = Instant::from_millis(now_ms as i64);
+        let now = instant(now_ms);
         let lo_cidr = IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8);
         let lo = Link::new(
             Loopback::new(Medium::Ethernet),
@@ -270,7 +277,7 @@ impl<D: RawNetDevice> Stack<D> {
     /// # Errors
     /// [`StartError`]; the stack goes on with the loopback interface alone.
     pub fn attach(&mut self, device: D, config: NetConfig, now_ms: u64) -> Result<(), StartError> {
-        let now = Instant::from_millis(now_ms as i64);
+        let now = instant(now_ms);
         let mac = device.mac();
         if !EthernetAddress(mac).is_unicast() {
             return Err(StartError::NotUnicastMac(mac));
@@ -905,7 +912,7 @@ impl<D: RawNetDevice> Stack<D> {
     /// state may have changed.
     pub fn poll(&mut self, now_ms: u64) -> bool {
         self.now_ms = now_ms;
-        let now = Instant::from_millis(now_ms as i64);
+        let now = instant(now_ms);
         let mut changed = false;
         if let Some((link, _)) = self.net.as_mut() {
             changed |= link.pump(now).1;
@@ -935,6 +942,64 @@ impl<D: RawNetDevice> Stack<D> {
             if matches!(self.entries[at].kind, Kind::Listener { .. }) {
                 self.refill(at);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stack with no network device (the type parameter is never instantiated).
+    struct NoDevice;
+
+    impl RawNetDevice for NoDevice {
+        fn mac(&self) -> [u8; 6] {
+            [2, 0, 0, 0, 0, 9]
+        }
+        fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ipc::DeviceError> {
+            Ok(None)
+        }
+        fn transmit(&mut self, _: &[u8]) -> Result<(), ipc::DeviceError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn handles_wrap_past_u16_max_never_to_zero_and_skip_handles_in_use() {
+        let mut stack = Stack::<NoDevice>::new(1, 0);
+        let first = stack.listen(ServiceId::Selftest, 1000, 1).unwrap();
+        assert_eq!(first, Handle(1));
+        stack.next_handle = u16::MAX - 1;
+        let a = stack.listen(ServiceId::Selftest, 1001, 1).unwrap();
+        let b = stack.listen(ServiceId::Selftest, 1002, 1).unwrap();
+        let c = stack.listen(ServiceId::Selftest, 1003, 1).unwrap();
+        assert_eq!((a, b), (Handle(u16::MAX - 1), Handle(u16::MAX)));
+        assert_eq!(c, Handle(2), "0 is never a handle, and 1 is in use");
+    }
+
+    #[test]
+    fn ephemeral_ports_wrap_within_the_dynamic_range_and_skip_ports_in_use() {
+        let mut stack = Stack::<NoDevice>::new(1, 0);
+        stack.listen(ServiceId::Selftest, 49152, 1).unwrap();
+        stack.next_port = 65535;
+        assert_eq!(stack.ephemeral_port(), Some(65535));
+        assert_eq!(stack.ephemeral_port(), Some(49153), "49152 is listened on");
+        assert_eq!(stack.ephemeral_port(), Some(49154));
+    }
+
+    #[test]
+    fn the_clock_can_run_for_years_without_overflow() {
+        let mut stack = Stack::<NoDevice>::new(1, 0);
+        let listener = stack.listen(ServiceId::Selftest, 7411, 2).unwrap();
+        for now in [u64::from(u32::MAX), 1 << 40, u64::MAX] {
+            stack.poll(now);
+            assert!(
+                stack
+                    .try_accept(ServiceId::Selftest, listener)
+                    .unwrap()
+                    .is_none()
+            );
         }
     }
 }

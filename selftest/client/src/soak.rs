@@ -1,0 +1,260 @@
+//! The soak (`-append soak=N`, `cargo xtask soak`): after the ladder, `N` rounds of
+//! everything the system does, then proof that memory is flat and every table within
+//! its bound.
+//!
+//! A round is one session over TCP with a ping (hello, handshake, `READY`, `PING`,
+//! `BYE`) and one IPC call of every kind the selftest may make: logd `QUERY`, rngd
+//! `GET_ENTROPY`, keystored `GET_PUBKEY` and `EXPORT_PRIVATE` (refused), statefs `PUT`
+//! and `GET`, dsoftbusd `DISCOVER`, `TRANSPORT` (a malformed first message, refused)
+//! and `STATS`, netstackd `STATUS` (another task's handle, refused) and `STATS`.
+//!
+//! [`WARM_UP`] rounds run first, so bounded structures that fill as the system runs
+//! (the audit journal, the allocator's free lists) reach their steady size; the heap
+//! in use is read after them and again after the rounds, once closing connections had
+//! time to go. The soak fails if the second exceeds the first by more than
+//! [`LEAK_MARGIN`], or if any table is past its bound.
+
+use alloc::format;
+use alloc::string::String;
+
+use dsoftbusd::client::{Believed, ConnectError, Node, connect_tcp};
+use dsoftbusd::sessions::LIMITS;
+use ipc::{AuditFilter, Endpoint};
+use provider_api::{HashBackend, Provider, SecretBytes, VerifyingKey};
+use service_api::netstackd::{self, Handle, MAX_SOCKETS_PER_CALLER, SocketAddr};
+use service_api::{ClientError, ServiceError, dsoftbusd as api, keystored, logd, rngd, statefs};
+
+/// Rounds before the heap is first read.
+pub const WARM_UP: usize = 100;
+/// How much more heap may be in use after the rounds than before: allocator
+/// fragmentation and buffers that grew to a size they keep (a vector's capacity), not
+/// a leak. A leak of one byte per round shows at 10,000 rounds.
+pub const LEAK_MARGIN: usize = 16 * 1024;
+/// How long closing connections get before the heap is read (netstackd lets one
+/// linger 2 s at most).
+const SETTLE_MS: u64 = 3_000;
+/// netstackd's socket bound and parked-request bound (`netstackd::stack::MAX_SOCKETS`,
+/// `netstackd::MAX_PARKED`).
+const MAX_SOCKETS: u16 = 48;
+const MAX_PARKED: u16 = 32;
+
+/// The heap's figures, in bytes, as the kernel counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heap {
+    /// Allocated and not yet freed.
+    pub in_use: usize,
+    /// The most ever in use at once.
+    pub high_water: usize,
+    /// The heap's size.
+    pub size: usize,
+}
+
+async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
+    let until = ep.uptime_ms() + ms;
+    while ep.uptime_ms() < until {
+        ep.yield_now().await;
+    }
+}
+
+struct Soak<P: Provider> {
+    node: Node<P>,
+    trusted: [VerifyingKey<P::Curve>; 1],
+    calls: u64,
+}
+
+impl<P: Provider> Soak<P> {
+    async fn round<H: HashBackend, E: Endpoint>(&mut self, ep: &E) -> Result<(), String> {
+        let dsoftbusd = SocketAddr::loopback(dsoftbusd::wire::PORT);
+        let mut session = None;
+        for _ in 0..100 {
+            match connect_tcp::<P, H, E>(
+                ep,
+                &self.node,
+                dsoftbusd,
+                Believed::FromHello,
+                &self.trusted,
+                |_, _| {},
+            )
+            .await
+            {
+                // The entropy pace: 50 handshakes a second, at most.
+                Err(ConnectError::Busy) => sleep(ep, 5).await,
+                other => {
+                    session = Some(other.map_err(|e| format!("session: {e}"))?);
+                    break;
+                }
+            }
+        }
+        let mut session = session.ok_or_else(|| String::from("dsoftbusd stayed busy"))?;
+        let pong = session
+            .ping(ep, b"soak")
+            .await
+            .map_err(|e| format!("ping: {e}"))?;
+        session.close(ep).await;
+        if pong != b"soak" {
+            return Err(String::from("the pong carries other data"));
+        }
+        let fail = |what: &str, e: ClientError| format!("{what}: {e}");
+        logd::query(ep, &AuditFilter::default())
+            .await
+            .map_err(|e| fail("QUERY", e))?;
+        rngd::get_entropy(ep, 32)
+            .await
+            .map_err(|e| fail("GET_ENTROPY", e))?;
+        keystored::get_pubkey(ep)
+            .await
+            .map_err(|e| fail("GET_PUBKEY", e))?;
+        match keystored::export_private(ep).await {
+            Err(ref e) if keystored::is_export_refusal(e) => {}
+            other => return Err(format!("EXPORT_PRIVATE: {other:?}")),
+        }
+        statefs::put(ep, 3, b"soak")
+            .await
+            .map_err(|e| fail("PUT", e))?;
+        statefs::get(ep, 3).await.map_err(|e| fail("GET", e))?;
+        api::discover(ep).await.map_err(|e| fail("DISCOVER", e))?;
+        match api::transport(ep, u32::MAX, &[1, 2, 3]).await {
+            Err(ClientError::Service(ServiceError::MalformedRequest)) => {}
+            other => return Err(format!("a malformed TRANSPORT: {other:?}")),
+        }
+        api::stats(ep)
+            .await
+            .map_err(|e| fail("dsoftbusd STATS", e))?;
+        match netstackd::status(ep, Handle(0)).await {
+            Err(ClientError::Service(ServiceError::BadHandle)) => {}
+            other => return Err(format!("STATUS of no socket: {other:?}")),
+        }
+        netstackd::stats(ep)
+            .await
+            .map_err(|e| fail("netstackd STATS", e))?;
+        self.calls += 12;
+        Ok(())
+    }
+}
+
+/// Runs `rounds` rounds after the warm-up and prints the figures; `heap` reads the
+/// kernel's heap counts. Returns whether memory stayed flat and every table bounded.
+pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    rounds: usize,
+    heap: fn() -> Heap,
+) -> bool {
+    let outcome = soak::<P, H, E>(ep, rounds, heap).await;
+    match &outcome {
+        Ok(_) => {
+            let rounds = format!("{rounds}");
+            ep.console(&markers::SELFTEST_SOAK.render(&[&rounds]));
+        }
+        Err(why) => ep.console(&format!("FAIL {}: {why}", markers::SELFTEST_SOAK.message)),
+    }
+    outcome.is_ok()
+}
+
+async fn soak<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    rounds: usize,
+    heap: fn() -> Heap,
+) -> Result<String, String> {
+    let entropy = rngd::get_entropy(ep, 64)
+        .await
+        .map_err(|e| format!("GET_ENTROPY: {e}"))?;
+    let secret = |bytes: &[u8]| {
+        SecretBytes::from_fill(|out: &mut [u8; 32]| {
+            out.copy_from_slice(bytes);
+            Ok::<(), String>(())
+        })
+    };
+    let node = Node::<P>::new(&secret(&entropy[..32])?, &secret(&entropy[32..])?)
+        .map_err(|e| format!("{e}"))?;
+    api::trust(ep, &node.device_key())
+        .await
+        .map_err(|e| format!("TRUST: {e}"))?;
+    let device = keystored::get_pubkey(ep)
+        .await
+        .map_err(|e| format!("GET_PUBKEY: {e}"))?;
+    let device = VerifyingKey::from_bytes(&device).map_err(|e| format!("{e}"))?;
+    let mut soak = Soak {
+        node,
+        trusted: [device],
+        calls: 0,
+    };
+    for round in 0..WARM_UP {
+        soak.round::<H, E>(ep)
+            .await
+            .map_err(|e| format!("warm-up round {round}: {e}"))?;
+    }
+    sleep(ep, SETTLE_MS).await;
+    let before = heap();
+    soak.calls = 0;
+    let started = ep.uptime_ms();
+    for round in 0..rounds {
+        soak.round::<H, E>(ep)
+            .await
+            .map_err(|e| format!("round {round}: {e}"))?;
+        if (round + 1) % 1000 == 0 {
+            ep.console(&format!(
+                "soak: {} rounds, heap in use {} bytes",
+                round + 1,
+                heap().in_use
+            ));
+        }
+    }
+    let took = ep.uptime_ms() - started;
+    sleep(ep, SETTLE_MS).await;
+    let after = heap();
+    let sessions = api::stats(ep)
+        .await
+        .map_err(|e| format!("dsoftbusd STATS: {e}"))?;
+    let sockets = netstackd::stats(ep)
+        .await
+        .map_err(|e| format!("netstackd STATS: {e}"))?;
+    let journal = logd::query(ep, &AuditFilter::default())
+        .await
+        .map_err(|e| format!("QUERY: {e}"))?;
+    // One line each (a console line holds 240 characters).
+    let figures = [
+        format!(
+            "soak: {rounds} rounds in {took} ms: {rounds} sessions with ping, {} IPC calls",
+            soak.calls
+        ),
+        format!(
+            "soak: heap in use {} -> {} bytes (margin {LEAK_MARGIN}), high water {} of {}",
+            before.in_use, after.in_use, after.high_water, after.size
+        ),
+        format!(
+            "soak: sessions {} half-open, {} established; sockets {}, handles {}, \
+             lingering {}, parked {}",
+            sessions.half_open,
+            sessions.established,
+            sockets.sockets,
+            sockets.handles,
+            sockets.lingering,
+            sockets.parked
+        ),
+        format!(
+            "soak: journal {} held, {} evicted, {} kernel and {} task records lost",
+            journal.held, journal.evicted, journal.kernel_lost, journal.task_lost
+        ),
+    ];
+    for line in &figures {
+        ep.console(line);
+    }
+    if after.in_use > before.in_use + LEAK_MARGIN {
+        return Err(format!(
+            "heap in use grew from {} to {} bytes over {rounds} rounds",
+            before.in_use, after.in_use
+        ));
+    }
+    let bounded = usize::from(sessions.half_open) <= LIMITS.half_open
+        && usize::from(sessions.established) <= LIMITS.established
+        && sockets.sockets <= MAX_SOCKETS
+        && usize::from(sockets.handles) <= 2 * MAX_SOCKETS_PER_CALLER
+        && sockets.parked <= MAX_PARKED
+        && journal.kernel_lost == 0;
+    if !bounded {
+        return Err(String::from(
+            "a table is past its bound (see the line above)",
+        ));
+    }
+    Ok(figures.join("; "))
+}

@@ -141,6 +141,12 @@ pub const TARGETS: &[Target] = &[
     },
 ];
 
+/// Seed inputs for `target` (genuine messages where random bytes would not pass the
+/// cryptography): written to its corpus before fuzzing, and replayed by the tests.
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    noise::seeds(target)
+}
+
 /// The target named `name`.
 pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().copied().find(|t| t.name == name)

@@ -75,7 +75,8 @@ fn mutate(rng: &mut SplitMix, seed: &[u8]) -> Vec<u8> {
 fn every_target_holds_on_its_corpus_and_generated_inputs() {
     let mut report = Vec::new();
     for target in fuzz_targets::TARGETS {
-        let inputs = corpus(target.name);
+        let mut inputs = fuzz_targets::seeds(target.name);
+        inputs.extend(corpus(target.name));
         for input in &inputs {
             (target.run)(input);
         }

@@ -244,12 +244,18 @@ impl AuditFilter {
         let action: [u8; 5] = bytes[5..10]
             .try_into()
             .map_err(|_| AuditDecodeError::BadValue)?;
-        Ok(Self {
+        let filter = Self {
             origin: field(present & 1 != 0, id(1))?,
             subject: field(present & 2 != 0, id(3))?,
             action: field(present & 4 != 0, Action::decode(action))?,
             verdict: field(present & 8 != 0, Verdict::from_u8(bytes[10]))?,
-        })
+        };
+        // One encoding per filter: an absent field's bytes are zero, and an action's
+        // unused bytes too (found by fuzzing: a filter with stray bytes decoded).
+        if filter.encode() != *bytes {
+            return Err(AuditDecodeError::BadValue);
+        }
+        Ok(filter)
     }
 }
 
@@ -292,6 +298,20 @@ mod tests {
             ..AuditFilter::default()
         };
         assert_eq!(AuditFilter::decode(&claim.encode()), Ok(claim));
+    }
+
+    #[test]
+    fn a_filter_has_one_encoding() {
+        // An absent action with bytes in its place (the fuzzer's first find).
+        let stray = [1, 0, 0, 0, 0, 0, 0, 0, 0x4c, 0x4c, 0xd3];
+        assert_eq!(AuditFilter::decode(&stray), Err(AuditDecodeError::BadValue));
+        let mut health = AuditFilter {
+            action: Some(Action::Health),
+            ..AuditFilter::default()
+        }
+        .encode();
+        health[9] = 1;
+        assert_eq!(AuditFilter::decode(&health), Err(AuditDecodeError::BadValue));
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "markers_file",
-        what: "selftest/markers.toml and the ladder fed console lines",
+        what: "ladder/markers.toml and the ladder fed console lines",
         run: wire::markers_file,
     },
     Target {

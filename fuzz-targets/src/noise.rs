@@ -118,9 +118,13 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         .write_message_1(&key(0x13), &[])
         .expect("message 1");
     let (awaiting, finishing, message_2) = after_message_2();
-    let (ready, _) = awaiting.read_message_2(&message_2).expect("message 2 reads");
+    let (ready, _) = awaiting
+        .read_message_2(&message_2)
+        .expect("message 2 reads");
     let (mut initiator, message_3) = ready.write_message_3(b"mine").expect("message 3");
-    let (_, _, _) = finishing.read_message_3(&message_3).expect("message 3 reads");
+    let (_, _, _) = finishing
+        .read_message_3(&message_3)
+        .expect("message 3 reads");
     match target {
         "noise_responder_message_1" => vec![message_1],
         "noise_initiator_message_2" => vec![message_2],

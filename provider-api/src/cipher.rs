@@ -40,15 +40,19 @@ pub enum AeadAlgorithm {
     ChaCha20Poly1305,
     /// AES-256 in Galois/Counter Mode (NIST SP 800-38D), 96-bit nonce.
     Aes256Gcm,
+    /// AES-256-GCM-SIV (RFC 8452): nonce-misuse resistant; Noise has no name for it.
+    Aes256GcmSiv,
 }
 
 impl AeadAlgorithm {
     /// A stable number for formats that record which AEAD sealed something
-    /// (1 ChaCha20-Poly1305, 2 AES-256-GCM). Adding a variant means giving it one here.
+    /// (1 ChaCha20-Poly1305, 2 AES-256-GCM, 3 AES-256-GCM-SIV). Adding a variant means
+    /// giving it one here (the compiler asks: these matches have no wildcard).
     pub const fn id(self) -> u8 {
         match self {
             Self::ChaCha20Poly1305 => 1,
             Self::Aes256Gcm => 2,
+            Self::Aes256GcmSiv => 3,
         }
     }
 
@@ -57,6 +61,7 @@ impl AeadAlgorithm {
         match id {
             1 => Some(Self::ChaCha20Poly1305),
             2 => Some(Self::Aes256Gcm),
+            3 => Some(Self::Aes256GcmSiv),
             _ => None,
         }
     }
@@ -66,8 +71,36 @@ impl AeadAlgorithm {
         match self {
             Self::ChaCha20Poly1305 => "ChaCha20-Poly1305",
             Self::Aes256Gcm => "AES-256-GCM",
+            Self::Aes256GcmSiv => "AES-256-GCM-SIV",
         }
     }
+}
+
+/// How Noise encodes the 64-bit nonce counter into the cipher's 96-bit nonce, after
+/// 32 zero bits (Noise specification, section 12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoiseNonce {
+    /// `ChaChaPoly`: little-endian.
+    LittleEndian,
+    /// `AESGCM`: big-endian.
+    BigEndian,
+}
+
+/// An AEAD the Noise specification names, with its name and nonce encoding. Only
+/// these can be a [`crate::Provider`]'s AEAD, since every image runs Noise sessions: a
+/// combination with another AEAD is refused when it is compiled, with this trait's
+/// message, instead of failing at run time. An AEAD without a Noise name is still a
+/// backend (the conformance kit tests it; code that names it can seal with it).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no Noise cipher name, so it cannot be an image's AEAD",
+    label = "Noise XK sessions need a Noise-named AEAD (ChaChaPoly or AESGCM)",
+    note = "choose `aead-chacha` or `aead-aes-gcm`; use this AEAD by naming it where Noise is not involved (docs/adding-a-backend.md)"
+)]
+pub trait NoiseAead: AeadBackend {
+    /// The name in Noise protocol names: `ChaChaPoly`, `AESGCM`.
+    const NOISE_NAME: &'static str;
+    /// How the nonce counter is encoded.
+    const NOISE_NONCE: NoiseNonce;
 }
 
 /// Why a seal or open failed.
@@ -93,6 +126,10 @@ impl fmt::Display for AeadError {
 impl core::error::Error for AeadError {}
 
 /// What an AEAD backend implements. Callers use [`AeadCipher`].
+///
+/// `Cipher` must wipe its key schedule on drop (`ZeroizeOnDrop`). A crate whose cipher
+/// does not promise that gets a newtype in the backend crate that does (see
+/// `provider-aes-gcm-siv`).
 pub trait AeadBackend: 'static {
     /// A short name for reports and banners, such as `chacha` or `aes-gcm`.
     const NAME: &'static str;

@@ -40,6 +40,14 @@ impl HashAlgorithm {
         }
     }
 
+    /// The name in combination names and features: `blake2s`, `sha256`.
+    pub const fn short_name(self) -> &'static str {
+        match self {
+            Self::Blake2s256 => "blake2s",
+            Self::Sha256 => "sha256",
+        }
+    }
+
     /// The Noise specification's name of the hash: `BLAKE2s`, `SHA256`.
     pub const fn noise_name(self) -> &'static str {
         match self {

@@ -70,6 +70,8 @@ impl ZeroizeOnDrop for SharedSecret {}
 
 /// What an X25519 backend implements. Callers use [`X25519SecretKey`].
 pub trait KeyAgreementBackend {
+    /// A short name for reports and banners, such as `dalek` or `compact`.
+    const NAME: &'static str;
     /// The backend's secret scalar; must zeroize on drop and expose no bytes.
     type SecretKey: ZeroizeOnDrop;
 

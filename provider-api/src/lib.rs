@@ -1,12 +1,15 @@
 //! The one crate through which every cryptographic operation goes.
 //!
 //! Services and the kernel image never name a crypto crate. They are generic over a
-//! [`Provider`], a bundle of two backends chosen at build time:
+//! [`Provider`], one backend per axis chosen at build time:
 //!
-//! - a [`CurveBackend`]: Ed25519 signatures ([`signing`]) and X25519 key agreement
-//!   ([`key_agreement`]), implemented by `provider-dalek` or `provider-compact`;
+//! - a [`SignatureBackend`]: Ed25519 signatures ([`signing`]), implemented by
+//!   `provider-dalek` or `provider-compact`;
+//! - a [`KeyAgreementBackend`]: X25519 key agreement ([`key_agreement`]), implemented
+//!   by the same two crates, chosen apart from signing;
 //! - an [`AeadBackend`]: a 256-bit-key AEAD with a 96-bit nonce ([`cipher`]),
-//!   implemented by `provider-chacha` or `provider-aes-gcm`.
+//!   implemented by `provider-chacha`, `provider-aes-gcm` and `provider-aes-gcm-siv`;
+//!   a provider's AEAD must also be a [`NoiseAead`] (the first two).
 //!
 //! Backends implement small traits (the service-provider side). Callers use the
 //! generic wrapper types of this crate ([`SigningKey`], [`X25519SecretKey`],
@@ -49,13 +52,15 @@ pub mod provider;
 pub mod secret;
 pub mod signing;
 
-pub use cipher::{AeadAlgorithm, AeadBackend, AeadCipher, AeadError, AeadKey, Nonce, Tag};
+pub use cipher::{
+    AeadAlgorithm, AeadBackend, AeadCipher, AeadError, AeadKey, NoiseAead, NoiseNonce, Nonce, Tag,
+};
 pub use entropy::{EntropyError, EntropyRng, EntropySource, MAX_ENTROPY_REQUEST};
 pub use hash::{HASH_LEN, HashAlgorithm, HashBackend};
 pub use key_agreement::{
     KeyAgreementBackend, KeyAgreementError, SharedSecret, X25519PublicKey, X25519SecretKey,
 };
-pub use provider::{Bundle, CurveBackend, Provider, ProviderName};
+pub use provider::{Bundle, CurveBackend, Provider, ProviderName, Suite};
 pub use secret::{SecretBytes, Seed};
 pub use signing::{
     KeyRejection, Signature, SignatureBackend, SignatureError, SigningKey, VerifyingKey,

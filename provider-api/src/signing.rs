@@ -131,6 +131,8 @@ impl core::error::Error for SignatureError {}
 /// every key rule 1 refuses, with the reason, and the `Verifier` of `VerifyingKey`
 /// refuses every signature rules 2 to 4 refuse. The conformance kit checks both.
 pub trait SignatureBackend {
+    /// A short name for reports and banners, such as `dalek` or `compact`.
+    const NAME: &'static str;
     /// Whether the backend checks the equation cofactored (`[8](R' - R) = 0`) rather
     /// than cofactorless. The only verdict this changes under the rule is on a
     /// signature whose `R` carries a small-order component (see the module's rule);

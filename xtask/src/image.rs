@@ -10,7 +10,7 @@ use crate::toolchain::RISCV_TARGET;
 
 /// Where the harness keeps a combination's image and logs: `target/qemu/<provider>/`.
 pub fn run_dir(combination: &Combination) -> PathBuf {
-    target_dir().join("qemu").join(combination.to_string())
+    target_dir().join("qemu").join(combination.dir_name())
 }
 
 /// Builds the image of `combination` (release, riscv64, only that combination's

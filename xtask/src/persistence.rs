@@ -39,7 +39,7 @@ const DEVICE_KEY: RecordKey = RecordKey {
 fn dir(combination: &Combination, case: &str) -> PathBuf {
     target_dir()
         .join("qemu/persistence")
-        .join(combination.to_string())
+        .join(combination.dir_name())
         .join(case)
 }
 
@@ -304,14 +304,16 @@ pub fn run(images: &[(Combination, PathBuf)], rng_a: &Path, rng_b: &Path) -> Res
     )
     .run(&secrets)?;
 
-    // Each disk booted by the image of the same curve and the other AEAD.
+    // Each disk booted by the image of the same curves and hash and the other AEAD.
     let mut swapped_images = Vec::new();
     let mut swapped_disks = Vec::new();
     for ((combination, _), disks) in images.iter().zip(&base) {
-        let Some((other, path)) = images
-            .iter()
-            .find(|(c, _)| c.curve == combination.curve && c.aead != combination.aead)
-        else {
+        let Some((other, path)) = images.iter().find(|(c, _)| {
+            c.sig == combination.sig
+                && c.kx == combination.kx
+                && c.hash == combination.hash
+                && c.aead != combination.aead
+        }) else {
             continue;
         };
         swapped_images.push((*other, path.clone()));
@@ -322,7 +324,12 @@ pub fn run(images: &[(Combination, PathBuf)], rng_a: &Path, rng_b: &Path) -> Res
         let ((image_of, path), disks) = pair;
         let sealed_by = images
             .iter()
-            .find(|(c, _)| c.curve == image_of.curve && c.aead != image_of.aead)
+            .find(|(c, _)| {
+                c.sig == image_of.sig
+                    && c.kx == image_of.kx
+                    && c.hash == image_of.hash
+                    && c.aead != image_of.aead
+            })
             .map(|(c, _)| *c)
             .ok_or("no sealing image")?;
         let values = BTreeMap::from([

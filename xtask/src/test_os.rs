@@ -36,7 +36,7 @@ pub struct TestOsOptions {
     /// Boot without a virtio-rng device (implies the `no-rng` scenario).
     #[arg(long, env = "NO_RNG", value_parser = BoolishValueParser::new())]
     pub no_rng: bool,
-    /// Judge the run by a scenario of `selftest/markers.toml` instead of a phase
+    /// Judge the run by a scenario of `ladder/markers.toml` instead of a phase
     /// (`no-rng`, `rng-health-failure`).
     #[arg(long, env = "RUN_SCENARIO")]
     pub scenario: Option<String>,
@@ -117,21 +117,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 impl TestOsOptions {
     fn combinations(&self) -> Result<Vec<Combination>, String> {
-        if self.provider == "all" {
-            return Ok(Combination::ALL.to_vec());
+        let chosen = Combination::select(&self.provider);
+        if chosen.is_empty() {
+            let known: Vec<String> = Combination::all().iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "unknown PROVIDER {:?} (known: {}, classic, all)",
+                self.provider,
+                known.join(", ")
+            ));
         }
-        Combination::ALL
-            .iter()
-            .find(|c| c.to_string() == self.provider)
-            .map(|c| vec![*c])
-            .ok_or_else(|| {
-                let known: Vec<String> = Combination::ALL.iter().map(ToString::to_string).collect();
-                format!(
-                    "unknown PROVIDER {:?} (known: {}, all)",
-                    self.provider,
-                    known.join(", ")
-                )
-            })
+        Ok(chosen)
     }
 
     /// The scenario to judge by: the one asked for, `no-rng` when booting without a
@@ -201,9 +196,7 @@ impl TestOsOptions {
     /// The disks of `combination`'s boot: the state directory's (kept), or fresh ones.
     pub fn disks(&self, combination: &Combination, several: bool) -> Result<DiskSet, String> {
         match &self.state_dir {
-            Some(dir) if several => {
-                DiskSet::in_dir(&dir.join(combination.to_string()), self.no_otp)
-            }
+            Some(dir) if several => DiskSet::in_dir(&dir.join(combination.dir_name()), self.no_otp),
             Some(dir) => DiskSet::in_dir(dir, self.no_otp),
             None => DiskSet::fresh(&image::run_dir(combination), self.no_otp),
         }
@@ -247,7 +240,7 @@ impl TestOsOptions {
 
 /// Reads the marker contract, the single source of truth of the ladder.
 pub fn contract() -> Result<Contract, String> {
-    let path = workspace_root().join("selftest/markers.toml");
+    let path = workspace_root().join("ladder/markers.toml");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Contract::parse(&text).map_err(|e| format!("{}: {e}", path.display()))

@@ -90,7 +90,7 @@ pub enum PathError {
 /// [`PathError`].
 pub async fn first_boot<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
-) -> Result<SigningKey<P::Curve>, PathError> {
+) -> Result<SigningKey<P::Sig>, PathError> {
     let entropy = rngd::get_entropy(ep, 32)
         .await
         .map_err(PathError::Service)?;
@@ -121,7 +121,7 @@ pub async fn first_boot<P: Provider, H: HashBackend, E: Endpoint>(
 /// [`PathError`].
 pub async fn restore<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
-) -> Result<SigningKey<P::Curve>, PathError> {
+) -> Result<SigningKey<P::Sig>, PathError> {
     let record = statefs::get(ep, BENCH_RECORD)
         .await
         .map_err(PathError::Service)?;

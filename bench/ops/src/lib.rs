@@ -79,9 +79,9 @@ fn seed(fill: u8) -> Seed {
 pub fn primitives<P: Provider>() -> Vec<Box<dyn Workload>> {
     let mut out = Vec::new();
     out.push(workload("ed25519/key-from-seed", || {
-        black_box(SigningKey::<P::Curve>::from_seed(black_box(&seed(1))).ok());
+        black_box(SigningKey::<P::Sig>::from_seed(black_box(&seed(1))).ok());
     }));
-    let key = Rc::new(SigningKey::<P::Curve>::from_seed(&seed(1)).expect("nonzero seed"));
+    let key = Rc::new(SigningKey::<P::Sig>::from_seed(&seed(1)).expect("nonzero seed"));
     let message = [0x42u8; 64];
     let signer = Rc::clone(&key);
     out.push(workload("ed25519/sign-64", move || {
@@ -96,16 +96,15 @@ pub fn primitives<P: Provider>() -> Vec<Box<dyn Workload>> {
     // The key checks of provider-api's verification rule (canonical, not small order,
     // prime order), paid once when a key joins an allowlist.
     out.push(workload("ed25519/decode-key", move || {
-        black_box(VerifyingKey::<P::Curve>::from_bytes(black_box(&public_bytes)).is_ok());
+        black_box(VerifyingKey::<P::Sig>::from_bytes(black_box(&public_bytes)).is_ok());
     }));
     out.push(workload("x25519/key-pair", || {
-        black_box(X25519SecretKey::<P::Curve>::from_entropy(black_box(
+        black_box(X25519SecretKey::<P::Kx>::from_entropy(black_box(
             &SecretBytes::new([2; 32]),
         )));
     }));
-    let ours = X25519SecretKey::<P::Curve>::from_entropy(&SecretBytes::new([3; 32]));
-    let theirs =
-        *X25519SecretKey::<P::Curve>::from_entropy(&SecretBytes::new([4; 32])).public_key();
+    let ours = X25519SecretKey::<P::Kx>::from_entropy(&SecretBytes::new([3; 32]));
+    let theirs = *X25519SecretKey::<P::Kx>::from_entropy(&SecretBytes::new([4; 32])).public_key();
     out.push(workload("x25519/dh", move || {
         black_box(ours.diffie_hellman(black_box(&theirs)).ok());
     }));
@@ -142,14 +141,14 @@ pub fn primitives<P: Provider>() -> Vec<Box<dyn Workload>> {
 pub struct Identities<P: Provider> {
     initiator: Binding,
     responder: Binding,
-    initiator_key: VerifyingKey<P::Curve>,
-    responder_key: VerifyingKey<P::Curve>,
+    initiator_key: VerifyingKey<P::Sig>,
+    responder_key: VerifyingKey<P::Sig>,
 }
 
 /// A completed XK handshake between two fixed nodes: both transports.
 pub fn handshake<P: Provider, H: HashBackend>(
-    initiator_static: &Rc<X25519SecretKey<P::Curve>>,
-    responder_static: &Rc<X25519SecretKey<P::Curve>>,
+    initiator_static: &Rc<X25519SecretKey<P::Kx>>,
+    responder_static: &Rc<X25519SecretKey<P::Kx>>,
     identities: Option<&Identities<P>>,
 ) -> (Transport<P::Aead>, Transport<P::Aead>) {
     let rs = *responder_static.public_key();
@@ -157,11 +156,11 @@ pub fn handshake<P: Provider, H: HashBackend>(
         Some(ids) => (ids.initiator.encode(), ids.responder.encode()),
         None => (Vec::new(), Vec::new()),
     };
-    let i = Initiator::<P::Curve, P::Aead, H>::new(PROLOGUE, Rc::clone(initiator_static), rs);
+    let i = Initiator::<P::Kx, P::Aead, H>::new(PROLOGUE, Rc::clone(initiator_static), rs);
     let (i, m1) = i
         .write_message_1(&SecretBytes::new([6; 32]), &[])
         .expect("good keys");
-    let (r, _) = Responder::<P::Curve, P::Aead, H>::new(PROLOGUE, Rc::clone(responder_static))
+    let (r, _) = Responder::<P::Kx, P::Aead, H>::new(PROLOGUE, Rc::clone(responder_static))
         .read_message_1(&m1)
         .expect("genuine message");
     let (r, m2) = r
@@ -170,14 +169,14 @@ pub fn handshake<P: Provider, H: HashBackend>(
     let (i, payload) = i.read_message_2(&m2).expect("genuine message");
     if let Some(ids) = identities {
         Binding::decode(&payload)
-            .and_then(|b| b.verify::<P::Curve>(&rs, core::slice::from_ref(&ids.responder_key)))
+            .and_then(|b| b.verify::<P::Sig>(&rs, core::slice::from_ref(&ids.responder_key)))
             .expect("genuine binding");
     }
     let (initiator, m3) = i.write_message_3(&initiator_payload).expect("good keys");
     let (responder, peer, payload) = r.read_message_3(&m3).expect("genuine message");
     if let Some(ids) = identities {
         Binding::decode(&payload)
-            .and_then(|b| b.verify::<P::Curve>(&peer, core::slice::from_ref(&ids.initiator_key)))
+            .and_then(|b| b.verify::<P::Sig>(&peer, core::slice::from_ref(&ids.initiator_key)))
             .expect("genuine binding");
     }
     (initiator, responder)
@@ -185,8 +184,8 @@ pub fn handshake<P: Provider, H: HashBackend>(
 
 /// Two nodes, each with a device key and a static key bound to it.
 struct Nodes<P: Provider> {
-    initiator_static: Rc<X25519SecretKey<P::Curve>>,
-    responder_static: Rc<X25519SecretKey<P::Curve>>,
+    initiator_static: Rc<X25519SecretKey<P::Kx>>,
+    responder_static: Rc<X25519SecretKey<P::Kx>>,
     identities: Identities<P>,
 }
 
@@ -194,8 +193,8 @@ impl<P: Provider> Nodes<P> {
     fn new() -> Self {
         let initiator_static = Rc::new(X25519SecretKey::from_entropy(&SecretBytes::new([8; 32])));
         let responder_static = Rc::new(X25519SecretKey::from_entropy(&SecretBytes::new([9; 32])));
-        let initiator_device = SigningKey::<P::Curve>::from_seed(&seed(10)).expect("nonzero seed");
-        let responder_device = SigningKey::<P::Curve>::from_seed(&seed(11)).expect("nonzero seed");
+        let initiator_device = SigningKey::<P::Sig>::from_seed(&seed(10)).expect("nonzero seed");
+        let responder_device = SigningKey::<P::Sig>::from_seed(&seed(11)).expect("nonzero seed");
         Self {
             identities: Identities {
                 initiator: Binding::sign(&initiator_device, initiator_static.public_key()),
@@ -244,8 +243,8 @@ pub fn handshakes<P: Provider, H: HashBackend>() -> Vec<Box<dyn Workload>> {
 
 /// Exactly the primitive calls of one XK handshake (both sides), no protocol logic.
 fn primitive_floor<P: Provider, H: HashBackend>() -> Box<dyn Workload> {
-    let a = X25519SecretKey::<P::Curve>::from_entropy(&SecretBytes::new([8; 32]));
-    let b = *X25519SecretKey::<P::Curve>::from_entropy(&SecretBytes::new([9; 32])).public_key();
+    let a = X25519SecretKey::<P::Kx>::from_entropy(&SecretBytes::new([8; 32]));
+    let b = *X25519SecretKey::<P::Kx>::from_entropy(&SecretBytes::new([9; 32])).public_key();
     let cipher = AeadCipher::<P::Aead>::new(&AeadKey::new([12; 32]));
     let mut sealed_empty = [0u8; 0];
     let empty_tag = cipher
@@ -258,9 +257,9 @@ fn primitive_floor<P: Provider, H: HashBackend>() -> Box<dyn Workload> {
     workload("noise/primitive-floor", move || {
         // 2 ephemeral key pairs (fixed-base multiplications) and 6 Diffie-Hellman.
         for fill in [6u8, 7] {
-            black_box(X25519SecretKey::<P::Curve>::from_entropy(
-                &SecretBytes::new([fill; 32]),
-            ));
+            black_box(X25519SecretKey::<P::Kx>::from_entropy(&SecretBytes::new(
+                [fill; 32],
+            )));
         }
         for _ in 0..6 {
             black_box(a.diffie_hellman(black_box(&b)).ok());

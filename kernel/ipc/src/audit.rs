@@ -311,7 +311,10 @@ mod tests {
         }
         .encode();
         health[9] = 1;
-        assert_eq!(AuditFilter::decode(&health), Err(AuditDecodeError::BadValue));
+        assert_eq!(
+            AuditFilter::decode(&health),
+            Err(AuditDecodeError::BadValue)
+        );
     }
 
     #[test]

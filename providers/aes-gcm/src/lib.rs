@@ -9,7 +9,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-use provider_api::{AeadAlgorithm, AeadBackend};
+use provider_api::{AeadAlgorithm, AeadBackend, NoiseAead, NoiseNonce};
 
 /// The AES-256-GCM backend, as a type: `Bundle<_, Aes256Gcm>`.
 #[derive(Debug)]
@@ -19,4 +19,9 @@ impl AeadBackend for Aes256Gcm {
     const NAME: &'static str = "aes-gcm";
     const ALGORITHM: AeadAlgorithm = AeadAlgorithm::Aes256Gcm;
     type Cipher = aes_gcm::Aes256Gcm;
+}
+
+impl NoiseAead for Aes256Gcm {
+    const NOISE_NAME: &'static str = "AESGCM";
+    const NOISE_NONCE: NoiseNonce = NoiseNonce::BigEndian;
 }

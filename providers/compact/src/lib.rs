@@ -22,16 +22,12 @@
 use ed25519_compact::x25519;
 use provider_api::key_agreement::{KeyAgreementBackend, KeyAgreementError, X25519_LEN};
 use provider_api::signing::{KeyRejection, PUBLIC_KEY_LEN, SignatureBackend, SignatureError};
-use provider_api::{CurveBackend, SecretBytes, Seed, Signature, X25519PublicKey};
+use provider_api::{SecretBytes, Seed, Signature, X25519PublicKey};
 use zeroize::ZeroizeOnDrop;
 
 /// The ed25519-compact backend, as a type: `Bundle<Compact, _>`.
 #[derive(Debug)]
 pub enum Compact {}
-
-impl CurveBackend for Compact {
-    const NAME: &'static str = "compact";
-}
 
 /// An `ed25519_compact::KeyPair` with no way to read its secret bytes.
 pub struct CompactSigningKey(ed25519_compact::KeyPair);
@@ -60,6 +56,7 @@ impl signature::Verifier<Signature> for CompactVerifyingKey {
 }
 
 impl SignatureBackend for Compact {
+    const NAME: &'static str = "compact";
     /// `PublicKey::verify` accepts when `R' - R` has small order.
     const COFACTORED_VERIFICATION: bool = true;
     type SigningKey = CompactSigningKey;
@@ -121,6 +118,7 @@ pub struct CompactX25519Secret(x25519::SecretKey);
 impl ZeroizeOnDrop for CompactX25519Secret {}
 
 impl KeyAgreementBackend for Compact {
+    const NAME: &'static str = "compact";
     type SecretKey = CompactX25519Secret;
 
     fn secret_key_from_bytes(bytes: &SecretBytes<X25519_LEN>) -> CompactX25519Secret {

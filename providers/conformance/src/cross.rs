@@ -2,8 +2,8 @@
 //! two different AEADs must not accept each other's ciphertexts.
 
 use provider_api::{
-    AeadBackend, AeadCipher, AeadKey, CurveBackend, SecretBytes, Seed, SigningKey, VerifyingKey,
-    X25519SecretKey,
+    AeadBackend, AeadCipher, AeadKey, KeyAgreementBackend, SecretBytes, Seed, SignatureBackend,
+    SigningKey, VerifyingKey, X25519SecretKey,
 };
 
 use crate::Tally;
@@ -12,7 +12,7 @@ const SEEDS: [[u8; 32]; 4] = [[1; 32], [0x5a; 32], [0xa5; 32], [0xff; 32]];
 
 /// `A` signs and `B` verifies through the 32-byte public key; the same seed gives the
 /// same public key and the same (deterministic) signature on both.
-pub fn signatures<A: CurveBackend, B: CurveBackend>() -> Tally {
+pub fn signatures<A: SignatureBackend, B: SignatureBackend>() -> Tally {
     let mut tally = Tally::default();
     for (i, seed) in SEEDS.iter().enumerate() {
         let a = SigningKey::<A>::from_seed(&Seed::new(*seed)).expect("seed");
@@ -43,7 +43,7 @@ pub fn signatures<A: CurveBackend, B: CurveBackend>() -> Tally {
 
 /// `A` and `B` give the same verdict, refused at the same stage for the same reason,
 /// on every speccheck case.
-pub fn speccheck_agreement<A: CurveBackend, B: CurveBackend>() -> Tally {
+pub fn speccheck_agreement<A: SignatureBackend, B: SignatureBackend>() -> Tally {
     let a = crate::signing::speccheck_verdicts::<A>();
     let b = crate::signing::speccheck_verdicts::<B>();
     assert_eq!(a, b, "{} and {} disagree", A::NAME, B::NAME);
@@ -55,7 +55,7 @@ pub fn speccheck_agreement<A: CurveBackend, B: CurveBackend>() -> Tally {
 
 /// `A` and `B` compute the same X25519 public keys and shared secrets from the same
 /// inputs, and a key pair on `A` agrees with one on `B`.
-pub fn shared_secrets<A: CurveBackend, B: CurveBackend>() -> Tally {
+pub fn shared_secrets<A: KeyAgreementBackend, B: KeyAgreementBackend>() -> Tally {
     let mut tally = Tally::default();
     for pair in SEEDS.windows(2) {
         let alice_a = X25519SecretKey::<A>::from_entropy(&SecretBytes::new(pair[0]));

@@ -19,16 +19,12 @@
 
 use provider_api::key_agreement::{KeyAgreementBackend, KeyAgreementError, X25519_LEN};
 use provider_api::signing::{KeyRejection, PUBLIC_KEY_LEN, SignatureBackend, SignatureError};
-use provider_api::{CurveBackend, SecretBytes, Seed, Signature, X25519PublicKey};
+use provider_api::{SecretBytes, Seed, Signature, X25519PublicKey};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// The dalek backend, as a type: `Bundle<Dalek, _>`.
 #[derive(Debug)]
 pub enum Dalek {}
-
-impl CurveBackend for Dalek {
-    const NAME: &'static str = "dalek";
-}
 
 /// An `ed25519_dalek::SigningKey` with no way to read its secret bytes.
 pub struct DalekSigningKey(ed25519_dalek::SigningKey);
@@ -54,6 +50,7 @@ impl signature::Verifier<Signature> for DalekVerifyingKey {
 }
 
 impl SignatureBackend for Dalek {
+    const NAME: &'static str = "dalek";
     /// `verify_strict` is cofactorless.
     const COFACTORED_VERIFICATION: bool = false;
     type SigningKey = DalekSigningKey;
@@ -102,6 +99,7 @@ pub struct DalekX25519Secret(x25519_dalek::StaticSecret);
 impl ZeroizeOnDrop for DalekX25519Secret {}
 
 impl KeyAgreementBackend for Dalek {
+    const NAME: &'static str = "dalek";
     type SecretKey = DalekX25519Secret;
 
     fn secret_key_from_bytes(bytes: &SecretBytes<X25519_LEN>) -> DalekX25519Secret {

@@ -1,96 +1,196 @@
-//! Chooses the provider combination of an image from cargo features.
+//! Chooses the backend of each axis of an image from cargo features.
 //!
-//! | axis | features | backend crates |
+//! | axis | features | backends |
 //! |---|---|---|
-//! | signing + key agreement | `sig-dalek`, `sig-compact` | `provider-dalek`, `provider-compact` |
+//! | Ed25519 | `sig-dalek`, `sig-compact` | `provider-dalek`, `provider-compact` |
+//! | X25519 | `kx-dalek`, `kx-compact` | `provider-dalek`, `provider-compact` |
 //! | AEAD | `aead-chacha`, `aead-aes-gcm` | `provider-chacha`, `provider-aes-gcm` |
+//! | hash | `hash-blake2s`, `hash-sha256` | `provider-hash` |
 //!
-//! With exactly one feature per axis, [`Selected`] is that combination. Images are
-//! always built that way (`cargo xtask` passes `--no-default-features` and one feature
-//! per axis).
+//! With exactly one feature per axis, [`Selected`] and [`SelectedHash`] are that
+//! combination. Images are always built that way (`cargo xtask` passes
+//! `--no-default-features` and one feature per axis, read from this crate's
+//! `Cargo.toml`).
 //!
-//! With both features of an axis enabled, as `--all-features` does, the choice is
-//! still defined and never silent: the first backend of the row above wins (`dalek`,
-//! then `chacha`), [`AMBIGUOUS`] is `true`, and [`compiled_in`] lists every backend
-//! compiled in, so an image banner can say what it carries besides what it uses.
-//! Code that wants a particular backend regardless of features names it directly
-//! (`Bundle<provider_compact::Compact, provider_aes_gcm::Aes256Gcm>`): backends are
-//! types, and several coexist in one build.
+//! With several features of an axis enabled, as `--all-features` does, the choice is
+//! still defined and never silent: the first backend of the axis in [`BACKENDS`]
+//! wins (`dalek`, `dalek`, `chacha`, `blake2s`), [`AMBIGUOUS`] is `true`, and
+//! [`compiled_in`] lists every backend compiled in, so an image banner can say what it
+//! carries besides what it uses. Code that wants a particular backend regardless of
+//! features names it directly (`Suite<provider_dalek::Dalek, provider_compact::Compact,
+//! provider_aes_gcm::Aes256Gcm>`): backends are types, and several coexist in one
+//! build. With no feature on an axis, the build fails with a message naming the
+//! features.
 //!
-//! With no feature on an axis, the build fails with a message naming the features.
+//! **Names.** [`selected_name`] is readable and the four historical names keep their
+//! meaning: `dalek+chacha` is Ed25519 and X25519 by dalek, ChaCha20-Poly1305 and
+//! BLAKE2s. In general `<sig>[/<kx>]+<aead>[+sha256]`: the X25519 backend is written
+//! only when it differs from the Ed25519 one, the hash only when it is not BLAKE2s
+//! (`compact/dalek+aes-gcm+sha256`).
+//!
+//! **Adding a backend** is one line in an axis's table below (the `select!` call) and
+//! one feature in `Cargo.toml`; the guard, the precedence, [`AMBIGUOUS`] and
+//! [`BACKENDS`] follow from the table. An AEAD must be a
+//! [`provider_api::NoiseAead`]: [`Selected`] is a provider, and a provider's AEAD is
+//! one Noise can name, so selecting any other fails to compile with that trait's
+//! message.
 
 #![no_std]
 #![forbid(unsafe_code)]
 
-use provider_api::{Bundle, ProviderName};
+use core::fmt;
 
-#[cfg(not(any(feature = "sig-dalek", feature = "sig-compact")))]
-compile_error!("provider-select: enable a signing backend feature: `sig-dalek` or `sig-compact`");
-#[cfg(not(any(feature = "aead-chacha", feature = "aead-aes-gcm")))]
-compile_error!("provider-select: enable an AEAD backend feature: `aead-chacha` or `aead-aes-gcm`");
+use provider_api::{HashAlgorithm, HashBackend, Provider, ProviderName, Suite};
 
-/// The selected signing + key-agreement backend.
-#[cfg(feature = "sig-dalek")]
-pub type SelectedCurve = provider_dalek::Dalek;
-/// The selected signing + key-agreement backend.
-#[cfg(all(feature = "sig-compact", not(feature = "sig-dalek")))]
-pub type SelectedCurve = provider_compact::Compact;
+/// One axis: a type alias for the first enabled backend of the table, a compile error
+/// when none is enabled, and the table as data.
+macro_rules! select {
+    ($($alias:ident: $axis:literal [$($feature:literal => $ty:ty),+ $(,)?];)+) => {
+        $(
+            select!(@pick $alias [] $($feature => $ty),+);
+            #[cfg(not(any($(feature = $feature),+)))]
+            compile_error!(concat!(
+                "provider-select: enable one ", $axis, " backend feature:",
+                $(" `", $feature, "`"),+
+            ));
+        )+
 
-/// The selected AEAD backend.
-#[cfg(feature = "aead-chacha")]
-pub type SelectedAead = provider_chacha::ChaCha20Poly1305;
-/// The selected AEAD backend.
-#[cfg(all(feature = "aead-aes-gcm", not(feature = "aead-chacha")))]
-pub type SelectedAead = provider_aes_gcm::Aes256Gcm;
-
-/// The selected provider combination.
-pub type Selected = Bundle<SelectedCurve, SelectedAead>;
-
-/// Whether an axis had both of its backends enabled, so that the precedence rule
-/// decided [`Selected`].
-pub const AMBIGUOUS: bool = (cfg!(feature = "sig-dalek") && cfg!(feature = "sig-compact"))
-    || (cfg!(feature = "aead-chacha") && cfg!(feature = "aead-aes-gcm"));
-
-/// The name of [`Selected`], such as `dalek+chacha`.
-pub fn selected_name() -> ProviderName {
-    <Selected as provider_api::Provider>::name()
+        /// Every backend of every axis, in precedence order: (axis, feature, enabled).
+        pub const BACKENDS: &[(&str, &str, bool)] = &[
+            $($(($axis, $feature, cfg!(feature = $feature)),)+)+
+        ];
+    };
+    (@pick $alias:ident [$($earlier:literal)*] $feature:literal => $ty:ty $(, $rest:literal => $rest_ty:ty)*) => {
+        #[doc = concat!("The selected backend: `", $feature, "`.")]
+        #[cfg(all(feature = $feature, not(any($(feature = $earlier),*))))]
+        pub type $alias = $ty;
+        select!(@pick $alias [$($earlier)* $feature] $($rest => $rest_ty),*);
+    };
+    (@pick $alias:ident [$($earlier:literal)*]) => {};
 }
 
-/// Every backend compiled in, by name, in table order.
+select! {
+    SelectedSig: "Ed25519" [
+        "sig-dalek" => provider_dalek::Dalek,
+        "sig-compact" => provider_compact::Compact,
+    ];
+    SelectedKx: "X25519" [
+        "kx-dalek" => provider_dalek::Dalek,
+        "kx-compact" => provider_compact::Compact,
+    ];
+    SelectedAead: "AEAD" [
+        "aead-chacha" => provider_chacha::ChaCha20Poly1305,
+        "aead-aes-gcm" => provider_aes_gcm::Aes256Gcm,
+    ];
+    SelectedHash: "hash" [
+        "hash-blake2s" => provider_hash::Blake2s,
+        "hash-sha256" => provider_hash::Sha256,
+    ];
+}
+
+/// The selected provider: Ed25519, X25519 and the AEAD.
+pub type Selected = Suite<SelectedSig, SelectedKx, SelectedAead>;
+
+/// Whether an axis had more than one backend enabled, so that the precedence rule
+/// decided the selection.
+pub const AMBIGUOUS: bool = {
+    let mut i = 0;
+    let mut ambiguous = false;
+    while i < BACKENDS.len() {
+        let mut j = i + 1;
+        while j < BACKENDS.len() {
+            let (a, b) = (BACKENDS[i], BACKENDS[j]);
+            if a.2 && b.2 && a.0.len() == b.0.len() && same(a.0, b.0) {
+                ambiguous = true;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    ambiguous
+};
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The name of a whole combination: the provider and the hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CombinationName {
+    /// Ed25519, X25519, AEAD.
+    pub provider: ProviderName,
+    /// The hash.
+    pub hash: HashAlgorithm,
+}
+
+impl fmt::Display for CombinationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.provider)?;
+        if self.hash != HashAlgorithm::Blake2s256 {
+            write!(f, "+{}", self.hash.short_name())?;
+        }
+        Ok(())
+    }
+}
+
+/// The name of the selected combination, such as `dalek+chacha`.
+pub fn selected_name() -> CombinationName {
+    CombinationName {
+        provider: <Selected as Provider>::name(),
+        hash: SelectedHash::ALGORITHM,
+    }
+}
+
+/// Every backend compiled in, as its feature name, in table order.
 pub fn compiled_in() -> impl Iterator<Item = &'static str> {
-    [
-        (cfg!(feature = "sig-dalek"), "dalek"),
-        (cfg!(feature = "sig-compact"), "compact"),
-        (cfg!(feature = "aead-chacha"), "chacha"),
-        (cfg!(feature = "aead-aes-gcm"), "aes-gcm"),
-    ]
-    .into_iter()
-    .filter_map(|(enabled, name)| enabled.then_some(name))
+    BACKENDS
+        .iter()
+        .filter_map(|(_, feature, enabled)| enabled.then_some(*feature))
 }
 
 #[cfg(test)]
 mod tests {
     extern crate std;
+    use std::string::ToString;
     use std::vec::Vec;
 
     #[test]
-    fn selected_name_is_compiled_in_and_ambiguity_is_reported() {
-        let name = super::selected_name();
+    fn every_axis_has_one_backend_selected_and_ambiguity_is_reported() {
         let compiled: Vec<_> = super::compiled_in().collect();
-        assert!(compiled.contains(&name.curve), "{name} not in {compiled:?}");
-        assert!(compiled.contains(&name.aead), "{name} not in {compiled:?}");
-        assert_eq!(super::AMBIGUOUS, compiled.len() > 2);
+        for axis in ["Ed25519", "X25519", "AEAD", "hash"] {
+            let enabled = super::BACKENDS
+                .iter()
+                .filter(|(a, _, on)| *a == axis && *on)
+                .count();
+            assert!(enabled >= 1, "{axis}: {compiled:?}");
+        }
+        assert_eq!(super::AMBIGUOUS, compiled.len() > 4);
     }
 
     #[test]
     #[cfg(all(
         feature = "sig-dalek",
         feature = "sig-compact",
+        feature = "kx-dalek",
+        feature = "kx-compact",
         feature = "aead-chacha",
-        feature = "aead-aes-gcm"
+        feature = "aead-aes-gcm",
+        feature = "hash-blake2s",
+        feature = "hash-sha256"
     ))]
     fn all_features_choose_the_first_backend_of_each_axis() {
-        assert_eq!(std::format!("{}", super::selected_name()), "dalek+chacha");
+        assert_eq!(super::selected_name().to_string(), "dalek+chacha");
         const { assert!(super::AMBIGUOUS) };
     }
 }

@@ -56,7 +56,7 @@ struct Setup<P: Provider> {
     node: Node<P>,
     identity_seed: Seed,
     responder: X25519PublicKey,
-    trusted: [VerifyingKey<P::Curve>; 1],
+    trusted: [VerifyingKey<P::Sig>; 1],
 }
 
 async fn secret<E: Endpoint>(ep: &E) -> Result<SecretBytes<32>, String> {
@@ -274,7 +274,7 @@ async fn half_open<P: Provider, H: HashBackend, E: Endpoint>(
         _ => return end(stream, HalfOpen::Refused).await,
     }
     let entropy = secret(ep).await?;
-    let (_, message_1) = noise_xk::Initiator::<P::Curve, P::Aead, H>::new(
+    let (_, message_1) = noise_xk::Initiator::<P::Kx, P::Aead, H>::new(
         dsoftbusd::PROLOGUE,
         alloc::rc::Rc::new(X25519SecretKey::from_entropy(&entropy)),
         setup.responder,
@@ -407,7 +407,7 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
 
     // An initiator that believes in another responder key cannot even start.
     let wrong = async {
-        let other = *X25519SecretKey::<P::Curve>::from_entropy(&secret(ep).await?).public_key();
+        let other = *X25519SecretKey::<P::Kx>::from_entropy(&secret(ep).await?).public_key();
         let expected = ConnectError::ClosedAfter(Stage::Message1);
         sessions
             .refused_then_good::<P, H, E>(
@@ -477,8 +477,8 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
     // The trusted device key's valid signature, but over another static key.
     let foreign = async {
         let device =
-            SigningKey::<P::Curve>::from_seed(&setup.identity_seed).map_err(|e| format!("{e}"))?;
-        let signed_static = X25519SecretKey::<P::Curve>::from_entropy(&secret(ep).await?);
+            SigningKey::<P::Sig>::from_seed(&setup.identity_seed).map_err(|e| format!("{e}"))?;
+        let signed_static = X25519SecretKey::<P::Kx>::from_entropy(&secret(ep).await?);
         let binding = Binding::sign(&device, signed_static.public_key());
         let forged =
             Node::<P>::from_parts(X25519SecretKey::from_entropy(&secret(ep).await?), binding);

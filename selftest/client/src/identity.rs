@@ -70,7 +70,7 @@ async fn keyed<P: Provider, E: Endpoint>(checks: &mut Checks<'_, E>, first: &[u8
 
     // The device public key decodes as an Ed25519 point on this image's backend.
     let pubkey = match keystored::get_pubkey(ep).await {
-        Ok(key) => VerifyingKey::<P::Curve>::from_bytes(&key)
+        Ok(key) => VerifyingKey::<P::Sig>::from_bytes(&key)
             .map(|_| ())
             .map_err(|e| format!("the device public key does not decode: {e}")),
         Err(error) => Err(format!("GET_PUBKEY failed: {error}")),

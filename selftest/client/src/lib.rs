@@ -3,7 +3,7 @@
 //! Each check does the real thing through the same endpoint any task has, and prints
 //! its marker only when the outcome is the expected one; otherwise it prints
 //! `FAIL <marker>: <why>` (a failure pattern of the ladder) and the run fails. The
-//! order of the checks is the order of the ladder in `selftest/markers.toml`.
+//! order of the checks is the order of the ladder in `ladder/markers.toml`.
 
 #![no_std]
 #![forbid(unsafe_code)]

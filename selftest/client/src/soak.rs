@@ -58,7 +58,7 @@ async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
 
 struct Soak<P: Provider> {
     node: Node<P>,
-    trusted: [VerifyingKey<P::Curve>; 1],
+    trusted: [VerifyingKey<P::Sig>; 1],
     calls: u64,
 }
 

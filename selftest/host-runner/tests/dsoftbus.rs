@@ -34,7 +34,7 @@ fn node<P: Provider>(fill: u8) -> Node<P> {
 async fn provision<P: Provider, E: Endpoint>(
     ep: &E,
     node: &Node<P>,
-) -> (X25519PublicKey, VerifyingKey<P::Curve>) {
+) -> (X25519PublicKey, VerifyingKey<P::Sig>) {
     let discovered = discover(ep).await.unwrap();
     let device = VerifyingKey::from_bytes(&keystored::get_pubkey(ep).await.unwrap()).unwrap();
     trust(ep, &node.device_key()).await.unwrap();

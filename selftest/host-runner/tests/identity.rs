@@ -9,7 +9,7 @@ use ipc::{
 use marker_contract::{Contract, Ladder};
 use service_api::{ClientError, ServiceError, keystored, logd, rngd};
 
-const CONTRACT: &str = include_str!("../../markers.toml");
+const CONTRACT: &str = include_str!("../../../ladder/markers.toml");
 
 /// Records in logd's journal matching (origin, subject, action, verdict).
 async fn count<E: Endpoint>(
@@ -301,7 +301,7 @@ macro_rules! identity_suite {
                         )
                     });
                 let key =
-                    provider_api::VerifyingKey::<<P as provider_api::Provider>::Curve>::from_bytes(
+                    provider_api::VerifyingKey::<<P as provider_api::Provider>::Sig>::from_bytes(
                         &public,
                     )
                     .unwrap();

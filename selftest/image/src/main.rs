@@ -22,8 +22,7 @@ mod image {
 
     use ipc::{Endpoint, ServiceId};
     use kernel::{MainOutcome, MainVerdict};
-    use provider_hash::Blake2s;
-    use provider_select::Selected;
+    use provider_select::{Selected, SelectedHash as Hash};
 
     #[riscv_rt::entry]
     fn main(hart_id: usize, device_tree: usize) -> ! {
@@ -42,11 +41,11 @@ mod image {
                 kernel.spawn(ServiceId::Rngd, rngd::run),
                 kernel.spawn(ServiceId::Statefs, statefs::run),
                 kernel.spawn(ServiceId::Keystored, |ep| {
-                    keystored::run::<Selected, Blake2s, _>(ep, kernel_core::config::PURPOSES)
+                    keystored::run::<Selected, Hash, _>(ep, kernel_core::config::PURPOSES)
                 }),
                 #[cfg(feature = "net")]
                 kernel.spawn(ServiceId::Netstackd, |ep| netstackd::run(ep, boot.bootargs)),
-                kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Blake2s, _>),
+                kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Hash, _>),
             ];
             let verdict = MainVerdict::default();
             let main = verdict.clone();
@@ -57,15 +56,15 @@ mod image {
             let plan = selftest::remote::Plan::from_bootargs(boot.bootargs);
             let selftest = kernel.spawn(ServiceId::Selftest, move |ep| async move {
                 if bench {
-                    selftest::guest_bench::computations::<Selected, Blake2s, _>(
+                    selftest::guest_bench::computations::<Selected, Hash, _>(
                         &ep,
                         kernel::instructions_retired,
                     );
                 }
-                let mut outcome = selftest::run::<Selected, Blake2s, _>(&ep).await;
+                let mut outcome = selftest::run::<Selected, Hash, _>(&ep).await;
                 let passed = outcome == selftest::Outcome::Passed;
                 if bench && passed {
-                    selftest::guest_bench::run::<Selected, Blake2s, _>(
+                    selftest::guest_bench::run::<Selected, Hash, _>(
                         &ep,
                         kernel::instructions_retired,
                         kernel::task_instructions,
@@ -89,13 +88,12 @@ mod image {
                                     size: h.size,
                                 }
                             };
-                            if !selftest::soak::run::<Selected, Blake2s, _>(&ep, rounds, heap).await
-                            {
+                            if !selftest::soak::run::<Selected, Hash, _>(&ep, rounds, heap).await {
                                 outcome = selftest::Outcome::Failed;
                             }
                         }
                         if plan.entropy_fails
-                            && !selftest::remote::entropy_fails::<Selected, Blake2s, _>(&ep).await
+                            && !selftest::remote::entropy_fails::<Selected, Hash, _>(&ep).await
                         {
                             outcome = selftest::Outcome::Failed;
                         }

@@ -13,8 +13,8 @@ use alloc::vec::Vec;
 use ipc::{Endpoint, IpcBuffer};
 use noise_xk::{Initiator, NoiseError, Transport};
 use provider_api::{
-    AeadBackend, HashBackend, Provider, SecretBytes, Seed, SignatureError, SigningKey,
-    VerifyingKey, X25519PublicKey, X25519SecretKey,
+    HashBackend, NoiseAead, Provider, SecretBytes, Seed, SignatureError, SigningKey, VerifyingKey,
+    X25519PublicKey, X25519SecretKey,
 };
 use service_api::netstackd::{self, Handle, MAX_IO, SocketAddr};
 use service_api::{ClientError, ServiceError, dsoftbusd, rngd};
@@ -25,7 +25,7 @@ use crate::wire::{AppMessage, FrameReader, Hello, HelloReply, HelloStatus};
 
 /// A node: a device identity, a Noise static key, and the binding between them.
 pub struct Node<P: Provider> {
-    static_key: Rc<X25519SecretKey<P::Curve>>,
+    static_key: Rc<X25519SecretKey<P::Kx>>,
     binding: Binding,
 }
 
@@ -36,7 +36,7 @@ impl<P: Provider> Node<P> {
     /// # Errors
     /// [`SignatureError::ZeroSeed`].
     pub fn new(identity: &Seed, static_entropy: &SecretBytes<32>) -> Result<Self, SignatureError> {
-        let device = SigningKey::<P::Curve>::from_seed(identity)?;
+        let device = SigningKey::<P::Sig>::from_seed(identity)?;
         let static_key = X25519SecretKey::from_entropy(static_entropy);
         let binding = Binding::sign(&device, static_key.public_key());
         Ok(Self {
@@ -47,7 +47,7 @@ impl<P: Provider> Node<P> {
 
     /// A node presenting `binding` for `static_key`, whether or not it covers it (the
     /// negative tests forge bindings this way).
-    pub fn from_parts(static_key: X25519SecretKey<P::Curve>, binding: Binding) -> Self {
+    pub fn from_parts(static_key: X25519SecretKey<P::Kx>, binding: Binding) -> Self {
         Self {
             static_key: Rc::new(static_key),
             binding,
@@ -127,7 +127,7 @@ async fn fresh_entropy<E: Endpoint>(ep: &E) -> Result<SecretBytes<32>, ConnectEr
 // -------------------------------------------------------------------------- IPC
 
 /// An established session over IPC.
-pub struct Session<A: AeadBackend> {
+pub struct Session<A: NoiseAead> {
     id: u32,
     transport: Transport<A>,
     /// dsoftbusd's ephemeral public key for this session.
@@ -148,12 +148,12 @@ pub async fn connect<P: Provider, H: HashBackend, E: Endpoint>(
     node: &Node<P>,
     id: u32,
     responder: &X25519PublicKey,
-    trusted: &[VerifyingKey<P::Curve>],
+    trusted: &[VerifyingKey<P::Sig>],
     mut tamper: impl FnMut(Stage, &mut Vec<u8>),
 ) -> Result<Session<P::Aead>, ConnectError> {
     let ephemeral = fresh_entropy(ep).await?;
     let initiator =
-        Initiator::<P::Curve, P::Aead, H>::new(PROLOGUE, Rc::clone(&node.static_key), *responder);
+        Initiator::<P::Kx, P::Aead, H>::new(PROLOGUE, Rc::clone(&node.static_key), *responder);
     let (awaiting, mut message_1) = initiator
         .write_message_1(&ephemeral, &[])
         .map_err(ConnectError::Noise)?;
@@ -175,7 +175,7 @@ pub async fn connect<P: Provider, H: HashBackend, E: Endpoint>(
         Err(error) => return Err(abandon(ConnectError::Noise(error)).await),
     };
     if let Err(error) =
-        Binding::decode(&payload).and_then(|binding| binding.verify::<P::Curve>(responder, trusted))
+        Binding::decode(&payload).and_then(|binding| binding.verify::<P::Sig>(responder, trusted))
     {
         return Err(abandon(ConnectError::Identity(error)).await);
     }
@@ -196,7 +196,7 @@ pub async fn connect<P: Provider, H: HashBackend, E: Endpoint>(
     })
 }
 
-impl<A: AeadBackend> Session<A> {
+impl<A: NoiseAead> Session<A> {
     /// Encrypts `PING<data>` as the next transport message, without sending it.
     ///
     /// # Errors
@@ -256,7 +256,7 @@ impl<A: AeadBackend> Session<A> {
     }
 }
 
-fn open_pong<A: AeadBackend>(
+fn open_pong<A: NoiseAead>(
     transport: &mut Transport<A>,
     answer: &[u8],
 ) -> Result<Vec<u8>, NoiseError> {
@@ -362,7 +362,7 @@ impl Stream {
 }
 
 /// An established session over TCP.
-pub struct TcpSession<A: AeadBackend> {
+pub struct TcpSession<A: NoiseAead> {
     stream: Stream,
     transport: Transport<A>,
     /// dsoftbusd's ephemeral public key for this session.
@@ -393,7 +393,7 @@ pub async fn connect_tcp<P: Provider, H: HashBackend, E: Endpoint>(
     node: &Node<P>,
     remote: SocketAddr,
     believed: Believed,
-    trusted: &[VerifyingKey<P::Curve>],
+    trusted: &[VerifyingKey<P::Sig>],
     tamper: impl FnMut(Stage, &mut Vec<u8>),
 ) -> Result<TcpSession<P::Aead>, ConnectError> {
     let mut stream = Stream::open(ep, remote)
@@ -415,7 +415,7 @@ pub async fn connect_tcp_with_ephemeral<P: Provider, H: HashBackend, E: Endpoint
     ep: &E,
     node: &Node<P>,
     remote: SocketAddr,
-    trusted: &[VerifyingKey<P::Curve>],
+    trusted: &[VerifyingKey<P::Sig>],
     ephemeral: SecretBytes<32>,
 ) -> Result<TcpSession<P::Aead>, ConnectError> {
     let mut stream = Stream::open(ep, remote)
@@ -434,7 +434,7 @@ pub async fn connect_tcp_with_ephemeral<P: Provider, H: HashBackend, E: Endpoint
     finish(ep, stream, result).await
 }
 
-async fn finish<A: AeadBackend, E: Endpoint>(
+async fn finish<A: NoiseAead, E: Endpoint>(
     ep: &E,
     stream: Stream,
     result: Result<Handshaken<A>, ConnectError>,
@@ -469,7 +469,7 @@ async fn handshake_tcp<P: Provider, H: HashBackend, E: Endpoint>(
     node: &Node<P>,
     stream: &mut Stream,
     believed: Believed,
-    trusted: &[VerifyingKey<P::Curve>],
+    trusted: &[VerifyingKey<P::Sig>],
     ephemeral: Option<SecretBytes<32>>,
     mut tamper: impl FnMut(Stage, &mut Vec<u8>),
 ) -> Result<Handshaken<P::Aead>, ConnectError> {
@@ -500,7 +500,7 @@ async fn handshake_tcp<P: Provider, H: HashBackend, E: Endpoint>(
         None => fresh_entropy(ep).await?,
     };
     let initiator =
-        Initiator::<P::Curve, P::Aead, H>::new(PROLOGUE, Rc::clone(&node.static_key), responder);
+        Initiator::<P::Kx, P::Aead, H>::new(PROLOGUE, Rc::clone(&node.static_key), responder);
     let (awaiting, mut message_1) = initiator
         .write_message_1(&ephemeral, &[])
         .map_err(ConnectError::Noise)?;
@@ -520,7 +520,7 @@ async fn handshake_tcp<P: Provider, H: HashBackend, E: Endpoint>(
         .read_message_2(&message_2)
         .map_err(ConnectError::Noise)?;
     Binding::decode(&payload)
-        .and_then(|binding| binding.verify::<P::Curve>(&responder, trusted))
+        .and_then(|binding| binding.verify::<P::Sig>(&responder, trusted))
         .map_err(ConnectError::Identity)?;
     let (mut transport, mut message_3) = ready
         .write_message_3(&node.binding.encode())
@@ -545,7 +545,7 @@ async fn handshake_tcp<P: Provider, H: HashBackend, E: Endpoint>(
     Ok((transport, responder_ephemeral, initiator_ephemeral))
 }
 
-impl<A: AeadBackend> TcpSession<A> {
+impl<A: NoiseAead> TcpSession<A> {
     /// Encrypts `PING<data>` as the next transport message, without sending it.
     ///
     /// # Errors

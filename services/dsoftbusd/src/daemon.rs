@@ -27,7 +27,8 @@ use crate::sessions::{
 use crate::wire::{self, AppMessage, Hello, HelloReply, HelloStatus, WireError};
 use crate::{PROLOGUE, hex};
 
-type Curve<P> = <P as Provider>::Curve;
+type Sig<P> = <P as Provider>::Sig;
+type Kx<P> = <P as Provider>::Kx;
 type Aead<P> = <P as Provider>::Aead;
 
 /// How long a `CONNECT` may take, from the request to the pong: below the kernel's
@@ -123,9 +124,9 @@ pub struct Handled {
 
 /// The daemon's identity, allowlist and sessions.
 pub struct Daemon<P: Provider, H: HashBackend> {
-    static_key: Rc<X25519SecretKey<Curve<P>>>,
+    static_key: Rc<X25519SecretKey<Kx<P>>>,
     binding: Binding,
-    pub(crate) allowlist: Vec<VerifyingKey<Curve<P>>>,
+    pub(crate) allowlist: Vec<VerifyingKey<Sig<P>>>,
     suite: String,
     table: Table<P, H>,
     listener: Option<Handle>,
@@ -137,7 +138,7 @@ pub struct Daemon<P: Provider, H: HashBackend> {
 impl<P: Provider, H: HashBackend> Daemon<P, H> {
     /// A daemon with `static_key`, vouched for by `binding`, bounded by `limits`.
     pub fn new(
-        static_key: X25519SecretKey<Curve<P>>,
+        static_key: X25519SecretKey<Kx<P>>,
         binding: Binding,
         limits: Limits,
         now_ms: u64,
@@ -212,7 +213,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         payload: &[u8],
     ) -> Result<[u8; 32], BindingError> {
         let binding = Binding::decode(payload)?;
-        binding.verify::<Curve<P>>(peer_static, &self.allowlist)?;
+        binding.verify::<Sig<P>>(peer_static, &self.allowlist)?;
         Ok(binding.device_key)
     }
 
@@ -393,13 +394,12 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         now_ms: u64,
     ) -> Result<
         (
-            noise_xk::ResponderAwaitingFinish<Curve<P>, Aead<P>, H>,
+            noise_xk::ResponderAwaitingFinish<Kx<P>, Aead<P>, H>,
             Vec<u8>,
         ),
         End,
     > {
-        let responder =
-            Responder::<Curve<P>, Aead<P>, H>::new(PROLOGUE, Rc::clone(&self.static_key));
+        let responder = Responder::<Kx<P>, Aead<P>, H>::new(PROLOGUE, Rc::clone(&self.static_key));
         let (ready, _) = responder
             .read_message_1(message)
             .map_err(|e| End::rejected(noise_refusal(e, Refusal::Message1)))?;
@@ -417,7 +417,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
 
     fn finish_handshake(
         &self,
-        awaiting: noise_xk::ResponderAwaitingFinish<Curve<P>, Aead<P>, H>,
+        awaiting: noise_xk::ResponderAwaitingFinish<Kx<P>, Aead<P>, H>,
         message: &[u8],
     ) -> Result<(noise_xk::Transport<Aead<P>>, [u8; 32]), Refusal> {
         let (transport, peer_static, peer_binding) = awaiting
@@ -705,7 +705,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 let binding =
                     Binding::decode(&payload).map_err(|e| End::rejected(binding_refusal(e)))?;
                 binding
-                    .verify::<Curve<P>>(&rs, expected)
+                    .verify::<Sig<P>>(&rs, expected)
                     .map_err(|e| End::rejected(binding_refusal(e)))?;
                 let (transport, message_3) = ready
                     .write_message_3(&self.binding.encode())
@@ -1034,7 +1034,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             return Err(End::failed(Refusal::NoEntropy));
         };
         let initiator =
-            Initiator::<Curve<P>, Aead<P>, H>::new(PROLOGUE, Rc::clone(&self.static_key), rs);
+            Initiator::<Kx<P>, Aead<P>, H>::new(PROLOGUE, Rc::clone(&self.static_key), rs);
         let (awaiting, message_1) = initiator
             .write_message_1(&entropy, &[])
             .map_err(|e| End::rejected(noise_refusal(e, Refusal::Message2)))?;

@@ -72,7 +72,8 @@ use crate::sessions::{LIMITS, Limits, record};
 pub const PROLOGUE: &[u8] = b"dsoftbus/v1";
 pub use crate::wire::{PING, PONG};
 
-type Curve<P> = <P as Provider>::Curve;
+type Sig<P> = <P as Provider>::Sig;
+type Kx<P> = <P as Provider>::Kx;
 
 /// Lower-case hex, for device keys on the console.
 pub fn hex(bytes: &[u8]) -> String {
@@ -98,7 +99,7 @@ async fn identity<P: Provider, H: HashBackend, E: Endpoint>(
         seed.copy_from_slice(&entropy);
         Ok::<(), ClientError>(())
     })?;
-    let static_key = X25519SecretKey::<Curve<P>>::from_entropy(&seed);
+    let static_key = X25519SecretKey::<Kx<P>>::from_entropy(&seed);
     let device_key = keystored::get_pubkey(ep).await?;
     let signature = keystored::sign(
         ep,
@@ -114,7 +115,7 @@ async fn identity<P: Provider, H: HashBackend, E: Endpoint>(
     // before offering the binding to peers.
     let own = VerifyingKey::from_bytes(&device_key).map_err(|_| ClientError::MalformedReply)?;
     binding
-        .verify::<Curve<P>>(static_key.public_key(), &[own])
+        .verify::<Sig<P>>(static_key.public_key(), &[own])
         .map_err(|_| ClientError::MalformedReply)?;
     Ok(Daemon::new(static_key, binding, limits, ep.uptime_ms()))
 }
@@ -127,7 +128,7 @@ async fn identity<P: Provider, H: HashBackend, E: Endpoint>(
 /// The refusal; a store that exists and fails any check is refused whole.
 async fn trust_store<P: Provider, E: Endpoint>(
     ep: &E,
-) -> Result<Vec<VerifyingKey<Curve<P>>>, ClientError> {
+) -> Result<Vec<VerifyingKey<Sig<P>>>, ClientError> {
     let store = match statefs::get(ep, DSOFTBUSD_TRUST_STORE).await {
         Ok(store) => store,
         Err(ClientError::Service(ServiceError::NotFound)) => return Ok(Vec::new()),

@@ -162,7 +162,8 @@ pub fn fingerprint(device_key: &[u8; 32]) -> u32 {
     u32::from_be_bytes([device_key[0], device_key[1], device_key[2], device_key[3]])
 }
 
-type Curve<P> = <P as Provider>::Curve;
+type Sig<P> = <P as Provider>::Sig;
+type Kx<P> = <P as Provider>::Kx;
 type Aead<P> = <P as Provider>::Aead;
 
 /// A CONNECT that waits for its session: who asked, and for which device.
@@ -172,7 +173,7 @@ pub struct Outgoing<P: Provider> {
     /// The task that asked.
     pub caller: ServiceId,
     /// The device key the responder must prove.
-    pub expected: VerifyingKey<Curve<P>>,
+    pub expected: VerifyingKey<Sig<P>>,
     /// The ping's data, once sent.
     pub ping: Vec<u8>,
 }
@@ -184,7 +185,7 @@ pub enum Phase<P: Provider, H: HashBackend> {
     /// Responder: hello answered, waiting for the first handshake message.
     AwaitMessage1,
     /// Responder: second message sent, waiting for the third.
-    AwaitMessage3(ResponderAwaitingFinish<Curve<P>, Aead<P>, H>),
+    AwaitMessage3(ResponderAwaitingFinish<Kx<P>, Aead<P>, H>),
     /// Initiator: waiting for netstackd to establish the connection.
     Connecting,
     /// Initiator: hello sent.
@@ -192,7 +193,7 @@ pub enum Phase<P: Provider, H: HashBackend> {
     /// Initiator: first message sent to the responder whose static key (from its
     /// hello reply) is the second field.
     AwaitMessage2(
-        InitiatorAwaitingResponse<Curve<P>, Aead<P>, H>,
+        InitiatorAwaitingResponse<Kx<P>, Aead<P>, H>,
         X25519PublicKey,
     ),
     /// Initiator: third message sent, waiting for the responder's `READY`.

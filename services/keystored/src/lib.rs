@@ -139,7 +139,7 @@ impl Failure {
 
 /// The device key and the trust-store tag key, or none when keystored failed closed.
 pub struct Keystored<P: Provider, H: HashBackend> {
-    key: Option<SigningKey<P::Curve>>,
+    key: Option<SigningKey<P::Sig>>,
     trust: Option<TagKey>,
     purposes: &'static [PurposeGrant],
     hash: PhantomData<H>,
@@ -174,7 +174,7 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
     /// keystored with `key` (and the trust-store tag key, when there is an OTP secret),
     /// signing for the callers and purposes of `purposes`.
     pub fn new(
-        key: SigningKey<P::Curve>,
+        key: SigningKey<P::Sig>,
         trust: Option<TagKey>,
         purposes: &'static [PurposeGrant],
     ) -> Self {
@@ -312,7 +312,7 @@ fn device_keys<H: HashBackend, E: Endpoint>(ep: &E) -> Result<(SealingKeys, TagK
 pub fn open<P: Provider, H: HashBackend>(
     sealing: &SealingKeys,
     record: &[u8],
-) -> Result<SigningKey<P::Curve>, Failure> {
+) -> Result<SigningKey<P::Sig>, Failure> {
     let mut seed = Seed::zeroed();
     sealed::unseal::<P::Aead, H>(
         sealing,
@@ -335,12 +335,12 @@ pub fn seal_new_key<P: Provider, H: HashBackend>(
     sealing: &SealingKeys,
     entropy: &[u8],
     nonce: &[u8; 12],
-) -> Result<(SigningKey<P::Curve>, Vec<u8>), Failure> {
+) -> Result<(SigningKey<P::Sig>, Vec<u8>), Failure> {
     let bad = Failure::NoEntropy(ClientError::MalformedReply);
     let seed = seed_from(entropy)
         .filter(|_| entropy.len() == 32)
         .ok_or(bad)?;
-    let key = SigningKey::<P::Curve>::from_seed(&seed).map_err(|_| bad)?;
+    let key = SigningKey::<P::Sig>::from_seed(&seed).map_err(|_| bad)?;
     let record = sealed::seal::<P::Aead, H>(
         sealing,
         KEYSTORED_DEVICE_KEY,
@@ -355,7 +355,7 @@ pub fn seal_new_key<P: Provider, H: HashBackend>(
 async fn create<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
     sealing: &SealingKeys,
-) -> Result<SigningKey<P::Curve>, Failure> {
+) -> Result<SigningKey<P::Sig>, Failure> {
     let entropy = rngd::get_entropy(ep, 32)
         .await
         .map_err(Failure::NoEntropy)?;
@@ -386,7 +386,7 @@ async fn create<P: Provider, H: HashBackend, E: Endpoint>(
 /// [`Failure`]; nothing is written on any failure but a storing one.
 pub async fn load_or_create<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
-) -> Result<(SigningKey<P::Curve>, Provenance, TagKey), Failure> {
+) -> Result<(SigningKey<P::Sig>, Provenance, TagKey), Failure> {
     let (sealing, tags) = device_keys::<H, E>(ep)?;
     match statefs::get(ep, KEYSTORED_DEVICE_KEY).await {
         Ok(record) => open::<P, H>(&sealing, &record).map(|key| (key, Provenance::Restored, tags)),
@@ -435,7 +435,7 @@ pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
 }
 
 /// A key for tests and tools that hold the seed themselves.
-pub fn key_from_entropy<P: Provider>(entropy: &[u8]) -> Option<SigningKey<P::Curve>> {
+pub fn key_from_entropy<P: Provider>(entropy: &[u8]) -> Option<SigningKey<P::Sig>> {
     seed_from(entropy).and_then(|seed| SigningKey::from_seed(&seed).ok())
 }
 

@@ -3,17 +3,17 @@
 use alloc::vec::Vec;
 
 use provider_api::cipher::{NONCE_LEN, TAG_LEN};
-use provider_api::{AeadAlgorithm, AeadBackend, AeadCipher, AeadKey};
+use provider_api::{AeadCipher, AeadKey, NoiseAead, NoiseNonce};
 
 use crate::{MAX_MESSAGE_LEN, NoiseError};
 
 /// A key (or none yet) and its nonce counter.
-pub(crate) struct CipherState<A: AeadBackend> {
+pub(crate) struct CipherState<A: NoiseAead> {
     cipher: Option<AeadCipher<A>>,
     n: u64,
 }
 
-impl<A: AeadBackend> CipherState<A> {
+impl<A: NoiseAead> CipherState<A> {
     pub(crate) fn empty() -> Self {
         Self { cipher: None, n: 0 }
     }
@@ -34,9 +34,9 @@ impl<A: AeadBackend> CipherState<A> {
     /// and big-endian for AESGCM (specification sections 12.3 and 12.4).
     fn nonce(n: u64) -> [u8; NONCE_LEN] {
         let mut nonce = [0u8; NONCE_LEN];
-        nonce[4..].copy_from_slice(&match A::ALGORITHM {
-            AeadAlgorithm::ChaCha20Poly1305 => n.to_le_bytes(),
-            _ => n.to_be_bytes(),
+        nonce[4..].copy_from_slice(&match A::NOISE_NONCE {
+            NoiseNonce::LittleEndian => n.to_le_bytes(),
+            NoiseNonce::BigEndian => n.to_be_bytes(),
         });
         nonce
     }
@@ -95,13 +95,13 @@ impl<A: AeadBackend> CipherState<A> {
 }
 
 /// An established session: one cipher state per direction.
-pub struct Transport<A: AeadBackend> {
+pub struct Transport<A: NoiseAead> {
     send: CipherState<A>,
     receive: CipherState<A>,
     handshake_hash: [u8; 32],
 }
 
-impl<A: AeadBackend> Transport<A> {
+impl<A: NoiseAead> Transport<A> {
     pub(crate) fn new(
         send: CipherState<A>,
         receive: CipherState<A>,

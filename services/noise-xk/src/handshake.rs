@@ -4,7 +4,7 @@ use alloc::rc::Rc;
 use alloc::vec::Vec;
 
 use provider_api::{
-    AeadBackend, HashBackend, KeyAgreementBackend, SecretBytes, X25519PublicKey, X25519SecretKey,
+    HashBackend, KeyAgreementBackend, NoiseAead, SecretBytes, X25519PublicKey, X25519SecretKey,
 };
 
 use crate::cipher_state::Transport;
@@ -19,12 +19,12 @@ use crate::{
 pub type Step<S> = Result<(S, Vec<u8>), NoiseError>;
 
 /// The state both roles share.
-struct Core<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> {
+struct Core<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> {
     symmetric: SymmetricState<A, H>,
     s: Rc<X25519SecretKey<C>>,
 }
 
-impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> Core<C, A, H> {
+impl<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> Core<C, A, H> {
     /// `Initialize()` for XK: protocol name, prologue, then the responder's static
     /// key as the pre-message.
     fn new(prologue: &[u8], s: Rc<X25519SecretKey<C>>, responder_static: &X25519PublicKey) -> Self {
@@ -75,24 +75,24 @@ fn public_key(bytes: &[u8]) -> X25519PublicKey {
 }
 
 /// The initiator before its first message.
-pub struct Initiator<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> {
+pub struct Initiator<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> {
     core: Core<C, A, H>,
     rs: X25519PublicKey,
 }
 
 /// The initiator after `-> e, es`, waiting for the responder.
-pub struct InitiatorAwaitingResponse<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> {
+pub struct InitiatorAwaitingResponse<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> {
     core: Core<C, A, H>,
     e: X25519SecretKey<C>,
 }
 
 /// The initiator after `<- e, ee`, ready to send its static key.
-pub struct InitiatorReadyToFinish<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> {
+pub struct InitiatorReadyToFinish<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> {
     core: Core<C, A, H>,
     re: X25519PublicKey,
 }
 
-impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> Initiator<C, A, H> {
+impl<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> Initiator<C, A, H> {
     /// An initiator with static key `s` (shared by all of the node's sessions), who
     /// knows the responder's static key `rs`.
     pub fn new(prologue: &[u8], s: Rc<X25519SecretKey<C>>, rs: X25519PublicKey) -> Self {
@@ -122,7 +122,7 @@ impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> Initiator<C, A, H> 
     }
 }
 
-impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> InitiatorAwaitingResponse<C, A, H> {
+impl<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> InitiatorAwaitingResponse<C, A, H> {
     /// `<- e, ee`: reads the responder's message and returns its payload.
     ///
     /// # Errors
@@ -144,7 +144,7 @@ impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> InitiatorAwaitingRe
     }
 }
 
-impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> InitiatorReadyToFinish<C, A, H> {
+impl<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> InitiatorReadyToFinish<C, A, H> {
     /// `-> s, se` with `payload`; the handshake is complete.
     ///
     /// # Errors
@@ -172,23 +172,23 @@ impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> InitiatorReadyToFin
 }
 
 /// The responder before the first message.
-pub struct Responder<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> {
+pub struct Responder<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> {
     core: Core<C, A, H>,
 }
 
 /// The responder after `-> e, es`, ready to answer.
-pub struct ResponderReadyToRespond<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> {
+pub struct ResponderReadyToRespond<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> {
     core: Core<C, A, H>,
     re: X25519PublicKey,
 }
 
 /// The responder after `<- e, ee`, waiting for the initiator's static key.
-pub struct ResponderAwaitingFinish<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> {
+pub struct ResponderAwaitingFinish<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> {
     core: Core<C, A, H>,
     e: X25519SecretKey<C>,
 }
 
-impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> Responder<C, A, H> {
+impl<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> Responder<C, A, H> {
     /// A responder with static key `s` (shared by all of the node's sessions).
     pub fn new(prologue: &[u8], s: Rc<X25519SecretKey<C>>) -> Self {
         let public = *s.public_key();
@@ -223,7 +223,7 @@ impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> Responder<C, A, H> 
     }
 }
 
-impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> ResponderReadyToRespond<C, A, H> {
+impl<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> ResponderReadyToRespond<C, A, H> {
     /// `<- e, ee` with `payload`; the ephemeral key is made from `entropy`, which must
     /// be fresh for every session.
     ///
@@ -244,7 +244,7 @@ impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> ResponderReadyToRes
     }
 }
 
-impl<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend> ResponderAwaitingFinish<C, A, H> {
+impl<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend> ResponderAwaitingFinish<C, A, H> {
     /// `-> s, se`: reads the initiator's static key and payload; the handshake is
     /// complete. Returns the transport, the initiator's static key and the payload.
     ///

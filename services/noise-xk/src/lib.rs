@@ -43,7 +43,7 @@ mod symmetric;
 use alloc::string::String;
 use core::fmt;
 
-use provider_api::{AeadAlgorithm, AeadBackend, HashBackend};
+use provider_api::{HashBackend, NoiseAead};
 
 pub use cipher_state::Transport;
 pub use handshake::{
@@ -107,17 +107,14 @@ impl fmt::Display for NoiseError {
 
 impl core::error::Error for NoiseError {}
 
-/// The Noise name of an AEAD: `ChaChaPoly` or `AESGCM`.
-pub fn cipher_name<A: AeadBackend>() -> &'static str {
-    match A::ALGORITHM {
-        AeadAlgorithm::ChaCha20Poly1305 => "ChaChaPoly",
-        AeadAlgorithm::Aes256Gcm => "AESGCM",
-        other => panic!("no Noise name for {other:?}"),
-    }
+/// The Noise name of an AEAD: `ChaChaPoly` or `AESGCM`. An AEAD without one is not a
+/// [`NoiseAead`], and code that would use it here does not compile.
+pub const fn cipher_name<A: NoiseAead>() -> &'static str {
+    A::NOISE_NAME
 }
 
 /// The protocol name, such as `Noise_XK_25519_ChaChaPoly_BLAKE2s`.
-pub fn protocol_name<A: AeadBackend, H: HashBackend>() -> String {
+pub fn protocol_name<A: NoiseAead, H: HashBackend>() -> String {
     let mut name = String::from("Noise_XK_25519_");
     name.push_str(cipher_name::<A>());
     name.push('_');

@@ -3,20 +3,20 @@
 use alloc::vec::Vec;
 use core::marker::PhantomData;
 
-use provider_api::{AeadBackend, AeadKey, HashBackend, SecretBytes};
+use provider_api::{AeadKey, HashBackend, NoiseAead, SecretBytes};
 
 use crate::NoiseError;
 use crate::cipher_state::CipherState;
 
 /// The chaining key, the handshake hash and the current cipher state.
-pub(crate) struct SymmetricState<A: AeadBackend, H: HashBackend> {
+pub(crate) struct SymmetricState<A: NoiseAead, H: HashBackend> {
     ck: SecretBytes<32>,
     h: [u8; 32],
     cipher: CipherState<A>,
     hash: PhantomData<H>,
 }
 
-impl<A: AeadBackend, H: HashBackend> SymmetricState<A, H> {
+impl<A: NoiseAead, H: HashBackend> SymmetricState<A, H> {
     /// `InitializeSymmetric(protocol_name)`.
     pub(crate) fn new(protocol_name: &[u8]) -> Self {
         let mut h = [0u8; 32];

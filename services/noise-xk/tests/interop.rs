@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use noise_xk::{Initiator, Responder, Transport, protocol_name};
-use provider_api::{AeadBackend, HashBackend, KeyAgreementBackend, SecretBytes, X25519SecretKey};
+use provider_api::{HashBackend, KeyAgreementBackend, NoiseAead, SecretBytes, X25519SecretKey};
 
 const PROLOGUE: &[u8] = b"dsoftbus/v1";
 
@@ -14,7 +14,7 @@ fn entropy(fill: u8) -> SecretBytes<32> {
 }
 
 /// Both ends of a session exchange `rounds` messages each way.
-fn exchange<A: AeadBackend>(
+fn exchange<A: NoiseAead>(
     ours: &mut Transport<A>,
     theirs: &mut snow::TransportState,
     ours_first: bool,
@@ -38,7 +38,7 @@ fn exchange<A: AeadBackend>(
 }
 
 /// Ours as initiator, snow as responder.
-fn ours_initiates<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(fixed_ephemerals: bool) {
+fn ours_initiates<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend>(fixed_ephemerals: bool) {
     let name = protocol_name::<A, H>();
     let params: snow::params::NoiseParams = name.parse().unwrap();
     let (our_static, their_static) = (entropy(0x11), entropy(0x22));
@@ -86,7 +86,7 @@ fn ours_initiates<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(fixed_
 }
 
 /// snow as initiator, ours as responder.
-fn snow_initiates<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(fixed_ephemerals: bool) {
+fn snow_initiates<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend>(fixed_ephemerals: bool) {
     let name = protocol_name::<A, H>();
     let params: snow::params::NoiseParams = name.parse().unwrap();
     let (our_static, their_static) = (entropy(0x55), entropy(0x66));
@@ -132,7 +132,7 @@ fn snow_initiates<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(fixed_
 }
 
 /// With the same ephemeral keys, our messages are byte-for-byte snow's.
-fn identical_messages<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>() {
+fn identical_messages<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend>() {
     let name = protocol_name::<A, H>();
     let params: snow::params::NoiseParams = name.parse().unwrap();
     let (initiator_static, responder_static) = (entropy(0x01), entropy(0x02));

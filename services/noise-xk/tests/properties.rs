@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use noise_xk::{Initiator, MAX_MESSAGE_LEN, NoiseError, Responder, Transport};
 use provider_api::{
-    AeadBackend, HashBackend, KeyAgreementBackend, SecretBytes, X25519PublicKey, X25519SecretKey,
+    HashBackend, KeyAgreementBackend, NoiseAead, SecretBytes, X25519PublicKey, X25519SecretKey,
 };
 
 const PROLOGUE: &[u8] = b"dsoftbus/v1";
@@ -14,7 +14,7 @@ fn entropy(fill: u8) -> SecretBytes<32> {
 }
 
 /// The two fixed parties every test session starts from.
-fn parties<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>()
+fn parties<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend>()
 -> (Initiator<C, A, H>, Responder<C, A, H>) {
     let responder_key = X25519SecretKey::<C>::from_entropy(&entropy(2));
     let rs = *responder_key.public_key();
@@ -27,7 +27,7 @@ fn parties<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>()
 }
 
 /// The three handshake messages of a good session, and both transports.
-fn handshake<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>()
+fn handshake<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend>()
 -> ([Vec<u8>; 3], Transport<A>, Transport<A>) {
     let (initiator, responder) = parties::<C, A, H>();
     let (i, m1) = initiator.write_message_1(&entropy(3), b"m1").unwrap();
@@ -41,7 +41,7 @@ fn handshake<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>()
 
 /// Replays a session up to message `index`, which is replaced by `message`, and
 /// returns how the receiver of that message took it.
-fn deliver<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(
+fn deliver<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend>(
     index: usize,
     message: &[u8],
 ) -> Result<(), NoiseError> {
@@ -60,7 +60,7 @@ fn deliver<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(
     r.read_message_3(message).map(|_| ())
 }
 
-fn flipped_bits_are_rejected<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>(step: usize) {
+fn flipped_bits_are_rejected<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend>(step: usize) {
     let (messages, _, _) = handshake::<C, A, H>();
     for (index, message) in messages.iter().enumerate() {
         assert_eq!(
@@ -83,7 +83,7 @@ fn flipped_bits_are_rejected<C: KeyAgreementBackend, A: AeadBackend, H: HashBack
     }
 }
 
-fn truncated_and_oversized_are_rejected<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>() {
+fn truncated_and_oversized_are_rejected<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend>() {
     let (messages, _, _) = handshake::<C, A, H>();
     for (index, message) in messages.iter().enumerate() {
         for len in [0, 1, 31, 32, 47, message.len() - 1] {
@@ -107,7 +107,7 @@ fn truncated_and_oversized_are_rejected<C: KeyAgreementBackend, A: AeadBackend, 
     }
 }
 
-fn wrong_keys_and_prologues_fail<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>() {
+fn wrong_keys_and_prologues_fail<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend>() {
     let responder_key = || X25519SecretKey::<C>::from_entropy(&entropy(2));
     let wrong = *X25519SecretKey::<C>::from_entropy(&entropy(9)).public_key();
     let (_, m1) = Initiator::<C, A, H>::new(
@@ -154,7 +154,7 @@ fn wrong_keys_and_prologues_fail<C: KeyAgreementBackend, A: AeadBackend, H: Hash
 
 fn transport_refuses_replays_and_keeps_going<
     C: KeyAgreementBackend,
-    A: AeadBackend,
+    A: NoiseAead,
     H: HashBackend,
 >() {
     let (_, mut initiator, mut responder) = handshake::<C, A, H>();
@@ -202,7 +202,7 @@ fn transport_refuses_replays_and_keeps_going<
     assert_eq!(initiator.handshake_hash(), responder.handshake_hash());
 }
 
-fn fresh_entropy_gives_fresh_ephemerals<C: KeyAgreementBackend, A: AeadBackend, H: HashBackend>() {
+fn fresh_entropy_gives_fresh_ephemerals<C: KeyAgreementBackend, A: NoiseAead, H: HashBackend>() {
     let rs = *X25519SecretKey::<C>::from_entropy(&entropy(2)).public_key();
     let first_e = |fill| {
         let (_, m1) = Initiator::<C, A, H>::new(

@@ -1,4 +1,4 @@
-//! The marker strings of the ladder, generated from `selftest/markers.toml`.
+//! The marker strings of the ladder, generated from `ladder/markers.toml`.
 //!
 //! Each constant is a [`Marker`]: the console prefix that owns it and the message
 //! after `"<owner>: "`. Tasks print `message` through their endpoint (the kernel adds

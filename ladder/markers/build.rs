@@ -1,4 +1,4 @@
-//! Generates one constant per marker of `selftest/markers.toml`, and refuses a marker
+//! Generates one constant per marker of `ladder/markers.toml`, and refuses a marker
 //! whose owner is not the console prefix of a task (the kernel prefixes every line a
 //! task prints, so such a marker could never be printed).
 
@@ -9,7 +9,7 @@ fn main() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../markers.toml");
     println!("cargo::rerun-if-changed={}", path.display());
     let fail = |message: String| -> ! {
-        eprintln!("error: selftest/markers.toml: {message}");
+        eprintln!("error: ladder/markers.toml: {message}");
         std::process::exit(1);
     };
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| fail(e.to_string()));
@@ -18,8 +18,7 @@ fn main() {
         .iter()
         .map(|id| id.console_prefix())
         .collect();
-    let mut out =
-        String::from("// Generated from selftest/markers.toml by build.rs. Do not edit.\n");
+    let mut out = String::from("// Generated from ladder/markers.toml by build.rs. Do not edit.\n");
     let groups = contract
         .phases
         .iter()

@@ -1,4 +1,4 @@
-//! The marker contract: reading `selftest/markers.toml` and judging a console stream.
+//! The marker contract: reading `ladder/markers.toml` and judging a console stream.
 //!
 //! [`Contract::parse`] validates the file (ids unique and in `SCREAMING_SNAKE_CASE`,
 //! texts unique, placeholders named once and separated by text, phases non-empty and unique,

@@ -14,11 +14,14 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use host_runner::{Entropy, HostSystem};
 use ipc::ServiceId;
 use provider_aes_gcm::Aes256Gcm;
-use provider_api::{AeadBackend, Bundle, HashBackend, Provider};
+use provider_api::{
+    AeadBackend, Bundle, HashAlgorithm, HashBackend, KeyAgreementBackend, NoiseAead, Provider,
+    SignatureBackend, Suite,
+};
 use provider_chacha::ChaCha20Poly1305;
 use provider_compact::Compact;
 use provider_dalek::Dalek;
-use provider_hash::Blake2s;
+use provider_hash::{Blake2s, Sha256};
 use signature::{Signer, Verifier};
 
 /// Runs every `bench-ops` workload of `P` under `<name>/<label>`, for the operations
@@ -29,6 +32,22 @@ fn ours<P: Provider, H: HashBackend>(c: &mut Criterion, label: &str, keep: impl 
         if !keep(name) {
             continue;
         }
+        let mut group = c.benchmark_group(name);
+        if let Some((size, _, _)) = bench_ops::AEAD_SIZES
+            .iter()
+            .find(|(_, seal, open)| *seal == name || *open == name)
+        {
+            group.throughput(Throughput::Bytes(*size as u64));
+        }
+        group.bench_function(label, |b| b.iter(|| workload.run()));
+        group.finish();
+    }
+}
+
+/// The AEAD workloads of one backend, under `<operation>/<label>`.
+fn aead_only<A: AeadBackend>(c: &mut Criterion, label: &str) {
+    for mut workload in bench_ops::aead::<A>() {
+        let name = workload.name();
         let mut group = c.benchmark_group(name);
         if let Some((size, _, _)) = bench_ops::AEAD_SIZES
             .iter()
@@ -185,8 +204,8 @@ fn aead_direct<C: AeadInOut + KeyInit>(c: &mut Criterion, label: &str) {
 }
 
 /// snow's XK handshake on the same suite, both sides, with fixed ephemeral keys.
-fn snow_handshake<A: AeadBackend>(c: &mut Criterion, label: &str) {
-    let name = noise_name::<A>();
+fn snow_handshake<A: NoiseAead, H: HashBackend>(c: &mut Criterion, label: &str) {
+    let name = noise_name::<A, H>();
     let params: snow::params::NoiseParams = name.parse().expect("a snow suite");
     let builder = snow::Builder::new(params.clone());
     let initiator_keys = builder.generate_keypair().expect("keys");
@@ -230,15 +249,9 @@ fn snow_handshake<A: AeadBackend>(c: &mut Criterion, label: &str) {
         });
 }
 
-fn noise_name<A: AeadBackend>() -> String {
-    format!("Noise_XK_25519_{}_BLAKE2s", bench_ops_cipher::<A>())
-}
-
-fn bench_ops_cipher<A: AeadBackend>() -> &'static str {
-    match A::ALGORITHM {
-        provider_api::AeadAlgorithm::ChaCha20Poly1305 => "ChaChaPoly",
-        _ => "AESGCM",
-    }
+/// The suite's name, from the backends' own Noise names (no table to keep in step).
+fn noise_name<A: NoiseAead, H: HashBackend>() -> String {
+    format!("Noise_XK_25519_{}_{}", A::NOISE_NAME, H::NAME)
 }
 
 /// The device identity's two paths through the services on the host runner
@@ -292,13 +305,14 @@ fn benches(c: &mut Criterion) {
     ours::<Bundle<Dalek, Aes256Gcm>, Blake2s>(c, "aes-gcm", is_aead);
     aead_direct::<chacha20poly1305::ChaCha20Poly1305>(c, "chacha-direct");
     aead_direct::<aes_gcm::Aes256Gcm>(c, "aes-gcm-direct");
-    // Sessions and the identity paths per combination.
-    ours::<Bundle<Dalek, ChaCha20Poly1305>, Blake2s>(c, "dalek+chacha", is_session);
-    ours::<Bundle<Dalek, Aes256Gcm>, Blake2s>(c, "dalek+aes-gcm", is_session);
-    ours::<Bundle<Compact, ChaCha20Poly1305>, Blake2s>(c, "compact+chacha", is_session);
-    ours::<Bundle<Compact, Aes256Gcm>, Blake2s>(c, "compact+aes-gcm", is_session);
-    snow_handshake::<ChaCha20Poly1305>(c, "chacha");
-    snow_handshake::<Aes256Gcm>(c, "aes-gcm");
+    // An AEAD that is not Noise's: measured as a primitive only.
+    aead_only::<provider_aes_gcm_siv::Aes256GcmSiv>(c, "aes-gcm-siv");
+    aead_direct::<aes_gcm_siv::Aes256GcmSiv>(c, "aes-gcm-siv-direct");
+    // Sessions on every combination (each axis's backends listed once, below), and
+    // snow on each suite.
+    sessions_by_sig(c);
+    for_each_suite(c);
+    // The identity paths per classic combination.
     ours::<Bundle<Dalek, ChaCha20Poly1305>, Blake2s>(c, "dalek+chacha", is_identity);
     ours::<Bundle<Dalek, Aes256Gcm>, Blake2s>(c, "dalek+aes-gcm", is_identity);
     ours::<Bundle<Compact, ChaCha20Poly1305>, Blake2s>(c, "compact+chacha", is_identity);
@@ -307,6 +321,55 @@ fn benches(c: &mut Criterion) {
     identity_paths::<Bundle<Dalek, Aes256Gcm>>(c, "dalek+aes-gcm");
     identity_paths::<Bundle<Compact, ChaCha20Poly1305>>(c, "compact+chacha");
     identity_paths::<Bundle<Compact, Aes256Gcm>>(c, "compact+aes-gcm");
+}
+
+/// The combination's name as the image prints it: `<sig>[/<kx>]+<aead>[+<hash>]`.
+fn label<S: SignatureBackend, K: KeyAgreementBackend, A: AeadBackend, H: HashBackend>() -> String {
+    let mut name = String::from(S::NAME);
+    if K::NAME != S::NAME {
+        name = format!("{name}/{}", K::NAME);
+    }
+    name = format!("{name}+{}", A::NAME);
+    if H::ALGORITHM != HashAlgorithm::Blake2s256 {
+        name = format!("{name}+{}", H::ALGORITHM.short_name());
+    }
+    name
+}
+
+fn sessions_by_sig(c: &mut Criterion) {
+    sessions_by_kx::<Dalek>(c);
+    sessions_by_kx::<Compact>(c);
+}
+
+fn sessions_by_kx<S: SignatureBackend + 'static>(c: &mut Criterion) {
+    sessions_by_aead::<S, Dalek>(c);
+    sessions_by_aead::<S, Compact>(c);
+}
+
+fn sessions_by_aead<S: SignatureBackend + 'static, K: KeyAgreementBackend + 'static>(
+    c: &mut Criterion,
+) {
+    sessions_by_hash::<S, K, ChaCha20Poly1305>(c);
+    sessions_by_hash::<S, K, Aes256Gcm>(c);
+}
+
+fn sessions_by_hash<
+    S: SignatureBackend + 'static,
+    K: KeyAgreementBackend + 'static,
+    A: NoiseAead,
+>(
+    c: &mut Criterion,
+) {
+    ours::<Suite<S, K, A>, Blake2s>(c, &label::<S, K, A, Blake2s>(), is_session);
+    ours::<Suite<S, K, A>, Sha256>(c, &label::<S, K, A, Sha256>(), is_session);
+}
+
+/// snow's XK on each suite, labelled `<aead>[+<hash>]`.
+fn for_each_suite(c: &mut Criterion) {
+    snow_handshake::<ChaCha20Poly1305, Blake2s>(c, "chacha");
+    snow_handshake::<Aes256Gcm, Blake2s>(c, "aes-gcm");
+    snow_handshake::<ChaCha20Poly1305, Sha256>(c, "chacha+sha256");
+    snow_handshake::<Aes256Gcm, Sha256>(c, "aes-gcm+sha256");
 }
 
 criterion_group!(providers, benches);

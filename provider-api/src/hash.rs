@@ -12,8 +12,9 @@ use crate::secret::SecretBytes;
 pub const HASH_LEN: usize = 32;
 
 /// Which hash a backend computes.
+///
+/// Not `#[non_exhaustive]`, on purpose (see [`crate::AeadAlgorithm`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum HashAlgorithm {
     /// BLAKE2s with a 256-bit output (RFC 7693).
     Blake2s256,

@@ -48,7 +48,10 @@ pub trait Provider: 'static {
 
 /// The provider made of signing backend `S`, key-agreement backend `K` and AEAD
 /// backend `A`. Never instantiated: it exists only as a type.
-pub struct Suite<S, K, A>(PhantomData<fn() -> (S, K, A)>, core::convert::Infallible);
+pub struct Suite<S, K, A>(Backends<S, K, A>, core::convert::Infallible);
+
+/// The three backends a [`Suite`] names, as a zero-sized marker.
+type Backends<S, K, A> = PhantomData<fn() -> (S, K, A)>;
 
 impl<S, K, A> Provider for Suite<S, K, A>
 where

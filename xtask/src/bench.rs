@@ -225,9 +225,10 @@ const CURVE_OPS: [&str; 6] = [
     "x25519/key-pair",
     "x25519/dh",
 ];
-const SESSION_OPS: [&str; 4] = [
+const SESSION_OPS: [&str; 5] = [
     "noise/handshake",
     "noise/handshake+binding",
+    "noise/handshake+binding-repeat",
     "noise/transport-round-trip",
     "noise/primitive-floor",
 ];
@@ -261,47 +262,56 @@ pub fn markdown(
         out,
         "**Host** (x86-64, criterion): time per operation, lower is better. \"vs direct\" compares the call through `provider-api` with the same call on the backend crate, in the same run. For `verify-64` and `decode-key` the direct call is the crate's default, so \"vs direct\" is the cost of provider-api's verification rule: dalek verifies with `verify_strict` instead of `verify`, and decoding adds the canonical-encoding and prime-order checks (once per key, when it joins an allowlist).\n"
     );
-    let _ = writeln!(
-        out,
-        "| operation | dalek | vs direct | compact | vs direct |\n|---|---|---|---|---|"
-    );
-    for op in CURVE_OPS {
-        let get = |label: &str| host.get(&format!("{op}/{label}")).copied();
-        let _ = writeln!(
-            out,
-            "| {op} | {} | {} | {} | {} |",
-            cell(host, &format!("{op}/dalek")),
-            ratio(get("dalek"), get("dalek-direct")),
-            cell(host, &format!("{op}/compact")),
-            ratio(get("compact"), get("compact-direct")),
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\n| operation | chacha | vs direct | aes-gcm | vs direct |\n|---|---|---|---|---|"
-    );
-    for (size, seal, open) in [
-        (64, "aead/seal-64", "aead/open-64"),
-        (1024, "aead/seal-1k", "aead/open-1k"),
-        (16384, "aead/seal-16k", "aead/open-16k"),
-    ] {
-        for op in [seal, open] {
-            let get = |label: &str| host.get(&format!("{op}/{label}")).copied();
-            let with_rate = |label: &str| {
-                get(label).map_or("-".into(), |ns| {
-                    format!("{} ({:.0} MB/s)", time(ns), size as f64 / ns * 1000.0)
-                })
-            };
-            let _ = writeln!(
-                out,
-                "| {op} | {} | {} | {} | {} |",
-                with_rate("chacha"),
-                ratio(get("chacha"), get("chacha-direct")),
-                with_rate("aes-gcm"),
-                ratio(get("aes-gcm"), get("aes-gcm-direct")),
-            );
+    // The columns are the backends the host run measured (labels without `-direct`),
+    // so a new backend needs no line here.
+    let backends_of = |op: &str| -> Vec<String> {
+        let prefix = format!("{op}/");
+        host.keys()
+            .filter_map(|id| id.strip_prefix(&prefix))
+            .filter(|label| !label.ends_with("-direct"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let table = |out: &mut String, ops: &[&str], size_of: &dyn Fn(&str) -> Option<usize>| {
+        let labels = backends_of(ops[0]);
+        let _ = write!(out, "| operation |");
+        for label in &labels {
+            let _ = write!(out, " {label} | vs direct |");
         }
-    }
+        let _ = writeln!(out, "\n|---|{}", "---|---|".repeat(labels.len()));
+        for op in ops {
+            let _ = write!(out, "| {op} |");
+            for label in &labels {
+                let get = |l: &str| host.get(&format!("{op}/{l}")).copied();
+                let value = get(label).map_or("-".into(), |ns| match size_of(op) {
+                    Some(size) => {
+                        format!("{} ({:.0} MB/s)", time(ns), size as f64 / ns * 1000.0)
+                    }
+                    None => time(ns),
+                });
+                let _ = write!(
+                    out,
+                    " {value} | {} |",
+                    ratio(get(label), get(&format!("{label}-direct")))
+                );
+            }
+            let _ = writeln!(out);
+        }
+    };
+    table(&mut out, &CURVE_OPS, &|_| None);
+    let _ = writeln!(out);
+    let aead_sizes = [
+        ("aead/seal-64", 64),
+        ("aead/open-64", 64),
+        ("aead/seal-1k", 1024),
+        ("aead/open-1k", 1024),
+        ("aead/seal-16k", 16384),
+        ("aead/open-16k", 16384),
+    ];
+    let aead_ops = aead_sizes.map(|(op, _)| op);
+    table(&mut out, &aead_ops, &|op| {
+        aead_sizes.iter().find(|(o, _)| *o == op).map(|(_, n)| *n)
+    });
     let _ = write!(out, "\n| per combination (host) |");
     for c in &combos {
         let _ = write!(out, " {c} |");
@@ -317,10 +327,7 @@ pub fn markdown(
     for op in SESSION_OPS.iter().chain(IDENTITY_OPS.iter()) {
         row(&mut out, op, &|c| cell(host, &format!("{op}/{c}")));
     }
-    let snow = |c: &Combination| {
-        host.get(&format!("noise/snow-handshake/{}", c.aead))
-            .copied()
-    };
+    let snow = |c: &Combination| host.get(&snow_id(c)).copied();
     row(&mut out, "snow handshake, same suite", &|c| {
         snow(c).map_or("-".into(), time)
     });
@@ -438,33 +445,38 @@ pub fn markdown(
             thousands(without)
         );
     }
-    let _ = writeln!(out, "**Fastest and smallest**\n");
+    every_combination(&mut out, host, guest, sizes);
+    let _ = writeln!(out, "**Fastest and smallest** (over every combination)\n");
     let best = |values: Vec<(Combination, f64)>| {
         values
             .into_iter()
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map_or("-".into(), |(c, _)| c.to_string())
     };
+    let all = Combination::all();
     let host_best = |op: &str| {
         best(
-            combos
-                .iter()
+            all.iter()
                 .filter_map(|c| host.get(&format!("{op}/{c}")).map(|v| (*c, *v)))
                 .collect(),
         )
     };
     let guest_best = |op: &str| {
         best(
-            combos
-                .iter()
+            all.iter()
                 .filter_map(|c| lookup(guest.get(c)?, op).map(|v| (*c, v as f64)))
                 .collect(),
         )
     };
     for (path, op) in [
+        ("keygen (device key from a seed)", "ed25519/key-from-seed"),
         ("first boot (key, seal, store)", "identity/first-boot"),
         ("restore (read, unseal, key)", "identity/restore"),
         ("handshake with binding", "noise/handshake+binding"),
+        (
+            "repeat peer's handshake with binding",
+            "noise/handshake+binding-repeat",
+        ),
         ("transport round trip", "noise/transport-round-trip"),
     ] {
         let _ = writeln!(
@@ -475,13 +487,109 @@ pub fn markdown(
         );
     }
     let smallest = best(
-        combos
-            .iter()
+        all.iter()
             .filter_map(|c| sizes.get(c).map(|s| (*c, (s.text + s.rodata) as f64)))
             .collect(),
     );
     let _ = writeln!(out, "- smallest image (.text + .rodata): {smallest}");
     out
+}
+
+/// criterion's id of snow's handshake on `c`'s suite (`noise/snow-handshake/<aead>`,
+/// `+<hash>` when not BLAKE2s, as the bench labels it).
+fn snow_id(c: &Combination) -> String {
+    if c.hash == "blake2s" {
+        format!("noise/snow-handshake/{}", c.aead)
+    } else {
+        format!("noise/snow-handshake/{}+{}", c.aead, c.hash)
+    }
+}
+
+/// One row per combination (every backend of every axis): the session paths on the
+/// host and in the guest, and the image size; then the goals' figures.
+fn every_combination(
+    out: &mut String,
+    host: &Host,
+    guest: &BTreeMap<Combination, Guest>,
+    sizes: &BTreeMap<Combination, Sizes>,
+) {
+    let _ = writeln!(
+        out,
+        "\n**Every combination** (`<sig>[/<kx>]+<aead>[+<hash>]`: Ed25519 backend, X25519 backend when it differs, AEAD, hash when not BLAKE2s). Host times; guest instructions; the test image's `.text + .rodata`.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| combination | handshake | handshake+binding | repeat peer (cached binding) | repeat vs plain | transport round trip | handshake vs snow (same suite) | guest handshake+binding | guest repeat peer | guest repeat vs plain | guest transport round trip | image (bytes) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let g = |c: &Combination, op: &str| {
+        guest
+            .get(c)
+            .and_then(|g| lookup(g, op))
+            .map_or("-".into(), thousands)
+    };
+    for c in Combination::all() {
+        let _ = writeln!(
+            out,
+            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(host, &format!("noise/handshake/{c}")),
+            cell(host, &format!("noise/handshake+binding/{c}")),
+            cell(host, &format!("noise/handshake+binding-repeat/{c}")),
+            ratio(
+                host.get(&format!("noise/handshake+binding-repeat/{c}"))
+                    .copied(),
+                host.get(&format!("noise/handshake/{c}")).copied()
+            ),
+            cell(host, &format!("noise/transport-round-trip/{c}")),
+            ratio(
+                host.get(&format!("noise/handshake/{c}")).copied(),
+                host.get(&snow_id(c)).copied()
+            ),
+            g(c, "noise/handshake+binding"),
+            g(c, "noise/handshake+binding-repeat"),
+            ratio(
+                guest
+                    .get(c)
+                    .and_then(|g| lookup(g, "noise/handshake+binding-repeat"))
+                    .map(|n| n as f64),
+                guest
+                    .get(c)
+                    .and_then(|g| lookup(g, "noise/handshake"))
+                    .map(|n| n as f64)
+            ),
+            g(c, "noise/transport-round-trip"),
+            sizes
+                .get(c)
+                .map_or("-".into(), |s| thousands(s.text + s.rodata)),
+        );
+    }
+    let fastest = Combination::all()
+        .iter()
+        .filter_map(|c| Some((*c, *host.get(&format!("noise/handshake/{c}"))?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((c, ns)) = fastest {
+        let _ = writeln!(
+            out,
+            "\nFastest host handshake: {c}, {} against snow's {} on the same suite ({}).",
+            time(ns),
+            host.get(&snow_id(&c)).map_or("-".into(), |v| time(*v)),
+            ratio(Some(ns), host.get(&snow_id(&c)).copied()),
+        );
+    }
+    let best_guest_binding = Combination::all()
+        .iter()
+        .filter_map(|c| Some((*c, lookup(guest.get(c)?, "noise/handshake+binding-repeat")?)))
+        .min_by_key(|(_, n)| *n);
+    if let Some((c, n)) = best_guest_binding {
+        let _ = writeln!(
+            out,
+            "Fewest guest instructions for a repeat peer's handshake with binding: {c}, {} ({} without the binding).\n",
+            thousands(n),
+            guest
+                .get(&c)
+                .and_then(|g| lookup(g, "noise/handshake"))
+                .map_or("-".into(), thousands),
+        );
+    }
 }
 
 /// A grouped bar chart: for each metric, one bar per combination, scaled to the
@@ -646,7 +754,7 @@ fn net_figures(images: &[(Combination, PathBuf)]) -> Result<NetFigures, String> 
 
 /// The whole `cargo xtask bench`.
 pub fn run(quick: bool) -> Result<PathBuf, String> {
-    let images = test_os::build_images(Combination::classic())?;
+    let images = test_os::build_images(Combination::all())?;
     eprintln!("    guest: counting instructions in QEMU");
     let guest = guest(&images)?;
     let sizes: BTreeMap<Combination, Sizes> = images
@@ -654,7 +762,12 @@ pub fn run(quick: bool) -> Result<PathBuf, String> {
         .filter_map(|(c, path)| image::sizes(path).ok().map(|s| (*c, s)))
         .collect();
     eprintln!("    network: the host peer's handshakes, and netstackd's .text");
-    let net = net_figures(&images)?;
+    let classic: Vec<(Combination, PathBuf)> = images
+        .iter()
+        .filter(|(c, _)| c.is_classic())
+        .cloned()
+        .collect();
+    let net = net_figures(&classic)?;
     eprintln!(
         "    host: criterion ({})",
         if quick { "quick" } else { "full" }

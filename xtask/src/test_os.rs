@@ -419,7 +419,7 @@ pub fn report(rows: &[Row], options: &TestOsOptions) -> bool {
         }
     );
     eprintln!(
-        "    {:<16} {:<7} {:>8} {:>16} {:>8} {:>10} {:>10}",
+        "    {:<28} {:<7} {:>8} {:>16} {:>8} {:>10} {:>10}",
         "provider", "result", "markers", "to last marker", "wall", ".text", ".rodata"
     );
     for row in rows {
@@ -437,7 +437,7 @@ pub fn report(rows: &[Row], options: &TestOsOptions) -> bool {
             (s.text.to_string(), s.rodata.to_string())
         });
         eprintln!(
-            "    {:<16} {:<7} {:>8} {:>16} {:>8} {:>10} {:>10}",
+            "    {:<28} {:<7} {:>8} {:>16} {:>8} {:>10} {:>10}",
             row.combination.to_string(),
             verdict,
             markers,

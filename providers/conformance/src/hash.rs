@@ -30,7 +30,6 @@ fn digests(algorithm: HashAlgorithm) -> &'static [(&'static str, &'static str)] 
                 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
             ),
         ],
-        other => panic!("no known-answer vectors for {other:?}: add them to the kit"),
     }
 }
 

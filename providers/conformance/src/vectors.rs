@@ -143,3 +143,44 @@ pub const GCM_SPEC_AES256: &[AeadVector] = &[
         tag: "76fc6ece0f4e1768cddf8853bb2d551b",
     },
 ];
+
+/// RFC 8452 appendix C.2 (AEAD_AES_256_GCM_SIV): four of its vectors, the RFC's
+/// ciphertext split into ciphertext and tag.
+pub const RFC8452_AES256: &[AeadVector] = &[
+    AeadVector {
+        source: "RFC 8452 C.2, 8-byte plaintext",
+        key: "0100000000000000000000000000000000000000000000000000000000000000",
+        nonce: "030000000000000000000000",
+        aad: "",
+        plaintext: "0100000000000000",
+        ciphertext: "c2ef328e5c71c83b",
+        tag: "843122130f7364b761e0b97427e3df28",
+    },
+    AeadVector {
+        source: "RFC 8452 C.2, 1-byte associated data",
+        key: "0100000000000000000000000000000000000000000000000000000000000000",
+        nonce: "030000000000000000000000",
+        aad: "01",
+        plaintext: "0200000000000000",
+        ciphertext: "1de22967237a8132",
+        tag: "91213f267e3b452f02d01ae33e4ec854",
+    },
+    AeadVector {
+        source: "RFC 8452 C.2, empty message, random key",
+        key: "e66021d5eb8e4f4066d4adb9c33560e4f46e44bb3da0015c94f7088736864200",
+        nonce: "e0eaf5284d884a0e77d31646",
+        aad: "",
+        plaintext: "",
+        ciphertext: "",
+        tag: "169fbb2fbf389a995f6390af22228a62",
+    },
+    AeadVector {
+        source: "RFC 8452 C.2, 3-byte message, 5-byte associated data",
+        key: "bae8e37fc83441b16034566b7a806c46bb91c3c5aedb64a6c590bc84d1a5e269",
+        nonce: "e4b47801afc0577e34699b9e",
+        aad: "4fbdc66f14",
+        plaintext: "671fdd",
+        ciphertext: "0eaccb",
+        tag: "93da9bb81333aee0c785b240d319719d",
+    },
+];

@@ -118,6 +118,83 @@ impl Binding {
     }
 }
 
+/// How many verified bindings a [`BindingCache`] remembers.
+pub const BINDING_CACHE_CAPACITY: usize = 16;
+
+/// Verified bindings, remembered so that a repeat peer's handshake skips the Ed25519
+/// verification (about half of a handshake's work on this device).
+///
+/// An entry is the exact triple that verified: device key, Noise static key and
+/// signature bytes. A hit therefore means these very bytes verified before, and
+/// verification is a function of them: the verdict cannot differ. What can change is
+/// the allowlist, so [`BindingCache::verify`] checks it first on every handshake,
+/// cached or not: a device removed from it is refused with
+/// [`BindingError::UnknownIdentity`] whatever the cache holds. Bounded: at most
+/// [`BINDING_CACHE_CAPACITY`] entries, the oldest replaced first. Nothing here is
+/// secret (public keys and a signature).
+#[derive(Debug, Default)]
+pub struct BindingCache {
+    entries: alloc::collections::VecDeque<[u8; 32 + 32 + 64]>,
+    hits: u64,
+    misses: u64,
+}
+
+impl BindingCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// [`Binding::verify`], skipping the signature check when this exact binding of
+    /// this static key verified before. The allowlist is always checked.
+    ///
+    /// # Errors
+    /// [`BindingError::UnknownIdentity`], [`BindingError::BadSignature`].
+    pub fn verify<B: SignatureBackend>(
+        &mut self,
+        binding: &Binding,
+        noise_static: &X25519PublicKey,
+        allowlist: &[VerifyingKey<B>],
+    ) -> Result<(), BindingError> {
+        if !allowlist
+            .iter()
+            .any(|key| key.to_bytes() == binding.device_key)
+        {
+            return Err(BindingError::UnknownIdentity);
+        }
+        let mut entry = [0u8; 128];
+        entry[..32].copy_from_slice(&binding.device_key);
+        entry[32..64].copy_from_slice(noise_static.as_bytes());
+        entry[64..].copy_from_slice(&binding.signature);
+        if self.entries.contains(&entry) {
+            self.hits = self.hits.saturating_add(1);
+            return Ok(());
+        }
+        self.misses = self.misses.saturating_add(1);
+        binding.verify(noise_static, allowlist)?;
+        if self.entries.len() == BINDING_CACHE_CAPACITY {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(entry);
+        Ok(())
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no binding is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Verifications skipped, and verifications done, so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +231,55 @@ mod tests {
             unprefixed.verify::<Dalek>(&noise, &allowed),
             Err(BindingError::BadSignature),
             "the prefix is part of the message"
+        );
+    }
+
+    #[test]
+    fn the_cache_skips_only_a_verified_triple_and_always_checks_the_allowlist() {
+        let device = SigningKey::<Dalek>::from_seed(&Seed::new([1; 32])).unwrap();
+        let noise =
+            *X25519SecretKey::<Dalek>::from_entropy(&SecretBytes::new([2; 32])).public_key();
+        let other =
+            *X25519SecretKey::<Dalek>::from_entropy(&SecretBytes::new([3; 32])).public_key();
+        let binding = Binding::sign(&device, &noise);
+        let allowed = [device.verifying_key().clone()];
+        let mut cache = BindingCache::new();
+        assert_eq!(cache.verify::<Dalek>(&binding, &noise, &allowed), Ok(()));
+        assert_eq!(cache.verify::<Dalek>(&binding, &noise, &allowed), Ok(()));
+        assert_eq!(cache.counts(), (1, 1), "the second handshake is a hit");
+        // The same binding presented for another static key is not a hit.
+        assert_eq!(
+            cache.verify::<Dalek>(&binding, &other, &allowed),
+            Err(BindingError::BadSignature)
+        );
+        // A forged signature for a cached device and static key is not a hit either.
+        let mut forged = binding.clone();
+        forged.signature[0] ^= 1;
+        assert_eq!(
+            cache.verify::<Dalek>(&forged, &noise, &allowed),
+            Err(BindingError::BadSignature)
+        );
+        // Removed from the allowlist: refused although cached.
+        let stranger = SigningKey::<Dalek>::from_seed(&Seed::new([9; 32])).unwrap();
+        assert_eq!(
+            cache.verify::<Dalek>(&binding, &noise, &[stranger.verifying_key().clone()]),
+            Err(BindingError::UnknownIdentity)
+        );
+        assert_eq!(cache.len(), 1, "refusals are not remembered");
+        // Bounded: the oldest goes first.
+        for seed in 10..10 + BINDING_CACHE_CAPACITY as u8 {
+            let noise =
+                *X25519SecretKey::<Dalek>::from_entropy(&SecretBytes::new([seed; 32])).public_key();
+            let b = Binding::sign(&device, &noise);
+            assert_eq!(cache.verify::<Dalek>(&b, &noise, &allowed), Ok(()));
+        }
+        assert_eq!(cache.len(), BINDING_CACHE_CAPACITY);
+        let before = cache.counts();
+        assert_eq!(cache.verify::<Dalek>(&binding, &noise, &allowed), Ok(()));
+        assert_eq!(
+            cache.counts().1,
+            before.1 + 1,
+            "the first entry was evicted"
         );
     }
 }

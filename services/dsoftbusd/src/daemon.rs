@@ -127,6 +127,8 @@ pub struct Daemon<P: Provider, H: HashBackend> {
     static_key: Rc<X25519SecretKey<Kx<P>>>,
     binding: Binding,
     pub(crate) allowlist: Vec<VerifyingKey<Sig<P>>>,
+    /// Bindings verified before, both directions (the allowlist is still checked).
+    bindings: core::cell::RefCell<crate::binding::BindingCache>,
     suite: String,
     table: Table<P, H>,
     listener: Option<Handle>,
@@ -147,6 +149,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             static_key: Rc::new(static_key),
             binding,
             allowlist: Vec::new(),
+            bindings: core::cell::RefCell::new(crate::binding::BindingCache::new()),
             suite: noise_xk::protocol_name::<Aead<P>, H>(),
             table: Table::new(limits, now_ms),
             listener: None,
@@ -157,6 +160,11 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
     /// The Noise protocol name this daemon speaks.
     pub fn suite(&self) -> &str {
         &self.suite
+    }
+
+    /// Binding verifications skipped (repeat peers) and done, so far.
+    pub fn binding_cache_counts(&self) -> (u64, u64) {
+        self.bindings.borrow().counts()
     }
 
     /// The device keys it trusts.
@@ -213,7 +221,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         payload: &[u8],
     ) -> Result<[u8; 32], BindingError> {
         let binding = Binding::decode(payload)?;
-        binding.verify::<Sig<P>>(peer_static, &self.allowlist)?;
+        self.bindings
+            .borrow_mut()
+            .verify::<Sig<P>>(&binding, peer_static, &self.allowlist)?;
         Ok(binding.device_key)
     }
 
@@ -704,8 +714,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 let expected = core::slice::from_ref(&outgoing.expected);
                 let binding =
                     Binding::decode(&payload).map_err(|e| End::rejected(binding_refusal(e)))?;
-                binding
-                    .verify::<Sig<P>>(&rs, expected)
+                self.bindings
+                    .borrow_mut()
+                    .verify::<Sig<P>>(&binding, &rs, expected)
                     .map_err(|e| End::rejected(binding_refusal(e)))?;
                 let (transport, message_3) = ready
                     .write_message_3(&self.binding.encode())

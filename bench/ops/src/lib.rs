@@ -371,7 +371,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), count, "names are unique");
-        assert_eq!(count, 18);
+        assert_eq!(count, 19);
     }
 
     #[test]

@@ -27,27 +27,27 @@ use signature::{Signer, Verifier};
 /// Runs every `bench-ops` workload of `P` under `<name>/<label>`, for the operations
 /// `keep` selects.
 fn ours<P: Provider, H: HashBackend>(c: &mut Criterion, label: &str, keep: impl Fn(&str) -> bool) {
-    for mut workload in bench_ops::all::<P, H>() {
-        let name = workload.name();
-        if !keep(name) {
-            continue;
-        }
-        let mut group = c.benchmark_group(name);
-        if let Some((size, _, _)) = bench_ops::AEAD_SIZES
-            .iter()
-            .find(|(_, seal, open)| *seal == name || *open == name)
-        {
-            group.throughput(Throughput::Bytes(*size as u64));
-        }
-        group.bench_function(label, |b| b.iter(|| workload.run()));
-        group.finish();
-    }
+    run(c, label, bench_ops::all::<P, H>(), keep);
 }
 
 /// The AEAD workloads of one backend, under `<operation>/<label>`.
 fn aead_only<A: AeadBackend>(c: &mut Criterion, label: &str) {
-    for mut workload in bench_ops::aead::<A>() {
+    run(c, label, bench_ops::aead::<A>(), |_| true);
+}
+
+/// Benchmarks each workload `keep` selects as `<operation>/<label>`, AEAD sizes as
+/// throughput.
+fn run(
+    c: &mut Criterion,
+    label: &str,
+    workloads: Vec<Box<dyn bench_ops::Workload>>,
+    keep: impl Fn(&str) -> bool,
+) {
+    for mut workload in workloads {
         let name = workload.name();
+        if !keep(name) {
+            continue;
+        }
         let mut group = c.benchmark_group(name);
         if let Some((size, _, _)) = bench_ops::AEAD_SIZES
             .iter()

@@ -165,15 +165,14 @@ fn install_disks(kernel: &mut Kernel<RiscvPlatform>, slots: &[core::ops::Range<u
     }
 }
 
-/// Boots the machine and runs the image. `provider` names the provider combination
-/// compiled in (the banner marker); `image` spawns the tasks, including the main task
-/// (the selftest, [`ServiceId::Selftest`]), and returns the verdict it will set.
-pub fn boot(
+/// Brings the machine up to the point where the image spawns its tasks: device tree,
+/// console, heap, clock, watchdog, devices, policy. `provider` names the provider
+/// combination compiled in (the banner marker).
+fn start(
     hart_id: usize,
     device_tree: usize,
     provider: impl core::fmt::Display,
-    image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo) -> MainVerdict,
-) -> ! {
+) -> (Kernel<RiscvPlatform>, BootInfo, Option<usize>) {
     let machine = match device_tree::read(device_tree) {
         Ok(machine) => machine,
         Err(why) => {
@@ -282,19 +281,32 @@ pub fn boot(
     if !machine.bootargs.is_empty() {
         console::line("KERNEL", format_args!("bootargs: {}", machine.bootargs));
     }
-    let verdict = image(
-        &mut kernel,
-        BootInfo {
-            bootargs: machine.bootargs,
-        },
-    );
+    let info = BootInfo {
+        bootargs: machine.bootargs,
+    };
+    (kernel, info, machine.test_finisher)
+}
+
+/// Boots the machine and runs the test image. `provider` names the provider
+/// combination compiled in (the banner marker); `image` spawns the tasks, including the
+/// main task (the selftest, [`ServiceId::Selftest`]), and returns the verdict it will
+/// set. The machine shuts down when the main task finishes or after
+/// [`RUN_DEADLINE_S`].
+pub fn boot(
+    hart_id: usize,
+    device_tree: usize,
+    provider: impl core::fmt::Display,
+    image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo) -> MainVerdict,
+) -> ! {
+    let (mut kernel, info, test_finisher) = start(hart_id, device_tree, provider);
+    let verdict = image(&mut kernel, info);
     console::line(
         "KERNEL",
         format_args!("{}", markers::KERNEL_TASKS_STARTED.message),
     );
 
     let deadline = clock::now_us() + RUN_DEADLINE_S * 1_000_000;
-    let outcome = kernel.run(ServiceId::Selftest, deadline);
+    let outcome = kernel.run(Some(ServiceId::Selftest), deadline);
     let passed = match (outcome, verdict.0.get()) {
         (RunOutcome::MainFinished, Some(MainOutcome::Passed)) => {
             console::line(
@@ -324,5 +336,27 @@ pub fn boot(
             false
         }
     };
-    shutdown::shutdown(passed, machine.test_finisher)
+    shutdown::shutdown(passed, test_finisher)
+}
+
+/// Boots the machine and runs a device image: `image` spawns the services, which then
+/// serve for as long as the machine runs. There is no main task and no deadline; the
+/// machine stops only if every task is gone (a failure, said on the console) or
+/// when it is switched off.
+pub fn boot_device(
+    hart_id: usize,
+    device_tree: usize,
+    provider: impl core::fmt::Display,
+    image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo),
+) -> ! {
+    let (mut kernel, info, test_finisher) = start(hart_id, device_tree, provider);
+    image(&mut kernel, info);
+    console::line(
+        "KERNEL",
+        format_args!("{}", markers::KERNEL_TASKS_STARTED.message),
+    );
+    // Returns only when the platform clock reaches u64::MAX microseconds.
+    let _ = kernel.run(None, u64::MAX);
+    console::line("KERNEL", format_args!("FAIL the device stopped serving"));
+    shutdown::shutdown(false, test_finisher)
 }

@@ -57,16 +57,21 @@ fn lookup(guest: &Guest, operation: &str) -> Option<u64> {
 
 /// Runs the criterion benchmarks, quick or full, and returns the figures.
 pub fn host(quick: bool) -> Result<Host, String> {
+    host_with(quick, &[], None)
+}
+
+/// Runs the criterion benchmarks with more cargo arguments (`--features ...`) and,
+/// when given, only the benchmarks whose id matches `filter` (a regex).
+fn host_with(quick: bool, cargo_args: &[&str], filter: Option<&str>) -> Result<Host, String> {
     let mut args = vec![
         "bench",
         "--package",
         "provider-bench",
         "--bench",
         "providers",
-        "--",
-        "--output-format",
-        "bencher",
     ];
+    args.extend(cargo_args);
+    args.extend(["--", "--output-format", "bencher"]);
     if quick {
         args.extend([
             "--warm-up-time",
@@ -77,6 +82,7 @@ pub fn host(quick: bool) -> Result<Host, String> {
             "10",
         ]);
     }
+    args.extend(filter);
     let output = command("cargo", &args).output_ok()?;
     let host = parse_bencher(&output);
     if host.is_empty() {
@@ -248,6 +254,7 @@ pub fn markdown(
     host: &Host,
     guest: &BTreeMap<Combination, Guest>,
     sizes: &BTreeMap<Combination, Sizes>,
+    production: &BTreeMap<Combination, Sizes>,
     net: &NetFigures,
     mode: &str,
     date: &str,
@@ -426,11 +433,16 @@ pub fn markdown(
                 .map_or("-".into(), |ms| format!("{ms:.1} ms"))
         },
     );
-    row(&mut out, "image .text (bytes)", &|c| {
+    row(&mut out, "test image .text (bytes)", &|c| {
         sizes.get(c).map_or("-".into(), |s| thousands(s.text))
     });
-    row(&mut out, "image .rodata (bytes)", &|c| {
+    row(&mut out, "test image .rodata (bytes)", &|c| {
         sizes.get(c).map_or("-".into(), |s| thousands(s.rodata))
+    });
+    row(&mut out, "production image .text + .rodata (bytes)", &|c| {
+        production
+            .get(c)
+            .map_or("-".into(), |s| thousands(s.text + s.rodata))
     });
     let _ = writeln!(
         out,
@@ -445,7 +457,7 @@ pub fn markdown(
             thousands(without)
         );
     }
-    every_combination(&mut out, host, guest, sizes);
+    every_combination(&mut out, host, guest, sizes, production);
     let _ = writeln!(out, "**Fastest and smallest** (over every combination)\n");
     let best = |values: Vec<(Combination, f64)>| {
         values
@@ -488,10 +500,13 @@ pub fn markdown(
     }
     let smallest = best(
         all.iter()
-            .filter_map(|c| sizes.get(c).map(|s| (*c, (s.text + s.rodata) as f64)))
+            .filter_map(|c| production.get(c).map(|s| (*c, (s.text + s.rodata) as f64)))
             .collect(),
     );
-    let _ = writeln!(out, "- smallest image (.text + .rodata): {smallest}");
+    let _ = writeln!(
+        out,
+        "- size: smallest production image (.text + .rodata, without knobs): {smallest}"
+    );
     out
 }
 
@@ -512,14 +527,15 @@ fn every_combination(
     host: &Host,
     guest: &BTreeMap<Combination, Guest>,
     sizes: &BTreeMap<Combination, Sizes>,
+    production: &BTreeMap<Combination, Sizes>,
 ) {
     let _ = writeln!(
         out,
-        "\n**Every combination** (`<sig>[/<kx>]+<aead>[+<hash>]`: Ed25519 backend, X25519 backend when it differs, AEAD, hash when not BLAKE2s). Host times; guest instructions; the test image's `.text + .rodata`.\n"
+        "\n**Every combination** (`<sig>[/<kx>]+<aead>[+<hash>]`: Ed25519 backend, X25519 backend when it differs, AEAD, hash when not BLAKE2s). Host times; guest instructions; `.text + .rodata` of the test image and of the production image.\n"
     );
     let _ = writeln!(
         out,
-        "| combination | handshake | handshake+binding | repeat peer (cached binding) | repeat vs plain | transport round trip | handshake vs snow (same suite) | guest handshake+binding | guest repeat peer | guest repeat vs plain | guest transport round trip | image (bytes) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| combination | handshake | handshake+binding | repeat peer (cached binding) | repeat vs plain | transport round trip | handshake vs snow (same suite) | guest handshake+binding | guest repeat peer | guest repeat vs plain | guest transport round trip | test image (bytes) | production image (bytes) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let g = |c: &Combination, op: &str| {
         guest
@@ -530,7 +546,7 @@ fn every_combination(
     for c in Combination::all() {
         let _ = writeln!(
             out,
-            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(host, &format!("noise/handshake/{c}")),
             cell(host, &format!("noise/handshake+binding/{c}")),
             cell(host, &format!("noise/handshake+binding-repeat/{c}")),
@@ -558,6 +574,9 @@ fn every_combination(
             ),
             g(c, "noise/transport-round-trip"),
             sizes
+                .get(c)
+                .map_or("-".into(), |s| thousands(s.text + s.rodata)),
+            production
                 .get(c)
                 .map_or("-".into(), |s| thousands(s.text + s.rodata)),
         );
@@ -590,6 +609,241 @@ fn every_combination(
                 .map_or("-".into(), thousands),
         );
     }
+}
+
+/// A size or speed switch of a backend crate, measured as a variant of one
+/// combination: the same images and benchmarks with the switch on.
+pub struct Knob {
+    /// provider-select's feature, for the images.
+    pub select_feature: &'static str,
+    /// The provider crate's feature, for the host benchmarks (which link every
+    /// provider directly).
+    pub crate_feature: &'static str,
+    /// What the switch changes.
+    pub what: &'static str,
+    /// The combination it is measured on.
+    pub combination: &'static str,
+    /// The backend's label in host benchmark ids.
+    pub backend: &'static str,
+}
+
+/// Every knob the report measures.
+pub const KNOBS: &[Knob] = &[
+    Knob {
+        select_feature: "dalek-precomputed-tables",
+        crate_feature: "provider-dalek/precomputed-tables",
+        what: "curve25519-dalek's precomputed basepoint tables (ed25519-dalek `fast`, x25519-dalek `precomputed-tables`)",
+        combination: "dalek+chacha",
+        backend: "dalek",
+    },
+    Knob {
+        select_feature: "compact-opt-size",
+        crate_feature: "provider-compact/opt-size",
+        what: "ed25519-compact's `opt_size` (smaller code and tables for its curve arithmetic)",
+        combination: "compact+chacha",
+        backend: "compact",
+    },
+];
+
+/// The operations a knob can change, host and guest.
+const KNOB_OPS: [&str; 5] = [
+    "ed25519/key-from-seed",
+    "ed25519/sign-64",
+    "ed25519/verify-64",
+    "x25519/key-pair",
+    "x25519/dh",
+];
+
+/// One knob's figures with the switch on.
+pub struct Variant {
+    pub knob: &'static Knob,
+    pub combination: Combination,
+    pub host: Host,
+    pub guest: Guest,
+    pub test_image: Sizes,
+    pub production_image: Sizes,
+    pub production_path: PathBuf,
+}
+
+/// Builds, boots (bench mode) and benchmarks (host, the knob's backend only) every
+/// knob's variant.
+fn variants(quick: bool) -> Result<Vec<Variant>, String> {
+    let mut out = Vec::new();
+    for knob in KNOBS {
+        let combination = Combination::parse(knob.combination).ok_or_else(|| {
+            format!(
+                "knob {}: no combination {}",
+                knob.select_feature, knob.combination
+            )
+        })?;
+        eprintln!("    knob {}: {combination} with it", knob.select_feature);
+        let (test_path, production_path) = image::build_variant(
+            &combination,
+            &format!("provider-select/{}", knob.select_feature),
+            knob.select_feature,
+        )?;
+        let guest = guest(&[(combination, test_path.clone())])?
+            .remove(&combination)
+            .ok_or("the variant's bench boot printed nothing")?;
+        let filter = format!(
+            "^(ed25519|x25519)/[a-z0-9-]+/{}$|^noise/handshake\\+binding/{}$",
+            knob.backend,
+            regex_escape(&combination.to_string())
+        );
+        let host = host_with(quick, &["--features", knob.crate_feature], Some(&filter))?;
+        out.push(Variant {
+            knob,
+            combination,
+            host,
+            guest,
+            test_image: image::sizes(&test_path)?,
+            production_image: image::sizes(&production_path)?,
+            production_path,
+        });
+    }
+    Ok(out)
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+/// The knobs' section: each switch's cost and gain against the same combination
+/// without it.
+fn knobs_markdown(
+    out: &mut String,
+    host: &Host,
+    guest: &BTreeMap<Combination, Guest>,
+    sizes: &BTreeMap<Combination, Sizes>,
+    production: &BTreeMap<Combination, Sizes>,
+    variants: &[Variant],
+) {
+    let _ = writeln!(
+        out,
+        "\n**Knobs**: a backend crate's size or speed switch, measured as a variant of one combination (provider-select's feature; the image's name does not change). Host \"without\" comes from the main run and \"with\" from a run of the same benchmarks built with the switch, right after: two runs, so host changes under about 3 % are noise.\n"
+    );
+    for v in variants {
+        let c = &v.combination;
+        let _ = writeln!(
+            out,
+            "`{}` on {c}: {}.\n\n| | without | with | change |\n|---|---|---|---|",
+            v.knob.select_feature, v.knob.what
+        );
+        let mut line =
+            |label: String, without: Option<f64>, with: Option<f64>, fmt: fn(f64) -> String| {
+                let _ = writeln!(
+                    out,
+                    "| {label} | {} | {} | {} |",
+                    without.map_or("-".into(), fmt),
+                    with.map_or("-".into(), fmt),
+                    ratio(with, without)
+                );
+            };
+        let count = |n: f64| thousands(n as u64);
+        for op in KNOB_OPS {
+            let id = format!("{op}/{}", v.knob.backend);
+            line(
+                format!("host {op}"),
+                host.get(&id).copied(),
+                v.host.get(&id).copied(),
+                time,
+            );
+        }
+        let id = format!("noise/handshake+binding/{c}");
+        line(
+            "host noise/handshake+binding".into(),
+            host.get(&id).copied(),
+            v.host.get(&id).copied(),
+            time,
+        );
+        for op in KNOB_OPS
+            .iter()
+            .chain(&["noise/handshake+binding", "identity/restore"])
+        {
+            line(
+                format!("guest {op} (instructions)"),
+                guest.get(c).and_then(|g| lookup(g, op)).map(|n| n as f64),
+                lookup(&v.guest, op).map(|n| n as f64),
+                count,
+            );
+        }
+        let total = |s: &Sizes| (s.text + s.rodata) as f64;
+        line(
+            "production image .text + .rodata (bytes)".into(),
+            production.get(c).map(total),
+            Some(total(&v.production_image)),
+            count,
+        );
+        line(
+            "test image .text + .rodata (bytes)".into(),
+            sizes.get(c).map(total),
+            Some(total(&v.test_image)),
+            count,
+        );
+        let _ = writeln!(out);
+    }
+}
+
+/// The size goal's bound and the next step's, in bytes.
+const SIZE_GOAL: u64 = 160 * 1024;
+const SIZE_NEXT: u64 = 128 * 1024;
+
+/// The production image's section: its size on every combination and variant, the
+/// goal, and where the smallest one's bytes go.
+fn production_markdown(
+    out: &mut String,
+    production: &BTreeMap<Combination, Sizes>,
+    variants: &[Variant],
+) -> Result<(), String> {
+    let _ = writeln!(
+        out,
+        "**Production image** (`device-image`: the kernel and the services as a device ships them, no selftest, no benchmarks; `cargo xtask test` boots it on every combination: key created, sessions with a host peer, reboot, key restored, sessions). `.text + .rodata` in bytes, smallest first:\n\n| image | .text | .rodata | .text + .rodata | KiB |\n|---|---|---|---|---|"
+    );
+    let mut all: Vec<(String, Sizes, PathBuf)> = production
+        .iter()
+        .map(|(c, s)| (c.to_string(), *s, image::device_image(c)))
+        .chain(variants.iter().map(|v| {
+            (
+                format!("{} with {}", v.combination, v.knob.select_feature),
+                v.production_image,
+                v.production_path.clone(),
+            )
+        }))
+        .collect();
+    all.sort_by_key(|(name, s, _)| (s.text + s.rodata, name.clone()));
+    for (name, s, _) in &all {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {:.1} |",
+            thousands(s.text),
+            thousands(s.rodata),
+            thousands(s.text + s.rodata),
+            (s.text + s.rodata) as f64 / 1024.0
+        );
+    }
+    let Some((name, smallest, path)) = all.first() else {
+        return Ok(());
+    };
+    let total = smallest.text + smallest.rodata;
+    let verdict = if total <= SIZE_GOAL { "met" } else { "missed" };
+    let _ = writeln!(
+        out,
+        "\nSmallest: {name}, {} bytes ({:.1} KiB). Goal at most 160 KiB: **{verdict}** ({} bytes {}). To reach 128 KiB, {} bytes would have to go. Where its bytes go (`cargo xtask size --provider ...` prints this for any combination; code inlined into a caller counts for the caller, generic code for the crate that defines it):\n",
+        thousands(total),
+        total as f64 / 1024.0,
+        thousands(total.abs_diff(SIZE_GOAL)),
+        if total <= SIZE_GOAL { "under" } else { "over" },
+        thousands(total.saturating_sub(SIZE_NEXT)),
+    );
+    let rows = crate::footprint::breakdown(path)?;
+    out.push_str(&crate::footprint::table(&rows));
+    let _ = writeln!(out);
+    Ok(())
 }
 
 /// A grouped bar chart: for each metric, one bar per combination, scaled to the
@@ -761,6 +1015,10 @@ pub fn run(quick: bool) -> Result<PathBuf, String> {
         .iter()
         .filter_map(|(c, path)| image::sizes(path).ok().map(|s| (*c, s)))
         .collect();
+    let production: BTreeMap<Combination, Sizes> = images
+        .iter()
+        .filter_map(|(c, _)| image::sizes(&image::device_image(c)).ok().map(|s| (*c, s)))
+        .collect();
     eprintln!("    network: the host peer's handshakes, and netstackd's .text");
     let classic: Vec<(Combination, PathBuf)> = images
         .iter()
@@ -773,18 +1031,23 @@ pub fn run(quick: bool) -> Result<PathBuf, String> {
         if quick { "quick" } else { "full" }
     );
     let host = host(quick)?;
+    eprintln!("    knobs: each switch's images, guest counts and host figures");
+    let variants = variants(quick)?;
     let date = command("date", &["-u", "+%Y-%m-%d"])
         .output_ok()
         .map(|d| d.trim().to_owned())
         .unwrap_or_default();
-    let report = markdown(
+    let mut report = markdown(
         &host,
         &guest,
         &sizes,
+        &production,
         &net,
         if quick { "quick" } else { "full" },
         &date,
     );
+    knobs_markdown(&mut report, &host, &guest, &sizes, &production, &variants);
+    production_markdown(&mut report, &production, &variants)?;
     let dir = target_dir().join("bench-report");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     write(
@@ -840,6 +1103,22 @@ mod tests {
             "in log order"
         );
         assert_eq!(lookup(&guest, "aead/seal-64"), Some(7615));
+    }
+
+    #[test]
+    fn knob_filters_match_only_their_backend() {
+        assert_eq!(regex_escape("dalek+chacha"), "dalek\\+chacha");
+        assert_eq!(
+            regex_escape("dalek/compact+aes-gcm"),
+            "dalek/compact\\+aes-gcm"
+        );
+        for knob in KNOBS {
+            assert!(
+                Combination::parse(knob.combination).is_some(),
+                "{}",
+                knob.combination
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Building the OS image of a provider combination, and measuring it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection};
 
@@ -13,40 +13,62 @@ pub fn run_dir(combination: &Combination) -> PathBuf {
     target_dir().join("qemu").join(combination.dir_name())
 }
 
-/// Builds the image of `combination` (release, riscv64, only that combination's
-/// backends) and copies it to `target/qemu/<provider>/os-image.elf`, so that runs of
-/// different combinations can go side by side.
+/// Builds the test image and the production image of `combination` (release,
+/// riscv64, only that combination's backends) in one cargo run, which compiles the
+/// crates they share once, and copies them to `target/qemu/<provider>/os-image.elf`
+/// and `device-image.elf`, so that runs of different combinations can go side by side.
+/// Returns the test image's path ([`device_image`] gives the other).
 pub fn build(combination: &Combination) -> Result<PathBuf, String> {
-    build_with(combination, &combination.features(), "os-image.elf")
+    let built = build_packages(&["os-image", "device-image"], &combination.features())?;
+    let image = copy(combination, &built[0], "os-image.elf")?;
+    copy(combination, &built[1], "device-image.elf")?;
+    Ok(image)
 }
 
-/// Builds `combination`'s image without the network stack, as
+/// Where [`build`] put `combination`'s production image.
+pub fn device_image(combination: &Combination) -> PathBuf {
+    run_dir(combination).join("device-image.elf")
+}
+
+/// Builds `combination`'s test image without the network stack, as
 /// `target/qemu/<provider>/os-image-no-net.elf`: only to measure what it adds.
 pub fn build_without_network(combination: &Combination) -> Result<PathBuf, String> {
-    build_with(
-        combination,
-        &combination.features_without_network(),
-        "os-image-no-net.elf",
-    )
+    let built = build_packages(&["os-image"], &combination.features_without_network())?;
+    copy(combination, &built[0], "os-image-no-net.elf")
 }
 
-fn build_with(combination: &Combination, features: &str, name: &str) -> Result<PathBuf, String> {
-    cargo(&[
-        "build",
-        "--release",
-        "--target",
-        RISCV_TARGET,
-        "--package",
-        "os-image",
-        "--no-default-features",
-        "--features",
-        features,
-    ])?;
-    let built = target_dir().join(RISCV_TARGET).join("release/os-image");
+/// Builds `combination`'s test and production images with `extra` features on (a
+/// backend's size or speed switch, such as `provider-dalek/precomputed-tables`), as
+/// `os-image-<label>.elf` and `device-image-<label>.elf`.
+pub fn build_variant(
+    combination: &Combination,
+    extra: &str,
+    label: &str,
+) -> Result<(PathBuf, PathBuf), String> {
+    let features = format!("{},{extra}", combination.features());
+    let built = build_packages(&["os-image", "device-image"], &features)?;
+    Ok((
+        copy(combination, &built[0], &format!("os-image-{label}.elf"))?,
+        copy(combination, &built[1], &format!("device-image-{label}.elf"))?,
+    ))
+}
+
+fn build_packages(packages: &[&str], features: &str) -> Result<Vec<PathBuf>, String> {
+    let mut args = vec!["build", "--release", "--target", RISCV_TARGET];
+    for package in packages {
+        args.extend(["--package", package]);
+    }
+    args.extend(["--no-default-features", "--features", features]);
+    cargo(&args)?;
+    let release = target_dir().join(RISCV_TARGET).join("release");
+    Ok(packages.iter().map(|p| release.join(p)).collect())
+}
+
+fn copy(combination: &Combination, built: &Path, name: &str) -> Result<PathBuf, String> {
     let dir = run_dir(combination);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let image = dir.join(name);
-    std::fs::copy(&built, &image).map_err(|e| {
+    std::fs::copy(built, &image).map_err(|e| {
         format!(
             "cannot copy {} to {}: {e}",
             built.display(),
@@ -64,7 +86,7 @@ pub struct Sizes {
 }
 
 /// Reads the section sizes of the ELF at `path`.
-pub fn sizes(path: &std::path::Path) -> Result<Sizes, String> {
+pub fn sizes(path: &Path) -> Result<Sizes, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let file = object::File::parse(&*bytes)
         .map_err(|e| format!("{} is not an ELF file: {e}", path.display()))?;

@@ -9,7 +9,9 @@
 mod bench;
 mod combination;
 mod dependency_graph;
+mod device;
 mod disks;
+mod footprint;
 mod fuzz;
 mod image;
 mod network;
@@ -96,6 +98,27 @@ enum Command {
     /// The factory: make a node's disks (a random device secret on the OTP disk, an
     /// empty state disk) and add or remove the peers it trusts.
     Provision(provision::ProvisionOptions),
+    /// The production image's scenario alone: build each requested combination's
+    /// `device-image` (no selftest, no benchmarks), boot it on fresh disks that trust
+    /// a host peer, let the peer (snow) open sessions, reboot, and check the key is
+    /// restored and served again.
+    TestDevice {
+        /// Provider combination, `classic` or `all`.
+        #[arg(long, env = "PROVIDER", default_value = "all")]
+        provider: String,
+    },
+    /// Build the production image (`device-image`: no selftest, no benchmarks) of
+    /// each requested combination and print where its `.text + .rodata` bytes go, by
+    /// component: the kernel, each service, each backend, shared crates.
+    Size {
+        /// Provider combination, `classic` or `all`.
+        #[arg(long, env = "PROVIDER", default_value = "dalek+chacha")]
+        provider: String,
+        /// A backend's size or speed switch to turn on (provider-select's
+        /// `dalek-precomputed-tables`, `compact-opt-size`); may be repeated.
+        #[arg(long)]
+        knob: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -176,6 +199,33 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::TestDevice { provider } => {
+            let outcome =
+                test_os::build_images(&Combination::select(&provider)).and_then(|built| {
+                    if built.is_empty() {
+                        return Err(format!("no combination named `{provider}`"));
+                    }
+                    let images: Vec<_> = built
+                        .iter()
+                        .map(|(c, _)| (*c, image::device_image(c)))
+                        .collect();
+                    device::run(&images)
+                });
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("xtask test-device: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Size { provider, knob } => match size(&provider, &knob) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("xtask size: {why}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench { quick } => match bench::run(quick) {
             Ok(dir) => {
                 eprintln!(
@@ -190,6 +240,41 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `cargo xtask size`: builds each production image and prints its breakdown.
+fn size(provider: &str, knobs: &[String]) -> Result<(), String> {
+    toolchain::ensure_riscv_target()?;
+    let combinations = Combination::select(provider);
+    if combinations.is_empty() {
+        return Err(format!("no combination named `{provider}`"));
+    }
+    for combination in combinations {
+        let path = if knobs.is_empty() {
+            image::build(&combination)?;
+            image::device_image(&combination)
+        } else {
+            let extra: Vec<String> = knobs
+                .iter()
+                .map(|k| format!("provider-select/{k}"))
+                .collect();
+            image::build_variant(&combination, &extra.join(","), &knobs.join("+"))?.1
+        };
+        let rows = footprint::breakdown(&path)?;
+        let total: u64 = rows.iter().map(footprint::Row::total).sum();
+        let knobs = if knobs.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", knobs.join(", "))
+        };
+        println!(
+            "{combination}{knobs}: production image .text + .rodata {total} bytes ({:.1} KiB), {}",
+            total as f64 / 1024.0,
+            path.display()
+        );
+        print!("{}", footprint::table(&rows));
+    }
+    Ok(())
 }
 
 fn hex_key(key: &[u8; 32]) -> String {
@@ -213,7 +298,7 @@ fn test() -> ExitCode {
         ])
     });
     steps.run("riscv64 target installed", toolchain::ensure_riscv_target);
-    steps.run("clippy -D warnings (riscv64 image)", || {
+    steps.run("clippy -D warnings (riscv64 images)", || {
         steps::cargo(&[
             "clippy",
             "--release",
@@ -221,6 +306,8 @@ fn test() -> ExitCode {
             toolchain::RISCV_TARGET,
             "--package",
             "os-image",
+            "--package",
+            "device-image",
             "--",
             "-D",
             "warnings",
@@ -296,6 +383,16 @@ fn test() -> ExitCode {
     steps.run(
         "QEMU: network (host peer on snow with faults, two devices over a TCP stream)",
         || network::run(&images),
+    );
+    let device_images: Vec<_> = all_images
+        .iter()
+        .map(|(c, _)| (*c, image::device_image(c)))
+        .collect();
+    steps.run(
+        &format!(
+            "QEMU: the production image, every combination ({count}): ready, key created, sessions; reboot, key restored, sessions"
+        ),
+        || device::run(&device_images),
     );
     steps.run(
         "benchmarks compile and run once (criterion test mode)",

@@ -261,7 +261,10 @@ impl<P: Platform> Kernel<P> {
     /// Runs the tasks until `main` finishes or `deadline_us` (platform time) passes.
     /// Another task finishing is reported on the console as a failure: services are
     /// meant to serve until the machine stops.
-    pub fn run(&mut self, main: ServiceId, deadline_us: u64) -> RunOutcome {
+    ///
+    /// A device image has no main task (`None`): its services serve until the
+    /// deadline, which a device sets to `u64::MAX`.
+    pub fn run(&mut self, main: Option<ServiceId>, deadline_us: u64) -> RunOutcome {
         loop {
             let shared = &self.shared;
             let finished = self.executor.poll_all(|id, poll| {
@@ -272,7 +275,7 @@ impl<P: Platform> Kernel<P> {
             let mut main_finished = false;
             for id in finished {
                 self.shared.task_stopped(id);
-                if id == main {
+                if Some(id) == main {
                     main_finished = true;
                 } else {
                     self.shared.kernel_line(&format!("FAIL task {id} exited"));

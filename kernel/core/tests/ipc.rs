@@ -100,7 +100,7 @@ type Log<T> = Rc<RefCell<Vec<T>>>;
 
 fn run(kernel: &mut Kernel<TestPlatform>) {
     assert_eq!(
-        kernel.run(ServiceId::Selftest, 10_000_000),
+        kernel.run(Some(ServiceId::Selftest), 10_000_000),
         RunOutcome::MainFinished
     );
 }
@@ -120,10 +120,10 @@ fn the_kernel_stamps_the_sender_and_callers_cannot_choose_it() {
         });
     }
     assert_eq!(
-        kernel.run(ServiceId::Selftest, 10_000_000),
+        kernel.run(Some(ServiceId::Selftest), 10_000_000),
         RunOutcome::MainFinished
     );
-    kernel.run(ServiceId::Keystored, 10_000_000);
+    kernel.run(Some(ServiceId::Keystored), 10_000_000);
     let mut got = results.borrow().clone();
     got.sort();
     assert_eq!(got, [vec![3, 0], vec![5, 0]]);
@@ -449,10 +449,10 @@ fn queues_are_bounded() {
         });
     }
     assert_eq!(
-        kernel.run(ServiceId::Selftest, 10_000_000),
+        kernel.run(Some(ServiceId::Selftest), 10_000_000),
         RunOutcome::MainFinished
     );
-    kernel.run(ServiceId::Keystored, 10_000_000);
+    kernel.run(Some(ServiceId::Keystored), 10_000_000);
     let got = got.borrow();
     assert!(
         got.contains(&(ServiceId::Selftest, Err(IpcError::QueueFull))),
@@ -513,15 +513,15 @@ fn capabilities_follow_the_manifest_and_every_claim_is_audited() {
             ep.yield_now().await;
         }
     });
-    kernel.run(ServiceId::Selftest, 10_000_000);
-    kernel.run(ServiceId::Rngd, 10_000_000);
+    kernel.run(Some(ServiceId::Selftest), 10_000_000);
+    kernel.run(Some(ServiceId::Rngd), 10_000_000);
     let outcomes = outcomes.borrow();
     assert_eq!(outcomes[0], "Some(NotGranted)");
     assert_eq!(outcomes[1], "Some(NotGranted)");
     assert_eq!(outcomes[3], "[7, 7, 7, 7]");
     assert_eq!(outcomes[4], "Some(AlreadyClaimed)");
     // Run logd a little longer so it drains the last records.
-    let _ = kernel.run(ServiceId::Kernel, kernel.platform().now_us() + 1_000);
+    let _ = kernel.run(Some(ServiceId::Kernel), kernel.platform().now_us() + 1_000);
     let records = records.borrow();
     let claims: Vec<_> = records
         .iter()
@@ -557,7 +557,7 @@ fn an_absent_device_is_a_typed_refusal() {
     kernel.spawn_ok(ServiceId::Rngd, move |ep| async move {
         log.borrow_mut().push(ep.claim_entropy_device().err());
     });
-    kernel.run(ServiceId::Rngd, 10_000_000);
+    kernel.run(Some(ServiceId::Rngd), 10_000_000);
     assert_eq!(outcome.borrow()[0], Some(CapabilityError::Absent));
 }
 
@@ -1089,5 +1089,34 @@ fn the_kernels_id_and_a_running_id_cannot_be_spawned() {
     assert_eq!(
         kernel.spawn(ServiceId::Logd, |_| async {}),
         Err(kernel_core::SpawnError::AlreadyRunning(ServiceId::Logd))
+    );
+}
+
+/// The device image has no main task: its services serve until the deadline (a device
+/// sets none), and a service that exits is a failure on the console, not the end.
+#[test]
+fn without_a_main_task_services_serve_until_the_deadline() {
+    let (mut kernel, platform) = kernel(Limits::default());
+    kernel.spawn_ok(ServiceId::Logd, echo_sender);
+    let answers = Rc::new(Cell::new(0u32));
+    let counted = answers.clone();
+    kernel.spawn_ok(ServiceId::Selftest, move |ep| async move {
+        for _ in 0..3 {
+            ep.call(ServiceId::Logd, &query()).await.unwrap();
+            counted.set(counted.get() + 1);
+        }
+    });
+    assert_eq!(kernel.run(None, 1_000_000), RunOutcome::DeadlineExceeded);
+    assert_eq!(answers.get(), 3);
+    let lines = platform.lines.borrow();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("FAIL task selftest exited")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("logd exited")),
+        "{lines:?}"
     );
 }

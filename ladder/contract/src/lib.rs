@@ -55,9 +55,12 @@ pub struct Scenario {
     pub name: String,
     /// What the scenario sets up and expects.
     pub description: String,
-    /// The phase whose ladder must still pass.
-    pub base_phase: String,
-    /// Ids of the markers this scenario adds after the base ladder.
+    /// The phase whose ladder must still pass; none for an image without the
+    /// selftest (the production image), whose scenario lists every marker it expects.
+    #[serde(default)]
+    pub base_phase: Option<String>,
+    /// Ids of the markers this scenario adds after the base ladder: scenario markers,
+    /// or, without a base phase, any marker.
     pub expect: Vec<String>,
     /// Ids of markers that must not appear at all.
     pub forbidden: Vec<String>,
@@ -305,13 +308,38 @@ impl Contract {
                     scenario.name
                 )));
             }
-            let base = contract
-                .ladder(&scenario.base_phase)
-                .map_err(|e| ContractError(format!("scenario `{}`: {e}", scenario.name)))?;
-            for id in &scenario.expect {
-                if !contract.scenario_markers.iter().any(|m| &m.id == id) {
+            let base = match &scenario.base_phase {
+                Some(phase) => contract
+                    .ladder(phase)
+                    .map_err(|e| ContractError(format!("scenario `{}`: {e}", scenario.name)))?,
+                None => Vec::new(),
+            };
+            if scenario.expect.is_empty() {
+                return Err(ContractError(format!(
+                    "scenario `{}` expects no marker",
+                    scenario.name
+                )));
+            }
+            for (at, id) in scenario.expect.iter().enumerate() {
+                let known = if scenario.base_phase.is_some() {
+                    contract.scenario_markers.iter().any(|m| &m.id == id)
+                } else {
+                    contract.all_markers().any(|m| &m.id == id)
+                };
+                if !known {
                     return Err(ContractError(format!(
-                        "scenario `{}` expects `{id}`, which is not a scenario_marker",
+                        "scenario `{}` expects `{id}`, which is not a {}",
+                        scenario.name,
+                        if scenario.base_phase.is_some() {
+                            "scenario_marker (a scenario with a base phase adds only those)"
+                        } else {
+                            "marker"
+                        }
+                    )));
+                }
+                if scenario.expect[..at].contains(id) {
+                    return Err(ContractError(format!(
+                        "scenario `{}` expects `{id}` twice",
                         scenario.name
                     )));
                 }
@@ -400,7 +428,10 @@ impl Contract {
                     known.join(", ")
                 ))
             })?;
-        let mut required = self.ladder(&scenario.base_phase)?;
+        let mut required = match &scenario.base_phase {
+            Some(phase) => self.ladder(phase)?,
+            None => Vec::new(),
+        };
         required.extend(
             scenario
                 .expect
@@ -930,5 +961,53 @@ mod tests {
         let contract = Contract::parse(text).unwrap();
         assert_eq!(contract.phase_names().first(), Some(&"bring-up"));
         assert_eq!(contract.phase_names().last(), Some(&"full"));
+    }
+
+    /// The production image has no selftest: its scenario has no base phase and names
+    /// the phase markers it expects, in each task's order.
+    #[test]
+    fn a_scenario_without_a_base_phase_expects_exactly_its_own_list() {
+        let text = format!(
+            "{CONTRACT}
+            [[scenario]]
+            name = \"device\"
+            description = \"no selftest\"
+            expect = [\"KERNEL_PROVIDER\", \"LOGD_READY\", \"RNGD_READY\", \"KEY\"]
+            forbidden = [\"SELFTEST_IPC\"]
+            "
+        );
+        let contract = Contract::parse(&text).unwrap();
+        let run = |lines: &[&str]| {
+            let mut ladder = Ladder::new(
+                contract.expectation("full", Some("device")).unwrap(),
+                values(),
+            );
+            for line in lines {
+                ladder.feed(line);
+            }
+            ladder.verdict().clone()
+        };
+        let device = [
+            "KERNEL: provider dalek+chacha",
+            "logd: ready",
+            "rngd: ready",
+            "keystored: device pubkey ab12",
+        ];
+        assert_eq!(run(&device), Verdict::Passed, "no selftest marker needed");
+        assert!(matches!(run(&device[..3]), Verdict::Waiting { .. }));
+        assert!(matches!(
+            run(&[device[0], "SELFTEST: ipc ok"]),
+            Verdict::Forbidden { .. }
+        ));
+        // With a base phase, a scenario may add only scenario markers.
+        let wrong = CONTRACT.replace("expect = [\"RNGD_NONE\"]", "expect = [\"LOGD_READY\"]");
+        assert!(
+            Contract::parse(&wrong)
+                .unwrap_err()
+                .0
+                .contains("not a scenario_marker")
+        );
+        let twice = text.replace("\"KEY\"]", "\"KEY\", \"KEY\"]");
+        assert!(Contract::parse(&twice).unwrap_err().0.contains("twice"));
     }
 }

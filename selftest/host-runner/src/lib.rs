@@ -282,7 +282,7 @@ impl HostSystem {
             }
         });
         let deadline = self.kernel.platform().now_us() + RUN_DEADLINE_US;
-        let outcome = self.kernel.run(id, deadline);
+        let outcome = self.kernel.run(Some(id), deadline);
         assert_eq!(
             outcome,
             RunOutcome::MainFinished,

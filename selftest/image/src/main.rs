@@ -1,13 +1,12 @@
-//! The bootable riscv64 image for one provider combination.
+//! The bootable riscv64 test image for one provider combination.
 //!
-//! Tasks: logd, rngd, statefs, keystored (sealing with the image's AEAD and BLAKE2s),
-//! netstackd (TCP/IPv4 on virtio-net and loopback), dsoftbusd (Noise `..._BLAKE2s`,
-//! over TCP), and the selftest, whose outcome decides the
+//! The device's services, spawned by the same function as the production image's
+//! (`device_image::spawn_services`), and the selftest, whose outcome decides the
 //! shutdown status.
 //!
-//! Built by `cargo xtask test-os` (or `run`) with `--no-default-features`, one
-//! `sig-*` and one `aead-*` feature, and `net`. The kernel prints the combination in its banner
-//! marker; the harness checks it is the one it asked for. On the host this binary only
+//! Built by `cargo xtask test-os` (or `run`) with `--no-default-features`, `net` and
+//! one backend per axis (provider-select's features). The kernel prints the
+//! combination in its banner marker; the harness checks it is the one it asked for. On the host this binary only
 //! says how to build it.
 
 #![cfg_attr(target_arch = "riscv64", no_std, no_main)]
@@ -18,7 +17,6 @@ mod image {
     extern crate alloc;
 
     use alloc::format;
-    use alloc::vec::Vec;
 
     use ipc::{Endpoint, ServiceId};
     use kernel::{MainOutcome, MainVerdict};
@@ -28,25 +26,8 @@ mod image {
     fn main(hart_id: usize, device_tree: usize) -> ! {
         let provider = provider_select::selected_name();
         kernel::boot(hart_id, device_tree, provider, |kernel, boot| {
-            if provider_select::AMBIGUOUS {
-                let compiled: Vec<&str> = provider_select::compiled_in().collect();
-                let line = format!(
-                    "more than one backend per axis compiled in ({}); using {provider}",
-                    compiled.join(", ")
-                );
-                kernel::console_line("KERNEL", &line);
-            }
-            let services = [
-                kernel.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_LIMITS)),
-                kernel.spawn(ServiceId::Rngd, rngd::run),
-                kernel.spawn(ServiceId::Statefs, statefs::run),
-                kernel.spawn(ServiceId::Keystored, |ep| {
-                    keystored::run::<Selected, Hash, _>(ep, kernel_core::config::PURPOSES)
-                }),
-                #[cfg(feature = "net")]
-                kernel.spawn(ServiceId::Netstackd, |ep| netstackd::run(ep, boot.bootargs)),
-                kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Hash, _>),
-            ];
+            device_image::announce_backends();
+            let services = device_image::spawn_services(kernel, boot);
             let verdict = MainVerdict::default();
             let main = verdict.clone();
             // `-append bench`: after the ladder, count instructions per operation.
@@ -113,12 +94,8 @@ mod image {
                     selftest::Outcome::Failed => MainOutcome::Failed,
                 });
             });
-            for refused in services
-                .into_iter()
-                .chain([selftest])
-                .filter_map(Result::err)
-            {
-                kernel::console_line("KERNEL", &format!("FAIL cannot start a task: {refused}"));
+            for refused in services.iter().chain(selftest.as_ref().err()) {
+                device_image::report_refused(refused);
             }
             verdict
         })

@@ -1,0 +1,221 @@
+//! The production image's scenario (`device` in `ladder/markers.toml`): the image a
+//! device ships (`device-image`: the services alone, no selftest, no benchmarks)
+//! boots on every combination and does a device's job.
+//!
+//! Each combination gets fresh disks (`target/qemu/<provider>/device/`), provisioned
+//! to trust a host peer's device key as a factory would, and boots twice:
+//!
+//! 1. **First boot.** Every service says it is ready, keystored creates the device
+//!    key (`device key created`), dsoftbusd listens; then the host peer
+//!    (`dsoftbus-peer`, on snow) opens sessions to it through a forwarded port and
+//!    pings, and dsoftbusd must name the peer's key in its `session ... established`
+//!    marker.
+//! 2. **Reboot.** The same disks: keystored restores the key (`device key restored`,
+//!    the same public key, checked by the ladder's `pubkey` value), and the peer's
+//!    sessions succeed again, now against the restored key.
+//!
+//! The image never shuts down by itself; the harness stops QEMU once the markers
+//! came and the peer finished.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::combination::Combination;
+use crate::disks::DiskSet;
+use crate::image;
+use crate::network::{self, DSOFTBUS_PORT};
+use crate::qemu::{self, Boot, Interaction, Network, Nic, RngBacking};
+use crate::test_os::contract;
+
+/// One boot's wait for the whole scenario, peer included.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Sessions the peer opens per boot.
+const SESSIONS: &str = "3";
+
+/// Boots every combination's production image twice (created, then restored), side
+/// by side; `images` are the production images.
+pub fn run(images: &[(Combination, PathBuf)]) -> Result<(), String> {
+    qemu::ensure_installed()?;
+    let binary = network::build_peer()?;
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = images
+            .iter()
+            .map(|(combination, path)| {
+                let binary = &binary;
+                scope.spawn(move || both_boots(combination, path, binary))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("device scenario thread"))
+            .collect::<Vec<_>>()
+    });
+    let mut failures = Vec::new();
+    for result in results {
+        match result {
+            Ok(line) => eprintln!("    {line}"),
+            Err(why) => failures.push(why),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// The two boots of one combination; a line saying what they showed.
+fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<String, String> {
+    let dir = image::run_dir(combination).join("device");
+    let disks = DiskSet::fresh(&dir, false)?;
+    let identity = dir.join("peer.key");
+    let _ = std::fs::remove_file(&identity);
+    let identity = identity.display().to_string();
+    let peer_key = network::peer(binary, &["key", "--identity", &identity])?
+        .trim()
+        .to_owned();
+    network::trust(&dir, std::slice::from_ref(&peer_key))?;
+    let first = boot(
+        combination,
+        path,
+        &disks,
+        binary,
+        &identity,
+        &peer_key,
+        "created",
+        None,
+    )?;
+    let second = boot(
+        combination,
+        path,
+        &disks,
+        binary,
+        &identity,
+        &peer_key,
+        "restored",
+        Some(&first.0),
+    )?;
+    if second.0 != first.0 {
+        return Err(format!(
+            "{combination}: the reboot restored {} instead of {}",
+            second.0, first.0
+        ));
+    }
+    Ok(format!(
+        "{combination}: production image created device key {}..., restored it after a reboot, served the host peer's sessions on both boots ({:.1} s and {:.1} s to the last marker)",
+        first.0.get(..16).unwrap_or(&first.0),
+        first.1.as_secs_f64(),
+        second.1.as_secs_f64()
+    ))
+}
+
+/// One boot; returns the device's public key and the time to the last marker.
+#[allow(clippy::too_many_arguments)]
+fn boot(
+    combination: &Combination,
+    path: &Path,
+    disks: &DiskSet,
+    binary: &Path,
+    identity: &str,
+    peer_key: &str,
+    provenance: &str,
+    expected_pubkey: Option<&str>,
+) -> Result<(String, Duration), String> {
+    let contract = contract()?;
+    let expectation = contract
+        .expectation("full", Some("device"))
+        .map_err(|e| e.to_string())?;
+    let port = network::free_port()?;
+    let log = image::run_dir(combination).join(format!("device-{provenance}.log"));
+    let suite = network::suite(combination);
+    let (binary_owned, identity_owned, log_owned) =
+        (binary.to_path_buf(), identity.to_owned(), log.clone());
+    let action = Box::new(move || -> Result<String, String> {
+        // keystored prints the public key before dsoftbusd listens.
+        let text = std::fs::read_to_string(&log_owned).unwrap_or_default();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("keystored: device pubkey "))
+            .ok_or("no device pubkey line before dsoftbusd listened")?
+            .trim()
+            .to_owned();
+        let addr = format!("127.0.0.1:{port}");
+        network::peer(
+            &binary_owned,
+            &[
+                "session",
+                "--sessions",
+                SESSIONS,
+                "--identity",
+                &identity_owned,
+                "--addr",
+                &addr,
+                "--device-key",
+                &key,
+                "--suite",
+                &suite,
+            ],
+        )
+    });
+    let nic = Nic {
+        network: Network::User {
+            forwards: vec![(port, DSOFTBUS_PORT)],
+        },
+        mac: None,
+    };
+    let boot = Boot {
+        image: path,
+        log,
+        rng: &RngBacking::Host,
+        disks,
+        timeout: BOOT_TIMEOUT,
+        until_marker: true,
+        stream: false,
+        bench: false,
+        nic: &nic,
+        bootargs: &[],
+    };
+    let mut values = BTreeMap::from([
+        ("provider".to_owned(), combination.to_string()),
+        ("peer".to_owned(), peer_key.to_owned()),
+        ("provenance".to_owned(), provenance.to_owned()),
+    ]);
+    if let Some(key) = expected_pubkey {
+        values.insert("pubkey".to_owned(), key.to_owned());
+    }
+    let outcome = qemu::run_with(
+        &boot,
+        expectation,
+        &["device"],
+        values,
+        Some(Interaction {
+            trigger: "dsoftbusd: listening".into(),
+            action,
+        }),
+    )?;
+    if !outcome.passed() {
+        eprintln!(
+            "    {combination} production image ({provenance}): FAILED: {}",
+            outcome.explanation
+        );
+        eprintln!("    last lines of {}:", outcome.log.display());
+        for line in &outcome.tail {
+            eprintln!("      | {line}");
+        }
+        return Err(format!(
+            "{combination} production image ({provenance}): {}",
+            outcome.explanation
+        ));
+    }
+    match &outcome.interaction {
+        Some(Ok(_)) => {}
+        _ => return Err(format!("{combination}: the host peer did not run")),
+    }
+    let key = outcome
+        .captured
+        .get("pubkey")
+        .cloned()
+        .ok_or_else(|| format!("{combination}: no device public key captured"))?;
+    Ok((key, outcome.to_last_marker.unwrap_or(outcome.wall)))
+}

@@ -37,16 +37,16 @@ pub fn build_without_network(combination: &Combination) -> Result<PathBuf, Strin
     copy(combination, &built[0], "os-image-no-net.elf")
 }
 
-/// Builds `combination`'s test and production images with `extra` features on (a
-/// backend's size or speed switch, such as `provider-dalek/precomputed-tables`), as
-/// `os-image-<label>.elf` and `device-image-<label>.elf`.
+/// Builds `combination`'s test and production images with `args` (its features and a
+/// knob's, or `--config` values), as `os-image-<label>.elf` and
+/// `device-image-<label>.elf`.
 pub fn build_variant(
     combination: &Combination,
-    extra: &str,
+    args: &[String],
     label: &str,
 ) -> Result<(PathBuf, PathBuf), String> {
-    let features = format!("{},{extra}", combination.features());
-    let built = build_packages(&["os-image", "device-image"], &features)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let built = build_packages_with(&["os-image", "device-image"], &args)?;
     Ok((
         copy(combination, &built[0], &format!("os-image-{label}.elf"))?,
         copy(combination, &built[1], &format!("device-image-{label}.elf"))?,
@@ -54,11 +54,18 @@ pub fn build_variant(
 }
 
 fn build_packages(packages: &[&str], features: &str) -> Result<Vec<PathBuf>, String> {
+    build_packages_with(packages, &["--features", features])
+}
+
+/// Builds `packages` with `--no-default-features` and `more` arguments (features,
+/// `--config` values); returns each binary's path.
+fn build_packages_with(packages: &[&str], more: &[&str]) -> Result<Vec<PathBuf>, String> {
     let mut args = vec!["build", "--release", "--target", RISCV_TARGET];
     for package in packages {
         args.extend(["--package", package]);
     }
-    args.extend(["--no-default-features", "--features", features]);
+    args.push("--no-default-features");
+    args.extend(more);
     cargo(&args)?;
     let release = target_dir().join(RISCV_TARGET).join("release");
     Ok(packages.iter().map(|p| release.join(p)).collect())

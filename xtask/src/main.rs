@@ -52,8 +52,8 @@ enum Command {
     /// snow and primitive-floor baselines) and retired instructions in QEMU; writes
     /// target/bench-report/ and, in full mode only, the README's table.
     Bench {
-        /// Short measurements (about 3 minutes instead of 12); the README is left as
-        /// it is.
+        /// Short measurements (about 12 minutes instead of 25 on 2 cores); the README
+        /// is left as it is.
         #[arg(long)]
         quick: bool,
     },
@@ -114,8 +114,9 @@ enum Command {
         /// Provider combination, `classic` or `all`.
         #[arg(long, env = "PROVIDER", default_value = "dalek+chacha")]
         provider: String,
-        /// A backend's size or speed switch to turn on (provider-select's
-        /// `dalek-precomputed-tables`, `compact-opt-size`); may be repeated.
+        /// A backend's size or speed switch to turn on, as `cargo xtask bench`
+        /// measures it: `dalek-precomputed-tables`, `compact-opt-size`,
+        /// `compact-opt-level-3`.
         #[arg(long)]
         knob: Vec<String>,
     },
@@ -229,8 +230,13 @@ fn main() -> ExitCode {
         Command::Bench { quick } => match bench::run(quick) {
             Ok(dir) => {
                 eprintln!(
-                    "xtask bench: report in {}/report.md (and chart.svg); README table updated",
-                    dir.display()
+                    "xtask bench: report in {}/report.md (and chart.svg); {}",
+                    dir.display(),
+                    if quick {
+                        "README left as it is (quick mode)"
+                    } else {
+                        "README table updated"
+                    }
                 );
                 ExitCode::SUCCESS
             }
@@ -249,24 +255,33 @@ fn size(provider: &str, knobs: &[String]) -> Result<(), String> {
     if combinations.is_empty() {
         return Err(format!("no combination named `{provider}`"));
     }
+    let knobs = knobs
+        .iter()
+        .map(|name| {
+            bench::Knob::named(name).ok_or_else(|| {
+                let known: Vec<&str> = bench::KNOBS.iter().map(|k| k.name).collect();
+                format!("no knob `{name}` (knobs: {})", known.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if knobs.len() > 1 {
+        return Err("one knob at a time".into());
+    }
     for combination in combinations {
-        let path = if knobs.is_empty() {
-            image::build(&combination)?;
-            image::device_image(&combination)
-        } else {
-            let extra: Vec<String> = knobs
-                .iter()
-                .map(|k| format!("provider-select/{k}"))
-                .collect();
-            image::build_variant(&combination, &extra.join(","), &knobs.join("+"))?.1
+        let path = match knobs.first() {
+            None => {
+                image::build(&combination)?;
+                image::device_image(&combination)
+            }
+            Some(knob) => {
+                image::build_variant(&combination, &knob.image_args(&combination), knob.name)?.1
+            }
         };
         let rows = footprint::breakdown(&path)?;
         let total: u64 = rows.iter().map(footprint::Row::total).sum();
-        let knobs = if knobs.is_empty() {
-            String::new()
-        } else {
-            format!(" with {}", knobs.join(", "))
-        };
+        let knobs = knobs
+            .first()
+            .map_or(String::new(), |k| format!(" with {}", k.name));
         println!(
             "{combination}{knobs}: production image .text + .rodata {total} bytes ({:.1} KiB), {}",
             total as f64 / 1024.0,

@@ -239,6 +239,13 @@ const SESSION_OPS: [&str; 5] = [
     "noise/primitive-floor",
 ];
 
+/// How the report's figures were made: `quick` or `full`, the date, the time it took.
+pub struct RunInfo<'a> {
+    pub mode: &'a str,
+    pub date: &'a str,
+    pub took: Duration,
+}
+
 /// The markdown report.
 /// The network figures: the host peer's handshake wall time per combination, and the
 /// `.text` the network stack adds (measured on one combination).
@@ -256,10 +263,9 @@ pub fn markdown(
     sizes: &BTreeMap<Combination, Sizes>,
     production: &BTreeMap<Combination, Sizes>,
     net: &NetFigures,
-    mode: &str,
-    date: &str,
-    took: Duration,
+    run: &RunInfo<'_>,
 ) -> String {
+    let RunInfo { mode, date, took } = run;
     let combos: Vec<Combination> = Combination::classic().to_vec();
     let mut out = String::new();
     let _ = writeln!(
@@ -1122,9 +1128,11 @@ pub fn run(quick: bool) -> Result<PathBuf, String> {
         &sizes,
         &production,
         &net,
-        if quick { "quick" } else { "full" },
-        &date,
-        started.elapsed(),
+        &RunInfo {
+            mode: if quick { "quick" } else { "full" },
+            date: &date,
+            took: started.elapsed(),
+        },
     );
     knobs_markdown(&mut report, &host, &guest, &sizes, &production, &variants);
     production_markdown(&mut report, &production, &variants)?;

@@ -845,10 +845,12 @@ fn knobs_markdown(
             vs_snow(&v.host),
             |x| format!("{x:.3}x"),
         );
-        for op in KNOB_OPS
-            .iter()
-            .chain(&["noise/handshake+binding", "identity/restore"])
-        {
+        for op in KNOB_OPS.iter().chain(&[
+            "noise/handshake",
+            "noise/handshake+binding",
+            "noise/handshake+binding-repeat",
+            "identity/restore",
+        ]) {
             line(
                 format!("guest {op} (instructions)"),
                 guest.get(c).and_then(|g| lookup(g, op)).map(|n| n as f64),

@@ -52,7 +52,7 @@ enum Command {
     /// snow and primitive-floor baselines) and retired instructions in QEMU; writes
     /// target/bench-report/ and, in full mode only, the README's table.
     Bench {
-        /// Short measurements (about 12 minutes instead of 25 on 2 cores); the README
+        /// Short measurements (about 12 minutes instead of 35 on 2 cores); the README
         /// is left as it is.
         #[arg(long)]
         quick: bool,

@@ -75,7 +75,7 @@ fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<S
     let peer_key = network::peer(binary, &["key", "--identity", &identity])?
         .trim()
         .to_owned();
-    network::trust(&dir, std::slice::from_ref(&peer_key))?;
+    network::trust(&dir, std::slice::from_ref(&peer_key), combination)?;
     let first = boot(
         combination,
         path,

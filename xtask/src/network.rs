@@ -75,13 +75,13 @@ pub fn peer(binary: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Adds `keys` to the trust store on `dir`'s disks.
-pub fn trust(dir: &Path, keys: &[String]) -> Result<(), String> {
+/// Adds `keys` to the trust store on `dir`'s disks, tagged for `combination`'s hash.
+pub fn trust(dir: &Path, keys: &[String], combination: &Combination) -> Result<(), String> {
     provision::run(&ProvisionOptions {
         state_dir: dir.to_path_buf(),
         trust: keys.to_vec(),
         untrust: Vec::new(),
-        hash: Hash::Blake2s,
+        hash: Hash::of(combination)?,
     })
     .map(|_| ())
 }
@@ -188,7 +188,7 @@ pub fn host_peer(
                     let peer_key = peer(binary, &["key", "--identity", &identity_arg])?
                         .trim()
                         .to_owned();
-                    trust(&dir, std::slice::from_ref(&peer_key))?;
+                    trust(&dir, std::slice::from_ref(&peer_key), combination)?;
                     let port = free_port()?;
                     let suite = suite(combination);
                     let log = image::run_dir(combination).join("host-peer.log");
@@ -462,7 +462,7 @@ pub fn run(images: &[(Combination, PathBuf)]) -> Result<(), String> {
             .filter(|(c, _)| c != combination)
             .map(|(_, k)| k.clone())
             .collect();
-        trust(&node_dir(combination), &others)?;
+        trust(&node_dir(combination), &others, combination)?;
     }
     let images: BTreeMap<Combination, PathBuf> = images.iter().cloned().collect();
     let keys: BTreeMap<Combination, String> = keys.into_iter().collect();

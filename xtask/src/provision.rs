@@ -95,6 +95,17 @@ pub enum Hash {
     Sha256,
 }
 
+impl Hash {
+    /// The hash of `combination`'s image: its trust store must be tagged with it.
+    pub fn of(combination: &crate::combination::Combination) -> Result<Self, String> {
+        match combination.hash {
+            "blake2s" => Ok(Self::Blake2s),
+            "sha256" => Ok(Self::Sha256),
+            other => Err(format!("provisioning knows no hash `{other}`")),
+        }
+    }
+}
+
 /// `cargo xtask provision`'s arguments.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ProvisionOptions {

@@ -299,13 +299,13 @@ pub fn boot_all(
         .map(|(combination, _)| options.disks(combination, several))
         .collect::<Result<Vec<_>, _>>()?;
     if !options.net.trust.is_empty() {
-        for set in &disks {
+        for ((combination, _), set) in images.iter().zip(&disks) {
             let dir = set
                 .state
                 .as_deref()
                 .and_then(Path::parent)
                 .ok_or("TRUST needs a state disk")?;
-            crate::network::trust(dir, &options.net.trust)?;
+            crate::network::trust(dir, &options.net.trust, combination)?;
             eprintln!(
                 "    {}: trusts {} provisioned peer(s)",
                 dir.display(),

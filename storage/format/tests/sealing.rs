@@ -44,8 +44,15 @@ fn opens_on_its_device_only<A: AeadBackend, H: HashBackend>() {
     let keys = SealingKeys::derive::<H>(&otp(1), 1);
     let record = sealed::seal::<A, H>(&keys, 1, 1, &NONCE, &SEED);
     assert_eq!(record.len(), HEADER_LEN + 32 + 16, "{name}");
-    assert_eq!(record[5], A::ALGORITHM.id(), "{name}: the header names the AEAD");
-    assert!(!record.windows(8).any(|w| w == &SEED[..8]), "{name}: no plaintext");
+    assert_eq!(
+        record[5],
+        A::ALGORITHM.id(),
+        "{name}: the header names the AEAD"
+    );
+    assert!(
+        !record.windows(8).any(|w| w == &SEED[..8]),
+        "{name}: no plaintext"
+    );
     assert_eq!(open::<A, H>(1, 1, &record), Ok(SEED), "{name}");
     assert_eq!(
         open::<A, H>(2, 1, &record),

@@ -335,6 +335,13 @@ pub fn boot(
             );
             false
         }
+        (RunOutcome::NoTasksLeft, _) => {
+            console::line(
+                "KERNEL",
+                format_args!("FAIL every task exited and the selftest never ran"),
+            );
+            false
+        }
     };
     shutdown::shutdown(passed, test_finisher)
 }
@@ -355,8 +362,16 @@ pub fn boot_device(
         "KERNEL",
         format_args!("{}", markers::KERNEL_TASKS_STARTED.message),
     );
-    // Returns only when the platform clock reaches u64::MAX microseconds.
-    let _ = kernel.run(None, u64::MAX);
-    console::line("KERNEL", format_args!("FAIL the device stopped serving"));
+    // Returns when every service has exited (each said `FAIL task ... exited`), or
+    // when the platform clock reaches u64::MAX microseconds.
+    let why = match kernel.run(None, u64::MAX) {
+        RunOutcome::NoTasksLeft => "every service exited",
+        RunOutcome::DeadlineExceeded => "the clock ran out",
+        RunOutcome::MainFinished => "a main task finished on a device",
+    };
+    console::line(
+        "KERNEL",
+        format_args!("FAIL the device stopped serving: {why}"),
+    );
     shutdown::shutdown(false, test_finisher)
 }

@@ -55,6 +55,10 @@ impl Executor {
     pub(crate) fn contains(&self, id: ServiceId) -> bool {
         self.tasks.iter().any(|task| task.id == id)
     }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
 }
 
 /// A future that is pending exactly once: lets every other task run a pass.

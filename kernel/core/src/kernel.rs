@@ -61,6 +61,10 @@ pub enum RunOutcome {
     MainFinished,
     /// The deadline passed first.
     DeadlineExceeded,
+    /// Every task finished and none was the main task (a device image, whose
+    /// services all exited): nothing is left to run, so waiting for the deadline
+    /// would only spin.
+    NoTasksLeft,
 }
 
 /// Why [`Kernel::spawn`] refused a task.
@@ -263,7 +267,8 @@ impl<P: Platform> Kernel<P> {
     /// meant to serve until the machine stops.
     ///
     /// A device image has no main task (`None`): its services serve until the
-    /// deadline, which a device sets to `u64::MAX`.
+    /// deadline, which a device sets to `u64::MAX`, or until none is left
+    /// ([`RunOutcome::NoTasksLeft`]).
     pub fn run(&mut self, main: Option<ServiceId>, deadline_us: u64) -> RunOutcome {
         loop {
             let shared = &self.shared;
@@ -283,6 +288,9 @@ impl<P: Platform> Kernel<P> {
             }
             if main_finished {
                 return RunOutcome::MainFinished;
+            }
+            if self.executor.is_empty() {
+                return RunOutcome::NoTasksLeft;
             }
             if self.shared.platform.now_us() >= deadline_us {
                 return RunOutcome::DeadlineExceeded;

@@ -1092,6 +1092,27 @@ fn the_kernels_id_and_a_running_id_cannot_be_spawned() {
     );
 }
 
+/// A device image whose services have all exited has nothing left to serve: `run`
+/// returns instead of spinning until the deadline (a device's is `u64::MAX`; this
+/// test's is one the spin would reach, so without the check it fails rather than
+/// hangs), and each exit was said as a failure.
+#[test]
+fn without_a_main_task_run_returns_when_every_task_has_exited() {
+    let (mut kernel, platform) = kernel(Limits::default());
+    kernel.spawn_ok(ServiceId::Logd, |_| async {});
+    kernel.spawn_ok(ServiceId::Rngd, |_| async {});
+    assert_eq!(kernel.run(None, 10_000_000), RunOutcome::NoTasksLeft);
+    let lines = platform.lines.borrow();
+    for task in ["logd", "rngd"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.ends_with(&format!("FAIL task {task} exited"))),
+            "{lines:?}"
+        );
+    }
+}
+
 /// The device image has no main task: its services serve until the deadline (a device
 /// sets none), and a service that exits is a failure on the console, not the end.
 #[test]

@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::combination::Combination;
 use crate::disks::DiskSet;
 use crate::image;
-use crate::provision::{self, Hash, ProvisionOptions};
+use crate::provision::{self, ProvisionOptions};
 use crate::qemu::{self, Boot, Interaction, Network, Nic, Outcome, RngBacking};
 use crate::steps::{StatusOk, command, target_dir};
 use crate::test_os::contract;
@@ -81,7 +81,7 @@ pub fn trust(dir: &Path, keys: &[String], combination: &Combination) -> Result<(
         state_dir: dir.to_path_buf(),
         trust: keys.to_vec(),
         untrust: Vec::new(),
-        hash: Hash::of(combination)?,
+        provider: combination.to_string(),
     })
     .map(|_| ())
 }

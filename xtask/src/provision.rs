@@ -18,6 +18,7 @@ use service_api::statefs::DSOFTBUSD_TRUST_STORE;
 use state_format::store::{RecordKey, RecordStore, StoreError};
 use state_format::trust::{self, MAX_PEERS, TagKey};
 
+use crate::combination::Combination;
 use crate::disks::DiskSet;
 
 /// dsoftbusd's trust-store record.
@@ -87,7 +88,7 @@ impl RawBlockDevice for FileDisk {
 }
 
 /// The hash the image derives its keys with (the trust-store tag follows it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hash {
     /// BLAKE2s, the hash of today's images.
     Blake2s,
@@ -97,7 +98,7 @@ pub enum Hash {
 
 impl Hash {
     /// The hash of `combination`'s image: its trust store must be tagged with it.
-    pub fn of(combination: &crate::combination::Combination) -> Result<Self, String> {
+    pub fn of(combination: &Combination) -> Result<Self, String> {
         match combination.hash {
             "blake2s" => Ok(Self::Blake2s),
             "sha256" => Ok(Self::Sha256),
@@ -118,9 +119,27 @@ pub struct ProvisionOptions {
     /// Stop trusting this key; repeatable.
     #[arg(long = "untrust", value_name = "HEX")]
     pub untrust: Vec<String>,
-    /// The hash of the image that will boot these disks.
-    #[arg(long, value_enum, default_value = "blake2s")]
-    pub hash: Hash,
+    /// The combination whose image will boot these disks: the trust store is
+    /// tagged with its Noise hash (an image refuses a store tagged with another).
+    #[arg(long, env = "PROVIDER", default_value = "dalek+chacha")]
+    pub provider: String,
+}
+
+impl ProvisionOptions {
+    /// The hash the trust store must be tagged with: the named combination's.
+    ///
+    /// # Errors
+    /// `provider` names no single combination (`all` and `classic` name several).
+    pub fn hash(&self) -> Result<Hash, String> {
+        let combination = Combination::parse(&self.provider).ok_or_else(|| {
+            format!(
+                "provisioning needs the one combination that will boot these disks \
+                 (PROVIDER or --provider), not {:?}",
+                self.provider
+            )
+        })?;
+        Hash::of(&combination)
+    }
 }
 
 /// Parses a device key and checks it under the verification rule.
@@ -209,8 +228,9 @@ fn apply<H: HashBackend>(
 /// # Errors
 /// What went wrong, in a sentence.
 pub fn run(options: &ProvisionOptions) -> Result<Vec<[u8; 32]>, String> {
+    let hash = options.hash()?;
     let disks = DiskSet::in_dir(&options.state_dir, false)?;
-    match options.hash {
+    match hash {
         Hash::Blake2s => apply::<provider_hash::Blake2s>(options, &disks),
         Hash::Sha256 => apply::<provider_hash::Sha256>(options, &disks),
     }
@@ -248,7 +268,7 @@ mod tests {
             state_dir: dir.clone(),
             trust,
             untrust,
-            hash: Hash::Blake2s,
+            provider: "dalek+chacha".into(),
         };
         let peers = run(&options(vec![key(1), key(2)], vec![])).unwrap();
         assert_eq!(peers.len(), 2);
@@ -272,6 +292,50 @@ mod tests {
                 .len(),
             2
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    /// `cargo xtask provision` alone (the README's recipe) tags the store with the
+    /// hash of the image PROVIDER names: a +sha256 image accepts its store, and the
+    /// store of one combination is refused by an image with the other hash.
+    #[test]
+    fn the_store_is_tagged_with_the_hash_of_the_image_provider_names() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            provision: ProvisionOptions,
+        }
+        let dir = std::env::temp_dir().join(format!("provision-hash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let peer = hex::encode(
+            provider_api::SigningKey::<provider_dalek::Dalek>::from_seed(&provider_api::Seed::new(
+                [9; 32],
+            ))
+            .unwrap()
+            .verifying_key()
+            .to_bytes(),
+        );
+        let state_dir = dir.to_str().unwrap();
+        let args = ["provision", "--state-dir", state_dir, "--trust", &peer];
+        let cli = Cli::parse_from(args.iter().chain(&["--provider", "dalek+chacha+sha256"]));
+        assert_eq!(run(&cli.provision).unwrap().len(), 1);
+        let otp = otp_secret(&dir.join("otp.img")).unwrap();
+        let mut store = RecordStore::open(FileDisk::open(&dir.join("state.img")).unwrap()).unwrap();
+        let record = store.get(TRUST_STORE).unwrap();
+        let sha = TagKey::derive::<provider_hash::Sha256>(&otp);
+        assert_eq!(
+            trust::decode::<provider_hash::Sha256>(&sha, &record).map(|p| p.len()),
+            Ok(1),
+            "the +sha256 image accepts the store"
+        );
+        let blake = TagKey::derive::<provider_hash::Blake2s>(&otp);
+        assert!(
+            trust::decode::<provider_hash::Blake2s>(&blake, &record).is_err(),
+            "a BLAKE2s image refuses it"
+        );
+        // Without a single combination there is no hash to choose.
+        let cli = Cli::parse_from(args.iter().chain(&["--provider", "all"]));
+        assert!(run(&cli.provision).unwrap_err().contains("one combination"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

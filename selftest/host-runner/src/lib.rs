@@ -4,8 +4,8 @@
 //! manifest as the image) on std, with a host [`Entropy`] source in the entropy-device
 //! slot instead of virtio-rng and in-memory disks ([`Disks`]) in the state-disk and
 //! OTP-disk slots. It spawns logd, rngd, statefs, keystored, netstackd (its loopback
-//! interface only: there is no network device) and dsoftbusd (with BLAKE2s) exactly
-//! as the image does, so `cargo test` exercises the real services,
+//! interface only: there is no network device) and dsoftbusd exactly as the image
+//! does, with the image's hash ([`ImageHash`], BLAKE2s unless a test asks for SHA-256), so `cargo test` exercises the real services,
 //! the real policy and the real audit trail; QEMU proves the devices, the kernel and
 //! the markers. Disks are shared: a test keeps a handle, reboots a new system on the
 //! same state, or damages it in between.
@@ -18,7 +18,6 @@ use std::time::Instant;
 use ipc::{Capability, DeviceError, RawBlockDevice, RawEntropyDevice, RawNetDevice, ServiceId};
 use kernel_core::{Kernel, KernelEndpoint, Limits, Platform, RunOutcome};
 use provider_api::Provider;
-use provider_hash::Blake2s;
 use state_format::memory::MemoryDisk;
 
 /// How long a host run may take before it is declared hung.
@@ -144,10 +143,39 @@ impl Disks {
     }
 }
 
+/// The image's hash: Noise's, and the one keystored seals and checks the trust store
+/// with. The services are generic over it, as the images are; the host picks one at
+/// boot, as `hash-blake2s` or `hash-sha256` does for an image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageHash {
+    /// BLAKE2s-256 (`hash-blake2s`, the default).
+    #[default]
+    Blake2s,
+    /// SHA-256 (`hash-sha256`).
+    Sha256,
+}
+
+/// Evaluates `$body` with the type `$h` standing for `$hash`'s hash backend.
+macro_rules! with_hash {
+    ($hash:expr, $h:ident => $body:expr) => {
+        match $hash {
+            ImageHash::Blake2s => {
+                type $h = provider_hash::Blake2s;
+                $body
+            }
+            ImageHash::Sha256 => {
+                type $h = provider_hash::Sha256;
+                $body
+            }
+        }
+    };
+}
+
 /// The services of the image, running on the host.
 pub struct HostSystem {
     kernel: Kernel<HostPlatform>,
     console: Rc<RefCell<Vec<String>>>,
+    hash: ImageHash,
 }
 
 impl HostSystem {
@@ -170,11 +198,22 @@ impl HostSystem {
         disks: Disks,
         limits: dsoftbusd::sessions::Limits,
     ) -> Self {
-        let mut system = Self::boot_identity_with::<P>(entropy, disks);
-        system.spawn(ServiceId::Dsoftbusd, move |ep| {
-            dsoftbusd::run_with::<P, Blake2s, _>(ep, limits)
-        });
+        let mut system = Self::assemble::<P>(entropy, disks, None, ImageHash::Blake2s);
+        system.spawn_dsoftbusd::<P>(limits);
         system
+    }
+
+    /// As [`HostSystem::boot_with`], with `hash` as the image's hash.
+    pub fn boot_hashed<P: Provider>(entropy: Entropy, disks: Disks, hash: ImageHash) -> Self {
+        let mut system = Self::assemble::<P>(entropy, disks, None, hash);
+        system.spawn_dsoftbusd::<P>(dsoftbusd::sessions::LIMITS);
+        system
+    }
+
+    fn spawn_dsoftbusd<P: Provider>(&mut self, limits: dsoftbusd::sessions::Limits) {
+        with_hash!(self.hash, H => self.spawn(ServiceId::Dsoftbusd, move |ep| {
+            dsoftbusd::run_with::<P, H, _>(ep, limits)
+        }));
     }
 
     /// Spawns logd, rngd, statefs and keystored on fresh disks, leaving the dsoftbusd
@@ -191,20 +230,30 @@ impl HostSystem {
         disks: Disks,
         device: Box<dyn RawNetDevice>,
     ) -> Self {
-        let mut system = Self::assemble::<P>(entropy, disks, Some(device));
-        system.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<P, Blake2s, _>);
+        let mut system = Self::assemble::<P>(entropy, disks, Some(device), ImageHash::Blake2s);
+        system.spawn_dsoftbusd::<P>(dsoftbusd::sessions::LIMITS);
         system
+    }
+
+    /// As [`HostSystem::boot_identity_with`], with `hash` as the image's hash.
+    pub fn boot_identity_hashed<P: Provider>(
+        entropy: Entropy,
+        disks: Disks,
+        hash: ImageHash,
+    ) -> Self {
+        Self::assemble::<P>(entropy, disks, None, hash)
     }
 
     /// As [`HostSystem::boot_identity`], on `disks`.
     pub fn boot_identity_with<P: Provider>(entropy: Entropy, disks: Disks) -> Self {
-        Self::assemble::<P>(entropy, disks, None)
+        Self::assemble::<P>(entropy, disks, None, ImageHash::Blake2s)
     }
 
     fn assemble<P: Provider>(
         entropy: Entropy,
         disks: Disks,
         net: Option<Box<dyn RawNetDevice>>,
+        hash: ImageHash,
     ) -> Self {
         let console = Rc::default();
         let platform = HostPlatform {
@@ -229,13 +278,17 @@ impl HostSystem {
         if let Some(device) = net {
             kernel.install_net_device(device);
         }
-        let mut system = Self { kernel, console };
+        let mut system = Self {
+            kernel,
+            console,
+            hash,
+        };
         system.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_LIMITS));
         system.spawn(ServiceId::Rngd, rngd::run);
         system.spawn(ServiceId::Statefs, statefs::run);
-        system.spawn(ServiceId::Keystored, |ep| {
-            keystored::run::<P, Blake2s, _>(ep, kernel_core::config::PURPOSES)
-        });
+        with_hash!(hash, H => system.spawn(ServiceId::Keystored, |ep| {
+            keystored::run::<P, H, _>(ep, kernel_core::config::PURPOSES)
+        }));
         // Without a network device netstackd serves its loopback interface alone.
         system.spawn(ServiceId::Netstackd, |ep| netstackd::run(ep, ""));
         system
@@ -297,9 +350,9 @@ impl HostSystem {
 
     /// Runs the image's selftest client, as the selftest task.
     pub fn run_selftest<P: Provider>(&mut self) -> selftest::Outcome {
-        self.run_as(ServiceId::Selftest, |ep| async move {
-            selftest::run::<P, Blake2s, _>(&ep).await
-        })
+        with_hash!(self.hash, H => self.run_as(ServiceId::Selftest, |ep| async move {
+            selftest::run::<P, H, _>(&ep).await
+        }))
     }
 
     /// Every console line so far, prefixed as on the UART.

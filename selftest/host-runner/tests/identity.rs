@@ -1,7 +1,7 @@
 //! The identity proofs on the host: the real services, policy and audit trail through
 //! `kernel-core`, once per provider combination.
 
-use host_runner::{Entropy, HostSystem};
+use host_runner::{Disks, Entropy, HostSystem, ImageHash};
 use ipc::policy::SigningPurpose;
 use ipc::{
     Action, AuditFilter, Endpoint, Frame, FrameKind, IpcError, Operation, ServiceId, Verdict,
@@ -76,13 +76,21 @@ fn file_bytes(seed: u64) -> Vec<u8> {
 
 macro_rules! identity_suite {
     ($name:ident, $provider:ty) => {
+        identity_suite!($name, $provider, ImageHash::Blake2s);
+    };
+    ($name:ident, $provider:ty, $hash:expr) => {
         mod $name {
             use super::*;
             type P = $provider;
 
+            /// The whole system on fresh disks, with the suite's hash.
+            fn boot(entropy: Entropy) -> HostSystem {
+                HostSystem::boot_hashed::<P>(entropy, Disks::random(), $hash)
+            }
+
             #[test]
             fn test_reject_entropy_request_oversized() {
-                let mut system = HostSystem::boot::<P>(Entropy::Host);
+                let mut system = boot(Entropy::Host);
                 let (too_large, max, records) =
                     system.run_as(ServiceId::Selftest, |ep| async move {
                         let too_large = rngd::get_entropy(&ep, 257).await.err();
@@ -111,7 +119,7 @@ macro_rules! identity_suite {
 
             #[test]
             fn test_reject_device_key_private_export() {
-                let mut system = HostSystem::boot::<P>(Entropy::Host);
+                let mut system = boot(Entropy::Host);
                 let (export, pubkey, records) =
                     system.run_as(ServiceId::Selftest, |ep| async move {
                         let export = keystored::export_private(&ep).await;
@@ -140,7 +148,7 @@ macro_rules! identity_suite {
 
             #[test]
             fn an_unprivileged_caller_is_denied_by_default_and_audited() {
-                let mut system = HostSystem::boot::<P>(Entropy::Host);
+                let mut system = boot(Entropy::Host);
                 let (entropy, pubkey, sign) =
                     system.run_as(ServiceId::SelftestPeer, |ep| async move {
                         (
@@ -168,7 +176,7 @@ macro_rules! identity_suite {
 
             #[test]
             fn a_zero_length_request_is_rejected_and_rngd_keeps_serving() {
-                let mut system = HostSystem::boot::<P>(Entropy::Host);
+                let mut system = boot(Entropy::Host);
                 let (empty, after, records) = system.run_as(ServiceId::Selftest, |ep| async move {
                     let empty = rngd::get_entropy(&ep, 0).await.err();
                     let after = rngd::get_entropy(&ep, 32).await.map(|b| b.len());
@@ -192,7 +200,7 @@ macro_rules! identity_suite {
 
             #[test]
             fn truncated_and_malformed_frames_and_unknown_opcodes_are_answered_and_audited() {
-                let mut system = HostSystem::boot::<P>(Entropy::Host);
+                let mut system = boot(Entropy::Host);
                 let results = system.run_as(ServiceId::Selftest, |ep| async move {
                     let good = || async { rngd::get_entropy(&ep, 8).await.map(|b| b.len()) };
                     let truncated = ep.call(ServiceId::Rngd, &[1, 1, 1, 2]).await.err();
@@ -289,7 +297,8 @@ macro_rules! identity_suite {
 
             #[test]
             fn keystored_signs_only_bindings_for_dsoftbusd() {
-                let mut system = HostSystem::boot_identity::<P>(Entropy::Host);
+                let mut system =
+                    HostSystem::boot_identity_hashed::<P>(Entropy::Host, Disks::random(), $hash);
                 let static_key = [0x42; 32];
                 let (public, signature) =
                     system.run_as(ServiceId::Dsoftbusd, move |ep| async move {
@@ -342,7 +351,7 @@ macro_rules! identity_suite {
 
             #[test]
             fn the_selftest_client_passes_the_ladder_on_the_host() {
-                let mut system = HostSystem::boot::<P>(Entropy::Host);
+                let mut system = boot(Entropy::Host);
                 assert_eq!(
                     system.run_selftest::<P>(),
                     selftest::Outcome::Passed,
@@ -354,7 +363,7 @@ macro_rules! identity_suite {
 
             #[test]
             fn without_a_device_everything_fails_closed() {
-                let mut system = HostSystem::boot::<P>(Entropy::Absent);
+                let mut system = boot(Entropy::Absent);
                 assert_eq!(
                     system.run_selftest::<P>(),
                     selftest::Outcome::FailedClosed,
@@ -366,7 +375,7 @@ macro_rules! identity_suite {
 
             #[test]
             fn a_stuck_source_trips_the_health_tests_and_there_is_no_key() {
-                let mut system = HostSystem::boot::<P>(Entropy::Bytes(vec![0; 4096]));
+                let mut system = boot(Entropy::Bytes(vec![0; 4096]));
                 assert_eq!(
                     system.run_selftest::<P>(),
                     selftest::Outcome::FailedClosed,
@@ -379,7 +388,7 @@ macro_rules! identity_suite {
             #[test]
             fn the_same_entropy_gives_the_same_key_and_other_entropy_another() {
                 let key = |seed| {
-                    let mut system = HostSystem::boot::<P>(Entropy::Bytes(file_bytes(seed)));
+                    let mut system = boot(Entropy::Bytes(file_bytes(seed)));
                     system.run_as(ServiceId::Selftest, |ep| async move {
                         keystored::get_pubkey(&ep).await.unwrap()
                     })
@@ -392,7 +401,7 @@ macro_rules! identity_suite {
 }
 
 use provider_aes_gcm::Aes256Gcm;
-use provider_api::Bundle;
+use provider_api::{Bundle, Suite};
 use provider_chacha::ChaCha20Poly1305;
 use provider_compact::Compact;
 use provider_dalek::Dalek;
@@ -401,6 +410,18 @@ identity_suite!(dalek_chacha, Bundle<Dalek, ChaCha20Poly1305>);
 identity_suite!(dalek_aes_gcm, Bundle<Dalek, Aes256Gcm>);
 identity_suite!(compact_chacha, Bundle<Compact, ChaCha20Poly1305>);
 identity_suite!(compact_aes_gcm, Bundle<Compact, Aes256Gcm>);
+// The hash axis: the same suite with SHA-256 as the image's hash (Noise, sealing, the
+// trust store's tag), on a mixed-curve combination and a classic one.
+identity_suite!(
+    dalek_compact_chacha_sha256,
+    Suite<Dalek, Compact, ChaCha20Poly1305>,
+    ImageHash::Sha256
+);
+identity_suite!(
+    compact_aes_gcm_sha256,
+    Bundle<Compact, Aes256Gcm>,
+    ImageHash::Sha256
+);
 
 #[test]
 fn every_backend_derives_the_same_device_key_from_the_same_entropy() {

@@ -2,14 +2,14 @@
 //! in-memory disks, one test per fault. Each fault fails closed with its own marker,
 //! no key, and a state disk left exactly as it was.
 
-use host_runner::{Disks, Entropy, HostSystem, SharedDisk};
+use host_runner::{Disks, Entropy, HostSystem, ImageHash, SharedDisk};
 use ipc::ServiceId;
 use provider_aes_gcm::Aes256Gcm;
-use provider_api::{Bundle, Provider};
+use provider_api::{Bundle, HashBackend, Provider};
 use provider_chacha::ChaCha20Poly1305;
 use provider_compact::Compact;
 use provider_dalek::Dalek;
-use provider_hash::Blake2s;
+use provider_hash::{Blake2s, Sha256};
 use service_api::statefs::{DSOFTBUSD_TRUST_STORE, KEYSTORED_DEVICE_KEY};
 use service_api::{ClientError, ServiceError, keystored};
 use state_format::faults;
@@ -220,8 +220,12 @@ fn a_missing_or_damaged_state_disk_fails_closed_and_is_never_regenerated_over() 
 }
 
 fn trust_store_on(state: &SharedDisk, otp: [u8; 32], peers: &[[u8; 32]]) {
-    let store = trust::encode::<Blake2s>(
-        &TagKey::derive::<Blake2s>(&provider_api::SecretBytes::new(otp)),
+    trust_store_tagged::<Blake2s>(state, otp, peers);
+}
+
+fn trust_store_tagged<H: HashBackend>(state: &SharedDisk, otp: [u8; 32], peers: &[[u8; 32]]) {
+    let store = trust::encode::<H>(
+        &TagKey::derive::<H>(&provider_api::SecretBytes::new(otp)),
         peers,
     );
     let mut records = state_format::store::RecordStore::open(state.0.borrow().clone()).unwrap();
@@ -306,5 +310,60 @@ fn a_trust_store_that_fails_its_check_is_refused_whole() {
         console
             .iter()
             .any(|l| l == "dsoftbusd: fail-closed: trust store refused")
+    );
+}
+
+/// The hash axis on the host: a SHA-256 image seals and restores its key, loads a
+/// trust store tagged with SHA-256 and refuses one tagged with BLAKE2s; a BLAKE2s image
+/// refuses the SHA-256 image's sealed key, naming both hashes.
+#[test]
+fn a_sha256_image_keeps_its_key_and_checks_its_trust_store_with_sha256() {
+    type P = DalekChacha;
+    let sha256 = |state: &SharedDisk, entropy| {
+        let mut system =
+            HostSystem::boot_hashed::<P>(entropy, disks_on(state, OTP), ImageHash::Sha256);
+        let pubkey = system.run_as(ServiceId::Selftest, |ep| async move {
+            for _ in 0..50 {
+                ipc::Endpoint::yield_now(&ep).await;
+            }
+            keystored::get_pubkey(&ep).await
+        });
+        Boot {
+            console: system.console(),
+            pubkey,
+        }
+    };
+    let state = SharedDisk::new(MemoryDisk::new(512));
+    let first = sha256(&state, Entropy::Bytes(stream(1)));
+    assert!(
+        first.printed("keystored: device key created"),
+        "{:#?}",
+        first.console
+    );
+    let key = first.pubkey.unwrap();
+
+    trust_store_tagged::<Sha256>(&state, OTP, &[peer_key(1)]);
+    let second = sha256(&state, Entropy::Bytes(stream(2)));
+    assert!(second.printed("keystored: device key restored"));
+    assert_eq!(second.pubkey, Ok(key));
+    assert!(
+        second.printed("dsoftbusd: trusted peers 1"),
+        "{:#?}",
+        second.console
+    );
+
+    trust_store_tagged::<Blake2s>(&state, OTP, &[peer_key(1)]);
+    let third = sha256(&state, Entropy::Bytes(stream(3)));
+    assert_eq!(third.pubkey, Ok(key));
+    assert!(
+        third.printed("dsoftbusd: fail-closed: trust store refused"),
+        "{:#?}",
+        third.console
+    );
+
+    fails_closed_with::<P>(
+        &state,
+        Some(OTP),
+        "keystored: fail-closed: device key sealed with SHA256, this image has BLAKE2s",
     );
 }

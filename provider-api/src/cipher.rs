@@ -77,6 +77,17 @@ impl AeadAlgorithm {
             Self::Aes256GcmSiv => "AES-256-GCM-SIV",
         }
     }
+
+    /// The name the Noise specification gives the algorithm and how Noise encodes its
+    /// nonce (section 12), or `None` when Noise does not name it. [`NoiseAead`]'s
+    /// constants come from here, so a backend cannot declare them differently.
+    pub const fn noise(self) -> Option<(&'static str, NoiseNonce)> {
+        match self {
+            Self::ChaCha20Poly1305 => Some(("ChaChaPoly", NoiseNonce::LittleEndian)),
+            Self::Aes256Gcm => Some(("AESGCM", NoiseNonce::BigEndian)),
+            Self::Aes256GcmSiv => None,
+        }
+    }
 }
 
 /// How Noise encodes the 64-bit nonce counter into the cipher's 96-bit nonce, after
@@ -99,11 +110,22 @@ pub enum NoiseNonce {
     label = "Noise XK sessions need a Noise-named AEAD (ChaChaPoly or AESGCM)",
     note = "choose `aead-chacha` or `aead-aes-gcm`; use this AEAD by naming it where Noise is not involved (docs/adding-a-backend.md)"
 )]
+///
+/// A backend implements it with an empty body (`impl NoiseAead for MyAead {}`): the
+/// name and nonce encoding are [`AeadAlgorithm::noise`]'s for its `ALGORITHM`, and
+/// implementing it for an algorithm Noise does not name fails to compile when the
+/// constants are used.
 pub trait NoiseAead: AeadBackend {
-    /// The name in Noise protocol names: `ChaChaPoly`, `AESGCM`.
-    const NOISE_NAME: &'static str;
-    /// How the nonce counter is encoded.
-    const NOISE_NONCE: NoiseNonce;
+    /// The name in Noise protocol names: `ChaChaPoly`, `AESGCM`. Not to be overridden.
+    const NOISE_NAME: &'static str = match Self::ALGORITHM.noise() {
+        Some((name, _)) => name,
+        None => panic!("this AEAD has no Noise cipher name: it cannot be a NoiseAead"),
+    };
+    /// How the nonce counter is encoded. Not to be overridden.
+    const NOISE_NONCE: NoiseNonce = match Self::ALGORITHM.noise() {
+        Some((_, nonce)) => nonce,
+        None => panic!("this AEAD has no Noise cipher name: it cannot be a NoiseAead"),
+    };
 }
 
 /// Why a seal or open failed.

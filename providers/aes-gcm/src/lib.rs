@@ -9,7 +9,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-use provider_api::{AeadAlgorithm, AeadBackend, NoiseAead, NoiseNonce};
+use provider_api::{AeadAlgorithm, AeadBackend, NoiseAead};
 
 /// The AES-256-GCM backend, as a type: `Bundle<_, Aes256Gcm>`.
 #[derive(Debug)]
@@ -21,7 +21,4 @@ impl AeadBackend for Aes256Gcm {
     type Cipher = aes_gcm::Aes256Gcm;
 }
 
-impl NoiseAead for Aes256Gcm {
-    const NOISE_NAME: &'static str = "AESGCM";
-    const NOISE_NONCE: NoiseNonce = NoiseNonce::BigEndian;
-}
+impl NoiseAead for Aes256Gcm {}

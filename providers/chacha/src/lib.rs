@@ -7,7 +7,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-use provider_api::{AeadAlgorithm, AeadBackend, NoiseAead, NoiseNonce};
+use provider_api::{AeadAlgorithm, AeadBackend, NoiseAead};
 
 /// The ChaCha20-Poly1305 backend, as a type: `Bundle<_, ChaCha20Poly1305>`.
 #[derive(Debug)]
@@ -19,7 +19,4 @@ impl AeadBackend for ChaCha20Poly1305 {
     type Cipher = chacha20poly1305::ChaCha20Poly1305;
 }
 
-impl NoiseAead for ChaCha20Poly1305 {
-    const NOISE_NAME: &'static str = "ChaChaPoly";
-    const NOISE_NONCE: NoiseNonce = NoiseNonce::LittleEndian;
-}
+impl NoiseAead for ChaCha20Poly1305 {}

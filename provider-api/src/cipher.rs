@@ -80,7 +80,7 @@ impl AeadAlgorithm {
 
     /// The name the Noise specification gives the algorithm and how Noise encodes its
     /// nonce (section 12), or `None` when Noise does not name it. [`NoiseAead`]'s
-    /// constants come from here, so a backend cannot declare them differently.
+    /// constants default to these, so a backend does not write them.
     pub const fn noise(self) -> Option<(&'static str, NoiseNonce)> {
         match self {
             Self::ChaCha20Poly1305 => Some(("ChaChaPoly", NoiseNonce::LittleEndian)),

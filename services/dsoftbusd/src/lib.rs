@@ -147,6 +147,10 @@ async fn trust_store<P: Provider, E: Endpoint>(
         .collect()
 }
 
+// A trust store holds at most MAX_PEERS keys and dsoftbusd trusts at most MAX_TRUSTED:
+// the `take` above may never drop a provisioned peer.
+const _: () = assert!(state_format::trust::MAX_PEERS <= MAX_TRUSTED);
+
 /// The daemon with its identity and the persistent trust store.
 async fn start<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,

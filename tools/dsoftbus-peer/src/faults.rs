@@ -82,11 +82,7 @@ fn random(len: usize) -> Vec<u8> {
 pub fn mount(peer: &Peer, addr: SocketAddr, fault: Fault) -> Result<String, String> {
     match fault {
         Fault::MidHandshake => {
-            let mut stream = dial(addr).map_err(|e| e.to_string())?;
-            wire::write_frame(&mut stream, &wire::hello(&peer.suite)).map_err(|e| e.to_string())?;
-            let reply = wire::read_frame(&mut stream).map_err(|e| e.to_string())?;
-            let reply = wire::parse_hello_reply(&reply).map_err(|e| e.to_string())?;
-            let key = reply.static_key.ok_or("the hello was not accepted")?;
+            let (mut stream, key, busy) = accepted_hello(peer, addr)?;
             let params: snow::params::NoiseParams =
                 peer.suite.parse().map_err(|e: snow::Error| e.to_string())?;
             let mut noise = snow::Builder::new(params)
@@ -104,7 +100,12 @@ pub fn mount(peer: &Peer, addr: SocketAddr, fault: Fault) -> Result<String, Stri
             wire::write_frame(&mut stream, &buffer[..len]).map_err(|e| e.to_string())?;
             wire::read_frame(&mut stream).map_err(|e| e.to_string())?;
             drop(stream);
-            Ok("disconnected after the device's second message".into())
+            Ok(match busy {
+                0 => "disconnected after the device's second message".into(),
+                n => format!(
+                    "disconnected after the device's second message (hello busy {n} times first)"
+                ),
+            })
         }
         Fault::RandomBytes => {
             let mut stream = dial(addr).map_err(|e| e.to_string())?;
@@ -199,6 +200,32 @@ pub fn mount(peer: &Peer, addr: SocketAddr, fault: Fault) -> Result<String, Stri
                 ));
             }
             Ok(format!("64 at once: {}", summary.join(", ")))
+        }
+    }
+}
+
+/// A connection whose hello the device accepted, the device's static key, and how
+/// many hellos heard Busy first (the device's entropy pace, spent by the sessions
+/// before the fault), waited out as a peer would, at most 40 times.
+fn accepted_hello(peer: &Peer, addr: SocketAddr) -> Result<(TcpStream, [u8; 32], u32), String> {
+    let mut busy = 0;
+    loop {
+        let mut stream = dial(addr).map_err(|e| e.to_string())?;
+        wire::write_frame(&mut stream, &wire::hello(&peer.suite)).map_err(|e| e.to_string())?;
+        let reply = wire::read_frame(&mut stream).map_err(|e| e.to_string())?;
+        let reply = wire::parse_hello_reply(&reply).map_err(|e| e.to_string())?;
+        match reply.static_key {
+            Some(key) => return Ok((stream, key, busy)),
+            None if reply.status == wire::STATUS_BUSY && busy < 40 => {
+                busy += 1;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            None => {
+                return Err(format!(
+                    "the hello was not accepted (status {}, after {busy} busy)",
+                    reply.status
+                ));
+            }
         }
     }
 }

@@ -81,10 +81,13 @@ pub fn sealed_record(data: &[u8]) {
 /// reading never panics.
 pub fn trust_store(data: &[u8]) {
     let key = TagKey::derive::<Blake2s>(&SecretBytes::new([5; 32]));
-    if let Ok(peers) = trust::decode::<Blake2s>(&key, data) {
-        assert_eq!(trust::encode::<Blake2s>(&key, &peers), data);
+    if let Ok(store) = trust::decode::<Blake2s>(&key, data) {
+        assert_eq!(
+            trust::encode::<Blake2s>(&key, store.rollback_version, &store.peers),
+            data
+        );
     }
-    let _ = trust::peers_unverified(data);
+    let _ = trust::parse_unverified(data);
 }
 
 /// The OTP sector: never panics, whatever the disk holds.

@@ -111,7 +111,7 @@ pub fn console_line(prefix: &str, line: &str) {
 }
 
 /// Opens every block device, reads its serial, and installs each disk whose serial
-/// names a disk capability (`state0`, `otp0`). A disk is found by serial, never by
+/// names a disk capability (`state0`, `otp0`, `ctr0`). A disk is found by serial, never by
 /// slot; two disks with one serial are a failure, and neither is used.
 fn install_disks(kernel: &mut Kernel<RiscvPlatform>, slots: &[core::ops::Range<usize>]) {
     use ipc::{Capability, RawBlockDevice};
@@ -146,6 +146,10 @@ fn install_disks(kernel: &mut Kernel<RiscvPlatform>, slots: &[core::ops::Range<u
         };
         if found.iter().any(|(c, _)| *c == capability) {
             duplicated.push(capability);
+        } else if capability == Capability::RollbackCounter {
+            // Its holder gets it as one-time-programmable bits: set, never cleared.
+            let counter = rollback_counter::SetOnly::new(disk);
+            found.push((capability, alloc::boxed::Box::new(counter)));
         } else {
             found.push((capability, alloc::boxed::Box::new(disk)));
         }

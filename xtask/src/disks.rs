@@ -1,9 +1,14 @@
-//! The disks a boot gets: the state disk (`state.img`, serial `state0`) and the OTP
-//! disk (`otp.img`, serial `otp0`, read-only), as QEMU arguments.
+//! The disks a boot gets: the state disk (`state.img`, serial `state0`), the OTP
+//! disk (`otp.img`, serial `otp0`, read-only) and the anti-rollback counter
+//! (`counter.img`, serial `ctr0`, one sector of one-time-programmable bits), as QEMU
+//! arguments.
 //!
-//! A state directory holds both files and keeps them between boots; a file that is
-//! missing is created: an empty (zeroed) state disk, and an OTP disk holding 32 bytes
-//! from the host's `/dev/urandom`, padded to one sector. The secret never reaches a log.
+//! A state directory holds the files and keeps them between boots; a file that is
+//! missing is created: an empty (zeroed) state disk, an OTP disk holding 32 bytes from
+//! the host's `/dev/urandom`, padded to one sector, and a counter at 0 (a zeroed
+//! sector). The secret never reaches a log. The OTP disk and the counter stand for
+//! parts of the chip: a person who holds (or copies back) only `state.img` has not
+//! touched them.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -13,6 +18,8 @@ use std::process::Command;
 pub const STATE_SECTORS: usize = 512;
 /// The OTP disk's size: one sector.
 pub const OTP_LEN: usize = 512;
+/// The counter's size: one sector.
+pub const COUNTER_LEN: usize = 512;
 
 /// What a boot gets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,6 +28,8 @@ pub struct DiskSet {
     pub state: Option<PathBuf>,
     /// The OTP disk image, if the boot gets one.
     pub otp: Option<PathBuf>,
+    /// The rollback counter, if the boot gets one.
+    pub counter: Option<PathBuf>,
 }
 
 impl DiskSet {
@@ -37,15 +46,20 @@ impl DiskSet {
         if !otp.exists() {
             write(&otp, &random_otp()?)?;
         }
+        let counter = dir.join("counter.img");
+        if !counter.exists() {
+            write(&counter, &[0u8; COUNTER_LEN])?;
+        }
         Ok(Self {
             state: Some(state),
             otp: (!no_otp).then_some(otp),
+            counter: Some(counter),
         })
     }
 
     /// Fresh disks in `dir`: whatever was there is replaced.
     pub fn fresh(dir: &Path, no_otp: bool) -> Result<Self, String> {
-        for name in ["state.img", "otp.img"] {
+        for name in ["state.img", "otp.img", "counter.img"] {
             let path = dir.join(name);
             if path.exists() {
                 std::fs::remove_file(&path)
@@ -72,6 +86,14 @@ impl DiskSet {
                     otp.display()
                 ))
                 .args(["-device", "virtio-blk-device,drive=otp,serial=otp0"]);
+        }
+        if let Some(counter) = &self.counter {
+            qemu.arg("-drive")
+                .arg(format!(
+                    "file={},format=raw,if=none,id=ctr,cache=writethrough",
+                    counter.display()
+                ))
+                .args(["-device", "virtio-blk-device,drive=ctr,serial=ctr0"]);
         }
     }
 }

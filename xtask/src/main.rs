@@ -19,6 +19,7 @@ mod persistence;
 mod provision;
 mod qemu;
 mod reliability;
+mod rollback;
 mod scenarios;
 mod steps;
 mod test_os;
@@ -105,6 +106,15 @@ enum Command {
     TestDevice {
         /// Provider combination, `classic` or `all`.
         #[arg(long, env = "PROVIDER", default_value = "all")]
+        provider: String,
+    },
+    /// The trust-store rollback scenario alone, on the production image: the factory
+    /// trusts two host peers and revokes one; then one flipped byte of the store, the
+    /// older store written back, and an older copy of the whole state disk must each be
+    /// refused.
+    TestRollback {
+        /// Provider combination, `classic` or `all`.
+        #[arg(long, env = "PROVIDER", default_value = "classic")]
         provider: String,
     },
     /// Build the production image (`device-image`: no selftest, no benchmarks) of
@@ -216,6 +226,26 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(why) => {
                     eprintln!("xtask test-device: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::TestRollback { provider } => {
+            let outcome =
+                test_os::build_images(&Combination::select(&provider)).and_then(|built| {
+                    if built.is_empty() {
+                        return Err(format!("no combination named `{provider}`"));
+                    }
+                    let images: Vec<_> = built
+                        .iter()
+                        .map(|(c, _)| (*c, image::device_image(c)))
+                        .collect();
+                    rollback::run(&images)
+                });
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("xtask test-rollback: {why}");
                     ExitCode::FAILURE
                 }
             }
@@ -408,6 +438,15 @@ fn test() -> ExitCode {
             "QEMU: the production image, every combination ({count}): ready, key created, sessions; reboot, key restored, sessions"
         ),
         || device::run(&device_images),
+    );
+    let classic_device_images: Vec<_> = device_images
+        .iter()
+        .filter(|(c, _)| c.is_classic())
+        .cloned()
+        .collect();
+    steps.run(
+        "QEMU: a revoked peer stays revoked (one flipped byte, the older store, an older disk), the four classic combinations",
+        || rollback::run(&classic_device_images),
     );
     steps.run(
         "benchmarks compile and run once (criterion test mode)",

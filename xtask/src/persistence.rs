@@ -56,6 +56,7 @@ fn copy(combination: &Combination, from: &DiskSet, case: &str) -> Result<DiskSet
     for (source, name, slot) in [
         (&from.state, "state.img", &mut set.state),
         (&from.otp, "otp.img", &mut set.otp),
+        (&from.counter, "counter.img", &mut set.counter),
     ] {
         if let Some(source) = source {
             let target = to.join(name);

@@ -1,9 +1,12 @@
 //! `cargo xtask provision`: the factory. It makes a node's disks (an OTP disk with a
-//! random device secret, an empty state disk) and adds or removes the peers the node
-//! trusts, writing the trust store exactly as the image reads it (`state-format`): a
-//! record of dsoftbusd's in the record store, tagged with a key derived from the OTP
-//! secret. It knows the OTP because it wrote it; a person holding only the state disk
-//! cannot do what it does.
+//! random device secret, an empty state disk, a rollback counter at 0) and adds or
+//! removes the peers the node trusts, writing the trust store exactly as the image
+//! reads it (`state-format`): a record of dsoftbusd's in the record store, tagged with
+//! a key derived from the OTP secret, at the counter's next value, after which it
+//! advances the counter (`state_format::trust::provision`), so no store it replaced is
+//! ever accepted again. It knows the OTP because it wrote it, and it programs the
+//! counter as a factory programs fuses; a person holding only the state disk can do
+//! neither.
 //!
 //! Every key is checked under provider-api's verification rule (a canonical point of
 //! prime order) before it joins the store, and refused with the reason otherwise.
@@ -26,6 +29,8 @@ const TRUST_STORE: RecordKey = RecordKey {
     owner: ServiceId::Dsoftbusd as u16,
     id: DSOFTBUSD_TRUST_STORE,
 };
+const _: () =
+    assert!(TRUST_STORE.owner == trust::RECORD.owner && TRUST_STORE.id == trust::RECORD.id);
 
 /// A disk image file as a block device, for the record store on the host.
 pub struct FileDisk {
@@ -169,17 +174,35 @@ fn otp_secret(path: &Path) -> Result<SecretBytes<32>, String> {
 }
 
 /// The peers the trust store on `state` holds (empty without one), once its tag
-/// verifies.
+/// verifies and it is not older than the device's `counter`.
 fn current_peers<H: HashBackend>(
     store: &mut RecordStore<FileDisk>,
     tags: &TagKey,
+    counter: u32,
 ) -> Result<Vec<[u8; 32]>, String> {
     match store.get(TRUST_STORE) {
-        Ok(record) => trust::decode::<H>(tags, &record)
-            .map_err(|e| format!("the trust store on this disk is refused: {e}")),
+        Ok(record) => {
+            let store = trust::decode::<H>(tags, &record)
+                .map_err(|e| format!("the trust store on this disk is refused: {e}"))?;
+            if store.rollback_version < counter {
+                return Err(format!(
+                    "the trust store on this disk was rolled back: it was written at \
+                     version {}, the device's counter is at {counter} (a newer store \
+                     existed); make fresh disks for this device",
+                    store.rollback_version
+                ));
+            }
+            Ok(store.peers)
+        }
         Err(StoreError::NotFound) => Ok(Vec::new()),
         Err(error) => Err(format!("cannot read the trust store: {error}")),
     }
+}
+
+/// The device's rollback counter, as the factory's programmer holds it: set-only.
+fn counter_disk(disks: &DiskSet) -> Result<rollback_counter::SetOnly<FileDisk>, String> {
+    let path = disks.counter.as_deref().ok_or("no rollback counter")?;
+    Ok(rollback_counter::SetOnly::new(FileDisk::open(path)?))
 }
 
 fn apply<H: HashBackend>(
@@ -191,7 +214,10 @@ fn apply<H: HashBackend>(
     let state = disks.state.as_deref().ok_or("no state disk")?;
     let mut store = RecordStore::open(FileDisk::open(state)?)
         .map_err(|e| format!("{}: {e}", state.display()))?;
-    let mut peers = current_peers::<H>(&mut store, &tags)?;
+    let mut counter = counter_disk(disks)?;
+    let value = rollback_counter::read(&mut counter)
+        .map_err(|e| format!("cannot read the rollback counter: {e}"))?;
+    let mut peers = current_peers::<H>(&mut store, &tags, value)?;
     let trust = options
         .trust
         .iter()
@@ -217,8 +243,7 @@ fn apply<H: HashBackend>(
             peers.len()
         ));
     }
-    store
-        .put(TRUST_STORE, &trust::encode::<H>(&tags, &peers))
+    trust::provision::<H, _, _>(&mut store, &mut counter, &tags, &peers)
         .map_err(|e| format!("cannot write the trust store: {e}"))?;
     Ok(peers)
 }
@@ -281,16 +306,30 @@ mod tests {
             ))
             .is_err()
         );
-        // The image's own reading: the tag verifies with the device's secret.
+        // The image's own reading: the tag verifies with the device's secret, and the
+        // store is as new as the counter, which moved with each store written.
         let otp = otp_secret(&dir.join("otp.img")).unwrap();
         let mut store = RecordStore::open(FileDisk::open(&dir.join("state.img")).unwrap()).unwrap();
         let record = store.get(TRUST_STORE).unwrap();
         let tags = TagKey::derive::<provider_hash::Blake2s>(&otp);
-        assert_eq!(
-            trust::decode::<provider_hash::Blake2s>(&tags, &record)
-                .unwrap()
-                .len(),
-            2
+        let decoded = trust::decode::<provider_hash::Blake2s>(&tags, &record).unwrap();
+        assert_eq!(decoded.peers.len(), 2);
+        let mut counter = FileDisk::open(&dir.join("counter.img")).unwrap();
+        assert_eq!(rollback_counter::read(&mut counter), Ok(2));
+        assert_eq!(decoded.rollback_version, 2);
+        // A state disk rolled back to the first store: the factory says so.
+        let mut older = store;
+        older
+            .put(
+                TRUST_STORE,
+                &trust::encode::<provider_hash::Blake2s>(&tags, 1, &decoded.peers),
+            )
+            .unwrap();
+        drop(older);
+        assert!(
+            run(&options(vec![key(4)], vec![]))
+                .unwrap_err()
+                .contains("rolled back")
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -324,7 +363,7 @@ mod tests {
         let record = store.get(TRUST_STORE).unwrap();
         let sha = TagKey::derive::<provider_hash::Sha256>(&otp);
         assert_eq!(
-            trust::decode::<provider_hash::Sha256>(&sha, &record).map(|p| p.len()),
+            trust::decode::<provider_hash::Sha256>(&sha, &record).map(|p| p.peers.len()),
             Ok(1),
             "the +sha256 image accepts the store"
         );

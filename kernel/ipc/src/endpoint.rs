@@ -80,16 +80,22 @@ pub enum Capability {
     OtpDisk = 4,
     /// The network device (virtio-net). Manifest name `virtio-net`.
     NetDevice = 5,
+    /// The anti-rollback counter (one-time-programmable bits, a stand-in for
+    /// anti-rollback fuses or RPMB), the one-sector disk with serial `ctr0`, handed out
+    /// so that its bits can only be set (the `rollback-counter` crate). Manifest name
+    /// `rollback-counter`.
+    RollbackCounter = 6,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Self::EntropyDevice,
         Self::AuditFeed,
         Self::StateDisk,
         Self::OtpDisk,
         Self::NetDevice,
+        Self::RollbackCounter,
     ];
 
     /// The name used in the boot manifest.
@@ -100,6 +106,7 @@ impl Capability {
             Self::StateDisk => "state-disk",
             Self::OtpDisk => "otp-disk",
             Self::NetDevice => "virtio-net",
+            Self::RollbackCounter => "rollback-counter",
         }
     }
 
@@ -108,6 +115,7 @@ impl Capability {
         match self {
             Self::StateDisk => Some("state0"),
             Self::OtpDisk => Some("otp0"),
+            Self::RollbackCounter => Some("ctr0"),
             _ => None,
         }
     }
@@ -157,6 +165,9 @@ pub enum DeviceError {
     BadRequest,
     /// A write to a read-only disk.
     ReadOnly,
+    /// A write that would clear a bit of a one-time-programmable device (the rollback
+    /// counter), refused before the device saw it.
+    ClearsProgrammedBit,
 }
 
 impl fmt::Display for DeviceError {
@@ -166,6 +177,7 @@ impl fmt::Display for DeviceError {
             Self::Failed => "the device failed",
             Self::BadRequest => "request outside the device's bounds",
             Self::ReadOnly => "the disk is read-only",
+            Self::ClearsProgrammedBit => "a write would clear a one-time-programmable bit",
         })
     }
 }
@@ -319,8 +331,8 @@ pub trait Endpoint {
     /// [`CapabilityError`].
     fn claim_audit_feed(&self) -> Result<Self::AuditFeed, CapabilityError>;
 
-    /// Takes the disk of `capability` ([`Capability::StateDisk`] or
-    /// [`Capability::OtpDisk`]), if the boot manifest grants it to this task. The
+    /// Takes the disk of `capability` ([`Capability::StateDisk`],
+    /// [`Capability::OtpDisk`] or [`Capability::RollbackCounter`]), if the boot manifest grants it to this task. The
     /// kernel found the disk by its serial, never by slot. The decision is audited.
     ///
     /// # Errors

@@ -5,7 +5,7 @@
 //! slot instead of virtio-rng and in-memory disks ([`Disks`]) in the state-disk and
 //! OTP-disk slots. It spawns logd, rngd, statefs, keystored, netstackd (its loopback
 //! interface only: there is no network device) and dsoftbusd exactly as the image
-//! does, with the image's hash ([`ImageHash`], BLAKE2s unless a test asks for SHA-256), so `cargo test` exercises the real services,
+//! does (the counter disk set-only, as the kernel installs it), with the image's hash ([`ImageHash`], BLAKE2s unless a test asks for SHA-256), so `cargo test` exercises the real services,
 //! the real policy and the real audit trail; QEMU proves the devices, the kernel and
 //! the markers. Disks are shared: a test keeps a handle, reboots a new system on the
 //! same state, or damages it in between.
@@ -107,24 +107,32 @@ impl RawBlockDevice for SharedDisk {
     }
 }
 
-/// The disks of a boot: the state disk (`state0`) and the OTP disk (`otp0`), each
-/// absent when `None`.
+/// The disks of a boot: the state disk (`state0`), the OTP disk (`otp0`) and the
+/// rollback counter (`ctr0`), each absent when `None`.
 #[derive(Clone, Debug)]
 pub struct Disks {
     /// The read-write state disk.
     pub state: Option<SharedDisk>,
     /// The read-only OTP disk.
     pub otp: Option<SharedDisk>,
+    /// The rollback counter's one sector (installed set-only, as the kernel does).
+    pub counter: Option<SharedDisk>,
 }
 
 impl Disks {
-    /// A fresh state disk of 512 sectors (zeroed: an empty store) and an OTP disk
-    /// holding `secret`.
+    /// A fresh state disk of 512 sectors (zeroed: an empty store), an OTP disk
+    /// holding `secret` and a counter at 0.
     pub fn fresh(secret: [u8; 32]) -> Self {
         Self {
             state: Some(SharedDisk::new(MemoryDisk::new(512))),
             otp: Some(Self::otp(secret)),
+            counter: Some(Self::counter()),
         }
+    }
+
+    /// A rollback counter at 0 (no bit programmed).
+    pub fn counter() -> SharedDisk {
+        SharedDisk::new(MemoryDisk::new(1))
     }
 
     /// A fresh state disk and an OTP disk with a secret from the host's getrandom.
@@ -274,6 +282,10 @@ impl HostSystem {
         }
         if let Some(otp) = disks.otp {
             kernel.install_disk(Capability::OtpDisk, Box::new(otp));
+        }
+        if let Some(counter) = disks.counter {
+            let counter = rollback_counter::SetOnly::new(counter);
+            kernel.install_disk(Capability::RollbackCounter, Box::new(counter));
         }
         if let Some(device) = net {
             kernel.install_net_device(device);

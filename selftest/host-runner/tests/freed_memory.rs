@@ -217,6 +217,7 @@ fn run_with_known_entropy<P: Provider>() -> usize {
         let disks = Disks {
             state: Some(state.clone()),
             otp: Some(otp.clone()),
+            counter: Some(Disks::counter()),
         };
         let mut system = HostSystem::boot_with::<P>(Entropy::Bytes(bytes), disks);
         outcomes.push(system.run_as(ServiceId::Selftest, |ep| async move {

@@ -67,6 +67,7 @@ fn disks_on(state: &SharedDisk, otp: [u8; 32]) -> Disks {
     Disks {
         state: Some(state.clone()),
         otp: Some(Disks::otp(otp)),
+        counter: Some(Disks::counter()),
     }
 }
 
@@ -91,6 +92,7 @@ fn fails_closed_with<P: Provider>(state: &SharedDisk, otp: Option<[u8; 32]>, mar
         Disks {
             state: Some(state.clone()),
             otp: otp.map(Disks::otp),
+            counter: Some(Disks::counter()),
         },
     );
     assert!(boot.printed(marker), "no {marker:?} in {:#?}", boot.console);
@@ -194,6 +196,7 @@ fn a_missing_or_damaged_state_disk_fails_closed_and_is_never_regenerated_over() 
         Disks {
             state: None,
             otp: Some(Disks::otp(OTP)),
+            counter: Some(Disks::counter()),
         },
     );
     assert!(no_disk.printed("statefs: fail-closed: no state disk"));
@@ -224,8 +227,10 @@ fn trust_store_on(state: &SharedDisk, otp: [u8; 32], peers: &[[u8; 32]]) {
 }
 
 fn trust_store_tagged<H: HashBackend>(state: &SharedDisk, otp: [u8; 32], peers: &[[u8; 32]]) {
+    // Version 0: each boot of these tests gets a fresh counter (at 0).
     let store = trust::encode::<H>(
         &TagKey::derive::<H>(&provider_api::SecretBytes::new(otp)),
+        0,
         peers,
     );
     let mut records = state_format::store::RecordStore::open(state.0.borrow().clone()).unwrap();

@@ -8,9 +8,11 @@
 //!   (`PurposeDenied`) and data of the wrong shape (`MalformedRequest`).
 //! - `EXPORT_PRIVATE`: always answered with `ExportForbidden`.
 //! - `VERIFY_TRUST_STORE`: payload: a trust-store record (`state_format::trust`);
-//!   reply empty when its tag verifies under this device's key, else
-//!   `AuthenticationFailed` (bad tag), `OtherAlgorithm` (tagged with another hash) or
-//!   `MalformedRequest`.
+//!   reply empty when its tag verifies under this device's key and its rollback
+//!   version is not below the device's anti-rollback counter (a newer one advances the
+//!   counter to it first), else `AuthenticationFailed` (bad tag), `OtherAlgorithm`
+//!   (tagged with another hash), `RolledBack` (older than the counter),
+//!   `Unavailable` (no counter, or it could not be advanced) or `MalformedRequest`.
 //!
 //! Without a key (keystored failed closed) every call but `EXPORT_PRIVATE` is
 //! answered with `NoKey`.

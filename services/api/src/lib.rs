@@ -87,10 +87,13 @@ pub enum ServiceError {
     /// Too much at once: a quota that frees itself (half-open handshakes, the entropy
     /// pace). Try again later.
     Busy = 23,
+    /// Older than the device's anti-rollback counter allows: a record written before a
+    /// newer one, brought back (a replayed slot, an older copy of the disk).
+    RolledBack = 24,
 }
 
 impl ServiceError {
-    const ALL: [ServiceError; 23] = [
+    const ALL: [ServiceError; 24] = [
         Self::MalformedRequest,
         Self::UnknownOperation,
         Self::EmptyRequest,
@@ -114,6 +117,7 @@ impl ServiceError {
         Self::InUse,
         Self::BadHandle,
         Self::Busy,
+        Self::RolledBack,
     ];
 
     /// The error with wire code `code`.
@@ -153,6 +157,7 @@ impl fmt::Display for ServiceError {
             Self::InUse => "port in use",
             Self::BadHandle => "no such socket of the caller's",
             Self::Busy => "busy: try again later",
+            Self::RolledBack => "older than the device's rollback counter allows",
         })
     }
 }

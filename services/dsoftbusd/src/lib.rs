@@ -18,9 +18,12 @@
 //! **Whom it trusts.** At start dsoftbusd loads its persistent trust store (its
 //! statefs record, written by the factory with `cargo xtask provision`): keystored
 //! checks the store's tag with a key derived from the device-unique secret, so a person
-//! holding only the disk cannot add a peer, and each key must be a canonical point of
-//! prime order. A store that fails either check is refused whole, and dsoftbusd fails
-//! closed (`dsoftbusd: fail-closed: trust store refused`). It prints how many peers it
+//! holding only the disk cannot add a peer, and its version against the device's
+//! anti-rollback counter, so they cannot bring back a revoked one; each key must be a
+//! canonical point of prime order. A store that fails a check is refused whole, and
+//! dsoftbusd fails closed with a marker that says which: `trust store refused` (tag,
+//! hash or key), `trust store rolled back` (older than the counter), `trust store
+//! corrupt` (the record store cannot read it intact). It prints how many peers it
 //! trusts. `TRUST` adds a peer for this boot only: the persistent store is the factory's.
 //!
 //! **Untrusted peers** meet a hardened table ([`sessions`]): sessions belong to a
@@ -135,9 +138,10 @@ async fn trust_store<P: Provider, E: Endpoint>(
         Err(error) => return Err(error),
     };
     keystored::verify_trust_store(ep, &store).await?;
-    let peers = state_format::trust::peers_unverified(&store)
+    let store = state_format::trust::parse_unverified(&store)
         .map_err(|_| ClientError::Service(ServiceError::MalformedRequest))?;
-    peers
+    store
+        .peers
         .iter()
         .take(MAX_TRUSTED)
         .map(|peer| {
@@ -348,7 +352,15 @@ async fn fail_closed<E: Endpoint>(ep: E, error: StartError) {
             cause
         }
         StartError::TrustStore(cause) => {
-            ep.console(markers::DSOFTBUSD_TRUST_STORE_REFUSED.message);
+            ep.console(match cause {
+                ClientError::Service(ServiceError::RolledBack) => {
+                    markers::DSOFTBUSD_TRUST_STORE_ROLLED_BACK.message
+                }
+                ClientError::Service(ServiceError::Corrupt) => {
+                    markers::DSOFTBUSD_TRUST_STORE_CORRUPT.message
+                }
+                _ => markers::DSOFTBUSD_TRUST_STORE_REFUSED.message,
+            });
             cause
         }
     };

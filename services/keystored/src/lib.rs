@@ -27,24 +27,40 @@
 //! policy grants the caller (`[[purpose]]` in `policies/policy.toml`). A caller allowed
 //! `SIGN` can still obtain no signature over a message of its choosing.
 //!
+//! **Trust stores that cannot be rolled back.** keystored alone holds the device's
+//! anti-rollback counter (`rollback-counter`: one-time-programmable bits, a one-sector
+//! disk with serial `ctr0` whose bits the kernel lets it set, never clear). A trust
+//! store carries the counter value it was written at under its tag; keystored refuses
+//! one below the counter (`RolledBack`: a replayed store, an older copy of the disk)
+//! and, for one above it (the factory wrote it and a power cut came before the factory
+//! advanced the counter), advances the counter first, as a boot ROM raises its
+//! rollback index once it accepted a newer image. Without a counter every trust store
+//! is refused: rollback protection is not silently dropped.
+//!
 //! **Interface** (`service_api::keystored`): `GET_PUBKEY`; `SIGN(purpose, data)`;
 //! `EXPORT_PRIVATE`, always refused with its own error and an audit record;
-//! `VERIFY_TRUST_STORE(record)`, whether a trust store's tag is this device's. No call
-//! returns private key material.
+//! `VERIFY_TRUST_STORE(record)`, whether a trust store's tag is this device's and its
+//! version is not older than the counter. No call returns private key material.
 
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+use alloc::boxed::Box;
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
 use core::marker::PhantomData;
 
 use ipc::policy::{PurposeGrant, SigningPurpose, purpose_granted};
-use ipc::{Action, AuditEvent, Capability, Endpoint, Operation, ServiceId, Verdict};
+use ipc::{
+    Action, AuditEvent, Capability, CapabilityError, Endpoint, Operation, RawBlockDevice,
+    ServiceId, Verdict,
+};
 use provider_api::{HashBackend, Provider, Seed, SigningKey};
+use rollback_counter::CounterError;
 use service_api::keystored::purpose_message;
 use service_api::statefs::KEYSTORED_DEVICE_KEY;
 use service_api::{ClientError, Incoming, ServiceError, reply_err, reply_ok, rngd, statefs};
@@ -137,10 +153,60 @@ impl Failure {
     }
 }
 
+/// The audit reason of keystored's health record when it has no usable rollback
+/// counter (it keeps its key; trust stores are refused).
+pub const NO_COUNTER_REASON: u16 = 9;
+
+/// Why keystored has no rollback counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterUnavailable {
+    /// The kernel handed out none (no `ctr0` disk, or not granted).
+    Claim(CapabilityError),
+    /// The device could not be read.
+    Device(CounterError),
+}
+
+/// The device's anti-rollback counter as keystored holds it: the device and the value
+/// last read or written.
+pub struct RollbackCounter {
+    device: Box<dyn RawBlockDevice>,
+    value: u32,
+}
+
+impl RollbackCounter {
+    /// Reads the counter on `device`.
+    ///
+    /// # Errors
+    /// The device's failure.
+    pub fn open(mut device: Box<dyn RawBlockDevice>) -> Result<Self, CounterError> {
+        let value = rollback_counter::read(&mut *device)?;
+        Ok(Self { device, value })
+    }
+
+    /// The counter's value.
+    pub fn value(&self) -> u32 {
+        self.value
+    }
+
+    /// Whether a trust store written at `version` may be used: not below the counter.
+    /// A newer one raises the counter to it first (written, flushed, read back).
+    fn admit(&mut self, version: u32) -> Result<(), ServiceError> {
+        if version < self.value {
+            return Err(ServiceError::RolledBack);
+        }
+        if version > self.value {
+            self.value = rollback_counter::advance(&mut *self.device, version)
+                .map_err(|_| ServiceError::Unavailable)?;
+        }
+        Ok(())
+    }
+}
+
 /// The device key and the trust-store tag key, or none when keystored failed closed.
 pub struct Keystored<P: Provider, H: HashBackend> {
     key: Option<SigningKey<P::Sig>>,
     trust: Option<TagKey>,
+    counter: Option<RollbackCounter>,
     purposes: &'static [PurposeGrant],
     hash: PhantomData<H>,
 }
@@ -181,9 +247,17 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
         Self {
             key: Some(key),
             trust,
+            counter: None,
             purposes,
             hash: PhantomData,
         }
+    }
+
+    /// keystored holding the device's rollback counter (without one, every trust
+    /// store is refused `Unavailable`).
+    pub fn with_counter(mut self, counter: RollbackCounter) -> Self {
+        self.counter = Some(counter);
+        self
     }
 
     /// keystored without a key: every request but export is answered `NoKey`.
@@ -191,6 +265,7 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
         Self {
             key: None,
             trust: None,
+            counter: None,
             purposes,
             hash: PhantomData,
         }
@@ -202,7 +277,7 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
     }
 
     /// Handles one request frame from `sender`.
-    pub fn handle(&self, sender: ServiceId, frame: &[u8]) -> Handled {
+    pub fn handle(&mut self, sender: ServiceId, frame: &[u8]) -> Handled {
         let request = ipc::Request {
             sender,
             frame: ipc::IpcBuffer::copy_from(frame),
@@ -270,10 +345,24 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
                     return refuse(ServiceError::NoKey, Verdict::Failed, size);
                 };
                 match trust::decode::<H>(tag_key, incoming.payload) {
-                    Ok(_) => Handled {
-                        reply: Ok(Vec::new()),
-                        audit: audit(code, Verdict::Allowed, 0, size),
-                    },
+                    // The detail of a verified or rolled-back store is its version.
+                    Ok(store) => {
+                        let version = store.rollback_version as usize;
+                        let admitted = match &mut self.counter {
+                            Some(counter) => counter.admit(store.rollback_version),
+                            None => Err(ServiceError::Unavailable),
+                        };
+                        match admitted {
+                            Ok(()) => Handled {
+                                reply: Ok(Vec::new()),
+                                audit: audit(code, Verdict::Allowed, 0, version),
+                            },
+                            Err(error @ ServiceError::RolledBack) => {
+                                refuse(error, Verdict::Rejected, version)
+                            }
+                            Err(error) => refuse(error, Verdict::Failed, version),
+                        }
+                    }
                     Err(TrustStoreError::BadTag) => {
                         refuse(ServiceError::AuthenticationFailed, Verdict::Rejected, size)
                     }
@@ -397,19 +486,48 @@ pub async fn load_or_create<P: Provider, H: HashBackend, E: Endpoint>(
     }
 }
 
+/// Claims and reads the rollback counter.
+fn claim_counter<E: Endpoint>(ep: &E) -> Result<RollbackCounter, CounterUnavailable>
+where
+    E::Disk: 'static,
+{
+    let device = ep
+        .claim_disk(Capability::RollbackCounter)
+        .map_err(CounterUnavailable::Claim)?;
+    RollbackCounter::open(Box::new(device)).map_err(CounterUnavailable::Device)
+}
+
 /// Runs keystored until the machine stops; it signs for `purposes` (the compiled-in
 /// `[[purpose]]` table).
-pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
-    ep: E,
-    purposes: &'static [PurposeGrant],
-) {
-    let keystored = match load_or_create::<P, H, E>(&ep).await {
+pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: E, purposes: &'static [PurposeGrant])
+where
+    E::Disk: 'static,
+{
+    let mut keystored = match load_or_create::<P, H, E>(&ep).await {
         Ok((key, provenance, tags)) => {
             let keystored = Keystored::<P, H>::new(key, Some(tags), purposes);
             let public = keystored.public_key().map(|k| hex(&k)).unwrap_or_default();
             ep.console(&markers::KEYSTORED_DEVICE_PUBKEY.render(&[&public]));
             ep.console(&markers::KEYSTORED_DEVICE_KEY.render(&[provenance.word()]));
-            keystored
+            match claim_counter(&ep) {
+                Ok(counter) => {
+                    ep.console(&format!("rollback counter {}", counter.value()));
+                    keystored.with_counter(counter)
+                }
+                Err(why) => {
+                    ep.console(&format!(
+                        "no rollback counter ({why:?}): every trust store is refused"
+                    ));
+                    ep.audit(AuditEvent {
+                        subject: ServiceId::Keystored,
+                        action: Action::Health,
+                        verdict: Verdict::Failed,
+                        reason: NO_COUNTER_REASON,
+                        detail: 0,
+                    });
+                    keystored
+                }
+            }
         }
         Err(failure) => {
             failure.announce(&ep);
@@ -442,7 +560,9 @@ pub fn key_from_entropy<P: Provider>(entropy: &[u8]) -> Option<SigningKey<P::Sig
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::rc::Rc;
     use alloc::vec;
+    use core::cell::RefCell;
     use ipc::Frame;
     use provider_api::{Bundle, SecretBytes, VerifyingKey};
     use provider_chacha::ChaCha20Poly1305;
@@ -490,7 +610,7 @@ mod tests {
 
     #[test]
     fn a_binding_is_signed_over_the_prefix_and_the_key_only() {
-        let keystored = keystored([3; 32]);
+        let mut keystored = keystored([3; 32]);
         let static_key = [0x42u8; 32];
         let signed = keystored.handle(
             ServiceId::Dsoftbusd,
@@ -513,7 +633,7 @@ mod tests {
 
     #[test]
     fn no_caller_gets_a_signature_outside_its_purposes() {
-        let keystored = keystored([4; 32]);
+        let mut keystored = keystored([4; 32]);
         let public = VerifyingKey::<Dalek>::from_bytes(&keystored.public_key().unwrap()).unwrap();
         // Every request shape dsoftbusd could send: purposes that do not exist, the
         // binding purpose with data of every length but 32, and raw messages.
@@ -566,7 +686,7 @@ mod tests {
 
     #[test]
     fn refusals_have_their_own_errors_and_records() {
-        let keystored = keystored([5; 32]);
+        let mut keystored = keystored([5; 32]);
         let denied = keystored.handle(
             ServiceId::Selftest,
             &frame(
@@ -587,7 +707,7 @@ mod tests {
             assert_eq!(handled.reply, Err(ServiceError::ExportForbidden));
             assert_eq!(handled.audit.verdict, Verdict::Denied);
         }
-        let closed = Store::failed_closed(PURPOSES);
+        let mut closed = Store::failed_closed(PURPOSES);
         let export = closed.handle(
             ServiceId::Selftest,
             &frame(Operation::KeystoredExportPrivate, b""),
@@ -611,32 +731,115 @@ mod tests {
         assert_eq!(good.reply.map(|k| k.len()), Ok(32), "still serving");
     }
 
+    /// A rollback counter at `value`, and a handle on its disk for the test.
+    fn counter_at(value: u32) -> (RollbackCounter, Shared) {
+        let disk = state_format::memory::MemoryDisk::from_bytes(
+            rollback_counter::sector_of(value).unwrap().to_vec(),
+            false,
+        );
+        let shared = Shared(Rc::new(RefCell::new(disk)));
+        let device = Box::new(rollback_counter::SetOnly::new(shared.clone()));
+        (RollbackCounter::open(device).unwrap(), shared)
+    }
+
+    /// The counter disk, shared between keystored and the test.
+    #[derive(Clone)]
+    struct Shared(Rc<RefCell<state_format::memory::MemoryDisk>>);
+
+    impl Shared {
+        fn value(&self) -> u32 {
+            rollback_counter::read(&mut *self.0.borrow_mut()).unwrap()
+        }
+    }
+
+    impl RawBlockDevice for Shared {
+        fn sectors(&self) -> u64 {
+            self.0.borrow().sectors()
+        }
+        fn readonly(&self) -> bool {
+            false
+        }
+        fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), ipc::DeviceError> {
+            self.0.borrow_mut().read(sector, buf)
+        }
+        fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), ipc::DeviceError> {
+            self.0.borrow_mut().write(sector, buf)
+        }
+        fn flush(&mut self) -> Result<(), ipc::DeviceError> {
+            Ok(())
+        }
+    }
+
+    fn verify(keystored: &mut Store, store: &[u8]) -> Handled {
+        keystored.handle(
+            ServiceId::Dsoftbusd,
+            &frame(Operation::KeystoredVerifyTrustStore, store),
+        )
+    }
+
+    fn tags(fill: u8) -> TagKey {
+        TagKey::derive::<Blake2s>(&SecretBytes::new([fill; 32]))
+    }
+
     #[test]
     fn trust_stores_verify_only_with_this_devices_tag() {
-        let keystored = keystored([6; 32]);
-        let mine = trust::encode::<Blake2s>(
-            &TagKey::derive::<Blake2s>(&SecretBytes::new([0x07; 32])),
-            &[[1; 32]],
+        let mut keystored = keystored([6; 32]).with_counter(counter_at(0).0);
+        let mine = trust::encode::<Blake2s>(&tags(0x07), 0, &[[1; 32]]);
+        let theirs = trust::encode::<Blake2s>(&tags(0x08), 0, &[[1; 32]]);
+        assert_eq!(verify(&mut keystored, &mine).reply, Ok(Vec::new()));
+        assert_eq!(
+            verify(&mut keystored, &theirs).reply,
+            Err(ServiceError::AuthenticationFailed)
         );
-        let theirs = trust::encode::<Blake2s>(
-            &TagKey::derive::<Blake2s>(&SecretBytes::new([0x08; 32])),
-            &[[1; 32]],
+        assert_eq!(
+            verify(&mut keystored, &mine[..20]).reply,
+            Err(ServiceError::MalformedRequest)
         );
-        let verify = |store: &[u8]| {
-            keystored
-                .handle(
-                    ServiceId::Dsoftbusd,
-                    &frame(Operation::KeystoredVerifyTrustStore, store),
-                )
-                .reply
-        };
-        assert_eq!(verify(&mine), Ok(Vec::new()));
-        assert_eq!(verify(&theirs), Err(ServiceError::AuthenticationFailed));
-        assert_eq!(verify(&mine[..20]), Err(ServiceError::MalformedRequest));
         let sha = trust::encode::<provider_hash::Sha256>(
             &TagKey::derive::<provider_hash::Sha256>(&SecretBytes::new([0x07; 32])),
+            0,
             &[],
         );
-        assert_eq!(verify(&sha), Err(ServiceError::OtherAlgorithm));
+        assert_eq!(
+            verify(&mut keystored, &sha).reply,
+            Err(ServiceError::OtherAlgorithm)
+        );
+    }
+
+    #[test]
+    fn a_store_older_than_the_counter_is_refused_and_a_newer_one_advances_it() {
+        let (counter, disk) = counter_at(3);
+        let mut device = keystored([6; 32]).with_counter(counter);
+        let store = |version| trust::encode::<Blake2s>(&tags(0x07), version, &[[1; 32]]);
+        for older in [0, 2] {
+            let refused = verify(&mut device, &store(older));
+            assert_eq!(refused.reply, Err(ServiceError::RolledBack));
+            assert_eq!(
+                (
+                    refused.audit.verdict,
+                    refused.audit.reason,
+                    refused.audit.detail
+                ),
+                (Verdict::Rejected, ServiceError::RolledBack.code(), older),
+                "audited with the store's version"
+            );
+        }
+        assert_eq!(disk.value(), 3, "a refusal writes nothing");
+        assert_eq!(verify(&mut device, &store(3)).reply, Ok(Vec::new()));
+        assert_eq!(disk.value(), 3);
+        // The factory wrote version 5 and stopped before advancing the counter.
+        assert_eq!(verify(&mut device, &store(5)).reply, Ok(Vec::new()));
+        assert_eq!(disk.value(), 5, "advanced on the device");
+        assert_eq!(
+            verify(&mut device, &store(4)).reply,
+            Err(ServiceError::RolledBack),
+            "and the version before it is now refused"
+        );
+        // Without a counter no store is admitted.
+        let mut without = keystored([6; 32]);
+        assert_eq!(
+            verify(&mut without, &store(9)).reply,
+            Err(ServiceError::Unavailable)
+        );
     }
 }

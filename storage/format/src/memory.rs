@@ -16,6 +16,9 @@ pub struct MemoryDisk {
     /// The next write stops after this many bytes (then fails with `Failed`, as a
     /// power cut would leave it).
     pub tear_next_write_after: Option<usize>,
+    /// Writes that complete before the one [`MemoryDisk::tear_next_write_after`]
+    /// tears (0: the next write is torn).
+    pub writes_before_tear: usize,
     /// Every request fails with `Failed`.
     pub failing: bool,
     /// Writes completed.
@@ -35,6 +38,7 @@ impl MemoryDisk {
             bytes,
             readonly,
             tear_next_write_after: None,
+            writes_before_tear: 0,
             failing: false,
             writes: 0,
         }
@@ -92,7 +96,9 @@ impl RawBlockDevice for MemoryDisk {
         if self.failing {
             return Err(DeviceError::Failed);
         }
-        if let Some(after) = self.tear_next_write_after.take() {
+        if self.tear_next_write_after.is_some() && self.writes_before_tear > 0 {
+            self.writes_before_tear -= 1;
+        } else if let Some(after) = self.tear_next_write_after.take() {
             let torn = after.min(buf.len());
             self.bytes[range.start..range.start + torn].copy_from_slice(&buf[..torn]);
             return Err(DeviceError::Failed);

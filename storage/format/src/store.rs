@@ -13,6 +13,12 @@
 //! - **Writing.** A new version goes to the entry's other slot (never the current one)
 //!   with the next sequence number, then the disk is flushed. A record keeps its entry
 //!   for life; a new record takes an entry with no valid live record and no damage.
+//! - **Retiring.** Once the new version is flushed and read back intact, the older slot
+//!   is zeroed (and flushed): the store never falls back to a version older than one
+//!   that was completely written. Damage to the newest version afterwards is
+//!   corruption, not a torn update, and fails closed. A write torn before it completed
+//!   still leaves the previous version current. Opening the store finishes a retirement
+//!   a power cut interrupted (an entry with two valid slots keeps only the newer).
 //! - **Absence is proven, not assumed.** Damage in an entry whose current slot is a
 //!   live record belongs to that record (a torn update). Any other damage could be
 //!   anyone's record, so while it exists a lookup of a record that is not live answers
@@ -299,7 +305,8 @@ pub struct RecordStore<D: RawBlockDevice> {
 
 impl<D: RawBlockDevice> RecordStore<D> {
     /// Opens the store on `disk`: checks the superblock (an all-zero disk is an empty
-    /// store) and reads every slot.
+    /// store), reads every slot, and finishes any retirement a power cut interrupted
+    /// (the only time opening writes).
     ///
     /// # Errors
     /// [`StoreError::DiskTooSmall`], [`StoreError::BadSuperblock`], or the disk's
@@ -335,11 +342,22 @@ impl<D: RawBlockDevice> RecordStore<D> {
         {
             return Err(StoreError::BadSuperblock);
         }
-        Ok(Self {
+        let mut store = Self {
             disk,
             formatted,
             entries,
-        })
+        };
+        // A power cut between a completed write and the retirement of the older slot
+        // leaves two valid slots: finish the retirement before anything is served.
+        for entry in 0..ENTRIES {
+            let slots = store.entries[usize::from(entry)].slots;
+            if let [SlotState::Valid(_), SlotState::Valid(_)] = slots
+                && let Some((current, _)) = store.entries[usize::from(entry)].current()
+            {
+                store.retire(entry, 1 - current)?;
+            }
+        }
+        Ok(store)
     }
 
     /// The live records held.
@@ -402,11 +420,14 @@ impl<D: RawBlockDevice> RecordStore<D> {
         Ok(bytes[start..start + usize::from(header.len)].to_vec())
     }
 
-    /// Stores `payload` as the new version of record `key`.
+    /// Stores `payload` as the new version of record `key`, then retires the previous
+    /// version's slot.
     ///
     /// # Errors
-    /// [`StoreError::TooLarge`], [`StoreError::Full`], or the disk's failure (the slot
-    /// written is then taken as damaged; the previous version stays current).
+    /// [`StoreError::TooLarge`], [`StoreError::Full`], [`StoreError::Corrupt`] when the
+    /// version written does not read back intact, or the disk's failure. After an error
+    /// the record's current version is the previous one (the write did not complete) or
+    /// the new one (it completed and only the retirement failed), never an older one.
     pub fn put(&mut self, key: RecordKey, payload: &[u8]) -> Result<(), StoreError> {
         if payload.len() > MAX_RECORD_LEN {
             return Err(StoreError::TooLarge { len: payload.len() });
@@ -456,11 +477,36 @@ impl<D: RawBlockDevice> RecordStore<D> {
         let target = state.target();
         let sequence = state.next_sequence();
         let bytes = encode_slot(kind, key, sequence, payload);
+        let SlotState::Valid(header) = decode_slot(&bytes) else {
+            unreachable!("encode_slot writes a valid slot");
+        };
         // Until the write is known complete, the target slot is unknown content.
         state.slots[target] = SlotState::Damaged;
         self.disk.write(slot_sector(entry, target), &bytes)?;
         self.disk.flush()?;
-        self.entries[usize::from(entry)].slots[target] = decode_slot(&bytes);
+        // Complete means read back intact: only then may the older version go.
+        let mut back = vec![0u8; SLOT_LEN];
+        self.disk.read(slot_sector(entry, target), &mut back)?;
+        if back != bytes {
+            return Err(StoreError::Corrupt);
+        }
+        self.entries[usize::from(entry)].slots[target] = SlotState::Valid(header);
+        let older = 1 - target;
+        if self.entries[usize::from(entry)].slots[older] != SlotState::Empty {
+            self.retire(entry, older)?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes slot `slot` of `entry` and flushes: the older version of a record whose
+    /// newer version is complete can never become current again. A retirement torn
+    /// part-way leaves a damaged slot, which the live newer version accounts for.
+    fn retire(&mut self, entry: u16, slot: usize) -> Result<(), StoreError> {
+        self.entries[usize::from(entry)].slots[slot] = SlotState::Damaged;
+        self.disk
+            .write(slot_sector(entry, slot), &vec![0u8; SLOT_LEN])?;
+        self.disk.flush()?;
+        self.entries[usize::from(entry)].slots[slot] = SlotState::Empty;
         Ok(())
     }
 }

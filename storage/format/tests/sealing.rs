@@ -6,7 +6,7 @@ use provider_api::{AeadAlgorithm, AeadBackend, HashAlgorithm, HashBackend, Secre
 use provider_chacha::ChaCha20Poly1305;
 use provider_hash::{Blake2s, Sha256};
 use state_format::sealed::{self, HEADER_LEN, SealingKeys, UnsealError};
-use state_format::trust::{self, TagKey, TrustStoreError};
+use state_format::trust::{self, TagKey, TrustStore, TrustStoreError};
 
 const SEED: [u8; 32] = [0x5e; 32];
 const NONCE: [u8; 12] = [7; 12];
@@ -132,11 +132,15 @@ fn another_aead_or_hash_is_named_not_mistaken_for_tampering() {
 #[test]
 fn the_trust_store_verifies_only_for_its_device_and_contents() {
     let peers = [[1u8; 32], [2; 32]];
-    let store = trust::encode::<Blake2s>(&tags::<Blake2s>(1), &peers);
-    assert_eq!(store.len(), 8 + 64 + 32);
+    let store = trust::encode::<Blake2s>(&tags::<Blake2s>(1), 7, &peers);
+    assert_eq!(store.len(), 12 + 64 + 32);
+    let expected = TrustStore {
+        rollback_version: 7,
+        peers: peers.to_vec(),
+    };
     assert_eq!(
         trust::decode::<Blake2s>(&tags::<Blake2s>(1), &store),
-        Ok(peers.to_vec())
+        Ok(expected.clone())
     );
     assert_eq!(
         trust::decode::<Blake2s>(&tags::<Blake2s>(2), &store),
@@ -148,14 +152,14 @@ fn the_trust_store_verifies_only_for_its_device_and_contents() {
         altered[byte] ^= 0x10;
         assert!(
             trust::decode::<Blake2s>(&tags::<Blake2s>(1), &altered).is_err(),
-            "byte {byte} altered"
+            "byte {byte} altered (bytes 8..12 are the rollback version)"
         );
     }
     // Adding a peer without the device secret: the old tag does not cover it.
-    let mut added = store[..8 + 64].to_vec();
+    let mut added = store[..12 + 64].to_vec();
     added[6] = 3;
     added.extend_from_slice(&[9; 32]);
-    added.extend_from_slice(&store[8 + 64..]);
+    added.extend_from_slice(&store[12 + 64..]);
     assert_eq!(
         trust::decode::<Blake2s>(&tags::<Blake2s>(1), &added),
         Err(TrustStoreError::BadTag)
@@ -168,17 +172,27 @@ fn the_trust_store_verifies_only_for_its_device_and_contents() {
         })
     );
     assert_eq!(
-        trust::peers_unverified(&store).unwrap(),
-        peers.to_vec(),
+        trust::parse_unverified(&store).unwrap(),
+        expected,
         "listing without the secret"
     );
-    let empty = trust::encode::<Sha256>(&tags::<Sha256>(1), &[]);
+    let empty = trust::encode::<Sha256>(&tags::<Sha256>(1), 0, &[]);
     assert_eq!(
         trust::decode::<Sha256>(&tags::<Sha256>(1), &empty),
-        Ok(Vec::new())
+        Ok(TrustStore {
+            rollback_version: 0,
+            peers: Vec::new()
+        })
     );
     assert_eq!(
-        trust::decode::<Sha256>(&tags::<Sha256>(1), &empty[..39]),
+        trust::decode::<Sha256>(&tags::<Sha256>(1), &empty[..43]),
+        Err(TrustStoreError::Malformed)
+    );
+    // A version 1 store (no rollback version) is not read as one of version 2.
+    let mut v1 = empty.clone();
+    v1[4] = 1;
+    assert_eq!(
+        trust::parse_unverified(&v1),
         Err(TrustStoreError::Malformed)
     );
 }

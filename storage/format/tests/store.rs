@@ -324,3 +324,100 @@ fn bad_disks_are_refused_at_open() {
         Err(StoreError::Disk(DeviceError::ReadOnly))
     );
 }
+
+/// The byte offset of slot `slot` of entry `entry` on the disk.
+fn slot_offset(entry: u16, slot: usize) -> usize {
+    slot_sector(entry, slot) as usize * SECTOR_SIZE
+}
+
+#[test]
+fn damage_to_a_completed_version_is_corruption_never_a_fallback() {
+    // Someone holding the disk flips one byte of the newest version: before the
+    // retirement rule the store took it for a torn update and served the older one.
+    for at in [0, 12, 16, SLOT_HEADER_LEN, SLOT_HEADER_LEN + 6] {
+        let mut store = RecordStore::open(disk()).unwrap();
+        store.put(KEY, b"trust A and B").unwrap();
+        store.put(KEY, b"trust A").unwrap();
+        let (entry, slot, _) = store.locate(KEY).unwrap();
+        let mut disk = store.into_disk();
+        assert!(
+            disk.bytes()[slot_offset(entry, 1 - slot)..][..SLOT_LEN]
+                .iter()
+                .all(|&b| b == 0),
+            "the older slot was retired"
+        );
+        disk.bytes_mut()[slot_offset(entry, slot) + at] ^= 0x01;
+        let mut store = RecordStore::open(disk).unwrap();
+        assert_eq!(
+            store.get(KEY),
+            Err(StoreError::Corrupt),
+            "byte {at} of the newest version damaged"
+        );
+        assert_eq!(
+            store.get(OTHER),
+            Err(StoreError::Corrupt),
+            "nor is anything provably absent"
+        );
+    }
+}
+
+#[test]
+fn a_retirement_torn_at_any_byte_leaves_the_new_version_current() {
+    let mut base = RecordStore::open(disk()).unwrap();
+    base.put(KEY, &version(1, 90)).unwrap();
+    let base = base.into_disk();
+    let next = version(2, 200);
+    for torn_at in 0..=SLOT_LEN {
+        let mut disk = base.clone();
+        // The update's first write (the new slot) completes; the retirement is torn.
+        disk.tear_next_write_after = Some(torn_at);
+        disk.writes_before_tear = 1;
+        let mut store = RecordStore::open(disk).unwrap();
+        assert_eq!(
+            store.put(KEY, &next),
+            Err(StoreError::Disk(DeviceError::Failed))
+        );
+        assert_eq!(
+            store.get(KEY).unwrap(),
+            next,
+            "in memory, retirement torn at {torn_at}"
+        );
+        let mut store = reopen(store);
+        assert_eq!(
+            store.get(KEY).unwrap(),
+            next,
+            "reopened, retirement torn at {torn_at}"
+        );
+        assert_eq!(
+            store.get(OTHER),
+            Err(StoreError::NotFound),
+            "a torn retirement is damage the live record accounts for ({torn_at})"
+        );
+        // Reopening finished it (torn at 0: both slots were still valid) or the next
+        // write repairs the damaged slot; either way the older version never returns.
+        store.put(KEY, b"after").unwrap();
+        assert_eq!(reopen(store).get(KEY).unwrap(), b"after");
+    }
+}
+
+#[test]
+fn opening_finishes_an_interrupted_retirement() {
+    // A power cut after the new version was flushed, before the older was zeroed.
+    let disk = formatted_with(&[
+        (0, 0, SlotKind::Live, KEY, 7, b"older"),
+        (0, 1, SlotKind::Live, KEY, 8, b"newer"),
+    ]);
+    let mut store = RecordStore::open(disk).unwrap();
+    let disk = store.into_disk();
+    assert!(
+        disk.bytes()[slot_offset(0, 0)..][..SLOT_LEN]
+            .iter()
+            .all(|&b| b == 0),
+        "the older slot is zeroed at open"
+    );
+    let mut damaged = disk.clone();
+    damaged.bytes_mut()[slot_offset(0, 1) + SLOT_HEADER_LEN] ^= 1;
+    store = RecordStore::open(damaged).unwrap();
+    assert_eq!(store.get(KEY), Err(StoreError::Corrupt));
+    assert_eq!(RecordStore::open(disk).unwrap().get(KEY).unwrap(), b"newer");
+}

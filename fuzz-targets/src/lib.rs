@@ -144,7 +144,9 @@ pub const TARGETS: &[Target] = &[
 /// Seed inputs for `target` (genuine messages where random bytes would not pass the
 /// cryptography): written to its corpus before fuzzing, and replayed by the tests.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
-    noise::seeds(target)
+    let mut seeds = noise::seeds(target);
+    seeds.extend(storage::seeds(target));
+    seeds
 }
 
 /// The target named `name`.

@@ -2,11 +2,13 @@
 //!
 //! The sealing key comes from the device-unique secret (the OTP disk) with one HKDF
 //! over the image's hash: `HKDF(salt = "dsoftbus/v1 sealing", ikm = OTP secret,
-//! info = "seal" || record id)`, 48 bytes: the first 32 are the sealing key, the last
-//! 16 the key id. The key id is stored in clear: a record whose key id is not this
-//! device's (for that record) was sealed on another device; one whose key id matches
-//! but does not open was tampered with. (Knowing HKDF's later output block reveals
-//! nothing of the earlier one: each is an HMAC under the extracted key.)
+//! info = "seal" || record id (2 bytes, little-endian))`, 48 bytes: the first 32 are
+//! the sealing key, the last 16 the key id ([`SealingKeys::derive`]; the document has
+//! a test vector that `tests/sealing.rs` rebuilds). The key id is stored in clear: a
+//! record whose key id is not this device's (for that record) was sealed on another
+//! device; one whose key id matches but does not open was tampered with. (Knowing
+//! HKDF's later output block reveals nothing of the earlier one: each is an HMAC under
+//! the extracted key.)
 //!
 //! Layout (little-endian), specified in `docs/state-disk.md`:
 //!
@@ -49,6 +51,16 @@ pub const HEADER_LEN: usize = 46;
 pub const KEY_ID_LEN: usize = 16;
 /// The HKDF salt of every sealing derivation.
 pub const SEALING_SALT: &[u8] = b"dsoftbus/v1 sealing";
+/// The HKDF output per record: the sealing key, then the key id.
+const OKM_LEN: usize = 32 + KEY_ID_LEN;
+
+/// The HKDF `info` of record `record_id`'s keys: `"seal"` and the id, little-endian.
+pub fn seal_info(record_id: u16) -> [u8; 6] {
+    let mut info = [0u8; 6];
+    info[..4].copy_from_slice(b"seal");
+    info[4..].copy_from_slice(&record_id.to_le_bytes());
+    info
+}
 
 /// Why a sealed record did not open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,16 +112,21 @@ pub struct SealingKeys {
 }
 
 impl SealingKeys {
-    /// Derives the keys for `record_id` from the device-unique secret with hash `H`.
+    /// Derives the keys for `record_id` from the device-unique secret with hash `H`:
+    /// one HKDF, `info = "seal" || record id` (little-endian), 48 bytes of output; the
+    /// sealing key is the first 32, the key id the last 16 (`docs/state-disk.md`).
     pub fn derive<H: HashBackend>(otp: &SecretBytes<32>, record_id: u16) -> Self {
-        let mut info = [0u8; 5];
-        info[..3].copy_from_slice(b"key");
-        info[3..].copy_from_slice(&record_id.to_le_bytes());
-        let key = H::hkdf_with_info::<32>(SEALING_SALT, otp.expose_secret(), &info);
-        let key_id = H::hkdf_with_info::<KEY_ID_LEN>(SEALING_SALT, otp.expose_secret(), b"key id");
+        let info = seal_info(record_id);
+        let okm = H::hkdf_with_info::<OKM_LEN>(SEALING_SALT, otp.expose_secret(), &info);
+        let (key, key_id) = okm.expose_secret().split_at(32);
+        let key = AeadKey::from_fill(|k: &mut [u8; 32]| {
+            k.copy_from_slice(key);
+            Ok::<(), ()>(())
+        })
+        .expect("32 bytes");
         Self {
             key,
-            key_id: *key_id.expose_secret(),
+            key_id: key_id.try_into().expect("16 bytes"),
         }
     }
 
@@ -200,6 +217,9 @@ fn open<A: AeadBackend, H: HashBackend>(
     if len != ciphertext.len() || len != secret.len() + TAG_LEN {
         return Err(UnsealError::Malformed);
     }
+    if head[7] != 0 || head[10..12] != [0, 0] {
+        return Err(UnsealError::Malformed);
+    }
     if aead != A::ALGORITHM {
         return Err(UnsealError::OtherAead {
             sealed: aead,
@@ -212,14 +232,16 @@ fn open<A: AeadBackend, H: HashBackend>(
             image: H::ALGORITHM,
         });
     }
+    // A record moved to another id: its key id (derived per record) would not match
+    // either, but it is not another device's.
+    if head[8..10] != record_id.to_le_bytes() {
+        return Err(UnsealError::Tampered);
+    }
     let key_id: [u8; KEY_ID_LEN] = head[16..32]
         .try_into()
         .map_err(|_| UnsealError::Malformed)?;
     if !bool::from(key_id.ct_eq(&keys.key_id)) {
         return Err(UnsealError::OtherDevice);
-    }
-    if head[7] != 0 || head[10..12] != [0, 0] {
-        return Err(UnsealError::Malformed);
     }
     let nonce: [u8; NONCE_LEN] = head[32..44]
         .try_into()

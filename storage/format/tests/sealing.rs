@@ -217,3 +217,54 @@ fn a_refused_record_leaves_nothing_in_the_callers_buffer() {
         assert_eq!(secret, [0; 32]);
     }
 }
+
+/// The value on the line labelled `label` of the test vector in docs/state-disk.md.
+fn vector(label: &str) -> Vec<u8> {
+    let doc = include_str!("../../../docs/state-disk.md");
+    let block = doc
+        .split_once("**Test vector**")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("the test vector block");
+    let line = block
+        .lines()
+        .find_map(|l| l.strip_prefix(label).filter(|rest| rest.starts_with(' ')))
+        .unwrap_or_else(|| panic!("no {label:?} line in the document's test vector"));
+    let text = line.trim();
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// The document is the contract: an implementation written from it derives these
+/// keys and writes these bytes.
+#[test]
+fn the_documents_test_vector_is_what_the_code_derives_and_seals() {
+    let otp: [u8; 32] = vector("otp secret").try_into().unwrap();
+    assert_eq!(vector("info"), sealed::seal_info(1));
+    for (label, okm, key_id) in [
+        (
+            "okm BLAKE2s",
+            Blake2s::hkdf_with_info::<48>(sealed::SEALING_SALT, &otp, &sealed::seal_info(1)),
+            SealingKeys::derive::<Blake2s>(&SecretBytes::new(otp), 1).key_id(),
+        ),
+        (
+            "okm SHA-256",
+            Sha256::hkdf_with_info::<48>(sealed::SEALING_SALT, &otp, &sealed::seal_info(1)),
+            SealingKeys::derive::<Sha256>(&SecretBytes::new(otp), 1).key_id(),
+        ),
+    ] {
+        assert_eq!(okm.expose_secret().to_vec(), vector(label), "{label}");
+        assert_eq!(key_id[..], vector(label)[32..], "{label}: the key id");
+    }
+    let keys = SealingKeys::derive::<Blake2s>(&SecretBytes::new(otp), 1);
+    let seed: [u8; 32] = vector("seed").try_into().unwrap();
+    let nonce: [u8; 12] = vector("nonce").try_into().unwrap();
+    let record = sealed::seal::<ChaCha20Poly1305, Blake2s>(&keys, 1, 1, &nonce, &seed);
+    assert_eq!(record, vector("sealed"), "the sealed record");
+    let mut opened = [0u8; 32];
+    sealed::unseal::<ChaCha20Poly1305, Blake2s>(&keys, 1, &vector("sealed"), &mut opened).unwrap();
+    assert_eq!(opened, seed);
+}

@@ -151,6 +151,20 @@ impl Disks {
     }
 }
 
+/// A device secret for tests, different for each `seed`: 32 distinct bytes, like the
+/// random bytes provisioning writes (a constant or a short repeating pattern is not a
+/// secret provisioning could have written, and the OTP check refuses it).
+pub const fn test_secret(seed: u8) -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        // 29 is odd, so the 32 bytes are distinct: no period repeats.
+        secret[i] = seed.wrapping_add((i as u8).wrapping_mul(29));
+        i += 1;
+    }
+    secret
+}
+
 /// The image's hash: Noise's, and the one keystored seals and checks the trust store
 /// with. The services are generic over it, as the images are; the host picks one at
 /// boot, as `hash-blake2s` or `hash-sha256` does for an image.

@@ -21,7 +21,7 @@ type DalekChacha = Bundle<Dalek, ChaCha20Poly1305>;
 type DalekAes = Bundle<Dalek, Aes256Gcm>;
 type CompactChacha = Bundle<Compact, ChaCha20Poly1305>;
 
-const OTP: [u8; 32] = [0x0d; 32];
+const OTP: [u8; 32] = host_runner::test_secret(0x0d);
 const DEVICE_KEY: RecordKey = RecordKey {
     owner: ServiceId::Keystored as u16,
     id: KEYSTORED_DEVICE_KEY,
@@ -148,7 +148,7 @@ fn a_record_sealed_on_another_device_fails_closed() {
     let (state, _) = provisioned::<DalekChacha>();
     fails_closed_with::<DalekChacha>(
         &state,
-        Some([0x0e; 32]),
+        Some(host_runner::test_secret(0x0e)),
         "keystored: fail-closed: device key sealed on another device",
     );
 }
@@ -185,7 +185,11 @@ fn a_torn_update_leaves_the_previous_record() {
             "torn at {torn_after}"
         );
         assert_eq!(boot.pubkey, Ok(key));
-        assert!(torn.bytes() == before, "reading does not repair");
+        // Torn inside its header and payload (20 + 94 bytes) the newer slot is damaged,
+        // and reading leaves it; torn after them the newer version was complete, and
+        // statefs finished the update by retiring the older slot, as the format says.
+        let complete = torn_after >= 20 + 94;
+        assert_eq!(torn.bytes() == before, !complete, "torn at {torn_after}");
     }
 }
 
@@ -283,7 +287,11 @@ fn a_trust_store_that_fails_its_check_is_refused_whole() {
         0x03, 0xfa,
     ];
     for (what, otp, peers) in [
-        ("tagged by another device", [0x0e; 32], vec![peer_key(1)]),
+        (
+            "tagged by another device",
+            host_runner::test_secret(0x0e),
+            vec![peer_key(1)],
+        ),
         ("holding a small-order key", OTP, vec![peer_key(1), weak]),
     ] {
         let (state, _) = provisioned::<DalekChacha>();

@@ -21,7 +21,7 @@ use state_format::trust::{self, RECORD, TagKey};
 
 type P = Bundle<Dalek, ChaCha20Poly1305>;
 
-const OTP: [u8; 32] = [0x2b; 32];
+const OTP: [u8; 32] = host_runner::test_secret(0x2b);
 
 /// A device's disks: the state disk, the OTP secret, the rollback counter.
 struct Device {

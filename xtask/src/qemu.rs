@@ -319,7 +319,7 @@ pub fn run_with(
                         to_last_marker = Some(started.elapsed());
                     }
                     Verdict::Passed => {
-                        if failure_patterns.iter().any(|p| line.contains(p.as_str())) {
+                        if marker_contract::failure_in(&line, failure_patterns).is_some() {
                             later_failures.push(line);
                         }
                     }

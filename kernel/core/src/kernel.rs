@@ -494,7 +494,7 @@ impl<P: Platform> Shared<P> {
         );
         let operation = Operation::from_code(code).map_or("?", Operation::name);
         self.kernel_line(&format!(
-            "task {callee} not answering: {operation} from {caller} timed out after {} ms",
+            "not answering: task {callee}, {operation} from {caller}, timed out after {} ms",
             self.limits.call_timeout_us / 1000
         ));
         Poll::Ready(Err(IpcError::Timeout))

@@ -329,7 +329,7 @@ fn a_silent_service_is_reported_by_name_and_the_call_times_out() {
         lines
             .iter()
             .any(|l| l
-                == "KERNEL: task logd not answering: QUERY from selftest timed out after 50 ms"),
+                == "KERNEL: not answering: task logd, QUERY from selftest, timed out after 50 ms"),
         "{lines:?}"
     );
 }

@@ -20,11 +20,24 @@ use std::fmt;
 
 use serde::Deserialize;
 
+/// The failure pattern `line` shows, if it shows one where a task or the kernel puts
+/// one: at the start of the line (`KERNEL: trap`), or at the start of its message, the
+/// text after the console prefix and `": "` (`FAIL ...`, `panic in task ...`). Text
+/// inside a message is never matched: a line that quotes bytes a network peer chose
+/// (`dsoftbusd: suite mismatch: ours ..., peer FAIL,panic`) cannot fail a run.
+pub fn failure_in<'p>(line: &str, patterns: &'p [String]) -> Option<&'p String> {
+    let message = line.split_once(": ").map_or(line, |(_, message)| message);
+    patterns
+        .iter()
+        .find(|p| line.starts_with(p.as_str()) || message.starts_with(p.as_str()))
+}
+
 /// The whole contract.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Contract {
-    /// A line containing any of these fails the run.
+    /// A line that starts with one of these, or whose message (after the console
+    /// prefix) does, fails the run ([`failure_in`]).
     pub failure_patterns: Vec<String>,
     /// The phases, in order.
     #[serde(rename = "phase")]
@@ -525,12 +538,7 @@ impl<'c> Ladder<'c> {
         if !matches!(self.verdict, Verdict::Waiting { .. }) {
             return &self.verdict;
         }
-        if let Some(pattern) = self
-            .expectation
-            .failure_patterns
-            .iter()
-            .find(|p| line.contains(p.as_str()))
-        {
+        if let Some(pattern) = failure_in(line, self.expectation.failure_patterns) {
             self.verdict = Verdict::FailurePattern {
                 pattern: pattern.clone(),
                 line: line.to_owned(),
@@ -801,6 +809,40 @@ mod tests {
             why.contains("waiting for \"logd: ready\" of `bring-up`"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn failure_patterns_count_only_where_a_task_puts_them() {
+        // Bytes a peer chose, quoted inside a message, are not a failure.
+        let (verdict, _) = run(
+            "bring-up",
+            &[
+                "KERNEL: provider dalek+chacha",
+                "dsoftbusd: suite mismatch: ours Noise_XK_25519_ChaChaPoly_BLAKE2s, peer FAIL,panic",
+                "dsoftbusd: session closed: peer said KERNEL: trap",
+                "KERNEL: heap ready",
+            ],
+        );
+        assert!(matches!(verdict, Verdict::Waiting { .. }), "{verdict:?}");
+        // At the start of a message, or of the line, they are.
+        let patterns = ["FAIL".to_owned(), "panic".into(), "KERNEL: trap".into()];
+        for (line, pattern) in [
+            (
+                "SELFTEST: FAIL SELFTEST: rng entropy ok: short read",
+                "FAIL",
+            ),
+            ("netstackd: FAIL the network device stopped", "FAIL"),
+            ("KERNEL: panic in task rngd: boom", "panic"),
+            ("rngd: panic: index out of bounds", "panic"),
+            ("KERNEL: trap: load page fault at 0x0", "KERNEL: trap"),
+        ] {
+            assert_eq!(
+                failure_in(line, &patterns).map(String::as_str),
+                Some(pattern),
+                "{line}"
+            );
+        }
+        assert_eq!(failure_in("rngd: ready, no FAIL here", &patterns), None);
     }
 
     #[test]

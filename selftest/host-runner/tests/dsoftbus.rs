@@ -2,6 +2,8 @@
 //! IPC: sessions between nodes on different backends, peers that cannot agree, and
 //! the session table's bounds, deadlines and pace.
 
+use core::future::Future;
+
 use dsoftbusd::client::{Believed, ConnectError, Node, Stream, connect, connect_tcp};
 use dsoftbusd::sessions::{LIMITS, Limits};
 use dsoftbusd::wire::{self, Hello, HelloReply, HelloStatus};
@@ -425,4 +427,102 @@ fn a_frame_length_beyond_the_limit_and_garbage_end_the_connection_only() {
         "{garbage:?}"
     );
     assert_eq!(good, Ok(b"cross".to_vec()));
+}
+
+/// Runs `a` and `b` in one task, both to completion.
+async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (Box::pin(a), Box::pin(b));
+    let (mut left, mut right) = (None, None);
+    core::future::poll_fn(|cx| {
+        if left.is_none()
+            && let core::task::Poll::Ready(out) = a.as_mut().poll(cx)
+        {
+            left = Some(out);
+        }
+        if right.is_none()
+            && let core::task::Poll::Ready(out) = b.as_mut().poll(cx)
+        {
+            right = Some(out);
+        }
+        if left.is_some() && right.is_some() {
+            core::task::Poll::Ready((left.take().unwrap(), right.take().unwrap()))
+        } else {
+            core::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// A peer names its suite `FAIL,panic` in its hello (dsoftbusd as the responder) and
+/// in its hello reply (dsoftbusd as the initiator): the console shows what the name is
+/// not, never its bytes, and no line of the console fails the marker judge.
+#[test]
+fn a_peers_suite_name_never_reaches_the_console_as_it_came() {
+    let mut system = HostSystem::boot::<DalekChacha>(Entropy::Host);
+    let (hello_reply, connected) = system.run_as(ServiceId::Selftest, |ep| async move {
+        // dsoftbusd answers once it listens.
+        discover(&ep).await.unwrap();
+        let mut stream = Stream::open(&ep, DSOFTBUSD).await.unwrap();
+        let evil = Hello {
+            suite: "FAIL,panic".into(),
+        };
+        stream.send(&ep, &evil.encode()).await.unwrap();
+        let reply = stream
+            .recv(&ep)
+            .await
+            .unwrap()
+            .map(|r| HelloReply::decode(&r));
+        stream.close(&ep, true).await;
+        // A responder of our own that answers dsoftbusd's hello with the same name.
+        let listener = netstackd::listen(&ep, 9123, 1).await.unwrap();
+        let responder = async {
+            let accepted = netstackd::accept(&ep, listener, netstackd::MAX_WAIT_MS)
+                .await
+                .unwrap();
+            let mut stream = Stream::from_handle(accepted.handle);
+            let _hello = stream.recv(&ep).await;
+            let reply = HelloReply {
+                status: HelloStatus::SuiteMismatch,
+                suite: "FAIL,panic".into(),
+                static_key: None,
+            };
+            stream.send(&ep, &reply.encode()).await.unwrap();
+            stream.close(&ep, false).await;
+        };
+        // dsoftbusd opens sessions only to devices it trusts.
+        let someone = node::<DalekChacha>(9).device_key();
+        trust(&ep, &someone).await.unwrap();
+        let connecting = service_api::dsoftbusd::connect(&ep, SocketAddr::loopback(9123), &someone);
+        let (_, connected) = join(responder, connecting).await;
+        (reply, connected)
+    });
+    assert_eq!(
+        hello_reply.map(|r| r.map(|r| r.status)),
+        Some(Ok(HelloStatus::SuiteMismatch))
+    );
+    assert!(connected.is_err(), "{connected:?}");
+    let console = system.console();
+    let mismatches: Vec<&String> = console
+        .iter()
+        .filter(|l| l.starts_with("dsoftbusd: suite mismatch: "))
+        .collect();
+    assert_eq!(mismatches.len(), 2, "{console:#?}");
+    for line in mismatches {
+        assert!(
+            line.starts_with(
+                "dsoftbusd: suite mismatch: ours Noise_XK_25519_ChaChaPoly_BLAKE2s, peer unknown-suite:10B:"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("FAIL") && !line.contains("panic"), "{line}");
+    }
+    let contract =
+        marker_contract::Contract::parse(include_str!("../../../ladder/markers.toml")).unwrap();
+    for line in &console {
+        assert_eq!(
+            marker_contract::failure_in(line, &contract.failure_patterns),
+            None,
+            "{line}"
+        );
+    }
 }

@@ -305,6 +305,15 @@ impl Stream {
         })
     }
 
+    /// A connection this task already holds (one it accepted, say).
+    pub fn from_handle(handle: Handle) -> Self {
+        Self {
+            handle,
+            reader: FrameReader::default(),
+            pending: Vec::new(),
+        }
+    }
+
     /// netstackd's handle of the connection.
     pub fn handle(&self) -> Handle {
         self.handle

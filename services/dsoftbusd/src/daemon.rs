@@ -620,9 +620,8 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                     });
                 }
                 if hello.suite != self.suite {
-                    ep.console(
-                        &markers::DSOFTBUSD_SUITE_MISMATCH.render(&[&self.suite, &hello.suite]),
-                    );
+                    let theirs = wire::suite_for_console::<H>(&hello.suite);
+                    ep.console(&markers::DSOFTBUSD_SUITE_MISMATCH.render(&[&self.suite, &theirs]));
                     return Err(End {
                         last: Some(reply(HelloStatus::SuiteMismatch, None)),
                         ..End::rejected(Refusal::SuiteMismatch)
@@ -1029,7 +1028,8 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         match reply.status {
             HelloStatus::Ok => {}
             HelloStatus::SuiteMismatch => {
-                ep.console(&markers::DSOFTBUSD_SUITE_MISMATCH.render(&[&self.suite, &reply.suite]));
+                let theirs = wire::suite_for_console::<H>(&reply.suite);
+                ep.console(&markers::DSOFTBUSD_SUITE_MISMATCH.render(&[&self.suite, &theirs]));
                 return Err(End::rejected(Refusal::SuiteMismatch));
             }
             HelloStatus::Busy => return Err(End::failed(Refusal::PeerBusy)),

@@ -17,6 +17,8 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use provider_api::HashBackend;
+
 /// The protocol's magic and version, first in both hello frames.
 pub const MAGIC: &[u8; 4] = b"DSB1";
 /// The TCP port dsoftbusd listens on.
@@ -119,6 +121,30 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + body.len());
     out.extend_from_slice(&(body.len() as u16).to_be_bytes());
     out.extend_from_slice(body);
+    out
+}
+
+/// The Noise suites this protocol defines (`docs/protocol.md` §3): a peer's suite is
+/// printed as it came only if it is one of them.
+pub const SUITES: [&str; 4] = [
+    "Noise_XK_25519_ChaChaPoly_BLAKE2s",
+    "Noise_XK_25519_AESGCM_BLAKE2s",
+    "Noise_XK_25519_ChaChaPoly_SHA256",
+    "Noise_XK_25519_AESGCM_SHA256",
+];
+
+/// A suite name a peer sent, fit for the console: one of [`SUITES`] as it is,
+/// anything else as what it is not, `unknown-suite:<length>B:<hash>` (the first four
+/// bytes of its hash under `H`, in hex). Bytes a peer chose never reach the console.
+pub fn suite_for_console<H: HashBackend>(suite: &str) -> String {
+    if SUITES.contains(&suite) {
+        return String::from(suite);
+    }
+    let hash = H::hash(&[suite.as_bytes()]);
+    let mut out = alloc::format!("unknown-suite:{}B:", suite.len());
+    for byte in &hash[..4] {
+        out.push_str(&alloc::format!("{byte:02x}"));
+    }
     out
 }
 

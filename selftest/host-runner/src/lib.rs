@@ -15,7 +15,10 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::Instant;
 
-use ipc::{Capability, DeviceError, RawBlockDevice, RawEntropyDevice, RawNetDevice, ServiceId};
+use ipc::{
+    Capability, DeviceError, Endpoint, IpcBuffer, IpcError, RawBlockDevice, RawEntropyDevice,
+    RawNetDevice, ReplyToken, Request, ServiceId,
+};
 use kernel_core::{Kernel, KernelEndpoint, Limits, Platform, RunOutcome};
 use provider_api::Provider;
 use state_format::memory::MemoryDisk;
@@ -165,6 +168,66 @@ pub const fn test_secret(seed: u8) -> [u8; 32] {
     secret
 }
 
+/// Every reply payload one task sends, handed to a test as it is sent: what the
+/// freed-memory test needs to know every byte rngd served.
+pub type ReplyTap = Rc<dyn Fn(&[u8])>;
+
+/// A task's endpoint with its replies tapped: everything else is the kernel's.
+pub struct TappedEndpoint<E: Endpoint> {
+    inner: E,
+    tap: ReplyTap,
+}
+
+impl<E: Endpoint> Endpoint for TappedEndpoint<E> {
+    type EntropyDevice = E::EntropyDevice;
+    type AuditFeed = E::AuditFeed;
+    type Disk = E::Disk;
+    type NetDevice = E::NetDevice;
+
+    fn id(&self) -> ServiceId {
+        self.inner.id()
+    }
+    async fn call(&self, service: ServiceId, request: &[u8]) -> Result<IpcBuffer, IpcError> {
+        self.inner.call(service, request).await
+    }
+    async fn receive(&self) -> Request {
+        self.inner.receive().await
+    }
+    fn try_receive(&self) -> Option<Request> {
+        self.inner.try_receive()
+    }
+    fn reply(&self, token: ReplyToken, reply: &[u8]) -> Result<(), IpcError> {
+        if let Ok(frame) = ipc::Frame::decode(reply) {
+            (self.tap)(frame.payload);
+        }
+        self.inner.reply(token, reply)
+    }
+    fn audit(&self, event: ipc::AuditEvent) {
+        self.inner.audit(event);
+    }
+    fn console(&self, line: &str) {
+        self.inner.console(line);
+    }
+    async fn yield_now(&self) {
+        self.inner.yield_now().await;
+    }
+    fn uptime_ms(&self) -> u64 {
+        self.inner.uptime_ms()
+    }
+    fn claim_entropy_device(&self) -> Result<Self::EntropyDevice, ipc::CapabilityError> {
+        self.inner.claim_entropy_device()
+    }
+    fn claim_audit_feed(&self) -> Result<Self::AuditFeed, ipc::CapabilityError> {
+        self.inner.claim_audit_feed()
+    }
+    fn claim_disk(&self, capability: Capability) -> Result<Self::Disk, ipc::CapabilityError> {
+        self.inner.claim_disk(capability)
+    }
+    fn claim_net_device(&self) -> Result<Self::NetDevice, ipc::CapabilityError> {
+        self.inner.claim_net_device()
+    }
+}
+
 /// The image's hash: Noise's, and the one keystored seals and checks the trust store
 /// with. The services are generic over it, as the images are; the host picks one at
 /// boot, as `hash-blake2s` or `hash-sha256` does for an image.
@@ -271,11 +334,30 @@ impl HostSystem {
         Self::assemble::<P>(entropy, disks, None, ImageHash::Blake2s)
     }
 
+    /// As [`HostSystem::boot_with`], with every reply rngd sends handed to `tap` as
+    /// it goes (the payload: the bytes served).
+    pub fn boot_tapped<P: Provider>(entropy: Entropy, disks: Disks, tap: ReplyTap) -> Self {
+        let mut system =
+            Self::assemble_with::<P>(entropy, disks, None, ImageHash::Blake2s, Some(tap));
+        system.spawn_dsoftbusd::<P>(dsoftbusd::sessions::LIMITS);
+        system
+    }
+
     fn assemble<P: Provider>(
         entropy: Entropy,
         disks: Disks,
         net: Option<Box<dyn RawNetDevice>>,
         hash: ImageHash,
+    ) -> Self {
+        Self::assemble_with::<P>(entropy, disks, net, hash, None)
+    }
+
+    fn assemble_with<P: Provider>(
+        entropy: Entropy,
+        disks: Disks,
+        net: Option<Box<dyn RawNetDevice>>,
+        hash: ImageHash,
+        rngd_tap: Option<ReplyTap>,
     ) -> Self {
         let console = Rc::default();
         let platform = HostPlatform {
@@ -310,7 +392,12 @@ impl HostSystem {
             hash,
         };
         system.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_LIMITS));
-        system.spawn(ServiceId::Rngd, rngd::run);
+        match rngd_tap {
+            Some(tap) => system.spawn(ServiceId::Rngd, |ep| {
+                rngd::run(TappedEndpoint { inner: ep, tap })
+            }),
+            None => system.spawn(ServiceId::Rngd, rngd::run),
+        }
         system.spawn(ServiceId::Statefs, statefs::run);
         with_hash!(hash, H => system.spawn(ServiceId::Keystored, |ep| {
             keystored::run::<P, H, _>(ep, kernel_core::config::PURPOSES)

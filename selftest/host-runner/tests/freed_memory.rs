@@ -1,26 +1,38 @@
-//! No served entropy in freed memory: every heap block freed while the services run
-//! is searched for bytes rngd handed out.
+//! No secret in freed memory: every heap block freed while the services run is
+//! searched for bytes that are secrets of the system.
 //!
-//! rngd's device is a known byte stream here, so every secret in the system (the
-//! device-key seed, dsoftbusd's static-key seed, every ephemeral key of both sides of
-//! a Noise session, every byte a client asked for) is a window of that stream. The
-//! global allocator of this test binary looks, at every `dealloc` and `realloc`, for
-//! any 16-byte window of the stream in the block being freed. A block that still holds
-//! one was freed without being wiped: the secret lingered on the heap.
+//! **What counts as a secret.** Every byte rngd actually serves (each reply it sends,
+//! recorded as it goes through a tap on rngd's endpoint: the device-key seed, its
+//! sealing nonce, dsoftbusd's static-key seed, every ephemeral key of both sides of
+//! every Noise session, every byte a client asked for), the raw stream behind the
+//! entropy device (the generator's seed material), and the OTP secret. rngd serves
+//! from a ChaCha20 generator, so what it serves is not a window of the device stream:
+//! the tap is what keeps this test seeing the bytes it guards. (The earlier version
+//! indexed only the device stream and went blind when rngd moved to a generator.)
 //!
-//! Before `IpcBuffer` (kernel/ipc), this found keystored's seed in two freed 38-byte
-//! blocks (a 6-byte frame header and 32 bytes): the encoded reply frame and the
-//! kernel's copy of it.
+//! **How.** The global allocator of this test binary looks, at every `dealloc` and
+//! `realloc`, for any 16-byte window of any secret in the block being freed. A block
+//! that still holds one was freed without being wiped. Every allocation is
+//! zero-filled (`alloc_zeroed`), so every byte inspected was written by someone. The
+//! index of windows is a fixed table filled without allocating, under a lock the
+//! allocator takes too.
 //!
-//! Every allocation is zero-filled (`alloc_zeroed`), so every byte the inspection
-//! reads was written by someone: the test never reads uninitialised memory.
+//! **The traffic.** Two boots on one state disk (the key created and sealed, then
+//! restored), on every classic backend pair: `GET_ENTROPY` of each size a caller
+//! uses, three Noise sessions over IPC and three over TCP through netstackd's loopback
+//! interface, each with a ping, and the teardown (which frees every key).
+//!
+//! **The detector itself** is proven on the live path in every run: a block holding
+//! 16 bytes of the first thing rngd served, freed by the test task mid-run, must be
+//! found (and is then not counted as a leak).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::rc::Rc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use dsoftbusd::client::{Node, connect};
+use dsoftbusd::client::{Believed, Node, connect, connect_tcp};
+use dsoftbusd::wire;
 use host_runner::{Disks, Entropy, HostSystem, SharedDisk};
 use ipc::{Endpoint, ServiceId};
 use provider_aes_gcm::Aes256Gcm;
@@ -30,58 +42,105 @@ use provider_compact::Compact;
 use provider_dalek::Dalek;
 use provider_hash::Blake2s;
 use service_api::dsoftbusd::{discover, trust};
+use service_api::netstackd::SocketAddr;
 use service_api::{keystored, rngd};
 use state_format::memory::MemoryDisk;
 
 /// The length of a window that counts as a leak.
 const WINDOW: usize = 16;
+/// Room for every secret byte one run records.
+const CAPACITY: usize = 96 * 1024;
+/// Slots of the window table (a power of two, well above the windows it holds).
+const SLOTS: usize = 1 << 18;
 
-/// The known stream behind rngd, and its 16-byte windows by their first 8 bytes.
-struct Index {
-    stream: Vec<u8>,
-    by_prefix: HashMap<u64, Vec<usize>>,
+/// Every secret recorded so far: segments back to back (a window never spans two),
+/// and a table from a window's first 8 bytes to where it starts.
+struct Secrets {
+    bytes: [u8; CAPACITY],
+    len: usize,
+    /// Offset + 1 of a window start; 0 is empty. Open addressing, linear probing.
+    table: [u32; SLOTS],
+    /// A segment did not fit: the test fails rather than look at part of the traffic.
+    overflowed: bool,
 }
 
-impl Index {
-    fn new(stream: Vec<u8>) -> Self {
-        let mut by_prefix: HashMap<u64, Vec<usize>> = HashMap::new();
-        for at in 0..=stream.len() - WINDOW {
-            by_prefix.entry(prefix(&stream[at..])).or_default().push(at);
+impl Secrets {
+    const fn new() -> Self {
+        Self {
+            bytes: [0; CAPACITY],
+            len: 0,
+            table: [0; SLOTS],
+            overflowed: false,
         }
-        Self { stream, by_prefix }
     }
 
-    /// The stream offset of a window that appears in `block`, if one does. Does not
+    fn clear(&mut self) {
+        self.len = 0;
+        self.table.fill(0);
+        self.overflowed = false;
+    }
+
+    /// Records `segment`. Never allocates.
+    fn record(&mut self, segment: &[u8]) {
+        if segment.len() < WINDOW {
+            return; // too short to be found as a window: nothing to index
+        }
+        if self.len + segment.len() > CAPACITY {
+            self.overflowed = true;
+            return;
+        }
+        let start = self.len;
+        self.bytes[start..start + segment.len()].copy_from_slice(segment);
+        self.len += segment.len();
+        for at in start..=self.len - WINDOW {
+            let mut slot = slot_of(&self.bytes[at..]);
+            while self.table[slot] != 0 {
+                slot = (slot + 1) % SLOTS;
+            }
+            self.table[slot] = at as u32 + 1;
+        }
+    }
+
+    /// The offset of a recorded window that appears in `block`, if one does. Does not
     /// allocate.
     fn find(&self, block: &[u8]) -> Option<usize> {
-        let candidates = block.len().checked_sub(WINDOW)?;
-        (0..=candidates).find_map(|start| {
+        let last = block.len().checked_sub(WINDOW)?;
+        (0..=last).find_map(|start| {
             let window = &block[start..start + WINDOW];
-            self.by_prefix
-                .get(&prefix(window))?
-                .iter()
-                .copied()
-                .find(|&at| self.stream[at..at + WINDOW] == *window)
+            let mut slot = slot_of(window);
+            loop {
+                let entry = self.table[slot] as usize;
+                if entry == 0 {
+                    return None;
+                }
+                let at = entry - 1;
+                if self.bytes[at..at + WINDOW] == *window {
+                    return Some(at);
+                }
+                slot = (slot + 1) % SLOTS;
+            }
         })
     }
 }
 
-fn prefix(bytes: &[u8]) -> u64 {
+fn slot_of(bytes: &[u8]) -> usize {
     let mut first = [0u8; 8];
     first.copy_from_slice(&bytes[..8]);
-    u64::from_le_bytes(first)
+    let hash = u64::from_le_bytes(first).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (hash >> (64 - SLOTS.trailing_zeros())) as usize
 }
 
-static INDEX: OnceLock<Index> = OnceLock::new();
+static SECRETS: Mutex<Secrets> = Mutex::new(Secrets::new());
 static INSPECTING: AtomicBool = AtomicBool::new(false);
-/// The stream's own buffer inside the host device: it holds every window, legitimately.
+/// The device's byte stream inside the host device: it holds the stream legitimately.
 static DEVICE_BUFFER: AtomicUsize = AtomicUsize::new(0);
-/// The OTP disk's buffer: it holds the OTP secret, legitimately.
-static OTP_BUFFER: AtomicUsize = AtomicUsize::new(0);
 static LEAKS: AtomicUsize = AtomicUsize::new(0);
 static FIRST_LEAK_SIZE: AtomicUsize = AtomicUsize::new(0);
 static FIRST_LEAK_OFFSET: AtomicUsize = AtomicUsize::new(0);
 static BLOCKS_INSPECTED: AtomicUsize = AtomicUsize::new(0);
+/// The block the test plants on purpose (not a leak, but it must be found).
+static PLANTED: AtomicUsize = AtomicUsize::new(0);
+static PLANTED_FOUND: AtomicBool = AtomicBool::new(false);
 
 /// The system allocator, zero-filling every block and inspecting every freed one.
 struct Inspecting;
@@ -93,14 +152,17 @@ impl Inspecting {
         {
             return;
         }
-        let Some(index) = INDEX.get() else { return };
         // SAFETY: `ptr` is a live block of `size` bytes from `alloc_zeroed` below, not
         // yet handed back to the system, so every byte is initialised and readable.
         let block = unsafe { std::slice::from_raw_parts(ptr, size) };
+        let Ok(secrets) = SECRETS.lock() else { return };
         BLOCKS_INSPECTED.fetch_add(1, Ordering::Relaxed);
-        if let Some(offset) = index.find(block)
-            && LEAKS.fetch_add(1, Ordering::Relaxed) == 0
-        {
+        let Some(offset) = secrets.find(block) else {
+            return;
+        };
+        if ptr as usize == PLANTED.load(Ordering::Relaxed) {
+            PLANTED_FOUND.store(true, Ordering::Relaxed);
+        } else if LEAKS.fetch_add(1, Ordering::Relaxed) == 0 {
             FIRST_LEAK_SIZE.store(size, Ordering::Relaxed);
             FIRST_LEAK_OFFSET.store(offset, Ordering::Relaxed);
         }
@@ -160,15 +222,39 @@ fn stream(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Frees a block holding 16 bytes of the first secret rngd served (from its
+/// recording): the detector must find it. Returns whether it did.
+fn plant_a_freed_copy() -> bool {
+    let window: Option<[u8; WINDOW]> = {
+        let secrets = SECRETS.lock().expect("lock");
+        // The recording starts with the device stream and the OTP; rngd's first reply
+        // follows them.
+        (secrets.len >= STREAM_LEN + 32 + WINDOW).then(|| {
+            let at = STREAM_LEN + 32;
+            secrets.bytes[at..at + WINDOW].try_into().expect("a window")
+        })
+    };
+    let Some(window) = window else { return false };
+    PLANTED_FOUND.store(false, Ordering::Relaxed);
+    let mut block = vec![0u8; 64];
+    block[24..24 + WINDOW].copy_from_slice(&window);
+    PLANTED.store(block.as_ptr() as usize, Ordering::Relaxed);
+    drop(std::hint::black_box(block));
+    PLANTED.store(0, Ordering::Relaxed);
+    PLANTED_FOUND.load(Ordering::Relaxed)
+}
+
 /// Every operation that moves secret bytes: `GET_ENTROPY` of each size a caller
 /// uses, and the services' own draws (keystored's seed at start, dsoftbusd's static
-/// key at start and an ephemeral per session, the client's ephemeral).
-async fn secret_traffic<P: Provider, E: Endpoint>(ep: &E) -> Result<(), String> {
+/// key at start and an ephemeral per session, the client's ephemeral), over IPC and
+/// over TCP. Returns whether the planted copy was found.
+async fn secret_traffic<P: Provider, E: Endpoint>(ep: &E) -> Result<bool, String> {
     for n in [1, 16, 32, 255, 256] {
         let bytes = rngd::get_entropy(ep, n).await.map_err(|e| e.to_string())?;
         assert_eq!(bytes.len(), usize::from(n));
     }
-    // A node whose own keys are not from the stream: only the ephemerals are.
+    let planted = plant_a_freed_copy();
+    // A node whose own keys are not from rngd: only the ephemerals are.
     let node = Node::<P>::new(&Seed::new([3; 32]), &SecretBytes::new([4; 32]))
         .map_err(|e| e.to_string())?;
     let discovered = discover(ep).await.map_err(|e| e.to_string())?;
@@ -194,32 +280,60 @@ async fn secret_traffic<P: Provider, E: Endpoint>(ep: &E) -> Result<(), String> 
             .await
             .map_err(|e| format!("{e:?}"))?;
         assert_eq!(pong, b"not a secret");
+        session.close(ep).await.map_err(|e| e.to_string())?;
     }
-    Ok(())
+    for _ in 0..3 {
+        let mut session = connect_tcp::<P, Blake2s, E>(
+            ep,
+            &node,
+            SocketAddr::loopback(wire::PORT),
+            Believed::FromHello,
+            core::slice::from_ref(&device),
+            |_, _| {},
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+        let pong = session
+            .ping(ep, b"not a secret either")
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        assert_eq!(pong, b"not a secret either");
+        session.close(ep).await;
+    }
+    Ok(planted)
 }
 
-/// Where in the stream the OTP secret comes from: far past anything rngd serves here.
-const OTP_AT: usize = 60 * 1024;
+/// The device stream's length.
+const STREAM_LEN: usize = 64 * 1024;
 
+/// One backend pair: two boots on one disk; the leaks found.
 fn run_with_known_entropy<P: Provider>() -> usize {
-    let mut secret = [0u8; 32];
-    secret.copy_from_slice(&stream(0x5eed, 64 * 1024)[OTP_AT..OTP_AT + 32]);
+    let secret = host_runner::test_secret(0x61);
     let otp = Disks::otp(secret);
-    OTP_BUFFER.store(otp.0.borrow().bytes().as_ptr() as usize, Ordering::Relaxed);
     let state = SharedDisk::new(MemoryDisk::new(512));
+    let counter = Disks::counter();
+    {
+        let mut secrets = SECRETS.lock().expect("lock");
+        secrets.clear();
+        secrets.record(&stream(0x5eed, STREAM_LEN));
+        secrets.record(&secret);
+    }
     LEAKS.store(0, Ordering::Relaxed);
     INSPECTING.store(true, Ordering::Relaxed);
     let mut outcomes = Vec::new();
     // First boot creates and seals the device key; the second restores it.
     for provenance in ["created", "restored"] {
-        let bytes = stream(0x5eed, 64 * 1024);
+        let bytes = stream(0x5eed, STREAM_LEN);
         DEVICE_BUFFER.store(bytes.as_ptr() as usize, Ordering::Relaxed);
         let disks = Disks {
             state: Some(state.clone()),
             otp: Some(otp.clone()),
-            counter: Some(Disks::counter()),
+            counter: Some(counter.clone()),
         };
-        let mut system = HostSystem::boot_with::<P>(Entropy::Bytes(bytes), disks);
+        let tap: host_runner::ReplyTap = Rc::new(|served: &[u8]| {
+            SECRETS.lock().expect("lock").record(served);
+        });
+        let mut system = HostSystem::boot_tapped::<P>(Entropy::Bytes(bytes), disks, tap);
         outcomes.push(system.run_as(ServiceId::Selftest, |ep| async move {
             secret_traffic::<P, _>(&ep).await
         }));
@@ -229,22 +343,39 @@ fn run_with_known_entropy<P: Provider>() -> usize {
         assert!(printed, "no {line:?}");
     }
     INSPECTING.store(false, Ordering::Relaxed);
-    assert_eq!(outcomes, [Ok(()), Ok(())]);
+    assert_eq!(
+        outcomes,
+        [Ok(true), Ok(true)],
+        "each boot's traffic ran and the planted copy was found"
+    );
+    let secrets = SECRETS.lock().expect("lock");
+    assert!(!secrets.overflowed, "the recording overflowed");
+    assert!(
+        secrets.len > STREAM_LEN + 32 + 1000,
+        "rngd served only {} bytes",
+        secrets.len - STREAM_LEN - 32
+    );
     LEAKS.load(Ordering::Relaxed)
 }
 
 /// One test function: the inspection is global, so nothing else may run (and free
-/// stream bytes of its own) while it is on.
+/// secret bytes of its own) while it is on.
 #[test]
-fn no_freed_heap_block_holds_served_entropy_on_any_backend() {
-    let index = INDEX.get_or_init(|| Index::new(stream(0x5eed, 64 * 1024)));
-
-    // The detector itself: a copy of 16 stream bytes is found, a changed one is not.
-    let mut block = vec![0u8; 100];
-    block[40..56].copy_from_slice(&index.stream[5000..5016]);
-    assert_eq!(index.find(&block), Some(5000));
-    block[55] ^= 1;
-    assert_eq!(index.find(&block), None);
+fn no_freed_heap_block_holds_a_secret_on_any_backend() {
+    // The detector off the live path: a copy of 16 recorded bytes is found, a changed
+    // one is not.
+    {
+        let mut secrets = SECRETS.lock().expect("lock");
+        secrets.clear();
+        let sample = stream(7, 4096);
+        secrets.record(&sample);
+        let mut block = vec![0u8; 100];
+        block[40..56].copy_from_slice(&sample[3000..3016]);
+        assert_eq!(secrets.find(&block), Some(3000));
+        block[55] ^= 1;
+        assert_eq!(secrets.find(&block), None);
+        secrets.clear();
+    }
 
     type Run = fn() -> usize;
     let runs: [(&str, Run); 4] = [
@@ -273,8 +404,9 @@ fn no_freed_heap_block_holds_served_entropy_on_any_backend() {
         assert_eq!(
             leaks,
             0,
-            "{name}: {leaks} freed blocks held served entropy; the first was {} bytes, \
-             holding the stream at offset {}",
+            "{name}: {leaks} freed blocks held a secret; the first was {} bytes, holding \
+             the recording at offset {} (0..{STREAM_LEN}: the device stream, then 32 of \
+             the OTP secret, then what rngd served)",
             FIRST_LEAK_SIZE.load(Ordering::Relaxed),
             FIRST_LEAK_OFFSET.load(Ordering::Relaxed)
         );

@@ -43,11 +43,22 @@ impl DiskSet {
             write(&state, &vec![0u8; STATE_SECTORS * 512])?;
         }
         let otp = dir.join("otp.img");
-        if !otp.exists() {
+        let otp_existed = otp.exists();
+        if !otp_existed {
             write(&otp, &random_otp()?)?;
         }
         let counter = dir.join("counter.img");
         if !counter.exists() {
+            // A counter is part of the device: one made anew beside a device that had
+            // one would accept every store it ever refused.
+            if otp_existed {
+                return Err(format!(
+                    "{} has a device (otp.img) but no counter.img: a device's rollback \
+                     counter cannot be made again; provision fresh disks in another \
+                     directory (disks from before the counter existed need that too)",
+                    dir.display()
+                ));
+            }
             write(&counter, &[0u8; COUNTER_LEN])?;
         }
         Ok(Self {

@@ -1,11 +1,14 @@
 //! No secret in freed memory: every heap block freed while the services run is
 //! searched for bytes that are secrets of the system.
 //!
-//! **What counts as a secret.** Every byte rngd actually serves (each reply it sends,
-//! recorded as it goes through a tap on rngd's endpoint: the device-key seed, its
-//! sealing nonce, dsoftbusd's static-key seed, every ephemeral key of both sides of
-//! every Noise session, every byte a client asked for), the raw stream behind the
-//! entropy device (the generator's seed material), and the OTP secret. rngd serves
+//! **What counts as a secret.** Every reply of 16 bytes or more that rngd actually
+//! sends (recorded as it goes through a tap on rngd's endpoint: the device-key seed,
+//! dsoftbusd's static-key seed, every ephemeral key of both sides of every Noise
+//! session, every such draw a client asked for), the raw stream behind the entropy
+//! device (the generator's seed material), and the OTP secret. Shorter draws (the
+//! sealing nonce's 12 bytes, netstackd's 8-byte seed) cannot hold a 16-byte window,
+//! and secrets derived from served bytes (the sealing and tag keys, rngd's generator
+//! key, Noise transport keys) are not looked for: this test guards what rngd serves. rngd serves
 //! from a ChaCha20 generator, so what it serves is not a window of the device stream:
 //! the tap is what keeps this test seeing the bytes it guards. (The earlier version
 //! indexed only the device stream and went blind when rngd moved to a generator.)

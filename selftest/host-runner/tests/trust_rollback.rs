@@ -188,6 +188,27 @@ fn an_older_copy_of_the_whole_disk_is_rolled_back() {
 }
 
 #[test]
+fn a_removed_store_is_rolled_back_not_an_empty_one() {
+    // A tombstone is as easy to write as a slot: the device once had a store (its
+    // counter says so), so having none is a rollback, not "trust nobody" (a review).
+    let (device, _, _) = revoked();
+    let mut records = RecordStore::open(device.state.clone()).unwrap();
+    records.delete(RECORD).unwrap();
+    refused(
+        &device,
+        "dsoftbusd: fail-closed: trust store rolled back",
+        "the store deleted",
+    );
+    // A fresh device (counter at 0) with no store trusts nobody and serves.
+    let fresh = Device::new();
+    let console = fresh.boot(true);
+    assert!(
+        printed(&console, "dsoftbusd: trusted peers 0"),
+        "{console:#?}"
+    );
+}
+
+#[test]
 fn a_store_newer_than_the_counter_advances_it() {
     // The factory wrote a store and a power cut came before it advanced the counter.
     let device = Device::new();

@@ -13,6 +13,8 @@
 //!   counter to it first), else `AuthenticationFailed` (bad tag), `OtherAlgorithm`
 //!   (tagged with another hash), `RolledBack` (older than the counter),
 //!   `Unavailable` (no counter, or it could not be advanced) or `MalformedRequest`.
+//!   An empty payload asks about a disk with no store: accepted while the counter is
+//!   at 0 (or absent), `RolledBack` once it moved (a store existed and was removed).
 //!
 //! Without a key (keystored failed closed) every call but `EXPORT_PRIVATE` is
 //! answered with `NoKey`.

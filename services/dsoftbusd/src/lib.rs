@@ -124,8 +124,9 @@ async fn identity<P: Provider, H: HashBackend, E: Endpoint>(
 }
 
 /// Loads the persistent trust store (dsoftbusd's statefs record, written by the
-/// factory): keystored checks its tag with the device's key, and each key must obey
-/// provider-api's rule. No record is an empty store.
+/// factory): keystored checks its tag with the device's key and its version against
+/// the rollback counter, and each key must obey provider-api's rule. No record is an
+/// empty store, if keystored confirms the device never had one.
 ///
 /// # Errors
 /// The refusal; a store that exists and fails any check is refused whole.
@@ -134,7 +135,11 @@ async fn trust_store<P: Provider, E: Endpoint>(
 ) -> Result<Vec<VerifyingKey<Sig<P>>>, ClientError> {
     let store = match statefs::get(ep, DSOFTBUSD_TRUST_STORE).await {
         Ok(store) => store,
-        Err(ClientError::Service(ServiceError::NotFound)) => return Ok(Vec::new()),
+        Err(ClientError::Service(ServiceError::NotFound)) => {
+            // No store: keystored says whether the device ever had one.
+            keystored::verify_trust_store(ep, &[]).await?;
+            return Ok(Vec::new());
+        }
         Err(error) => return Err(error),
     };
     keystored::verify_trust_store(ep, &store).await?;

@@ -340,6 +340,20 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
                     Err(error) => refuse(error, Verdict::Rejected, usize::from(purpose.code())),
                 }
             }
+            // No store on the disk: fine on a device whose counter never moved; once
+            // the factory wrote a store (the counter above 0), its absence means it was
+            // removed, which is a rollback too. The detail is the counter's value.
+            Operation::KeystoredVerifyTrustStore if incoming.payload.is_empty() => {
+                match self.counter.as_ref().map(RollbackCounter::value) {
+                    Some(value) if value > 0 => {
+                        refuse(ServiceError::RolledBack, Verdict::Rejected, value as usize)
+                    }
+                    value => Handled {
+                        reply: Ok(Vec::new()),
+                        audit: audit(code, Verdict::Allowed, 0, value.unwrap_or(0) as usize),
+                    },
+                }
+            }
             Operation::KeystoredVerifyTrustStore => {
                 let Some(tag_key) = &self.trust else {
                     return refuse(ServiceError::NoKey, Verdict::Failed, size);
@@ -834,6 +848,17 @@ mod tests {
             verify(&mut device, &store(4)).reply,
             Err(ServiceError::RolledBack),
             "and the version before it is now refused"
+        );
+        // No store at all: refused once the counter moved (the store was removed).
+        assert_eq!(
+            verify(&mut device, &[]).reply,
+            Err(ServiceError::RolledBack)
+        );
+        let mut fresh = keystored([6; 32]).with_counter(counter_at(0).0);
+        assert_eq!(
+            verify(&mut fresh, &[]).reply,
+            Ok(Vec::new()),
+            "a fresh device"
         );
         // Without a counter no store is admitted.
         let mut without = keystored([6; 32]);

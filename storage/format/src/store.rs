@@ -17,8 +17,9 @@
 //!   is zeroed (and flushed): the store never falls back to a version older than one
 //!   that was completely written. Damage to the newest version afterwards is
 //!   corruption, not a torn update, and fails closed. A write torn before it completed
-//!   still leaves the previous version current. Opening the store finishes a retirement
-//!   a power cut interrupted (an entry with two valid slots keeps only the newer).
+//!   still leaves the previous version current. Opening the store clears, in every
+//!   entry with a valid current slot, whatever else the other slot holds (an older
+//!   version whose retirement a power cut interrupted, or a torn write).
 //! - **Absence is proven, not assumed.** Damage in an entry whose current slot is a
 //!   live record belongs to that record (a torn update). Any other damage could be
 //!   anyone's record, so while it exists a lookup of a record that is not live answers
@@ -305,8 +306,9 @@ pub struct RecordStore<D: RawBlockDevice> {
 
 impl<D: RawBlockDevice> RecordStore<D> {
     /// Opens the store on `disk`: checks the superblock (an all-zero disk is an empty
-    /// store), reads every slot, and finishes any retirement a power cut interrupted
-    /// (the only time opening writes).
+    /// store), reads every slot, and clears the non-current slot of every entry that
+    /// has a valid current one (an interrupted retirement or a torn write: the only
+    /// time opening writes).
     ///
     /// # Errors
     /// [`StoreError::DiskTooSmall`], [`StoreError::BadSuperblock`], or the disk's
@@ -347,12 +349,16 @@ impl<D: RawBlockDevice> RecordStore<D> {
             formatted,
             entries,
         };
-        // A power cut between a completed write and the retirement of the older slot
-        // leaves two valid slots: finish the retirement before anything is served.
+        // Writes only ever go to the slot that is not current, so beside a valid
+        // current slot the other one holds an older version (a power cut came between
+        // a completed write and its retirement) or a torn write (of a newer version
+        // that never completed, or of a retirement): either way it may go, and the
+        // current version stays what it is. Clear it before anything is served, so no
+        // older version and no damage outlives the open.
         for entry in 0..ENTRIES {
-            let slots = store.entries[usize::from(entry)].slots;
-            if let [SlotState::Valid(_), SlotState::Valid(_)] = slots
-                && let Some((current, _)) = store.entries[usize::from(entry)].current()
+            let state = store.entries[usize::from(entry)];
+            if let Some((current, _)) = state.current()
+                && state.slots[1 - current] != SlotState::Empty
             {
                 store.retire(entry, 1 - current)?;
             }

@@ -207,11 +207,13 @@ impl fmt::Display for ProvisionError {
 }
 
 /// What the factory does to write a trust store holding `peers`: the store is
-/// written at the counter's next value (flushed, read back, the older slot retired),
-/// then the counter is advanced to that value. Every store the factory writes is
-/// therefore newer than every store before it, and a store it replaced is refused
+/// written one above both the counter and the store on the disk (if its tag verifies:
+/// a run interrupted before it advanced the counter left a store above the counter),
+/// flushed, read back, the older slot retired; then the counter is advanced to that
+/// version. Every store the factory writes is therefore newer than every store it
+/// wrote before, even across an interrupted run, and a store it replaced is refused
 /// for good once the counter moved. A power cut between the two steps leaves a store
-/// one above the counter, which the device accepts and advances the counter to; the
+/// above the counter, which the device accepts and advances the counter to; the
 /// reverse order could leave a counter above every store, a device with no store it
 /// accepts. Returns the store's rollback version.
 ///
@@ -227,7 +229,13 @@ pub fn provision<H: HashBackend, D: RawBlockDevice, C: RawBlockDevice + ?Sized>(
         return Err(ProvisionError::TooManyPeers);
     }
     let current = rollback_counter::read(counter).map_err(ProvisionError::Counter)?;
+    let on_disk = records
+        .get(RECORD)
+        .ok()
+        .and_then(|record| decode::<H>(key, &record).ok())
+        .map_or(0, |store| store.rollback_version);
     let version = current
+        .max(on_disk)
         .checked_add(1)
         .filter(|v| *v <= rollback_counter::BITS)
         .ok_or(ProvisionError::Counter(CounterError::Exhausted))?;

@@ -268,3 +268,39 @@ fn the_documents_test_vector_is_what_the_code_derives_and_seals() {
     sealed::unseal::<ChaCha20Poly1305, Blake2s>(&keys, 1, &vector("sealed"), &mut opened).unwrap();
     assert_eq!(opened, seed);
 }
+
+/// A factory run stopped after it wrote a store and before it advanced the counter;
+/// the next run must still write a store newer than that one, or the two would share
+/// a version and the first (trusting a peer the second revokes) would be accepted when
+/// written back (found by a review).
+#[test]
+fn a_store_written_after_an_interrupted_run_is_newer_than_the_run_s_store() {
+    use state_format::memory::MemoryDisk;
+    use state_format::store::RecordStore;
+    let key = tags::<Blake2s>(1);
+    let (p, q) = ([1u8; 32], [2u8; 32]);
+    let mut records = RecordStore::open(MemoryDisk::new(512)).unwrap();
+    // Run 1: the counter refuses writes (a power cut before it was programmed).
+    let mut stuck = MemoryDisk::from_bytes(vec![0; 512], true);
+    assert!(trust::provision::<Blake2s, _, _>(&mut records, &mut stuck, &key, &[p, q]).is_err());
+    let first = records.get(trust::RECORD).unwrap();
+    assert_eq!(
+        trust::decode::<Blake2s>(&key, &first)
+            .unwrap()
+            .rollback_version,
+        1
+    );
+    // Run 2 revokes q with a working counter (still at 0).
+    let mut counter = MemoryDisk::from_bytes(vec![0; 512], false);
+    let version =
+        trust::provision::<Blake2s, _, _>(&mut records, &mut counter, &key, &[p]).unwrap();
+    assert_eq!(version, 2, "above the interrupted run's store");
+    assert_eq!(rollback_counter::read(&mut counter), Ok(2));
+    assert!(
+        trust::decode::<Blake2s>(&key, &first)
+            .unwrap()
+            .rollback_version
+            < version,
+        "the first run's store is now below the counter: refused if written back"
+    );
+}

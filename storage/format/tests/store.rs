@@ -421,3 +421,28 @@ fn opening_finishes_an_interrupted_retirement() {
     assert_eq!(store.get(KEY), Err(StoreError::Corrupt));
     assert_eq!(RecordStore::open(disk).unwrap().get(KEY).unwrap(), b"newer");
 }
+
+#[test]
+fn a_torn_retirement_after_a_delete_leaves_absence_provable() {
+    // A delete writes a tombstone, then zeroes the live slot; a power cut tears the
+    // zeroing. Nothing live accounts for that damage, so the open clears it: absence
+    // must stay provable (found by a review: every absent lookup answered Corrupt).
+    for torn_at in [1, 10, SLOT_HEADER_LEN + 3, SLOT_LEN - 1] {
+        let mut store = RecordStore::open(disk()).unwrap();
+        store.put(KEY, b"to be deleted").unwrap();
+        let mut disk = store.into_disk();
+        disk.tear_next_write_after = Some(torn_at);
+        disk.writes_before_tear = 1;
+        let mut store = RecordStore::open(disk).unwrap();
+        assert!(store.delete(KEY).is_err(), "torn at {torn_at}");
+        let mut store = reopen(store);
+        assert_eq!(store.get(KEY), Err(StoreError::NotFound), "{torn_at}");
+        assert_eq!(store.get(OTHER), Err(StoreError::NotFound), "{torn_at}");
+        assert!(!store.has_unaccounted_damage());
+        store.put(OTHER, b"the entry is usable again").unwrap();
+        assert_eq!(
+            reopen(store).get(OTHER).unwrap(),
+            b"the entry is usable again"
+        );
+    }
+}

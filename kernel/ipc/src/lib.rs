@@ -28,7 +28,7 @@ pub use audit::{Action, AuditEvent, AuditFilter, AuditRecord, KernelReason, Verd
 pub use buffer::IpcBuffer;
 pub use endpoint::{
     AuditFeed, AuditLoss, Capability, CapabilityError, DeviceError, Endpoint, IpcError,
-    RawBlockDevice, RawEntropyDevice, RawNetDevice, ReplyToken, Request, SECTOR_SIZE,
+    NetReset, RawBlockDevice, RawEntropyDevice, RawNetDevice, ReplyToken, Request, SECTOR_SIZE,
 };
 pub use frame::{Frame, FrameError, FrameKind};
 pub use operation::Operation;

@@ -50,6 +50,10 @@ impl RawNetDevice for FakeNet {
         }
         Ok(())
     }
+    fn reset(&mut self) -> Result<ipc::NetReset, DeviceError> {
+        // The wire never fails, so nothing asks for a reset.
+        Ok(ipc::NetReset::default())
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -305,6 +305,11 @@ impl<D: RawNetDevice> Stack<D> {
         self.net.as_ref().and_then(|(link, _)| link.device.failed())
     }
 
+    /// Resets the network device; `None` without one.
+    pub fn reset_device(&mut self) -> Option<Result<ipc::NetReset, ipc::DeviceError>> {
+        self.net.as_mut().map(|(link, _)| link.device.reset())
+    }
+
     /// The table sizes now.
     pub fn stats(&self) -> StackStats {
         let (net_sockets, frames_in, frames_out) = match &self.net {
@@ -962,6 +967,9 @@ mod tests {
         }
         fn transmit(&mut self, _: &[u8]) -> Result<(), ipc::DeviceError> {
             Ok(())
+        }
+        fn reset(&mut self) -> Result<ipc::NetReset, ipc::DeviceError> {
+            Ok(ipc::NetReset::default())
         }
     }
 

@@ -288,4 +288,3 @@ impl Transport for Emulated {
         Ok(())
     }
 }
-

@@ -195,8 +195,8 @@ impl<H: Hal, T: Transport, C: Clock> VirtioNet<H, T, C> {
             return Err(ProbeError::WrongDevice(kind));
         }
         let transport = Rc::new(RefCell::new(transport));
-        let raw = VirtIONetRaw::new(SharedTransport(Rc::clone(&transport)))
-            .map_err(ProbeError::Setup)?;
+        let raw =
+            VirtIONetRaw::new(SharedTransport(Rc::clone(&transport))).map_err(ProbeError::Setup)?;
         let mut device = Self {
             transport,
             mac: raw.mac_address(),

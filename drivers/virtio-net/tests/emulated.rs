@@ -122,13 +122,21 @@ fn a_stalled_transmit_fails_by_the_deadline_and_a_reset_brings_the_device_back()
     );
     assert_eq!(state.borrow().resets, 1, "the device itself was reset");
     assert_eq!(net.resets(), 1);
-    assert_eq!(net.posted(), RX_BUFFERS, "every receive buffer posted again");
+    assert_eq!(
+        net.posted(),
+        RX_BUFFERS,
+        "every receive buffer posted again"
+    );
     net.transmit(&[4; 60]).unwrap();
     assert!(state.borrow_mut().deliver(&[5; 64]));
     assert_eq!(net.receive(&mut buf), Ok(Some(64)));
     assert_eq!(buf[0], 5);
     let sent = state.borrow().transmitted.clone();
-    assert_eq!(sent, vec![vec![1; 60], vec![4; 60]], "the stalled frame was dropped");
+    assert_eq!(
+        sent,
+        vec![vec![1; 60], vec![4; 60]],
+        "the stalled frame was dropped"
+    );
 }
 
 #[test]
@@ -139,7 +147,11 @@ fn a_reset_the_device_does_not_complete_keeps_its_buffers_and_can_be_tried_again
     state.borrow_mut().ignore_resets = 1;
     assert_eq!(net.reset(), Err(DeviceError::Timeout));
     assert_eq!(state.borrow().resets, 0);
-    assert_eq!(net.posted(), RX_BUFFERS, "the device still holds its buffers");
+    assert_eq!(
+        net.posted(),
+        RX_BUFFERS,
+        "the device still holds its buffers"
+    );
     assert_eq!(
         state.borrow().queues_set_up(),
         2,

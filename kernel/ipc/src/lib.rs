@@ -27,8 +27,8 @@ pub mod service;
 pub use audit::{Action, AuditEvent, AuditFilter, AuditRecord, KernelReason, Verdict};
 pub use buffer::IpcBuffer;
 pub use endpoint::{
-    AuditFeed, AuditLoss, Capability, CapabilityError, DeviceError, Endpoint, IpcError,
-    NetReset, RawBlockDevice, RawEntropyDevice, RawNetDevice, ReplyToken, Request, SECTOR_SIZE,
+    AuditFeed, AuditLoss, Capability, CapabilityError, DeviceError, Endpoint, IpcError, NetReset,
+    RawBlockDevice, RawEntropyDevice, RawNetDevice, ReplyToken, Request, SECTOR_SIZE,
 };
 pub use frame::{Frame, FrameError, FrameKind};
 pub use operation::Operation;

@@ -409,7 +409,11 @@ impl<D: ipc::RawNetDevice> Netstackd<D> {
         let Some(outcome) = self.stack.reset_device() else {
             return;
         };
-        for event in recovery.attempted(outcome, ep.uptime_ms()).into_iter().flatten() {
+        for event in recovery
+            .attempted(outcome, ep.uptime_ms())
+            .into_iter()
+            .flatten()
+        {
             report(ep, event);
         }
     }

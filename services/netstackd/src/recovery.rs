@@ -77,7 +77,9 @@ impl Event {
             Self::ResetFailed { attempt, .. } => {
                 (Verdict::Failed, DeviceHealth::ResetFailed, attempt)
             }
-            Self::SlowRetries { attempts } => (Verdict::Failed, DeviceHealth::SlowRetries, attempts),
+            Self::SlowRetries { attempts } => {
+                (Verdict::Failed, DeviceHealth::SlowRetries, attempts)
+            }
             Self::Recovered { attempt, .. } => (Verdict::Allowed, DeviceHealth::Recovered, attempt),
         }
     }
@@ -166,8 +168,8 @@ impl Recovery {
                 self.down = None;
                 self.last_recovery = Some((now_ms, down.step));
                 self.recoveries += 1;
-                self.frames_dropped += u64::from(dropped.transmits_dropped)
-                    + u64::from(dropped.receives_dropped);
+                self.frames_dropped +=
+                    u64::from(dropped.transmits_dropped) + u64::from(dropped.receives_dropped);
                 [
                     Some(Event::Recovered {
                         attempt: down.attempts,
@@ -284,7 +286,9 @@ mod tests {
         }
         assert_eq!(
             first_waits,
-            [0, 100, 200, 400, 800, 1600, 10_000, 10_000, 10_000, 10_000, 10_000, 10_000]
+            [
+                0, 100, 200, 400, 800, 1600, 10_000, 10_000, 10_000, 10_000, 10_000, 10_000
+            ]
         );
         // Long enough up: the next episode starts over.
         now += FLAP_WINDOW_MS;

@@ -446,3 +446,36 @@ fn a_task_that_calls_a_lot_does_not_retire_records_about_another() {
     assert!(evicted > 0, "the calls did retire records (their own)");
     assert_eq!(after, 1, "the denial about selftest-peer is still held");
 }
+
+/// A connection whose handshake is complete waited in a listener's backlog for as long
+/// as its peer kept sending (smoltcp's timer only fires on a silent peer), holding a
+/// backlog slot nobody accepted. Now it is reset after `BACKLOG_WAIT_MS`.
+#[test]
+fn a_connection_nobody_accepts_leaves_the_backlog_in_bounded_time() {
+    let mut system = HostSystem::boot::<DC>(Entropy::Host);
+    let clock = system.clock();
+    let states = system.run_as(ServiceId::Selftest, move |ep| async move {
+        netstackd::listen(&ep, 9100, 1).await.unwrap();
+        let (client, _) = netstackd::connect(&ep, SocketAddr::loopback(9100), 1000)
+            .await
+            .unwrap();
+        let mut states = Vec::new();
+        // Never accepted; the peer sends a byte every 250 ms for 4 s.
+        for _ in 0..16 {
+            clock.skip_ms(250);
+            let _ = netstackd::send(&ep, client, b"x", 0).await;
+            sleep(&ep, 2).await;
+            states.push(netstackd::status(&ep, client).await.map(|s| s.state));
+        }
+        states
+    });
+    let ms = ::netstackd::stack::BACKLOG_WAIT_MS;
+    let closed_at = states
+        .iter()
+        .position(|s| *s == Ok(netstackd::SocketState::Closed))
+        .map(|step| (step as u64 + 1) * 250);
+    assert!(
+        closed_at.is_some_and(|t| t >= ms && t <= ms + 1000),
+        "reset {closed_at:?} ms after it was established, bound {ms} ms: {states:?}"
+    );
+}

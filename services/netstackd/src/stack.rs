@@ -50,8 +50,20 @@ pub const MAX_EGRESS: usize = 16;
 const LOOPBACK_ROUNDS: usize = 4;
 /// How long a closed connection may take to finish closing before it is dropped.
 const LINGER_MS: u64 = 2_000;
-/// smoltcp's timeout for a connection whose peer stopped answering.
-const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection waits for a peer that stopped answering TCP (its data
+/// unacknowledged, or [`KEEP_ALIVE`] probes unanswered) before it is reset.
+///
+/// smoltcp counts this from the peer's last segment whether or not anything is
+/// outstanding, so without keep-alive probes a connection that is merely quiet would
+/// be reset after it: a transport timer must never end a live connection for being
+/// quiet (the application decides that: dsoftbusd's idle timeout, decision 0011).
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(15);
+/// While a connection is quiet, a keep-alive probe goes out this often; a live peer's
+/// TCP answers it, which keeps [`PEER_TIMEOUT`] from running out.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long a connection whose handshake is complete may wait in a listener's
+/// backlog for its owner to accept it before it is reset.
+pub const BACKLOG_WAIT_MS: u64 = 2_000;
 /// smoltcp's timeout for a listening socket's connection that a SYN started and the
 /// peer never completed: it holds a backlog slot that long at most.
 const SYN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -140,6 +152,8 @@ struct Pending {
     /// Since when it has held a connection a SYN started and the peer has not
     /// completed.
     syn_since: Option<u64>,
+    /// Since when it has held a complete connection nobody accepted.
+    ready_since: Option<u64>,
 }
 
 enum Kind {
@@ -236,6 +250,7 @@ fn new_socket() -> tcp::Socket<'static> {
     socket.set_nagle_enabled(false);
     socket.set_ack_delay(None);
     socket.set_timeout(Some(PEER_TIMEOUT));
+    socket.set_keep_alive(Some(KEEP_ALIVE));
     socket
 }
 
@@ -482,11 +497,25 @@ impl<D: RawNetDevice> Stack<D> {
                     // A listener's port cannot be refused.
                     let _ = socket.listen(port);
                     p.syn_since = None;
+                    p.ready_since = None;
                 }
                 tcp::State::SynReceived => {
                     p.syn_since.get_or_insert(now_ms);
                 }
-                _ => p.syn_since = None,
+                state if acceptable(state) => {
+                    p.syn_since = None;
+                    let since = *p.ready_since.get_or_insert(now_ms);
+                    if now_ms.saturating_sub(since) >= BACKLOG_WAIT_MS {
+                        // Nobody accepted it in time: reset (the next poll sends the
+                        // RST), and the refill after it listens again.
+                        socket.abort();
+                        p.ready_since = None;
+                    }
+                }
+                _ => {
+                    p.syn_since = None;
+                    p.ready_since = None;
+                }
             }
         }
         for iface in self.ifaces() {
@@ -532,6 +561,7 @@ impl<D: RawNetDevice> Stack<D> {
                     iface,
                     socket: handle,
                     syn_since: None,
+                    ready_since: None,
                 });
             }
         }

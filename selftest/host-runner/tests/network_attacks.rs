@@ -479,3 +479,42 @@ fn a_connection_nobody_accepts_leaves_the_backlog_in_bounded_time() {
         "reset {closed_at:?} ms after it was established, bound {ms} ms: {states:?}"
     );
 }
+
+/// A SYN-ACK that never reached the peer (a frame a device reset dropped) was never
+/// sent again: the listening socket's timeout (1 s) ran out before smoltcp's first
+/// retransmission (1 s), and the peer was reset. Now it is sent again and the
+/// connection completes.
+#[test]
+fn a_lost_syn_ack_is_sent_again_and_the_connection_completes() {
+    let (mut system, wire) = networked();
+    let clock = system.clock();
+    let (first, again, accepted) = system.run_as(ServiceId::Selftest, move |ep| async move {
+        let listener = netstackd::listen(&ep, 9200, netstackd::MAX_BACKLOG)
+            .await
+            .unwrap();
+        let mut p = Peer::new(5, 41000);
+        inject(&wire, p.arp());
+        inject(&wire, p.tcp(9200, SYN, &[]));
+        sleep(&ep, 10).await;
+        let first = segs_to(&wire, &p).first().map(|s| s.flags);
+        // That SYN-ACK is lost; the peer hears nothing more for 1.2 s.
+        wire.borrow_mut().log.clear();
+        for _ in 0..6 {
+            clock.skip_ms(200);
+            sleep(&ep, 2).await;
+        }
+        let segs = segs_to(&wire, &p);
+        let again = segs.first().map(|s| s.flags);
+        if let Some(s) = segs.first().filter(|s| s.flags & SYN != 0) {
+            p.seq = p.seq.wrapping_add(1);
+            p.ack = s.seq.wrapping_add(1);
+            inject(&wire, p.tcp(9200, ACK, &[]));
+        }
+        sleep(&ep, 10).await;
+        let accepted = netstackd::accept(&ep, listener, 500).await.map(|_| ());
+        (first, again, accepted)
+    });
+    assert_eq!(first, Some(SYN | ACK));
+    assert_eq!(again, Some(SYN | ACK), "sent again, not reset");
+    assert_eq!(accepted, Ok(()));
+}

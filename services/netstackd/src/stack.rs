@@ -65,8 +65,11 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// backlog for its owner to accept it before it is reset.
 pub const BACKLOG_WAIT_MS: u64 = 2_000;
 /// smoltcp's timeout for a listening socket's connection that a SYN started and the
-/// peer never completed: it holds a backlog slot that long at most.
-const SYN_TIMEOUT: Duration = Duration::from_secs(1);
+/// peer never completed: it holds a backlog slot that long at most. Longer than
+/// smoltcp's first retransmission (its RTO starts at 1 s), so a SYN-ACK that was lost
+/// (a frame a device reset dropped) is sent again once before the slot is given up;
+/// a flood of SYNs is bounded by the oldest-gives-way rule in `refill`, not by this.
+pub const SYN_TIMEOUT: Duration = Duration::from_secs(3);
 /// smoltcp sockets one task holds at most: its listeners' backlogs, its connections
 /// and its connections still closing. The sockets of one task's peers (a flood of
 /// connections to dsoftbusd's port) cannot take every socket of the stack.

@@ -119,6 +119,33 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every reason, in code order.
+    pub const ALL: [Refusal; 23] = [
+        Self::Message1,
+        Self::Message2,
+        Self::Message3,
+        Self::UnknownIdentity,
+        Self::BadBinding,
+        Self::Transport,
+        Self::Malformed,
+        Self::HalfOpenFull,
+        Self::SourceQuota,
+        Self::Paced,
+        Self::SessionsFull,
+        Self::HandshakeTimeout,
+        Self::IdleTimeout,
+        Self::PeerClosed,
+        Self::FrameTooLong,
+        Self::SuiteMismatch,
+        Self::SlowReader,
+        Self::Closed,
+        Self::Established,
+        Self::PeerBusy,
+        Self::ConnectFailed,
+        Self::NoEntropy,
+        Self::ConnectionClosed,
+    ];
+
     /// One word for the console's `session with ... closed (<word>)` line.
     pub fn word(self) -> &'static str {
         match self {

@@ -169,8 +169,16 @@ pub struct VirtioNet<H: Hal, T: Transport, C: Clock> {
     posted: Vec<Posted>,
     /// Receive buffers the device gave back in a way the queue did not expect: it may
     /// still write to them, so they wait for a confirmed reset.
+    #[expect(
+        clippy::vec_box,
+        reason = "a buffer the device may write to keeps its address when it changes lists"
+    )]
     held: Vec<Box<[u8; BUFFER_LEN]>>,
     /// Receive buffers no device holds, to be posted at the next set-up.
+    #[expect(
+        clippy::vec_box,
+        reason = "buffers are posted by address: each keeps its own allocation"
+    )]
     spare: Vec<Box<[u8; BUFFER_LEN]>>,
     transmit: Box<[u8; BUFFER_LEN]>,
     /// The transmit buffer was handed to the device, which never gave it back: it is

@@ -28,6 +28,10 @@ impl RawNetDevice for Wire {
     fn transmit(&mut self, _frame: &[u8]) -> Result<(), DeviceError> {
         Ok(())
     }
+    fn reset(&mut self) -> Result<ipc::NetReset, DeviceError> {
+        // The wire never fails, so nothing asks for a reset.
+        Ok(ipc::NetReset::default())
+    }
 }
 
 /// The input as frames: a length byte (scaled), then that many bytes, repeatedly.

@@ -172,10 +172,18 @@ fn install_disks(kernel: &mut Kernel<RiscvPlatform>, slots: &[core::ops::Range<u
 /// Brings the machine up to the point where the image spawns its tasks: device tree,
 /// console, heap, clock, watchdog, devices, policy. `provider` names the provider
 /// combination compiled in (the banner marker).
+/// `open_net` opens the network device in its slot, given the command line: the test
+/// image's may stall it on purpose ([`virtio::net_device_for_tests`]), the production
+/// image's never does ([`virtio::net_device`]).
 fn start(
     hart_id: usize,
     device_tree: usize,
     provider: impl core::fmt::Display,
+    open_net: impl FnOnce(
+        &core::ops::Range<usize>,
+        &'static str,
+    )
+        -> Result<alloc::boxed::Box<dyn ipc::RawNetDevice>, virtio_net::ProbeError>,
 ) -> (Kernel<RiscvPlatform>, BootInfo, Option<usize>) {
     let machine = match device_tree::read(device_tree) {
         Ok(machine) => machine,
@@ -255,7 +263,7 @@ fn start(
     }
     install_disks(&mut kernel, &devices.blocks);
     match &devices.net {
-        Some(slot) => match virtio::net_device(slot, NET_TRANSMIT_TIMEOUT_US) {
+        Some(slot) => match open_net(slot, machine.bootargs) {
             Ok(device) => {
                 let [a, b, c, d, e, f] = device.mac();
                 console::line(
@@ -302,7 +310,10 @@ pub fn boot(
     provider: impl core::fmt::Display,
     image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo) -> MainVerdict,
 ) -> ! {
-    let (mut kernel, info, test_finisher) = start(hart_id, device_tree, provider);
+    let (mut kernel, info, test_finisher) =
+        start(hart_id, device_tree, provider, |slot, bootargs| {
+            virtio::net_device_for_tests(slot, NET_TRANSMIT_TIMEOUT_US, bootargs)
+        });
     let verdict = image(&mut kernel, info);
     console::line(
         "KERNEL",
@@ -360,7 +371,9 @@ pub fn boot_device(
     provider: impl core::fmt::Display,
     image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo),
 ) -> ! {
-    let (mut kernel, info, test_finisher) = start(hart_id, device_tree, provider);
+    let (mut kernel, info, test_finisher) = start(hart_id, device_tree, provider, |slot, _| {
+        virtio::net_device(slot, NET_TRANSMIT_TIMEOUT_US)
+    });
     image(&mut kernel, info);
     console::line(
         "KERNEL",

@@ -8,7 +8,7 @@ use core::ops::Range;
 use core::ptr::NonNull;
 
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
-use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
 
 use alloc::boxed::Box;
@@ -149,11 +149,181 @@ pub fn net_device(
     slot: &Range<usize>,
     timeout_us: u64,
 ) -> Result<Box<dyn ipc::RawNetDevice>, virtio_net::ProbeError> {
+    let transport = net_transport(slot)?;
+    let device = virtio_net::VirtioNet::<KernelHal, _, _>::new(transport, KernelClock, timeout_us)?;
+    Ok(Box::new(device))
+}
+
+fn net_transport(slot: &Range<usize>) -> Result<MmioTransport<'static>, virtio_net::ProbeError> {
     // SAFETY: `slot` is the device tree's virtio-mmio window of the network device;
     // the probing transport was dropped, and this transport is the only one from now
     // on, owned by the driver.
-    let transport = unsafe { transport(slot) }
-        .ok_or(virtio_net::ProbeError::WrongDevice(DeviceType::Network))?;
+    unsafe { transport(slot) }.ok_or(virtio_net::ProbeError::WrongDevice(DeviceType::Network))
+}
+
+/// The test image's network device: as [`net_device`], and when the command line asks
+/// (`net.stall-tx=N[,N...]`, see [`StallingTransport`]) stalled on purpose. Only the
+/// test image's boot calls this; the production image opens [`net_device`] and has no
+/// way to stall its device.
+pub fn net_device_for_tests(
+    slot: &Range<usize>,
+    timeout_us: u64,
+    bootargs: &str,
+) -> Result<Box<dyn ipc::RawNetDevice>, virtio_net::ProbeError> {
+    let stalls = match StallingTransport::plan(bootargs) {
+        Ok(stalls) => stalls,
+        Err(word) => {
+            console::line(
+                "KERNEL",
+                format_args!("FAIL {word}: not a list of transmit kick numbers; no stall"),
+            );
+            alloc::vec::Vec::new()
+        }
+    };
+    if stalls.is_empty() {
+        return net_device(slot, timeout_us);
+    }
+    console::line(
+        "KERNEL",
+        format_args!("test image: the network device will stall at transmit kicks {stalls:?}"),
+    );
+    let transport = StallingTransport {
+        inner: net_transport(slot)?,
+        stalls,
+        kicks: 0,
+        stalled: false,
+    };
     let device = virtio_net::VirtioNet::<KernelHal, _, _>::new(transport, KernelClock, timeout_us)?;
     Ok(Box::new(device))
+}
+
+/// The virtio-net transmit queue (virtio 1.2, section 5.1.2: `transmitq1`).
+const NET_TRANSMIT_QUEUE: u16 = 1;
+/// The most stalls one command line may ask for.
+const MAX_STALLS: usize = 8;
+
+/// A test image's network device that stops taking frames on purpose: from the `N`th
+/// transmit notification (kick) on, for each `N` of `net.stall-tx=N[,N...]`, the
+/// kicks are withheld from the device until the driver resets it, so the frame
+/// waiting in the transmit queue is never taken. To the driver this is exactly a
+/// device that stalled (its deadline passes); the reset that follows runs against the
+/// real device, which then takes frames again. Every other call goes to the device.
+pub struct StallingTransport {
+    inner: MmioTransport<'static>,
+    /// Kick numbers still to stall at, ascending.
+    stalls: alloc::vec::Vec<u32>,
+    kicks: u32,
+    stalled: bool,
+}
+
+impl StallingTransport {
+    /// The kick numbers `net.stall-tx=` asks for (none without it); the offending word
+    /// when it is not a list of at most [`MAX_STALLS`] positive numbers.
+    fn plan(bootargs: &str) -> Result<alloc::vec::Vec<u32>, &str> {
+        let mut stalls = alloc::vec::Vec::new();
+        for word in bootargs.split_whitespace() {
+            let Some(list) = word.strip_prefix("net.stall-tx=") else {
+                continue;
+            };
+            for n in list.split(',') {
+                match n.parse::<u32>() {
+                    Ok(n) if n > 0 && stalls.len() < MAX_STALLS => stalls.push(n),
+                    _ => return Err(word),
+                }
+            }
+        }
+        stalls.sort_unstable();
+        stalls.dedup();
+        Ok(stalls)
+    }
+}
+
+impl Transport for StallingTransport {
+    fn device_type(&self) -> DeviceType {
+        self.inner.device_type()
+    }
+    fn read_device_features(&mut self) -> u64 {
+        self.inner.read_device_features()
+    }
+    fn write_driver_features(&mut self, driver_features: u64) {
+        self.inner.write_driver_features(driver_features);
+    }
+    fn max_queue_size(&mut self, queue: u16) -> u32 {
+        self.inner.max_queue_size(queue)
+    }
+    fn notify(&mut self, queue: u16) {
+        if queue == NET_TRANSMIT_QUEUE {
+            self.kicks = self.kicks.saturating_add(1);
+            if !self.stalled && self.stalls.first() == Some(&self.kicks) {
+                self.stalls.remove(0);
+                self.stalled = true;
+                console::line(
+                    "KERNEL",
+                    format_args!(
+                        "test stall: virtio-net transmit kicks withheld from kick {} until the device is reset",
+                        self.kicks
+                    ),
+                );
+            }
+            if self.stalled {
+                return;
+            }
+        }
+        self.inner.notify(queue);
+    }
+    fn get_status(&self) -> DeviceStatus {
+        self.inner.get_status()
+    }
+    fn set_status(&mut self, status: DeviceStatus) {
+        if status == DeviceStatus::empty() && self.stalled {
+            self.stalled = false;
+            console::line(
+                "KERNEL",
+                format_args!("test stall over: the driver reset the network device"),
+            );
+        }
+        self.inner.set_status(status);
+    }
+    fn set_guest_page_size(&mut self, guest_page_size: u32) {
+        self.inner.set_guest_page_size(guest_page_size);
+    }
+    fn requires_legacy_layout(&self) -> bool {
+        self.inner.requires_legacy_layout()
+    }
+    fn queue_set(
+        &mut self,
+        queue: u16,
+        size: u32,
+        descriptors: PhysAddr,
+        driver_area: PhysAddr,
+        device_area: PhysAddr,
+    ) {
+        self.inner
+            .queue_set(queue, size, descriptors, driver_area, device_area);
+    }
+    fn queue_unset(&mut self, queue: u16) {
+        self.inner.queue_unset(queue);
+    }
+    fn queue_used(&mut self, queue: u16) -> bool {
+        self.inner.queue_used(queue)
+    }
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        self.inner.ack_interrupt()
+    }
+    fn read_config_generation(&self) -> u32 {
+        self.inner.read_config_generation()
+    }
+    fn read_config_space<T: zerocopy::FromBytes + zerocopy::IntoBytes>(
+        &self,
+        offset: usize,
+    ) -> virtio_drivers::Result<T> {
+        self.inner.read_config_space(offset)
+    }
+    fn write_config_space<T: zerocopy::IntoBytes + zerocopy::Immutable>(
+        &mut self,
+        offset: usize,
+        value: T,
+    ) -> virtio_drivers::Result<()> {
+        self.inner.write_config_space(offset, value)
+    }
 }

@@ -14,6 +14,7 @@ mod disks;
 mod footprint;
 mod fuzz;
 mod image;
+mod jobs;
 mod network;
 mod persistence;
 mod provision;

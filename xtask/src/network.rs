@@ -168,104 +168,198 @@ impl PeerRun {
     }
 }
 
-/// Step 1 on every image, side by side (with the faults, or only sessions): each
-/// device's public key and the peer's report.
+/// The transmit kick at which a test image's network device stalls in the host-peer
+/// step with faults (`net.stall-tx=`, test images only): during the peer's first
+/// sessions, so every later session and fault runs on a device that came back.
+const STALL_AT_KICK: u32 = 40;
+/// How long the image serves the host peer, and how long the harness waits for the
+/// whole boot: the peer's work takes under a minute on an idle host; the rest is room
+/// for TCG on a loaded 2-core host (a boot that runs out says which markers were
+/// missing, and the peer names the answer it waited for).
+const SERVE_S: u64 = 300;
+const HOST_PEER_TIMEOUT: Duration = Duration::from_secs(SERVE_S + 60);
+/// How long the connecting device of a pair may take: its whole ladder, then one
+/// session (within the listener's serving time).
+const PAIR_CONNECTOR_TIMEOUT: Duration = Duration::from_secs(SERVE_S - 30);
+/// How long the harness waits for the console to say every established session
+/// ended, after the peer is done.
+const CLOSED_LINES_WAIT: Duration = Duration::from_secs(30);
+
+/// Counts the sessions `log` says were established with `peer` and the ones it says
+/// ended (`DSOFTBUSD_SESSION`, `DSOFTBUSD_SESSION_CLOSED`).
+fn session_lines(log: &Path, peer: &str) -> (usize, usize, Vec<String>) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let prefix = format!("dsoftbusd: session with {peer} ");
+    let mut established = 0;
+    let mut reasons = Vec::new();
+    for rest in text.lines().filter_map(|l| l.strip_prefix(prefix.as_str())) {
+        if rest == "established" {
+            established += 1;
+        } else if let Some(reason) = rest
+            .strip_prefix("closed (")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            reasons.push(reason.to_owned());
+        }
+    }
+    (established, reasons.len(), reasons)
+}
+
+/// Waits until `log` says every session established with `peer` ended; returns the
+/// ends' reasons, counted.
+fn every_session_ended(log: &Path, peer: &str) -> Result<String, String> {
+    let started = std::time::Instant::now();
+    loop {
+        let (established, closed, reasons) = session_lines(log, peer);
+        if established > 0 && closed == established {
+            let mut counted: BTreeMap<String, usize> = BTreeMap::new();
+            for reason in reasons {
+                *counted.entry(reason).or_default() += 1;
+            }
+            let list: Vec<String> = counted.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            return Ok(format!(
+                "{established} sessions established, {closed} ended on the console ({})",
+                list.join(", ")
+            ));
+        }
+        if started.elapsed() > CLOSED_LINES_WAIT {
+            return Err(format!(
+                "{established} sessions established with the peer but {closed} ended on the console, {} s after the peer finished",
+                CLOSED_LINES_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Step 1 on every image, at most `jobs::qemu_jobs` at a time (with the faults, or
+/// only sessions): each device's public key and the peer's report.
+///
+/// With the faults, the image also stalls its network device once
+/// ([`STALL_AT_KICK`]): netstackd must reset it and sessions go on. Beside the
+/// sessions and the faults an idle session waits for the device's idle timeout (its
+/// `BYE` after 30 s, then the close), and once the peer is done every session the
+/// console said was established must have its `closed` line.
 pub fn host_peer(
     images: &[(Combination, PathBuf)],
     binary: &Path,
     with_faults: bool,
 ) -> Result<Vec<PeerRun>, String> {
-    let results = std::thread::scope(|scope| {
-        let handles: Vec<_> = images
-            .iter()
-            .map(|(combination, image)| {
-                scope.spawn(move || -> Result<(Combination, String, String), String> {
-                    let dir = node_dir(combination);
-                    let disks = DiskSet::fresh(&dir, false)?;
-                    let identity = dir.join("peer.key");
-                    let _ = std::fs::remove_file(&identity);
-                    let identity_arg = identity.display().to_string();
-                    let peer_key = peer(binary, &["key", "--identity", &identity_arg])?
-                        .trim()
-                        .to_owned();
-                    trust(&dir, std::slice::from_ref(&peer_key), combination)?;
-                    let port = free_port()?;
-                    let suite = suite(combination);
-                    let log = image::run_dir(combination).join("host-peer.log");
-                    let binary = binary.to_path_buf();
-                    let device_key = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-                    let key_slot = std::sync::Arc::clone(&device_key);
-                    let boot_log = log.clone();
-                    let action = Box::new(move || -> Result<String, String> {
-                        // The device key is on the console before `serving`.
-                        let text = std::fs::read_to_string(&boot_log).unwrap_or_default();
-                        let key = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("keystored: device pubkey "))
-                            .ok_or("no device pubkey line before serving")?
-                            .trim()
-                            .to_owned();
-                        *key_slot.lock().expect("key slot") = key.clone();
-                        let addr = format!("127.0.0.1:{port}");
-                        let common = [
-                            "--identity",
-                            identity_arg.as_str(),
-                            "--addr",
-                            addr.as_str(),
-                            "--device-key",
-                            key.as_str(),
-                            "--suite",
-                            suite.as_str(),
-                        ];
-                        let sessions = peer(
-                            &binary,
-                            &[&["session", "--sessions", "10"], &common[..]].concat(),
-                        )?;
-                        let faults = if with_faults {
-                            peer(&binary, &[&["faults"], &common[..]].concat())?
-                        } else {
-                            String::new()
-                        };
-                        Ok(format!("{sessions}{faults}"))
-                    });
-                    let boot = NetBoot {
-                        combination: *combination,
-                        image: image.clone(),
-                        disks,
-                        nic: Nic {
-                            network: Network::User {
-                                forwards: vec![(port, DSOFTBUS_PORT)],
-                            },
-                            mac: None,
-                        },
-                        bootargs: vec!["serve=120".into()],
-                        scenario: "host-peer",
-                        values: BTreeMap::from([("peer".into(), peer_key)]),
-                        log: "host-peer.log".into(),
-                        timeout: Duration::from_secs(90),
-                    };
-                    let outcome = judged(
-                        combination,
-                        "host peer",
-                        boot.run(Some(Interaction {
-                            trigger: "SELFTEST: serving".into(),
-                            action,
-                        })),
-                    )?;
-                    let report = match outcome.interaction {
-                        Some(Ok(report)) => report,
-                        _ => return Err(format!("{combination}: the host peer did not run")),
-                    };
-                    let key = device_key.lock().expect("key slot").clone();
-                    Ok((*combination, key, report))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("host-peer thread"))
-            .collect::<Vec<_>>()
-    });
+    let one = |(combination, image): &(Combination, PathBuf)| -> Result<(Combination, String, String), String> {
+            let dir = node_dir(combination);
+            let disks = DiskSet::fresh(&dir, false)?;
+            let identity = dir.join("peer.key");
+            let _ = std::fs::remove_file(&identity);
+            let identity_arg = identity.display().to_string();
+            let peer_key = peer(binary, &["key", "--identity", &identity_arg])?
+                .trim()
+                .to_owned();
+            trust(&dir, std::slice::from_ref(&peer_key), combination)?;
+            let port = free_port()?;
+            let suite = suite(combination);
+            let log = image::run_dir(combination).join("host-peer.log");
+            let binary = binary.to_path_buf();
+            let device_key = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let key_slot = std::sync::Arc::clone(&device_key);
+            let boot_log = log.clone();
+            let peer_for_lines = peer_key.clone();
+            let action = Box::new(move || -> Result<String, String> {
+                // The device key is on the console before `serving`.
+                let text = std::fs::read_to_string(&boot_log).unwrap_or_default();
+                let key = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("keystored: device pubkey "))
+                    .ok_or("no device pubkey line before serving")?
+                    .trim()
+                    .to_owned();
+                *key_slot.lock().expect("key slot") = key.clone();
+                let addr = format!("127.0.0.1:{port}");
+                let common: Vec<String> = [
+                    "--identity",
+                    identity_arg.as_str(),
+                    "--addr",
+                    addr.as_str(),
+                    "--device-key",
+                    key.as_str(),
+                    "--suite",
+                    suite.as_str(),
+                ]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+                let idle = with_faults.then(|| {
+                    let (binary, args) = (binary.clone(), common.clone());
+                    std::thread::spawn(move || {
+                        let args: Vec<&str> = std::iter::once("idle")
+                            .chain(args.iter().map(String::as_str))
+                            .collect();
+                        peer(&binary, &args)
+                    })
+                });
+                let common: Vec<&str> = common.iter().map(String::as_str).collect();
+                let sessions = peer(
+                    &binary,
+                    &[&["session", "--sessions", "10"], &common[..]].concat(),
+                )?;
+                let faults = if with_faults {
+                    peer(&binary, &[&["faults"], &common[..]].concat())?
+                } else {
+                    String::new()
+                };
+                let idle = match idle {
+                    Some(thread) => thread.join().map_err(|_| "the idle peer panicked")??,
+                    None => String::new(),
+                };
+                let ends = if with_faults {
+                    format!("{}\n", every_session_ended(&boot_log, &peer_for_lines)?)
+                } else {
+                    String::new()
+                };
+                Ok(format!("{sessions}{faults}{idle}{ends}"))
+            });
+            let mut bootargs = vec![format!("serve={SERVE_S}")];
+            let mut values = BTreeMap::from([("peer".into(), peer_key)]);
+            if with_faults {
+                bootargs.push(format!("net.stall-tx={STALL_AT_KICK}"));
+                values.insert("cause".into(), "timeout".into());
+                values.insert("reason".into(), "idle-timeout".into());
+            }
+            let boot = NetBoot {
+                combination: *combination,
+                image: image.clone(),
+                disks,
+                nic: Nic {
+                    network: Network::User {
+                        forwards: vec![(port, DSOFTBUS_PORT)],
+                    },
+                    mac: None,
+                },
+                bootargs,
+                scenario: if with_faults {
+                    "host-peer-faults"
+                } else {
+                    "host-peer"
+                },
+                values,
+                log: "host-peer.log".into(),
+                timeout: HOST_PEER_TIMEOUT,
+            };
+            let outcome = judged(
+                combination,
+                "host peer",
+                boot.run(Some(Interaction {
+                    trigger: "SELFTEST: serving".into(),
+                    action,
+                })),
+            )?;
+            let report = match outcome.interaction {
+                Some(Ok(report)) => report,
+                _ => return Err(format!("{combination}: the host peer did not run")),
+            };
+            let key = device_key.lock().expect("key slot").clone();
+            Ok((*combination, key, report))
+    };
+    let results = crate::jobs::bounded(images, crate::jobs::qemu_jobs(), one);
     let mut runs = Vec::new();
     let mut failures = Vec::new();
     for result in results {
@@ -384,7 +478,7 @@ fn run_pair(
             ),
         ]),
         log: format!("two-device-to-{}.log", pair.listener),
-        timeout: Duration::from_secs(60),
+        timeout: PAIR_CONNECTOR_TIMEOUT,
     };
     let listener_boot = NetBoot {
         combination: pair.listener,
@@ -397,7 +491,7 @@ fn run_pair(
         bootargs: vec![
             "net.ip=10.0.2.15/24".into(),
             "net.gw=none".into(),
-            "serve=120".into(),
+            format!("serve={SERVE_S}"),
         ],
         scenario: if ok {
             "two-device-responder"
@@ -410,7 +504,7 @@ fn run_pair(
             ("theirs".into(), connector_suite),
         ]),
         log: format!("two-device-from-{}.log", pair.connector),
-        timeout: Duration::from_secs(90),
+        timeout: HOST_PEER_TIMEOUT,
     };
     let connector = pair.connector;
     let action = Box::new(move || -> Result<String, String> {

@@ -10,8 +10,8 @@
 //!    trusted.
 //! 2. The factory revokes B (version 2). A boot on the current disks: A's session
 //!    succeeds, B's is refused.
-//! 3. Three attacks, each on a copy of the current disks, booted side by side, each
-//!    refused with its own marker, `state.img` and `counter.img` left byte for byte as
+//! 3. Three attacks, each on a copy of the current disks, booted one after the other,
+//!    each refused with its own marker, `state.img` and `counter.img` left byte for byte as
 //!    they were:
 //!    - **one byte** of the newest trust-store slot flipped: `trust store corrupt`
 //!      (before the record store retired older slots, it served the previous store,
@@ -37,26 +37,18 @@ use crate::provision::{self, FileDisk, ProvisionOptions};
 use crate::qemu::{self, Boot, Interaction, Network, Nic, RngBacking};
 use crate::test_os::contract;
 
-/// One boot's wait, peers included: generous for TCG on a loaded machine.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// One boot's wait, peers included: generous for TCG on a loaded machine (a boot takes
+/// a few seconds when the host is idle).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runs the scenario on every combination of `images` (production images), side by
-/// side.
+/// Runs the scenario on every combination of `images` (production images), at most
+/// `jobs::qemu_jobs` combinations at once.
 pub fn run(images: &[(Combination, PathBuf)]) -> Result<(), String> {
     qemu::ensure_installed()?;
     let binary = network::build_peer()?;
-    let results = std::thread::scope(|scope| {
-        let handles: Vec<_> = images
-            .iter()
-            .map(|(combination, path)| {
-                let binary = &binary;
-                scope.spawn(move || one(combination, path, binary))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rollback scenario thread"))
-            .collect::<Vec<_>>()
+    // One QEMU per combination at a time, at most `jobs::qemu_jobs` combinations.
+    let results = crate::jobs::bounded(images, crate::jobs::qemu_jobs(), |(combination, path)| {
+        one(combination, path, &binary)
     });
     let mut failures = Vec::new();
     for result in results {
@@ -268,41 +260,24 @@ fn one(combination: &Combination, image_path: &Path, binary: &Path) -> Result<St
         (&replayed, "trust-store-rolled-back", "older store replayed"),
         (&older_disk, "trust-store-rolled-back", "older whole disk"),
     ];
-    let outcomes = std::thread::scope(|scope| {
-        let handles: Vec<_> = attacks
-            .iter()
-            .map(|(disks, scenario, what)| {
-                let node = &node;
-                let values = restored(&a_key);
-                scope.spawn(move || -> Result<(), String> {
-                    let before = (
-                        read(disks.state.as_deref().ok_or("no state disk")?)?,
-                        read(disks.counter.as_deref().ok_or("no counter")?)?,
-                    );
-                    let log = format!("{}.log", what.replace(' ', "-"));
-                    node.boot(disks, scenario, &log, values, None)
-                        .map_err(|e| format!("{what}: {e}"))?;
-                    let after = (
-                        read(disks.state.as_deref().ok_or("no state disk")?)?,
-                        read(disks.counter.as_deref().ok_or("no counter")?)?,
-                    );
-                    if after != before {
-                        return Err(format!(
-                            "{} {what}: the state disk or the counter changed",
-                            node.combination
-                        ));
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("attack boot thread"))
-            .collect::<Vec<_>>()
-    });
-    for outcome in outcomes {
-        outcome?;
+    for (disks, scenario, what) in &attacks {
+        let before = (
+            read(disks.state.as_deref().ok_or("no state disk")?)?,
+            read(disks.counter.as_deref().ok_or("no counter")?)?,
+        );
+        let log = format!("{}.log", what.replace(' ', "-"));
+        node.boot(disks, scenario, &log, restored(&a_key), None)
+            .map_err(|e| format!("{what}: {e}"))?;
+        let after = (
+            read(disks.state.as_deref().ok_or("no state disk")?)?,
+            read(disks.counter.as_deref().ok_or("no counter")?)?,
+        );
+        if after != before {
+            return Err(format!(
+                "{} {what}: the state disk or the counter changed",
+                node.combination
+            ));
+        }
     }
     Ok(format!(
         "{combination}: B revoked and refused; one flipped byte refused as corrupt, the older store replayed and the older whole disk refused as rolled back; disks and counter unchanged"

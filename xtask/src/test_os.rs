@@ -339,43 +339,42 @@ pub fn boot_all_on(
         && contract.phase_names().last() == Some(&options.phase.as_str());
     let rng = options.rng()?;
     qemu::ensure_installed()?;
-    let rows = std::thread::scope(|scope| {
-        let handles: Vec<_> = images
-            .iter()
-            .zip(disks)
-            .enumerate()
-            .map(|(index, ((combination, path), disks))| {
-                let (expectation, rng, labels) = (expectation.clone(), &rng, &labels);
-                scope.spawn(move || {
-                    let log = image::run_dir(combination).join(options.log_name());
-                    let (nic, bootargs, interaction) = options.network(index, &log);
-                    let boot = Boot {
-                        image: path,
-                        log,
-                        rng,
-                        disks,
-                        timeout: options.boot_timeout(),
-                        until_marker: options.until_marker,
-                        stream,
-                        bench: options.scenario() == Some("bench"),
-                        nic: &nic,
-                        bootargs: &bootargs,
-                    };
-                    let mut values = values.clone();
-                    values.insert("provider".to_owned(), combination.to_string());
-                    Row {
-                        combination: *combination,
-                        outcome: qemu::run_with(&boot, expectation, labels, values, interaction),
-                        sizes: image::sizes(path).ok(),
-                        whole_ladder,
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("boot thread"))
-            .collect::<Vec<_>>()
+    let boots: Vec<(usize, &(Combination, PathBuf), &DiskSet)> = images
+        .iter()
+        .zip(disks)
+        .enumerate()
+        .map(|(index, (image, disks))| (index, image, disks))
+        .collect();
+    // Images kept serving for a person (`--net user`) all run at once; any other
+    // boots run at most `qemu_jobs` at a time.
+    let limit = match options.net.net {
+        NetMode::User => boots.len(),
+        NetMode::Isolated => crate::jobs::qemu_jobs(),
+    };
+    let rows = crate::jobs::bounded(&boots, limit, |&(index, (combination, path), disks)| {
+        let (expectation, rng, labels) = (expectation.clone(), &rng, &labels);
+        let log = image::run_dir(combination).join(options.log_name());
+        let (nic, bootargs, interaction) = options.network(index, &log);
+        let boot = Boot {
+            image: path,
+            log,
+            rng,
+            disks,
+            timeout: options.boot_timeout(),
+            until_marker: options.until_marker,
+            stream,
+            bench: options.scenario() == Some("bench"),
+            nic: &nic,
+            bootargs: &bootargs,
+        };
+        let mut values = values.clone();
+        values.insert("provider".to_owned(), combination.to_string());
+        Row {
+            combination: *combination,
+            outcome: qemu::run_with(&boot, expectation, labels, values, interaction),
+            sizes: image::sizes(path).ok(),
+            whole_ladder,
+        }
     });
     Ok(rows)
 }

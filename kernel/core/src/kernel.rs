@@ -626,6 +626,9 @@ impl RawNetDevice for NetHandle {
     fn transmit(&mut self, frame: &[u8]) -> Result<(), DeviceError> {
         self.0.transmit(frame)
     }
+    fn reset(&mut self) -> Result<ipc::NetReset, DeviceError> {
+        self.0.reset()
+    }
 }
 
 /// The audit stream, as handed to its one holder. Only the kernel makes one.

@@ -155,8 +155,9 @@ impl fmt::Display for CapabilityError {
 /// Why a device request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceError {
-    /// The device did not complete the request before its deadline. The device is
-    /// not used again.
+    /// The device did not complete the request before its deadline. It is not used
+    /// again until it is reset (a network device: [`RawNetDevice::reset`]; the
+    /// entropy device and the disks have no reset and stay out of use).
     Timeout,
     /// The device reported an error or behaved outside its specification.
     Failed,
@@ -248,8 +249,26 @@ pub trait RawNetDevice {
     ///
     /// # Errors
     /// [`DeviceError::BadRequest`] for a frame longer than the device takes; the
-    /// device's failure or timeout.
+    /// device's failure or timeout. After a failure or a timeout every request fails
+    /// with that error until [`RawNetDevice::reset`] succeeds.
     fn transmit(&mut self, frame: &[u8]) -> Result<(), DeviceError>;
+    /// Resets the device and sets it up again, after a failure or a missed deadline:
+    /// every frame the device held (a transmit it never took, receives not yet taken)
+    /// is dropped and counted, and the device takes requests again. Bounded in time.
+    ///
+    /// # Errors
+    /// [`DeviceError`] when the device did not complete its reset or refused its
+    /// set-up; it stays out of use, and the holder may try again later.
+    fn reset(&mut self) -> Result<NetReset, DeviceError>;
+}
+
+/// What a network device's reset dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetReset {
+    /// Frames handed to the device for transmission that it never took.
+    pub transmits_dropped: u32,
+    /// Frames the device had received that nobody took before the reset.
+    pub receives_dropped: u32,
 }
 
 /// The stream of audit records, as its one holder (logd) sees it.

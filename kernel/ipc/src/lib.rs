@@ -27,7 +27,7 @@ pub mod service;
 pub use audit::{Action, AuditEvent, AuditFilter, AuditRecord, KernelReason, Verdict};
 pub use buffer::IpcBuffer;
 pub use endpoint::{
-    AuditFeed, AuditLoss, Capability, CapabilityError, DeviceError, Endpoint, IpcError,
+    AuditFeed, AuditLoss, Capability, CapabilityError, DeviceError, Endpoint, IpcError, NetReset,
     RawBlockDevice, RawEntropyDevice, RawNetDevice, ReplyToken, Request, SECTOR_SIZE,
 };
 pub use frame::{Frame, FrameError, FrameKind};

@@ -10,7 +10,7 @@
 //! the markers. Disks are shared: a test keeps a handle, reboots a new system on the
 //! same state, or damages it in between.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Instant;
@@ -26,16 +26,20 @@ use state_format::memory::MemoryDisk;
 /// How long a host run may take before it is declared hung.
 const RUN_DEADLINE_US: u64 = 60_000_000;
 
-/// The host as a [`Platform`]: wall-clock time, console lines kept in memory.
+/// The host as a [`Platform`]: wall-clock time (plus what a test moved the clock
+/// forward by, [`HostClock`]), console lines kept in memory.
 #[derive(Clone)]
 pub struct HostPlatform {
     started: Instant,
+    skipped_us: Rc<Cell<u64>>,
     console: Rc<RefCell<Vec<String>>>,
 }
 
 impl Platform for HostPlatform {
     fn now_us(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+        u64::try_from(self.started.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.skipped_us.get())
     }
 
     fn console_line(&self, prefix: &str, line: &str) {
@@ -256,10 +260,25 @@ macro_rules! with_hash {
     };
 }
 
+/// Moves a system's clock forward, so a test can live through the services' long
+/// deadlines (a 30 s idle timeout) without waiting for them: every task sees the jump
+/// at once, as after a long pause. Time never goes back.
+#[derive(Clone)]
+pub struct HostClock(Rc<Cell<u64>>);
+
+impl HostClock {
+    /// Moves the clock `ms` milliseconds forward.
+    pub fn skip_ms(&self, ms: u64) {
+        self.0
+            .set(self.0.get().saturating_add(ms.saturating_mul(1000)));
+    }
+}
+
 /// The services of the image, running on the host.
 pub struct HostSystem {
     kernel: Kernel<HostPlatform>,
     console: Rc<RefCell<Vec<String>>>,
+    clock: HostClock,
     hash: ImageHash,
 }
 
@@ -320,6 +339,34 @@ impl HostSystem {
         system
     }
 
+    /// As [`HostSystem::boot_networked`], with netstackd configured by `bootargs` (the
+    /// kernel command line's `net.ip=`, `net.gw=`), as two devices on one link are,
+    /// and logd keeping up to `journal_per_task` records of each task (the image keeps
+    /// [`logd::DEFAULT_LIMITS`]; a test that counts a task's records keeps them all).
+    pub fn boot_on_network<P: Provider>(
+        entropy: Entropy,
+        disks: Disks,
+        device: Box<dyn RawNetDevice>,
+        bootargs: &'static str,
+        journal_per_task: usize,
+    ) -> Self {
+        let journal = logd::JournalLimits {
+            per_task: journal_per_task,
+            ..logd::DEFAULT_LIMITS
+        };
+        let mut system = Self::assemble_with::<P>(
+            entropy,
+            disks,
+            Some(device),
+            ImageHash::Blake2s,
+            bootargs,
+            journal,
+            None,
+        );
+        system.spawn_dsoftbusd::<P>(dsoftbusd::sessions::LIMITS);
+        system
+    }
+
     /// As [`HostSystem::boot_identity_with`], with `hash` as the image's hash.
     pub fn boot_identity_hashed<P: Provider>(
         entropy: Entropy,
@@ -337,8 +384,15 @@ impl HostSystem {
     /// As [`HostSystem::boot_with`], with every reply rngd sends handed to `tap` as
     /// it goes (the payload: the bytes served).
     pub fn boot_tapped<P: Provider>(entropy: Entropy, disks: Disks, tap: ReplyTap) -> Self {
-        let mut system =
-            Self::assemble_with::<P>(entropy, disks, None, ImageHash::Blake2s, Some(tap));
+        let mut system = Self::assemble_with::<P>(
+            entropy,
+            disks,
+            None,
+            ImageHash::Blake2s,
+            "",
+            logd::DEFAULT_LIMITS,
+            Some(tap),
+        );
         system.spawn_dsoftbusd::<P>(dsoftbusd::sessions::LIMITS);
         system
     }
@@ -349,7 +403,7 @@ impl HostSystem {
         net: Option<Box<dyn RawNetDevice>>,
         hash: ImageHash,
     ) -> Self {
-        Self::assemble_with::<P>(entropy, disks, net, hash, None)
+        Self::assemble_with::<P>(entropy, disks, net, hash, "", logd::DEFAULT_LIMITS, None)
     }
 
     fn assemble_with<P: Provider>(
@@ -357,11 +411,15 @@ impl HostSystem {
         disks: Disks,
         net: Option<Box<dyn RawNetDevice>>,
         hash: ImageHash,
+        bootargs: &'static str,
+        journal: logd::JournalLimits,
         rngd_tap: Option<ReplyTap>,
     ) -> Self {
         let console = Rc::default();
+        let clock = HostClock(Rc::default());
         let platform = HostPlatform {
             started: Instant::now(),
+            skipped_us: Rc::clone(&clock.0),
             console: Rc::clone(&console),
         };
         let mut kernel = Kernel::new(
@@ -389,9 +447,10 @@ impl HostSystem {
         let mut system = Self {
             kernel,
             console,
+            clock,
             hash,
         };
-        system.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_LIMITS));
+        system.spawn(ServiceId::Logd, move |ep| logd::run(ep, journal));
         match rngd_tap {
             Some(tap) => system.spawn(ServiceId::Rngd, |ep| {
                 rngd::run(TappedEndpoint { inner: ep, tap })
@@ -403,7 +462,7 @@ impl HostSystem {
             keystored::run::<P, H, _>(ep, kernel_core::config::PURPOSES)
         }));
         // Without a network device netstackd serves its loopback interface alone.
-        system.spawn(ServiceId::Netstackd, |ep| netstackd::run(ep, ""));
+        system.spawn(ServiceId::Netstackd, move |ep| netstackd::run(ep, bootargs));
         system
     }
 
@@ -466,6 +525,11 @@ impl HostSystem {
         with_hash!(self.hash, H => self.run_as(ServiceId::Selftest, |ep| async move {
             selftest::run::<P, H, _>(&ep).await
         }))
+    }
+
+    /// The system's clock, for a test to move forward.
+    pub fn clock(&self) -> HostClock {
+        self.clock.clone()
     }
 
     /// Every console line so far, prefixed as on the UART.

@@ -50,6 +50,10 @@ impl RawNetDevice for FakeNet {
         }
         Ok(())
     }
+    fn reset(&mut self) -> Result<ipc::NetReset, DeviceError> {
+        // The wire never fails, so nothing asks for a reset.
+        Ok(ipc::NetReset::default())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -441,4 +445,76 @@ fn a_task_that_calls_a_lot_does_not_retire_records_about_another() {
     assert_eq!(before, 1);
     assert!(evicted > 0, "the calls did retire records (their own)");
     assert_eq!(after, 1, "the denial about selftest-peer is still held");
+}
+
+/// A connection whose handshake is complete waited in a listener's backlog for as long
+/// as its peer kept sending (smoltcp's timer only fires on a silent peer), holding a
+/// backlog slot nobody accepted. Now it is reset after `BACKLOG_WAIT_MS`.
+#[test]
+fn a_connection_nobody_accepts_leaves_the_backlog_in_bounded_time() {
+    let mut system = HostSystem::boot::<DC>(Entropy::Host);
+    let clock = system.clock();
+    let states = system.run_as(ServiceId::Selftest, move |ep| async move {
+        netstackd::listen(&ep, 9100, 1).await.unwrap();
+        let (client, _) = netstackd::connect(&ep, SocketAddr::loopback(9100), 1000)
+            .await
+            .unwrap();
+        let mut states = Vec::new();
+        // Never accepted; the peer sends a byte every 250 ms for 4 s.
+        for _ in 0..16 {
+            clock.skip_ms(250);
+            let _ = netstackd::send(&ep, client, b"x", 0).await;
+            sleep(&ep, 2).await;
+            states.push(netstackd::status(&ep, client).await.map(|s| s.state));
+        }
+        states
+    });
+    let ms = ::netstackd::stack::BACKLOG_WAIT_MS;
+    let closed_at = states
+        .iter()
+        .position(|s| *s == Ok(netstackd::SocketState::Closed))
+        .map(|step| (step as u64 + 1) * 250);
+    assert!(
+        closed_at.is_some_and(|t| t >= ms && t <= ms + 1000),
+        "reset {closed_at:?} ms after it was established, bound {ms} ms: {states:?}"
+    );
+}
+
+/// A SYN-ACK that never reached the peer (a frame a device reset dropped) was never
+/// sent again: the listening socket's timeout (1 s) ran out before smoltcp's first
+/// retransmission (1 s), and the peer was reset. Now it is sent again and the
+/// connection completes.
+#[test]
+fn a_lost_syn_ack_is_sent_again_and_the_connection_completes() {
+    let (mut system, wire) = networked();
+    let clock = system.clock();
+    let (first, again, accepted) = system.run_as(ServiceId::Selftest, move |ep| async move {
+        let listener = netstackd::listen(&ep, 9200, netstackd::MAX_BACKLOG)
+            .await
+            .unwrap();
+        let mut p = Peer::new(5, 41000);
+        inject(&wire, p.arp());
+        inject(&wire, p.tcp(9200, SYN, &[]));
+        sleep(&ep, 10).await;
+        let first = segs_to(&wire, &p).first().map(|s| s.flags);
+        // That SYN-ACK is lost; the peer hears nothing more for 1.2 s.
+        wire.borrow_mut().log.clear();
+        for _ in 0..6 {
+            clock.skip_ms(200);
+            sleep(&ep, 2).await;
+        }
+        let segs = segs_to(&wire, &p);
+        let again = segs.first().map(|s| s.flags);
+        if let Some(s) = segs.first().filter(|s| s.flags & SYN != 0) {
+            p.seq = p.seq.wrapping_add(1);
+            p.ack = s.seq.wrapping_add(1);
+            inject(&wire, p.tcp(9200, ACK, &[]));
+        }
+        sleep(&ep, 10).await;
+        let accepted = netstackd::accept(&ep, listener, 500).await.map(|_| ());
+        (first, again, accepted)
+    });
+    assert_eq!(first, Some(SYN | ACK));
+    assert_eq!(again, Some(SYN | ACK), "sent again, not reset");
+    assert_eq!(accepted, Ok(()));
 }

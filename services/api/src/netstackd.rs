@@ -153,6 +153,43 @@ impl SocketState {
     }
 }
 
+/// The `reason` of netstackd's health records about its network device (`Health`,
+/// subject netstackd): each step of bringing a stopped device back. Codes start at
+/// 100, above every [`ServiceError`](crate::ServiceError) code netstackd's other
+/// health records carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum DeviceHealth {
+    /// The device stopped (`Failed`); `detail` is 1 for a missed deadline, 2 for
+    /// any other device error ([`DeviceHealth::error_detail`]).
+    Stopped = 100,
+    /// A reset did not bring it back (`Failed`); `detail` is the attempt, from 1.
+    ResetFailed = 101,
+    /// The quick resets are spent; resets go on at a slow pace (`Failed`); `detail`
+    /// is the attempts so far.
+    SlowRetries = 102,
+    /// A reset brought it back (`Allowed`); `detail` is the attempt, from 1.
+    Recovered = 103,
+    /// Frames the reset dropped (`Failed`): `detail` is how many (transmits the
+    /// device never took and receives nobody took).
+    FramesDropped = 104,
+}
+
+impl DeviceHealth {
+    /// The record's reason code.
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The `detail` of a [`DeviceHealth::Stopped`] record for `error`.
+    pub const fn error_detail(error: ipc::DeviceError) -> u32 {
+        match error {
+            ipc::DeviceError::Timeout => 1,
+            _ => 2,
+        }
+    }
+}
+
 /// A decoded request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request<'a> {

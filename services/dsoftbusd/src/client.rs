@@ -590,6 +590,14 @@ impl<A: NoiseAead> TcpSession<A> {
         open_pong(&mut self.transport, answer)
     }
 
+    /// Decrypts a transport message of dsoftbusd's, whatever it says (`BYE`, ...).
+    ///
+    /// # Errors
+    /// [`NoiseError`].
+    pub fn open(&mut self, message: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        self.transport.decrypt(message)
+    }
+
     /// Sends `PING<data>` and returns the data of dsoftbusd's `PONG`.
     ///
     /// # Errors

@@ -2,7 +2,6 @@
 //! session on both paths (TCP through netstackd, and `TRANSPORT` over IPC) and in
 //! both roles (responder to peers, initiator for `CONNECT`).
 
-use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -90,7 +89,9 @@ fn connect_error(refusal: Refusal) -> ServiceError {
         }
         Refusal::ConnectFailed => ServiceError::Refused,
         Refusal::HandshakeTimeout => ServiceError::TimedOut,
-        Refusal::PeerClosed | Refusal::Closed | Refusal::SlowReader => ServiceError::Closed,
+        Refusal::PeerClosed | Refusal::Closed | Refusal::ConnectionClosed | Refusal::SlowReader => {
+            ServiceError::Closed
+        }
         Refusal::Malformed | Refusal::FrameTooLong => ServiceError::MalformedRequest,
         Refusal::Message1
         | Refusal::Message2
@@ -521,13 +522,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                     let refusal = match &self.table.conns[at].phase {
                         Phase::Connecting => Refusal::ConnectFailed,
                         phase if phase.half_open() => Refusal::PeerClosed,
-                        _ => Refusal::Closed,
+                        _ => Refusal::ConnectionClosed,
                     };
-                    let verdict = if refusal == Refusal::Closed {
-                        Verdict::Allowed
-                    } else {
-                        Verdict::Failed
-                    };
+                    let verdict = Verdict::Failed;
                     return self
                         .end(
                             ep,
@@ -672,6 +669,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 ));
                 ep.console(markers::DSOFTBUSD_AUTH_OK.message);
                 ep.console(&markers::DSOFTBUSD_SESSION.render(&[&hex(&peer)]));
+                self.table.conns[at].announced = true;
                 Ok(alloc::vec![wire::frame(&ready)])
             }
             Phase::Established(mut transport) => {
@@ -748,6 +746,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                     fingerprint(&peer),
                 ));
                 ep.console(&markers::DSOFTBUSD_SESSION.render(&[&hex(&peer)]));
+                conn.announced = true;
                 let ping = rngd::get_entropy(ep, 16)
                     .await
                     .map(|b| b.to_vec())
@@ -830,18 +829,25 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         Ok(Vec::new())
     }
 
-    /// Ends the connection on `handle`: sends its last frame, closes it, records why,
-    /// and answers a `CONNECT` still waiting for it.
+    /// Ends the connection on `handle`: sends its last frame, records why, says so on
+    /// the console when the session was established (whatever ended it), closes the
+    /// connection, and answers a `CONNECT` still waiting for it. The console line comes
+    /// before the close, so a peer that sees the connection end can find it.
     async fn end<E: Endpoint>(&mut self, ep: &E, handle: Handle, end: End) {
         let Some(at) = self.table.find(Link::Tcp(handle)) else {
             return;
         };
         let conn = self.table.conns.remove(at);
-        let graceful = end.last.is_some() || end.refusal == Refusal::Closed;
+        let refusal = match end.refusal {
+            // Sending failed because the connection is gone: for an established
+            // session that is its connection closing, not a handshake cut short.
+            Refusal::PeerClosed if conn.announced => Refusal::ConnectionClosed,
+            other => other,
+        };
+        let graceful = end.last.is_some() || refusal == Refusal::Closed;
         if let Some(last) = &end.last {
             let _ = send_frame(ep, handle, last).await;
         }
-        let _ = netstackd::close(ep, handle, !graceful).await;
         let (subject, operation) = match &conn.outgoing {
             Some(outgoing) => (outgoing.caller, Operation::DsoftbusdConnect),
             None => (ServiceId::Dsoftbusd, Operation::DsoftbusdTransport),
@@ -850,16 +856,15 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             subject,
             operation,
             end.verdict,
-            end.refusal as u16,
+            refusal as u16,
             conn.detail(),
         ));
-        if let Some(peer) = conn.peer
-            && end.refusal == Refusal::Closed
-        {
-            ep.console(&format!("session with {} closed", hex(&peer)));
+        if let Some(peer) = conn.peer.filter(|_| conn.announced) {
+            ep.console(&markers::DSOFTBUSD_SESSION_CLOSED.render(&[&hex(&peer), refusal.word()]));
         }
+        let _ = netstackd::close(ep, handle, !graceful).await;
         if let Some(outgoing) = conn.outgoing {
-            let _ = reply_err(ep, outgoing.token, connect_error(end.refusal));
+            let _ = reply_err(ep, outgoing.token, connect_error(refusal));
         }
     }
 

@@ -103,7 +103,7 @@ pub enum Refusal {
     SuiteMismatch = 16,
     /// The peer stopped taking bytes (its receive window stayed full).
     SlowReader = 17,
-    /// The session ended with a `BYE`, or its connection closed after one.
+    /// The session ended with a `BYE` (received, or sent after the initiator's pong).
     Closed = 18,
     /// The session was established (an `Allowed` record).
     Established = 19,
@@ -113,6 +113,67 @@ pub enum Refusal {
     ConnectFailed = 21,
     /// No ephemeral key: the entropy source failed (rngd closed).
     NoEntropy = 22,
+    /// An established session's connection closed or was reset without a `BYE`
+    /// (the peer closed it, or its TCP stopped answering).
+    ConnectionClosed = 23,
+}
+
+impl Refusal {
+    /// Every reason, in code order.
+    pub const ALL: [Refusal; 23] = [
+        Self::Message1,
+        Self::Message2,
+        Self::Message3,
+        Self::UnknownIdentity,
+        Self::BadBinding,
+        Self::Transport,
+        Self::Malformed,
+        Self::HalfOpenFull,
+        Self::SourceQuota,
+        Self::Paced,
+        Self::SessionsFull,
+        Self::HandshakeTimeout,
+        Self::IdleTimeout,
+        Self::PeerClosed,
+        Self::FrameTooLong,
+        Self::SuiteMismatch,
+        Self::SlowReader,
+        Self::Closed,
+        Self::Established,
+        Self::PeerBusy,
+        Self::ConnectFailed,
+        Self::NoEntropy,
+        Self::ConnectionClosed,
+    ];
+
+    /// One word for the console's `session with ... closed (<word>)` line.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Message1 => "message-1",
+            Self::Message2 => "message-2",
+            Self::Message3 => "message-3",
+            Self::UnknownIdentity => "unknown-identity",
+            Self::BadBinding => "bad-binding",
+            Self::Transport => "undecryptable-messages",
+            Self::Malformed => "malformed",
+            Self::HalfOpenFull => "half-open-full",
+            Self::SourceQuota => "source-quota",
+            Self::Paced => "paced",
+            Self::SessionsFull => "sessions-full",
+            Self::HandshakeTimeout => "handshake-timeout",
+            Self::IdleTimeout => "idle-timeout",
+            Self::PeerClosed => "peer-closed",
+            Self::FrameTooLong => "frame-too-long",
+            Self::SuiteMismatch => "suite-mismatch",
+            Self::SlowReader => "peer-not-reading",
+            Self::Closed => "bye",
+            Self::Established => "established",
+            Self::PeerBusy => "peer-busy",
+            Self::ConnectFailed => "connect-failed",
+            Self::NoEntropy => "no-entropy",
+            Self::ConnectionClosed => "connection-closed",
+        }
+    }
 }
 
 /// Where a session's messages travel.
@@ -233,6 +294,8 @@ pub struct Conn<P: Provider, H: HashBackend> {
     pub failed_decrypts: u32,
     /// The CONNECT waiting for this session, when dsoftbusd initiated it.
     pub outgoing: Option<Outgoing<P>>,
+    /// The console said this session was established: its end is said too.
+    pub announced: bool,
 }
 
 impl<P: Provider, H: HashBackend> Conn<P, H> {
@@ -248,6 +311,7 @@ impl<P: Provider, H: HashBackend> Conn<P, H> {
             reader: FrameReader::default(),
             failed_decrypts: 0,
             outgoing: None,
+            announced: false,
         }
     }
 

@@ -29,21 +29,21 @@ fn computed() -> String {
     let initiator_binding = Binding::sign(&initiator_device, initiator_static.public_key());
 
     let mut lines = vec![
-        format!("suite                 {suite}"),
-        format!("initiator device seed {}", hex(&[0x11; 32])),
+        format!("suite                       {suite}"),
+        format!("initiator device seed       {}", hex(&[0x11; 32])),
         format!(
-            "initiator device key  {}",
+            "initiator device key        {}",
             hex(&initiator_device.verifying_key().to_bytes())
         ),
-        format!("initiator static      {}", hex(&[0x12; 32])),
-        format!("initiator ephemeral   {}", hex(&[0x13; 32])),
-        format!("responder device seed {}", hex(&[0x21; 32])),
+        format!("initiator static private    {}", hex(&[0x12; 32])),
+        format!("initiator ephemeral private {}", hex(&[0x13; 32])),
+        format!("responder device seed       {}", hex(&[0x21; 32])),
         format!(
-            "responder device key  {}",
+            "responder device key        {}",
             hex(&responder_device.verifying_key().to_bytes())
         ),
-        format!("responder static      {}", hex(&[0x22; 32])),
-        format!("responder ephemeral   {}", hex(&[0x23; 32])),
+        format!("responder static private    {}", hex(&[0x22; 32])),
+        format!("responder ephemeral private {}", hex(&[0x23; 32])),
     ];
     let mut line = |what: &str, body: &[u8]| lines.push(format!("{what:<14}{}", hex(&frame(body))));
 

@@ -17,6 +17,11 @@
 //!   it waits for happens or its wait is over; at most [`MAX_PARKED`] are parked.
 //! - **Audited**: every request gets a record (caller, operation, verdict, the error
 //!   code, and the handle or byte count), never the bytes carried.
+//! - **The device comes back** ([`recovery`]): a network device that stops (a missed
+//!   transmit deadline, a device error) is reset and set up again, at once and then
+//!   with a backoff, for as long as it takes; each step is a console line and a health
+//!   record, and the frames the device held are dropped and counted. TCP retransmits
+//!   what was lost; sessions go on.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -25,18 +30,21 @@ extern crate alloc;
 
 pub mod config;
 pub mod phy;
+pub mod recovery;
 pub mod stack;
 
 use alloc::format;
 use alloc::vec::Vec;
 
 use ipc::{
-    Action, AuditEvent, CapabilityError, Endpoint, Operation, ReplyToken, ServiceId, Verdict,
+    Action, AuditEvent, CapabilityError, DeviceError, Endpoint, Operation, ReplyToken, ServiceId,
+    Verdict,
 };
-use service_api::netstackd::{self as netstackd_api, Handle, Request, encode_ready};
+use service_api::netstackd::{self as netstackd_api, DeviceHealth, Handle, Request, encode_ready};
 use service_api::{Incoming, ServiceError, reply_err, reply_ok, rngd};
 
 use crate::config::NetConfig;
+use crate::recovery::{Event, Recovery};
 use crate::stack::Stack;
 
 /// Requests taken per pass.
@@ -388,6 +396,28 @@ impl<D: ipc::RawNetDevice> Netstackd<D> {
         }
     }
 
+    /// Notices a stopped network device and resets it when `recovery` says a reset is
+    /// due, reporting each step.
+    pub fn recover<E: Endpoint>(&mut self, ep: &E, recovery: &mut Recovery) {
+        let now = ep.uptime_ms();
+        if let Some(event) = recovery.observe(self.stack.device_failed(), now) {
+            report(ep, event);
+        }
+        if !recovery.due(now) {
+            return;
+        }
+        let Some(outcome) = self.stack.reset_device() else {
+            return;
+        };
+        for event in recovery
+            .attempted(outcome, ep.uptime_ms())
+            .into_iter()
+            .flatten()
+        {
+            report(ep, event);
+        }
+    }
+
     /// One pass: packets, then up to [`MAX_REQUESTS_PER_PASS`] requests, then the
     /// packets those requests queued, then the parked requests.
     pub fn pass<E: Endpoint>(&mut self, ep: &E) {
@@ -417,13 +447,69 @@ fn parked_on(waiting: &Waiting, handle: Handle) -> bool {
 }
 
 fn health<E: Endpoint>(ep: &E, verdict: Verdict, reason: u16) {
+    health_detail(ep, verdict, reason, 0);
+}
+
+fn health_detail<E: Endpoint>(ep: &E, verdict: Verdict, reason: u16, detail: u32) {
     ep.audit(AuditEvent {
         subject: ServiceId::Netstackd,
         action: Action::Health,
         verdict,
         reason,
-        detail: 0,
+        detail,
     });
+}
+
+/// Prints a step of the device's recovery and writes its health record.
+fn report<E: Endpoint>(ep: &E, event: Event) {
+    let (verdict, reason, detail) = event.record();
+    health_detail(ep, verdict, reason.code(), detail);
+    match event {
+        Event::Stopped { error, reset_in_ms } => {
+            let cause = match error {
+                DeviceError::Timeout => "timeout",
+                _ => "failure",
+            };
+            ep.console(&markers::NETSTACKD_DEVICE_STOPPED.render(&[cause]));
+            if reset_in_ms > 0 {
+                ep.console(&format!(
+                    "the device came back less than {} s ago: next reset in {reset_in_ms} ms",
+                    recovery::FLAP_WINDOW_MS / 1000
+                ));
+            }
+        }
+        Event::ResetFailed {
+            attempt,
+            error,
+            retry_in_ms,
+        } => ep.console(&format!(
+            "network device reset {attempt} did not bring it back ({error}): next in {retry_in_ms} ms"
+        )),
+        Event::SlowRetries { attempts } => ep.console(&format!(
+            "FAIL the network device did not come back after {attempts} resets: one reset every {} s from now on",
+            recovery::SLOW_RETRY_MS / 1000
+        )),
+        Event::Recovered {
+            attempt,
+            down_ms,
+            dropped,
+        } => {
+            let frames = dropped.transmits_dropped + dropped.receives_dropped;
+            if frames > 0 {
+                health_detail(
+                    ep,
+                    Verdict::Failed,
+                    DeviceHealth::FramesDropped.code(),
+                    frames,
+                );
+            }
+            ep.console(&markers::NETSTACKD_DEVICE_RECOVERED.render(&[
+                &format!("{attempt}"),
+                &format!("{down_ms}"),
+                &format!("{frames}"),
+            ]));
+        }
+    }
 }
 
 /// Runs netstackd until the machine stops, configured by the kernel command line
@@ -481,16 +567,10 @@ pub async fn run<E: Endpoint>(ep: E, bootargs: &str) {
     ep.console(&markers::NETSTACKD_READY.render(&[&stack.addresses()]));
     health(&ep, Verdict::Allowed, 0);
     let mut service = Netstackd::new(stack);
-    let mut reported_failure = false;
+    let mut recovery = Recovery::default();
     loop {
         service.pass(&ep);
-        if let Some(error) = service.stack().device_failed()
-            && !reported_failure
-        {
-            reported_failure = true;
-            ep.console(&format!("FAIL the network device stopped: {error}"));
-            health(&ep, Verdict::Failed, ServiceError::Unavailable.code());
-        }
+        service.recover(&ep, &mut recovery);
         ep.yield_now().await;
     }
 }

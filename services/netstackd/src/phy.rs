@@ -2,11 +2,13 @@
 //!
 //! Every frame is copied: into a driver-independent receive buffer, and from a
 //! transmit buffer on the stack. A device error is kept (the stack then sees a device
-//! with nothing to receive and no room to send) and reported by [`NetPhy::failed`].
+//! with nothing to receive and no room to send, and TCP keeps what it wanted to send
+//! for a retransmission) and reported by [`NetPhy::failed`] until [`NetPhy::reset`]
+//! brings the device back.
 
 use alloc::boxed::Box;
 
-use ipc::{DeviceError, RawNetDevice};
+use ipc::{DeviceError, NetReset, RawNetDevice};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
@@ -45,6 +47,16 @@ impl<D: RawNetDevice> NetPhy<D> {
     /// The device error that stopped this device, if one did.
     pub fn failed(&self) -> Option<DeviceError> {
         self.failed
+    }
+
+    /// Resets the device ([`RawNetDevice::reset`]); once it is back, frames flow again.
+    ///
+    /// # Errors
+    /// The device's, when it did not come back (it stays stopped).
+    pub fn reset(&mut self) -> Result<NetReset, DeviceError> {
+        let dropped = self.device.reset()?;
+        self.failed = None;
+        Ok(dropped)
     }
 }
 

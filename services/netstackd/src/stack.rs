@@ -50,11 +50,26 @@ pub const MAX_EGRESS: usize = 16;
 const LOOPBACK_ROUNDS: usize = 4;
 /// How long a closed connection may take to finish closing before it is dropped.
 const LINGER_MS: u64 = 2_000;
-/// smoltcp's timeout for a connection whose peer stopped answering.
-const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection waits for a peer that stopped answering TCP (its data
+/// unacknowledged, or [`KEEP_ALIVE`] probes unanswered) before it is reset.
+///
+/// smoltcp counts this from the peer's last segment whether or not anything is
+/// outstanding, so without keep-alive probes a connection that is merely quiet would
+/// be reset after it: a transport timer must never end a live connection for being
+/// quiet (the application decides that: dsoftbusd's idle timeout, decision 0011).
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(15);
+/// While a connection is quiet, a keep-alive probe goes out this often; a live peer's
+/// TCP answers it, which keeps [`PEER_TIMEOUT`] from running out.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long a connection whose handshake is complete may wait in a listener's
+/// backlog for its owner to accept it before it is reset.
+pub const BACKLOG_WAIT_MS: u64 = 2_000;
 /// smoltcp's timeout for a listening socket's connection that a SYN started and the
-/// peer never completed: it holds a backlog slot that long at most.
-const SYN_TIMEOUT: Duration = Duration::from_secs(1);
+/// peer never completed: it holds a backlog slot that long at most. Longer than
+/// smoltcp's first retransmission (its RTO starts at 1 s), so a SYN-ACK that was lost
+/// (a frame a device reset dropped) is sent again once before the slot is given up;
+/// a flood of SYNs is bounded by the oldest-gives-way rule in `refill`, not by this.
+pub const SYN_TIMEOUT: Duration = Duration::from_secs(3);
 /// smoltcp sockets one task holds at most: its listeners' backlogs, its connections
 /// and its connections still closing. The sockets of one task's peers (a flood of
 /// connections to dsoftbusd's port) cannot take every socket of the stack.
@@ -140,6 +155,8 @@ struct Pending {
     /// Since when it has held a connection a SYN started and the peer has not
     /// completed.
     syn_since: Option<u64>,
+    /// Since when it has held a complete connection nobody accepted.
+    ready_since: Option<u64>,
 }
 
 enum Kind {
@@ -236,6 +253,7 @@ fn new_socket() -> tcp::Socket<'static> {
     socket.set_nagle_enabled(false);
     socket.set_ack_delay(None);
     socket.set_timeout(Some(PEER_TIMEOUT));
+    socket.set_keep_alive(Some(KEEP_ALIVE));
     socket
 }
 
@@ -303,6 +321,11 @@ impl<D: RawNetDevice> Stack<D> {
     /// The network device's error, if it failed.
     pub fn device_failed(&self) -> Option<ipc::DeviceError> {
         self.net.as_ref().and_then(|(link, _)| link.device.failed())
+    }
+
+    /// Resets the network device; `None` without one.
+    pub fn reset_device(&mut self) -> Option<Result<ipc::NetReset, ipc::DeviceError>> {
+        self.net.as_mut().map(|(link, _)| link.device.reset())
     }
 
     /// The table sizes now.
@@ -477,11 +500,25 @@ impl<D: RawNetDevice> Stack<D> {
                     // A listener's port cannot be refused.
                     let _ = socket.listen(port);
                     p.syn_since = None;
+                    p.ready_since = None;
                 }
                 tcp::State::SynReceived => {
                     p.syn_since.get_or_insert(now_ms);
                 }
-                _ => p.syn_since = None,
+                state if acceptable(state) => {
+                    p.syn_since = None;
+                    let since = *p.ready_since.get_or_insert(now_ms);
+                    if now_ms.saturating_sub(since) >= BACKLOG_WAIT_MS {
+                        // Nobody accepted it in time: reset (the next poll sends the
+                        // RST), and the refill after it listens again.
+                        socket.abort();
+                        p.ready_since = None;
+                    }
+                }
+                _ => {
+                    p.syn_since = None;
+                    p.ready_since = None;
+                }
             }
         }
         for iface in self.ifaces() {
@@ -527,6 +564,7 @@ impl<D: RawNetDevice> Stack<D> {
                     iface,
                     socket: handle,
                     syn_since: None,
+                    ready_since: None,
                 });
             }
         }
@@ -962,6 +1000,9 @@ mod tests {
         }
         fn transmit(&mut self, _: &[u8]) -> Result<(), ipc::DeviceError> {
             Ok(())
+        }
+        fn reset(&mut self) -> Result<ipc::NetReset, ipc::DeviceError> {
+            Ok(ipc::NetReset::default())
         }
     }
 

@@ -13,8 +13,10 @@ use crate::wire::{self, WireError};
 pub const PROLOGUE: &[u8] = b"dsoftbus/v1";
 /// What a device key signs: this prefix, then the 32-byte Noise static public key.
 pub const BINDING_PREFIX: &[u8] = b"dsoftbus/v1 noise static key binding\0";
-/// How long one answer may take.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one answer may take: a device answers in milliseconds, but an emulated
+/// one (QEMU's TCG) on a loaded 2-core host may not run for seconds; a longer wait
+/// costs nothing when the answer comes, and a missing one is named (`WireError::Slow`).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a session failed.
 #[derive(Debug)]
@@ -145,7 +147,7 @@ impl Peer {
         expected: &[u8; 32],
     ) -> Result<(snow::TransportState, Vec<u8>), SessionError> {
         wire::write_frame(stream, &wire::hello(&self.suite))?;
-        let reply = wire::parse_hello_reply(&wire::read_frame(stream)?)?;
+        let reply = wire::parse_hello_reply(&wire::read_frame(stream, "hello reply")?)?;
         let responder_static = match reply.status {
             wire::STATUS_OK => reply.static_key.expect("parsed with the key"),
             wire::STATUS_SUITE_MISMATCH => return Err(SessionError::SuiteMismatch(reply.suite)),
@@ -167,7 +169,7 @@ impl Peer {
         let len = noise.write_message(&[], &mut buffer)?;
         wire::write_frame(stream, &buffer[..len])?;
         // <- e, ee (the device's binding)
-        let message_2 = wire::read_frame(stream)?;
+        let message_2 = wire::read_frame(stream, "handshake message 2")?;
         let mut payload = vec![0u8; message_2.len()];
         let len = noise.read_message(&message_2, &mut payload)?;
         check_binding(&payload[..len], &responder_static, expected)?;
@@ -176,7 +178,7 @@ impl Peer {
         wire::write_frame(stream, &buffer[..len])?;
         let hash = noise.get_handshake_hash().to_vec();
         let mut transport = noise.into_transport_mode()?;
-        let ready = wire::read_frame(stream)?;
+        let ready = wire::read_frame(stream, "READY")?;
         let mut plaintext = vec![0u8; ready.len()];
         let len = transport.read_message(&ready, &mut plaintext)?;
         if &plaintext[..len] != b"READY" {
@@ -203,7 +205,7 @@ impl Session {
     pub fn ping(&mut self, data: &[u8]) -> Result<Duration, SessionError> {
         let started = Instant::now();
         self.send(&[b"PING", data].concat())?;
-        let answer = wire::read_frame(&mut self.stream)?;
+        let answer = wire::read_frame(&mut self.stream, "PONG")?;
         let mut plaintext = vec![0u8; answer.len()];
         let len = self.transport.read_message(&answer, &mut plaintext)?;
         if plaintext[..len] != [b"PONG", data].concat()[..] {
@@ -214,6 +216,38 @@ impl Session {
         Ok(started.elapsed())
     }
 
+    /// Stays silent until the device ends the session for being idle (`docs/protocol.md`
+    /// section 7): its `BYE`, then its close. Returns how long after this peer's last
+    /// message the `BYE` came, and how long after that the connection closed. Waits
+    /// at most `limit` for each.
+    ///
+    /// # Errors
+    /// [`SessionError`]: nothing within `limit` (named), a frame that is not `BYE`, or
+    /// a connection that ends without one.
+    pub fn await_idle_end(mut self, limit: Duration) -> Result<(Duration, Duration), SessionError> {
+        let quiet_since = Instant::now();
+        self.stream
+            .set_read_timeout(Some(limit))
+            .map_err(WireError::from)?;
+        let frame = wire::read_frame(&mut self.stream, "BYE after the idle timeout")?;
+        let bye_after = quiet_since.elapsed();
+        let mut plaintext = vec![0u8; frame.len()];
+        let len = self.transport.read_message(&frame, &mut plaintext)?;
+        if &plaintext[..len] != b"BYE" {
+            return Err(SessionError::Unexpected(
+                "a message other than BYE while idle",
+            ));
+        }
+        match wire::read_frame(&mut self.stream, "close after the idle BYE") {
+            Err(WireError::Closed) => Ok((bye_after, quiet_since.elapsed() - bye_after)),
+            Err(WireError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                Ok((bye_after, quiet_since.elapsed() - bye_after))
+            }
+            Err(other) => Err(other.into()),
+            Ok(_) => Err(SessionError::Unexpected("a frame after the idle BYE")),
+        }
+    }
+
     /// Ends the session with `BYE` and closes the connection; the device must close
     /// its side too.
     ///
@@ -221,7 +255,7 @@ impl Session {
     /// [`SessionError`].
     pub fn bye(mut self) -> Result<(), SessionError> {
         self.send(b"BYE")?;
-        match wire::read_frame(&mut self.stream) {
+        match wire::read_frame(&mut self.stream, "close after BYE") {
             Err(WireError::Closed) => Ok(()),
             Err(other) => Err(other.into()),
             Ok(_) => Err(SessionError::Unexpected("a frame after BYE")),

@@ -1,8 +1,9 @@
 //! The framing and the hello of `docs/protocol.md`, sections 2 and 3, written from the
 //! document (this program shares no code with the OS).
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 /// `DSB1`: the protocol and its version.
 pub const MAGIC: &[u8; 4] = b"DSB1";
@@ -25,7 +26,14 @@ pub const STATUS_UNAVAILABLE: u8 = 4;
 pub enum WireError {
     /// The device closed the connection (end of stream).
     Closed,
-    /// A socket error (a timeout included).
+    /// The device did not answer in time: what this peer waited for, and how long.
+    Slow {
+        /// The frame this peer waited for.
+        waiting_for: &'static str,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// A socket error.
     Io(std::io::Error),
     /// A frame the device should not send.
     Malformed(&'static str),
@@ -35,6 +43,14 @@ impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Closed => f.write_str("the device closed the connection"),
+            Self::Slow {
+                waiting_for,
+                waited,
+            } => write!(
+                f,
+                "slow: no {waiting_for} from the device within {:.1} s",
+                waited.as_secs_f64()
+            ),
             Self::Io(e) => write!(f, "{e}"),
             Self::Malformed(what) => write!(f, "malformed: {what}"),
         }
@@ -43,7 +59,7 @@ impl std::fmt::Display for WireError {
 
 impl From<std::io::Error> for WireError {
     fn from(error: std::io::Error) -> Self {
-        if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        if error.kind() == ErrorKind::UnexpectedEof {
             Self::Closed
         } else {
             Self::Io(error)
@@ -61,16 +77,25 @@ pub fn write_frame(stream: &mut TcpStream, body: &[u8]) -> Result<(), WireError>
     Ok(())
 }
 
-/// Reads one frame; refuses a length above [`MAX_FRAME`].
-pub fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>, WireError> {
+/// Reads one frame, `waiting_for` naming it should the device be slow; refuses a
+/// length above [`MAX_FRAME`].
+pub fn read_frame(stream: &mut TcpStream, waiting_for: &'static str) -> Result<Vec<u8>, WireError> {
+    let started = Instant::now();
+    let slow = |error: std::io::Error| match error.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => WireError::Slow {
+            waiting_for,
+            waited: started.elapsed(),
+        },
+        _ => WireError::from(error),
+    };
     let mut len = [0u8; 2];
-    stream.read_exact(&mut len)?;
+    stream.read_exact(&mut len).map_err(slow)?;
     let len = usize::from(u16::from_be_bytes(len));
     if len == 0 || len > MAX_FRAME {
         return Err(WireError::Malformed("frame length"));
     }
     let mut body = vec![0u8; len];
-    stream.read_exact(&mut body)?;
+    stream.read_exact(&mut body).map_err(slow)?;
     Ok(body)
 }
 

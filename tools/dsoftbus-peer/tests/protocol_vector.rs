@@ -88,14 +88,14 @@ fn the_documented_session_is_what_snow_and_ed25519_dalek_send_byte_for_byte() {
         value("responder device key")
     );
     let (initiator_static, responder_static) = (
-        unhex(&value("initiator static")),
-        unhex(&value("responder static")),
+        unhex(&value("initiator static private")),
+        unhex(&value("responder static private")),
     );
     let responder_public = x25519_public(&responder_static);
     let initiator_public = x25519_public(&initiator_static);
     let params: snow::params::NoiseParams = suite.parse().unwrap();
-    let initiator_ephemeral = unhex(&value("initiator ephemeral"));
-    let responder_ephemeral = unhex(&value("responder ephemeral"));
+    let initiator_ephemeral = unhex(&value("initiator ephemeral private"));
+    let responder_ephemeral = unhex(&value("responder ephemeral private"));
     let mut initiator = snow::Builder::new(params.clone())
         .local_private_key(&initiator_static)
         .unwrap()

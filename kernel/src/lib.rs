@@ -29,6 +29,7 @@ mod clock;
 mod console;
 pub mod device_tree;
 mod heap;
+mod mmu;
 mod panic;
 mod platform;
 mod shutdown;
@@ -221,6 +222,24 @@ fn start(
         "KERNEL",
         format_args!("{}", markers::KERNEL_HEAP_READY.message),
     );
+
+    match mmu::enable(&machine, &heap) {
+        Ok(layout) => console::line(
+            "KERNEL",
+            format_args!(
+                "paging on (Sv39, identity, W^X checked): text r-x {} KiB, rodata r-- {} KiB, data rw- {} KiB, heap rw- {} KiB, {} device windows rw-",
+                layout.text / 1024,
+                layout.rodata / 1024,
+                layout.data / 1024,
+                layout.heap / 1024,
+                layout.windows
+            ),
+        ),
+        Err(why) => {
+            console::line("KERNEL", format_args!("FAIL paging: {why}"));
+            shutdown::shutdown(false, machine.test_finisher)
+        }
+    }
 
     clock::init(machine.timebase_hz);
     watchdog::init(machine.timebase_hz, machine.sstc);

@@ -1,0 +1,188 @@
+//! The kernel's own address space: Sv39 translation on, every page mapped at its own
+//! physical address (so DMA addresses and pointers stay what they were), and W^X for
+//! the kernel image: code read+execute, read-only data read-only, data, bss, the
+//! stack and the heap read+write and never executable, device windows read+write.
+//! Nothing is user-accessible. The tables are built with `sv39` (host-tested) in
+//! page-aligned heap blocks the kernel keeps for the life of the machine.
+//!
+//! This is the first step of the user-mode work (issue 19): the kernel runs on page
+//! tables with its own image protected; processes get address spaces of their own
+//! next. What it proves today: with `memory.x` aligning the image's sections to pages,
+//! a stray write into the kernel's code or read-only data faults instead of patching
+//! it, and no kernel page is both writable and executable.
+
+use alloc::alloc::{Layout, alloc_zeroed};
+use core::ops::Range;
+
+use device_tree::Machine;
+use sv39::{AddressSpace, Flags, Frames, MapError, PAGE_SIZE};
+
+unsafe extern "C" {
+    /// Linker symbols of riscv-rt's script (only their addresses are used).
+    static __stext: u8;
+    static __etext: u8;
+    static __srodata: u8;
+    static __sdata: u8;
+    static _stack_start: u8;
+}
+
+/// Page-table frames from the heap: zeroed, page-aligned, never freed.
+struct HeapFrames;
+
+impl Frames for HeapFrames {
+    fn allocate(&mut self) -> Option<u64> {
+        let layout = Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let table = unsafe { alloc_zeroed(layout) };
+        (!table.is_null()).then_some(table as u64)
+    }
+
+    fn table(&self, pa: u64) -> &[u64; 512] {
+        // SAFETY: every table address comes from `allocate` above (a live, page-sized,
+        // page-aligned heap block never freed) and is identity-mapped, so the physical
+        // address is the pointer.
+        unsafe { &*(pa as *const [u64; 512]) }
+    }
+
+    fn table_mut(&mut self, pa: u64) -> &mut [u64; 512] {
+        // SAFETY: as in `table`; the kernel builds its tables on one hart, with no
+        // other reference to the table alive.
+        unsafe { &mut *(pa as *mut [u64; 512]) }
+    }
+}
+
+fn address(symbol: &u8) -> u64 {
+    core::ptr::from_ref(symbol) as u64
+}
+
+fn down(at: u64) -> u64 {
+    at & !(PAGE_SIZE - 1)
+}
+
+fn up(at: u64) -> u64 {
+    at.div_ceil(PAGE_SIZE) * PAGE_SIZE
+}
+
+/// What was mapped, for the boot line.
+pub struct Mapped {
+    /// Bytes of code (r-x).
+    pub text: u64,
+    /// Bytes of read-only data (r--).
+    pub rodata: u64,
+    /// Bytes of data, bss and stack (rw-).
+    pub data: u64,
+    /// Bytes of heap (rw-).
+    pub heap: u64,
+    /// Device windows mapped (rw-).
+    pub windows: usize,
+}
+
+/// Why translation stayed off.
+#[derive(Debug)]
+pub enum PagingError {
+    /// A mapping was refused.
+    Map(MapError),
+    /// The tables read back hold a page that is writable and executable, writable
+    /// kernel code, or a user page.
+    Unsafe {
+        /// The first such page.
+        va: u64,
+    },
+}
+
+impl core::fmt::Display for PagingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Map(why) => write!(f, "{why}"),
+            Self::Unsafe { va } => write!(f, "page {va:#x} would be writable code or a user page"),
+        }
+    }
+}
+
+impl From<MapError> for PagingError {
+    fn from(why: MapError) -> Self {
+        Self::Map(why)
+    }
+}
+
+/// Builds the kernel's address space and turns translation on.
+///
+/// # Errors
+/// [`PagingError`] (nothing is switched on then).
+pub fn enable(machine: &Machine<'_>, heap: &Range<usize>) -> Result<Mapped, PagingError> {
+    let frames = &mut HeapFrames;
+    let mut space = AddressSpace::new(frames)?;
+    // SAFETY: only the linker symbols' addresses are taken; no byte is read.
+    let (stext, etext, srodata, sdata, stack_end) = unsafe {
+        (
+            address(&__stext),
+            address(&__etext),
+            address(&__srodata),
+            address(&__sdata),
+            address(&_stack_start),
+        )
+    };
+    let global = Flags::GLOBAL;
+    let text = down(stext)..up(etext);
+    // memory.x aligns .rodata and .data to pages; should a section share a page with
+    // the one before, that page keeps the earlier section's mapping plus what the
+    // later needs (never writable and executable: map refuses it).
+    let rodata = up(etext).max(down(srodata))..down(sdata);
+    let data = down(sdata)..up(stack_end);
+    let mut map = |range: &Range<u64>, flags: Flags| {
+        if range.is_empty() {
+            return Ok(());
+        }
+        space.map(
+            frames,
+            range.start,
+            range.start,
+            range.end - range.start,
+            flags | global,
+        )
+    };
+    map(&text, Flags::READ | Flags::EXECUTE)?;
+    map(&rodata, Flags::READ)?;
+    map(&data, Flags::READ | Flags::WRITE)?;
+    let heap = down(heap.start as u64)..up(heap.end as u64);
+    map(&heap, Flags::READ | Flags::WRITE)?;
+    let blob = down(machine.blob.start as u64)..up(machine.blob.end as u64);
+    map(&blob, Flags::READ)?;
+    let mut windows = 0;
+    let devices = machine
+        .virtio_mmio()
+        .chain(machine.uart.map(|at| at..at + 8))
+        .chain(machine.test_finisher.map(|at| at..at + 4));
+    for window in devices {
+        let pages = down(window.start as u64)..up(window.end as u64);
+        map(&pages, Flags::READ | Flags::WRITE)?;
+        windows += 1;
+    }
+    // Read back what the hardware will use: no page writable and executable, the
+    // code not writable, nothing user-accessible.
+    let mut bad = None;
+    space.leaves(frames, |leaf| {
+        let writable_code = leaf.flags.contains(Flags::WRITE)
+            && (leaf.flags.contains(Flags::EXECUTE) || text.contains(&leaf.va));
+        if writable_code || leaf.flags.contains(Flags::USER) {
+            bad.get_or_insert(leaf.va);
+        }
+    });
+    if let Some(va) = bad {
+        return Err(PagingError::Unsafe { va });
+    }
+    let ppn = (space.root() >> 12) as usize;
+    // SAFETY: the space maps, at their own addresses, everything the kernel touches
+    // from here on: its image (the code running now included), its stack, the heap
+    // (where the tables and every allocation live), the device tree blob and every
+    // device window; the fence that follows makes the hart use the new tables.
+    unsafe { riscv::register::satp::set(riscv::register::satp::Mode::Sv39, 0, ppn) };
+    riscv::asm::sfence_vma_all();
+    Ok(Mapped {
+        text: text.end - text.start,
+        rodata: rodata.end.saturating_sub(rodata.start),
+        data: data.end - data.start,
+        heap: heap.end - heap.start,
+        windows,
+    })
+}

@@ -240,6 +240,16 @@ fn start(
             shutdown::shutdown(false, machine.test_finisher)
         }
     }
+    match mmu::writes_refused() {
+        Ok(()) => console::line(
+            "KERNEL",
+            format_args!("{}", markers::KERNEL_CODE_WRITE_REFUSED.message),
+        ),
+        Err(at) => console::line(
+            "KERNEL",
+            format_args!("FAIL a write to the kernel's image at {at:#x} did not fault"),
+        ),
+    }
 
     clock::init(machine.timebase_hz);
     watchdog::init(machine.timebase_hz, machine.sstc);

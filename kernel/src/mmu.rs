@@ -8,8 +8,9 @@
 //! This is the first step of the user-mode work (issue 19): the kernel runs on page
 //! tables with its own image protected; processes get address spaces of their own
 //! next. What it proves today: with `memory.x` aligning the image's sections to pages,
-//! a stray write into the kernel's code or read-only data faults instead of patching
-//! it, and no kernel page is both writable and executable.
+//! no kernel page is both writable and executable (read back from the tables), and a
+//! write into the kernel's code or read-only data faults instead of patching it
+//! ([`writes_refused`] provokes both faults at every boot).
 
 use alloc::alloc::{Layout, alloc_zeroed};
 use core::ops::Range;
@@ -185,4 +186,19 @@ pub fn enable(machine: &Machine<'_>, heap: &Range<usize>) -> Result<Mapped, Pagi
         heap: heap.end - heap.start,
         windows,
     })
+}
+
+/// Checks on the running hardware what the tables say: a write to the first byte of
+/// the kernel's code and of its read-only data must each stop with a store page
+/// fault. Returns the first address whose write did not fault that way.
+pub fn writes_refused() -> Result<(), usize> {
+    // SAFETY: only the symbols' addresses are taken; no byte is read here.
+    let probes = unsafe { [address(&__stext), address(&__srodata)] };
+    for at in probes {
+        let at = at as usize;
+        if crate::trap::probe_write(at) != Some(crate::trap::STORE_PAGE_FAULT) {
+            return Err(at);
+        }
+    }
+    Ok(())
 }

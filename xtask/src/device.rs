@@ -39,10 +39,20 @@ const SESSIONS: &str = "3";
 /// Boots every combination's production image twice (created, then restored), at
 /// most `jobs::qemu_jobs` combinations at a time; `images` are the production images.
 pub fn run(images: &[(Combination, PathBuf)]) -> Result<(), String> {
+    on_each(images, both_boots)
+}
+
+/// Runs `scenario` (given a combination, its production image and the host peer's
+/// binary; returns a line saying what it showed) on every combination of `images`, at
+/// most `jobs::qemu_jobs` at a time: prints each line, and fails naming every failure.
+pub fn on_each(
+    images: &[(Combination, PathBuf)],
+    scenario: impl Fn(&Combination, &Path, &Path) -> Result<String, String> + Sync,
+) -> Result<(), String> {
     qemu::ensure_installed()?;
     let binary = network::build_peer()?;
     let results = crate::jobs::bounded(images, crate::jobs::qemu_jobs(), |(combination, path)| {
-        both_boots(combination, path, &binary)
+        scenario(combination, path, &binary)
     });
     let mut failures = Vec::new();
     for result in results {

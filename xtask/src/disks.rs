@@ -80,6 +80,28 @@ impl DiskSet {
         Self::in_dir(dir, no_otp)
     }
 
+    /// A copy of these disks in `dir` (replacing whatever was there), for a scenario
+    /// to alter; a disk this set lacks stays absent.
+    pub fn copy_to(&self, dir: &Path) -> Result<Self, String> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut set = Self::default();
+        for (source, name, slot) in [
+            (&self.state, "state.img", &mut set.state),
+            (&self.otp, "otp.img", &mut set.otp),
+            (&self.counter, "counter.img", &mut set.counter),
+        ] {
+            if let Some(source) = source {
+                let target = dir.join(name);
+                std::fs::copy(source, &target)
+                    .map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
+                *slot = Some(target);
+            }
+        }
+        Ok(set)
+    }
+
     /// The QEMU arguments that attach the disks, each found by its serial in the guest.
     pub fn qemu_args(&self, qemu: &mut Command) {
         if let Some(state) = &self.state {

@@ -8,6 +8,9 @@ use crate::combination::Combination;
 use crate::steps::{cargo, target_dir};
 use crate::toolchain::RISCV_TARGET;
 
+/// A combination and the path of one of its built images.
+pub type Built = (Combination, PathBuf);
+
 /// Where the harness keeps a combination's image and logs: `target/qemu/<provider>/`.
 pub fn run_dir(combination: &Combination) -> PathBuf {
     target_dir().join("qemu").join(combination.dir_name())

@@ -212,44 +212,10 @@ fn main() -> ExitCode {
             }
         },
         Command::TestDevice { provider } => {
-            let outcome =
-                test_os::build_images(&Combination::select(&provider)).and_then(|built| {
-                    if built.is_empty() {
-                        return Err(format!("no combination named `{provider}`"));
-                    }
-                    let images: Vec<_> = built
-                        .iter()
-                        .map(|(c, _)| (*c, image::device_image(c)))
-                        .collect();
-                    device::run(&images)
-                });
-            match outcome {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(why) => {
-                    eprintln!("xtask test-device: {why}");
-                    ExitCode::FAILURE
-                }
-            }
+            on_production_images("test-device", &provider, device::run)
         }
         Command::TestRollback { provider } => {
-            let outcome =
-                test_os::build_images(&Combination::select(&provider)).and_then(|built| {
-                    if built.is_empty() {
-                        return Err(format!("no combination named `{provider}`"));
-                    }
-                    let images: Vec<_> = built
-                        .iter()
-                        .map(|(c, _)| (*c, image::device_image(c)))
-                        .collect();
-                    rollback::run(&images)
-                });
-            match outcome {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(why) => {
-                    eprintln!("xtask test-rollback: {why}");
-                    ExitCode::FAILURE
-                }
-            }
+            on_production_images("test-rollback", &provider, rollback::run)
         }
         Command::Size { provider, knob } => match size(&provider, &knob) {
             Ok(()) => ExitCode::SUCCESS,
@@ -276,6 +242,32 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `cargo xtask <command>` for a scenario of the production images: builds the
+/// combinations `provider` names and runs `scenario` on their production images.
+fn on_production_images(
+    command: &str,
+    provider: &str,
+    scenario: fn(&[image::Built]) -> Result<(), String>,
+) -> ExitCode {
+    let outcome = test_os::build_images(&Combination::select(provider)).and_then(|built| {
+        if built.is_empty() {
+            return Err(format!("no combination named `{provider}`"));
+        }
+        let images: Vec<_> = built
+            .iter()
+            .map(|(c, _)| (*c, image::device_image(c)))
+            .collect();
+        scenario(&images)
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("xtask {command}: {why}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -49,23 +49,7 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 
 /// A copy of `from`'s disks in `case`, for one fault to alter.
 fn copy(combination: &Combination, from: &DiskSet, case: &str) -> Result<DiskSet, String> {
-    let to = dir(combination, case);
-    let _ = std::fs::remove_dir_all(&to);
-    std::fs::create_dir_all(&to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
-    let mut set = DiskSet::default();
-    for (source, name, slot) in [
-        (&from.state, "state.img", &mut set.state),
-        (&from.otp, "otp.img", &mut set.otp),
-        (&from.counter, "counter.img", &mut set.counter),
-    ] {
-        if let Some(source) = source {
-            let target = to.join(name);
-            std::fs::copy(source, &target)
-                .map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
-            *slot = Some(target);
-        }
-    }
-    Ok(set)
+    from.copy_to(&dir(combination, case))
 }
 
 /// What a step must leave as it was.

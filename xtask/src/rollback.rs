@@ -44,24 +44,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Runs the scenario on every combination of `images` (production images), at most
 /// `jobs::qemu_jobs` combinations at once.
 pub fn run(images: &[(Combination, PathBuf)]) -> Result<(), String> {
-    qemu::ensure_installed()?;
-    let binary = network::build_peer()?;
-    // One QEMU per combination at a time, at most `jobs::qemu_jobs` combinations.
-    let results = crate::jobs::bounded(images, crate::jobs::qemu_jobs(), |(combination, path)| {
-        one(combination, path, &binary)
-    });
-    let mut failures = Vec::new();
-    for result in results {
-        match result {
-            Ok(line) => eprintln!("    {line}"),
-            Err(why) => failures.push(why),
-        }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures.join("; "))
-    }
+    crate::device::on_each(images, one)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -70,24 +53,6 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// A copy of `disks` in `dir`.
-fn copy(disks: &DiskSet, dir: &Path) -> Result<DiskSet, String> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut set = DiskSet::default();
-    for (from, name, to) in [
-        (&disks.state, "state.img", &mut set.state),
-        (&disks.otp, "otp.img", &mut set.otp),
-        (&disks.counter, "counter.img", &mut set.counter),
-    ] {
-        let from = from.as_deref().ok_or("a disk is missing")?;
-        let target = dir.join(name);
-        std::fs::copy(from, &target).map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
-        *to = Some(target);
-    }
-    Ok(set)
 }
 
 /// The device's disks, and what the factory and the peers need.
@@ -233,7 +198,7 @@ fn one(combination: &Combination, image_path: &Path, binary: &Path) -> Result<St
     )?;
 
     // 3. The attacks, side by side, each on a copy.
-    let damaged = copy(&node.disks, &dir.join("damaged"))?;
+    let damaged = node.disks.copy_to(&dir.join("damaged"))?;
     {
         let path = damaged.state.as_deref().ok_or("no state disk")?;
         let store = RecordStore::open(FileDisk::open(path)?).map_err(|e| e.to_string())?;
@@ -242,7 +207,7 @@ fn one(combination: &Combination, image_path: &Path, binary: &Path) -> Result<St
         bytes[slot_sector(entry, slot) as usize * SECTOR_SIZE + SLOT_HEADER_LEN + 10] ^= 0x01;
         write(path, &bytes)?;
     }
-    let replayed = copy(&node.disks, &dir.join("replayed"))?;
+    let replayed = node.disks.copy_to(&dir.join("replayed"))?;
     {
         let path = replayed.state.as_deref().ok_or("no state disk")?;
         let mut store = RecordStore::open(FileDisk::open(path)?).map_err(|e| e.to_string())?;
@@ -250,7 +215,7 @@ fn one(combination: &Combination, image_path: &Path, binary: &Path) -> Result<St
             .put(RECORD, &old_store)
             .map_err(|e| format!("cannot replay the older store: {e}"))?;
     }
-    let older_disk = copy(&node.disks, &dir.join("older-disk"))?;
+    let older_disk = node.disks.copy_to(&dir.join("older-disk"))?;
     write(
         older_disk.state.as_deref().ok_or("no state disk")?,
         &old_disk,

@@ -14,9 +14,9 @@ fn main() {
         })
     };
     let rules = kernel_config::parse_policy("policies/policy.toml", &read("policy.toml"));
-    let grants = kernel_config::parse_manifest("policies/manifest.toml", &read("manifest.toml"));
-    let (policy, grants) = match (rules, grants) {
-        (Ok(policy), Ok(grants)) => (policy, grants),
+    let manifest = kernel_config::parse_manifest("policies/manifest.toml", &read("manifest.toml"));
+    let (policy, manifest) = match (rules, manifest) {
+        (Ok(policy), Ok(manifest)) => (policy, manifest),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
             std::process::exit(1);
@@ -25,7 +25,7 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(
         out.join("config.rs"),
-        kernel_config::generate(&policy, &grants),
+        kernel_config::generate(&policy, &manifest),
     )
     .expect("write generated config");
 }

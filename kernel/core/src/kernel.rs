@@ -354,7 +354,11 @@ impl<P: Platform> Shared<P> {
                             .contains(&(origin, event.subject)))
             }
             Action::Health => event.subject == origin,
-            Action::MalformedFrame { .. } | Action::Claim(_) | Action::Reply => false,
+            Action::MalformedFrame { .. }
+            | Action::Claim(_)
+            | Action::Reply
+            | Action::Syscall { .. }
+            | Action::Fault { .. } => false,
         };
         if allowed {
             self.record(origin, event);

@@ -53,6 +53,25 @@ pub enum Action {
     /// A reply by the subject to a call that was no longer outstanding (the caller
     /// timed out, cancelled or stopped) or was never addressed to it.
     Reply,
+    /// A system call (its number) by a user-mode process; written by the kernel when
+    /// it refuses one (the reason is the call's error code).
+    Syscall {
+        /// The system call number from `a7`.
+        number: u16,
+    },
+    /// A user-mode process stopped by the kernel: a trap it caused (`cause` is the low
+    /// 16 bits of `scause`; the record's `detail` holds the low 32 bits of `stval`), or
+    /// the process watchdog (`cause` [`Action::WATCHDOG_CAUSE`]).
+    Fault {
+        /// Why it was stopped.
+        cause: u16,
+    },
+}
+
+impl Action {
+    /// The `cause` of a [`Action::Fault`] record for a process the watchdog stopped
+    /// (it ran its budget of CPU time without a system call).
+    pub const WATCHDOG_CAUSE: u16 = 0xffff;
 }
 
 /// The reason code of a record the kernel writes about IPC (the `reason` field of a
@@ -159,6 +178,8 @@ impl Action {
             Self::Claim(capability) => (3, capability as u16, 0),
             Self::Health => (4, 0, 0),
             Self::Reply => (5, 0, 0),
+            Self::Syscall { number } => (6, number, 0),
+            Self::Fault { cause } => (7, cause, 0),
         };
         let [a0, a1] = a.to_le_bytes();
         let [b0, b1] = b.to_le_bytes();
@@ -180,6 +201,8 @@ impl Action {
             3 => Some(Self::Claim(Capability::from_u16(a)?)),
             4 => Some(Self::Health),
             5 => Some(Self::Reply),
+            6 => Some(Self::Syscall { number: a }),
+            7 => Some(Self::Fault { cause: a }),
             _ => None,
         }
     }
@@ -298,6 +321,19 @@ mod tests {
             ..AuditFilter::default()
         };
         assert_eq!(AuditFilter::decode(&claim.encode()), Ok(claim));
+        for action in [
+            Action::Syscall { number: 0x1234 },
+            Action::Fault { cause: 13 },
+            Action::Fault {
+                cause: Action::WATCHDOG_CAUSE,
+            },
+        ] {
+            let filter = AuditFilter {
+                action: Some(action),
+                ..AuditFilter::default()
+            };
+            assert_eq!(AuditFilter::decode(&filter.encode()), Ok(filter));
+        }
     }
 
     #[test]

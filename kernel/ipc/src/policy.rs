@@ -16,6 +16,19 @@ pub struct Rule {
     pub operation: Operation,
 }
 
+/// The private memory a task's process may have (`memory` in the boot manifest):
+/// its heap and its stack, each a whole number of pages. A task with no bound cannot
+/// run as a user-mode process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryBound {
+    /// Whose bound.
+    pub task: ServiceId,
+    /// Heap, in KiB (a multiple of 4).
+    pub heap_kib: u32,
+    /// Stack, in KiB (a multiple of 4); a guard page below it is never mapped.
+    pub stack_kib: u32,
+}
+
 /// `task` holds `capability`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {

@@ -25,11 +25,15 @@ pub enum ServiceId {
     Statefs = 7,
     /// The network stack: owns the network device, offers stream sockets.
     Netstackd = 8,
+    /// The test image's intruder: a user-mode process whose manifest entry grants
+    /// nothing, which attacks the isolation between address spaces (the ladder's
+    /// `isolation` phase).
+    Intruder = 9,
 }
 
 impl ServiceId {
     /// Every id, in numeric order.
-    pub const ALL: [ServiceId; 9] = [
+    pub const ALL: [ServiceId; 10] = [
         Self::Kernel,
         Self::Logd,
         Self::Rngd,
@@ -39,6 +43,7 @@ impl ServiceId {
         Self::SelftestPeer,
         Self::Statefs,
         Self::Netstackd,
+        Self::Intruder,
     ];
 
     /// The name used in policy files, manifests and logs.
@@ -53,6 +58,7 @@ impl ServiceId {
             Self::SelftestPeer => "selftest-peer",
             Self::Statefs => "statefs",
             Self::Netstackd => "netstackd",
+            Self::Intruder => "intruder",
         }
     }
 

@@ -125,6 +125,12 @@ pub enum MapError {
     },
     /// The frame source has no frame for another table.
     OutOfFrames,
+    /// The range falls in a top-level slot this space shares with the kernel's (see
+    /// [`AddressSpace::sharing`]): mapping there would change every space.
+    Shared {
+        /// The first such page.
+        va: u64,
+    },
 }
 
 impl fmt::Display for MapError {
@@ -135,6 +141,7 @@ impl fmt::Display for MapError {
             Self::Permissions => f.write_str("writable and executable, or writable only"),
             Self::AlreadyMapped { va } => write!(f, "{va:#x} is already mapped"),
             Self::OutOfFrames => f.write_str("no frame for a page table"),
+            Self::Shared { va } => write!(f, "{va:#x} is in the kernel's shared part"),
         }
     }
 }
@@ -220,10 +227,12 @@ fn is_leaf(pte: u64) -> bool {
     pte & u64::from(Flags::READ.0 | Flags::WRITE.0 | Flags::EXECUTE.0) != 0
 }
 
-/// An Sv39 address space: its root table.
+/// An Sv39 address space: its root table, and which of the root's 512 slots point
+/// at tables it shares with another space (the kernel's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddressSpace {
     root: u64,
+    shared: [u64; ENTRIES / 64],
 }
 
 impl AddressSpace {
@@ -233,7 +242,36 @@ impl AddressSpace {
     /// [`MapError::OutOfFrames`].
     pub fn new(frames: &mut impl Frames) -> Result<Self, MapError> {
         let root = frames.allocate().ok_or(MapError::OutOfFrames)?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            shared: [0; ENTRIES / 64],
+        })
+    }
+
+    /// A fresh space that maps everything `kernel` maps, by pointing its root slots at
+    /// `kernel`'s own lower tables: a process's space, with the kernel's global,
+    /// non-user pages in it, costing one table. The shared slots are read-only for
+    /// this space: [`AddressSpace::map`] refuses a range in them, and
+    /// [`AddressSpace::table_frames`] does not list the kernel's tables. `kernel` must
+    /// not change afterwards (the kernel builds its space once, at boot).
+    ///
+    /// # Errors
+    /// [`MapError::OutOfFrames`].
+    pub fn sharing(frames: &mut impl Frames, kernel: &AddressSpace) -> Result<Self, MapError> {
+        let mut space = Self::new(frames)?;
+        let entries = *frames.table(kernel.root);
+        for (slot, entry) in entries.into_iter().enumerate() {
+            if entry & u64::from(Flags::V) != 0 {
+                frames.table_mut(space.root)[slot] = entry;
+                space.shared[slot / 64] |= 1 << (slot % 64);
+            }
+        }
+        Ok(space)
+    }
+
+    /// Whether root slot `slot` is shared with another space.
+    fn is_shared(&self, slot: usize) -> bool {
+        self.shared[slot / 64] & (1 << (slot % 64)) != 0
     }
 
     /// The root table's physical address.
@@ -282,6 +320,9 @@ impl AddressSpace {
         let pages = len / PAGE_SIZE;
         for page in 0..pages {
             let at = va + page * PAGE_SIZE;
+            if self.is_shared(index(at, 2)) {
+                return Err(MapError::Shared { va: at });
+            }
             if self.translate(frames, at).is_some() {
                 return Err(MapError::AlreadyMapped { va: at });
             }
@@ -311,9 +352,9 @@ impl AddressSpace {
         Ok(table)
     }
 
-    /// Removes the mappings of `len` bytes from `va` (pages not mapped are skipped);
-    /// returns the physical address of each page unmapped, in order. The caller
-    /// fences the TLB.
+    /// Removes the mappings of `len` bytes from `va` (pages not mapped, and pages in a
+    /// slot shared with another space, are skipped); returns the physical address of
+    /// each page unmapped, in order. The caller fences the TLB.
     pub fn unmap(
         &mut self,
         frames: &mut impl Frames,
@@ -324,6 +365,9 @@ impl AddressSpace {
         let pages = len / PAGE_SIZE;
         for page in 0..pages {
             let at = va.wrapping_add(page * PAGE_SIZE);
+            if self.is_shared(index(at, 2)) {
+                continue;
+            }
             if let Some(table) = self.find_leaf_table(frames, at) {
                 let slot = &mut frames.table_mut(table)[index(at, 0)];
                 if *slot & u64::from(Flags::V) != 0 {
@@ -441,11 +485,12 @@ impl AddressSpace {
     }
 
     /// The physical addresses of this space's own table frames (root first), for
-    /// freeing them with the space.
+    /// freeing them with the space; tables it shares with another space are not its
+    /// own.
     pub fn table_frames(&self, frames: &impl Frames, mut visit: impl FnMut(u64)) {
         visit(self.root);
-        for &e2 in frames.table(self.root).iter() {
-            if e2 & u64::from(Flags::V) == 0 || is_leaf(e2) {
+        for (slot, &e2) in frames.table(self.root).iter().enumerate() {
+            if e2 & u64::from(Flags::V) == 0 || is_leaf(e2) || self.is_shared(slot) {
                 continue;
             }
             visit(pte_pa(e2));

@@ -294,3 +294,43 @@ fn the_structural_check_finds_shared_writable_frames_and_stray_windows() {
         "{found:?}"
     );
 }
+
+#[test]
+fn a_process_space_shares_the_kernel_part_and_owns_the_rest() {
+    let mut memory = Memory::default();
+    let mut kernel = AddressSpace::new(&mut memory).unwrap();
+    let global_rx = RX.union(Flags::GLOBAL);
+    kernel
+        .map(&mut memory, 0x8020_0000, 0x8020_0000, PAGE_SIZE, global_rx)
+        .unwrap();
+    let mut kernel_tables = Vec::new();
+    kernel.table_frames(&memory, |pa| kernel_tables.push(pa));
+    let mut process = AddressSpace::sharing(&mut memory, &kernel).unwrap();
+    // The kernel's page is there, not for user mode.
+    let leaf = process.translate(&memory, 0x8020_0000).unwrap();
+    assert_eq!((leaf.pa, leaf.flags), (0x8020_0000, global_rx));
+    assert_eq!(
+        process.check_user_range(&memory, 0x8020_0000, 8, false),
+        Err(AccessError::NotUser { va: 0x8020_0000 })
+    );
+    // Mapping into the shared gigabyte would change the kernel's tables: refused.
+    assert_eq!(
+        process.map(&mut memory, 0x8040_0000, 0x9000_0000, PAGE_SIZE, USER_RW),
+        Err(MapError::Shared { va: 0x8040_0000 })
+    );
+    assert!(kernel.translate(&memory, 0x8040_0000).is_none());
+    // Its own part: mapped in it alone.
+    process
+        .map(&mut memory, 0x20_0000_0000, 0x9100_0000, PAGE_SIZE, USER_RW)
+        .unwrap();
+    assert!(kernel.translate(&memory, 0x20_0000_0000).is_none());
+    // Unmapping skips the shared part; its tables are its own, never the kernel's.
+    let mut freed = Vec::new();
+    process.unmap(&mut memory, 0x8020_0000, PAGE_SIZE, |pa| freed.push(pa));
+    assert!(freed.is_empty());
+    assert!(kernel.translate(&memory, 0x8020_0000).is_some());
+    let mut own = Vec::new();
+    process.table_frames(&memory, |pa| own.push(pa));
+    assert_eq!(own.len(), 3, "root, middle and leaf table of its own page");
+    assert!(own.iter().all(|pa| !kernel_tables.contains(pa)));
+}

@@ -119,6 +119,10 @@ pub struct Machine<'a> {
     /// timer without calling the firmware), from its `riscv,isa` string or its
     /// `riscv,isa-extensions` list.
     pub sstc: bool,
+    /// What the boot loader put in memory beside the kernel (`/chosen`'s
+    /// `linux,initrd-start` and `linux,initrd-end`, QEMU's `-initrd`): the user
+    /// programs. The heap never overlaps it.
+    pub initrd: Option<Range<usize>>,
     virtio: [Option<Range<usize>>; MAX_VIRTIO_SLOTS],
     reserved: [Option<Range<usize>>; MAX_RESERVED],
 }
@@ -178,6 +182,20 @@ impl<'a> Machine<'a> {
             .map(|stdout| stdout.node())
             .or_else(|| tree.find_compatible(&["ns16550a", "ns16550"]))
             .and_then(reg_start);
+        let chosen_node = tree.find_node("/chosen");
+        let cell = |name: &str| -> Option<usize> {
+            let value = chosen_node?.property(name)?.value;
+            match value.len() {
+                4 => Some(u32::from_be_bytes(value.try_into().ok()?) as usize),
+                8 => usize::try_from(u64::from_be_bytes(value.try_into().ok()?)).ok(),
+                _ => None,
+            }
+        };
+        let initrd = match (cell("linux,initrd-start"), cell("linux,initrd-end")) {
+            (Some(start), Some(end)) if start < end => Some(start..end),
+            (Some(_), Some(_)) => return Err(DeviceTreeError::Overflow("initrd")),
+            _ => None,
+        };
         let test_finisher = tree
             .find_compatible(&["sifive,test1", "sifive,test0"])
             .and_then(reg_start);
@@ -227,6 +245,7 @@ impl<'a> Machine<'a> {
             test_finisher,
             bootargs: chosen.and_then(|c| c.bootargs()).unwrap_or(""),
             sstc,
+            initrd,
             virtio,
             reserved,
         })
@@ -243,8 +262,8 @@ impl<'a> Machine<'a> {
     }
 
     /// The heap: the largest stretch of memory from `image_end` (page-aligned) up to
-    /// [`HEAP_MAX`] bytes above it that overlaps neither the blob nor any reserved
-    /// region. Empty when there is none.
+    /// [`HEAP_MAX`] bytes above it that overlaps neither the blob, the initrd nor any
+    /// reserved region. Empty when there is none.
     pub fn heap_range(&self, image_end: usize) -> Range<usize> {
         let Some(start) = image_end.checked_next_multiple_of(PAGE) else {
             return 0..0;
@@ -255,10 +274,12 @@ impl<'a> Machine<'a> {
             return start..start;
         }
         // Sweep the window from low to high, skipping every excluded range.
-        let mut excluded: [Option<Range<usize>>; MAX_RESERVED + 1] = Default::default();
-        for (slot, range) in excluded
-            .iter_mut()
-            .zip(core::iter::once(self.blob.clone()).chain(self.reserved()))
+        let mut excluded: [Option<Range<usize>>; MAX_RESERVED + 2] = Default::default();
+        for (slot, range) in excluded.iter_mut().zip(
+            core::iter::once(self.blob.clone())
+                .chain(self.initrd.clone())
+                .chain(self.reserved()),
+        )
         {
             *slot = Some(range);
         }

@@ -227,3 +227,52 @@ fn too_many_reservations_are_refused() {
         Err(DeviceTreeError::TooManyReservations)
     );
 }
+
+#[test]
+fn the_initrd_is_read_from_chosen_and_kept_out_of_the_heap() {
+    let with_initrd = |start: u64, end: u64, wide: bool| {
+        let mut fdt = FdtWriter::new().unwrap();
+        let root = fdt.begin_node("").unwrap();
+        fdt.property_u32("#address-cells", 2).unwrap();
+        fdt.property_u32("#size-cells", 2).unwrap();
+        let cpus = fdt.begin_node("cpus").unwrap();
+        fdt.property_u32("timebase-frequency", 10_000_000).unwrap();
+        let cpu = fdt.begin_node("cpu@0").unwrap();
+        fdt.property_string("device_type", "cpu").unwrap();
+        fdt.end_node(cpu).unwrap();
+        fdt.end_node(cpus).unwrap();
+        let node = fdt.begin_node("memory@80000000").unwrap();
+        fdt.property_string("device_type", "memory").unwrap();
+        fdt.property_array_u64("reg", &[0x8000_0000, 0x0800_0000]).unwrap();
+        fdt.end_node(node).unwrap();
+        let chosen = fdt.begin_node("chosen").unwrap();
+        if wide {
+            fdt.property_u64("linux,initrd-start", start).unwrap();
+            fdt.property_u64("linux,initrd-end", end).unwrap();
+        } else {
+            fdt.property_u32("linux,initrd-start", start as u32).unwrap();
+            fdt.property_u32("linux,initrd-end", end as u32).unwrap();
+        }
+        fdt.end_node(chosen).unwrap();
+        fdt.end_node(root).unwrap();
+        fdt.finish().unwrap()
+    };
+    // QEMU 7.2 writes 64-bit cells; a 32-bit pair reads the same.
+    for wide in [true, false] {
+        let blob = with_initrd(0x8140_0000, 0x8148_0000, wide);
+        let machine = Machine::parse(&blob, 0x87f0_0000).unwrap();
+        assert_eq!(machine.initrd, Some(0x8140_0000..0x8148_0000));
+        let heap = machine.heap_range(0x8120_0000);
+        assert!(
+            heap.start >= 0x8148_0000 || heap.end <= 0x8140_0000,
+            "heap {heap:x?} overlaps the initrd"
+        );
+    }
+    let backwards = with_initrd(0x8148_0000, 0x8140_0000, true);
+    assert_eq!(
+        Machine::parse(&backwards, 0x87f0_0000),
+        Err(DeviceTreeError::Overflow("initrd"))
+    );
+    let blob = tree(MEMORY, TIMEBASE, &[], |_| {});
+    assert_eq!(Machine::parse(&blob, 0).unwrap().initrd, None);
+}

@@ -20,3 +20,9 @@ pub fn ticks_to_us(ticks: u64) -> u64 {
     let hz = u128::from(TIMEBASE_HZ.load(Ordering::Relaxed));
     u64::try_from(u128::from(ticks) * 1_000_000 / hz).unwrap_or(u64::MAX)
 }
+
+/// Microseconds as `time` ticks.
+pub fn us_to_ticks(us: u64) -> u64 {
+    let hz = u128::from(TIMEBASE_HZ.load(Ordering::Relaxed));
+    u64::try_from(u128::from(us) * hz / 1_000_000).unwrap_or(u64::MAX)
+}

@@ -29,9 +29,11 @@ mod clock;
 mod console;
 pub mod device_tree;
 mod heap;
+pub mod isolation;
 mod mmu;
 mod panic;
 mod platform;
+pub mod process;
 mod shutdown;
 mod trap;
 pub mod virtio;
@@ -85,6 +87,9 @@ impl MainVerdict {
 pub struct BootInfo {
     /// The kernel command line (`/chosen/bootargs`, QEMU's `-append`).
     pub bootargs: &'static str,
+    /// The user programs the boot loader put beside the kernel (QEMU's `-initrd`): an
+    /// ELF executable, read-only.
+    pub programs: Option<&'static [u8]>,
 }
 
 /// Retired instructions so far (the `instret` counter), for the guest benchmarks.
@@ -322,8 +327,15 @@ fn start(
     if !machine.bootargs.is_empty() {
         console::line("KERNEL", format_args!("bootargs: {}", machine.bootargs));
     }
+    let programs = machine.initrd.clone().map(|range| {
+        // SAFETY: the boot loader put the initrd in RAM at this range (the device
+        // tree's /chosen says so); the heap never overlaps it, the kernel's space maps
+        // it read-only, and nothing writes it for the life of the machine.
+        unsafe { core::slice::from_raw_parts(range.start as *const u8, range.len()) }
+    });
     let info = BootInfo {
         bootargs: machine.bootargs,
+        programs,
     };
     (kernel, info, machine.test_finisher)
 }

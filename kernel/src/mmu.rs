@@ -12,8 +12,11 @@
 //! write into the kernel's code or read-only data faults instead of patching it
 //! ([`writes_refused`] provokes both faults at every boot).
 
-use alloc::alloc::{Layout, alloc_zeroed};
+use alloc::alloc::{Layout, alloc_zeroed, dealloc};
+use core::cell::Cell;
 use core::ops::Range;
+
+use critical_section::Mutex;
 
 use device_tree::Machine;
 use sv39::{AddressSpace, Flags, Frames, MapError, PAGE_SIZE};
@@ -27,14 +30,42 @@ unsafe extern "C" {
     static _stack_start: u8;
 }
 
-/// Page-table frames from the heap: zeroed, page-aligned, never freed.
-struct HeapFrames;
+/// Frames from the heap: zeroed when handed out, page-aligned, identity-mapped (the
+/// physical address is the pointer). The kernel's own tables are never freed; a
+/// process's tables and pages go back through [`HeapFrames::free`], which zeroes them
+/// first.
+pub(crate) struct HeapFrames;
+
+fn frame_layout() -> Layout {
+    // 4096 is a power of two and a valid size: this cannot fail.
+    Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).unwrap_or(Layout::new::<u8>())
+}
+
+impl HeapFrames {
+    /// Zeroes the frame at `pa` and gives it back to the heap, so no byte of it
+    /// reaches whoever gets the memory next.
+    ///
+    /// # Safety
+    /// `pa` came from [`Frames::allocate`] on this type, is no longer mapped in any
+    /// running space (the caller fenced the TLB or switched away), and is freed once.
+    pub(crate) unsafe fn free(pa: u64) {
+        let frame = pa as *mut u8;
+        for offset in 0..PAGE_SIZE as usize {
+            // SAFETY: the frame is a live heap block of PAGE_SIZE bytes (the caller's
+            // contract); volatile writes so that the zeroing is not dropped as a dead
+            // store before the deallocation.
+            unsafe { frame.add(offset).write_volatile(0) };
+        }
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        // SAFETY: allocated by `allocate` with this layout, freed once.
+        unsafe { dealloc(frame, frame_layout()) };
+    }
+}
 
 impl Frames for HeapFrames {
     fn allocate(&mut self) -> Option<u64> {
-        let layout = Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;
         // SAFETY: the layout has a non-zero size.
-        let table = unsafe { alloc_zeroed(layout) };
+        let table = unsafe { alloc_zeroed(frame_layout()) };
         (!table.is_null()).then_some(table as u64)
     }
 
@@ -50,6 +81,21 @@ impl Frames for HeapFrames {
         // other reference to the table alive.
         unsafe { &mut *(pa as *mut [u64; 512]) }
     }
+}
+
+/// The kernel's space, once built: every process's space shares its top-level slots.
+static KERNEL_SPACE: Mutex<Cell<Option<AddressSpace>>> = Mutex::new(Cell::new(None));
+
+/// The kernel's address space (`None` before [`enable`]).
+pub(crate) fn kernel_space() -> Option<AddressSpace> {
+    critical_section::with(|cs| KERNEL_SPACE.borrow(cs).get())
+}
+
+/// The first byte of the kernel's code: an address mapped in every space, never for
+/// user mode.
+pub(crate) fn kernel_text_start() -> u64 {
+    // SAFETY: only the symbol's address is taken.
+    unsafe { address(&__stext) }
 }
 
 fn address(symbol: &u8) -> u64 {
@@ -149,6 +195,12 @@ pub fn enable(machine: &Machine<'_>, heap: &Range<usize>) -> Result<Mapped, Pagi
     map(&heap, Flags::READ | Flags::WRITE)?;
     let blob = down(machine.blob.start as u64)..up(machine.blob.end as u64);
     map(&blob, Flags::READ)?;
+    // The user programs (QEMU's -initrd): read, never written or run by the kernel;
+    // processes get copies of their pages.
+    if let Some(initrd) = &machine.initrd {
+        let programs = down(initrd.start as u64)..up(initrd.end as u64);
+        map(&programs, Flags::READ)?;
+    }
     let mut windows = 0;
     let devices = machine
         .virtio_mmio()
@@ -179,6 +231,7 @@ pub fn enable(machine: &Machine<'_>, heap: &Range<usize>) -> Result<Mapped, Pagi
     // device window; the fence that follows makes the hart use the new tables.
     unsafe { riscv::register::satp::set(riscv::register::satp::Mode::Sv39, 0, ppn) };
     riscv::asm::sfence_vma_all();
+    critical_section::with(|cs| KERNEL_SPACE.borrow(cs).set(Some(space)));
     Ok(Mapped {
         text: text.end - text.start,
         rodata: rodata.end.saturating_sub(rodata.start),

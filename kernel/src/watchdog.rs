@@ -71,6 +71,26 @@ pub fn arm() {
     set_timer(now.saturating_add(BUDGET_TICKS.load(Ordering::Relaxed)));
 }
 
+/// A user-mode process is about to run inside the current poll: the timer goes off at
+/// `slice_end` (`time` ticks) to preempt it, or at the poll's own deadline if that
+/// comes first. The interrupt then arrives in user mode, where the process layer takes
+/// it as the end of the slice; [`rearm`] puts the poll's deadline back.
+pub fn arm_slice(slice_end: u64) {
+    let poll_end = STARTED
+        .load(Ordering::Relaxed)
+        .saturating_add(BUDGET_TICKS.load(Ordering::Relaxed));
+    set_timer(slice_end.min(poll_end));
+}
+
+/// The process is back in the kernel: the timer guards the poll again.
+pub fn rearm() {
+    set_timer(
+        STARTED
+            .load(Ordering::Relaxed)
+            .saturating_add(BUDGET_TICKS.load(Ordering::Relaxed)),
+    );
+}
+
 /// The poll returned.
 pub fn disarm() {
     set_timer(u64::MAX);

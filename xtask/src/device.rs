@@ -169,6 +169,7 @@ fn boot(
     };
     let boot = Boot {
         image: path,
+        programs: None,
         log,
         rng: &RngBacking::Host,
         disks,

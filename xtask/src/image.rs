@@ -20,12 +20,29 @@ pub fn run_dir(combination: &Combination) -> PathBuf {
 /// riscv64, only that combination's backends) in one cargo run, which compiles the
 /// crates they share once, and copies them to `target/qemu/<provider>/os-image.elf`
 /// and `device-image.elf`, so that runs of different combinations can go side by side.
+/// The same run builds the test image's user program (the intruder, the same for
+/// every combination, so cargo builds it once) as `intruder.elf` beside them.
 /// Returns the test image's path ([`device_image`] gives the other).
 pub fn build(combination: &Combination) -> Result<PathBuf, String> {
-    let built = build_packages(&["os-image", "device-image"], &combination.features())?;
+    let built = build_packages(
+        &["os-image", "device-image", USER_PROGRAMS],
+        &combination.features(),
+    )?;
     let image = copy(combination, &built[0], "os-image.elf")?;
     copy(combination, &built[1], "device-image.elf")?;
+    copy(combination, &built[2], PROGRAMS_FILE)?;
     Ok(image)
+}
+
+/// The package of the test image's user program.
+const USER_PROGRAMS: &str = "intruder";
+/// Its file beside the test images.
+const PROGRAMS_FILE: &str = "intruder.elf";
+
+/// The user programs a test image at `image` boots with (QEMU's `-initrd`): the file
+/// [`build`] put beside it. The production image has none.
+pub fn programs_for(image: &Path) -> PathBuf {
+    image.with_file_name(PROGRAMS_FILE)
 }
 
 /// Where [`build`] put `combination`'s production image.
@@ -49,7 +66,8 @@ pub fn build_variant(
     label: &str,
 ) -> Result<(PathBuf, PathBuf), String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let built = build_packages_with(&["os-image", "device-image"], &args)?;
+    let built = build_packages_with(&["os-image", "device-image", USER_PROGRAMS], &args)?;
+    copy(combination, &built[2], PROGRAMS_FILE)?;
     Ok((
         copy(combination, &built[0], &format!("os-image-{label}.elf"))?,
         copy(combination, &built[1], &format!("device-image-{label}.elf"))?,

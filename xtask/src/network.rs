@@ -109,8 +109,10 @@ impl NetBoot {
         let expectation = contract
             .expectation("full", Some(self.scenario))
             .map_err(|e| e.to_string())?;
+        let programs = image::programs_for(&self.image);
         let boot = Boot {
             image: &self.image,
+            programs: Some(&programs),
             log: image::run_dir(&self.combination).join(&self.log),
             rng: &RngBacking::Host,
             disks: &self.disks,

@@ -83,6 +83,9 @@ impl Nic {
 /// One boot.
 pub struct Boot<'a> {
     pub image: &'a Path,
+    /// The user programs the kernel loads (`-initrd`): the test image's intruder
+    /// ([`crate::image::programs_for`]); `None` for the production image.
+    pub programs: Option<&'a Path>,
     pub log: PathBuf,
     pub rng: &'a RngBacking,
     pub disks: &'a DiskSet,
@@ -195,6 +198,9 @@ fn qemu_command(boot: &Boot<'_>) -> Command {
     ])
     .arg("-kernel")
     .arg(boot.image);
+    if let Some(programs) = boot.programs {
+        qemu.arg("-initrd").arg(programs);
+    }
     let mut bootargs: Vec<&str> = boot.bootargs.iter().map(String::as_str).collect();
     if boot.bench {
         qemu.args(["-icount", "shift=0"]);

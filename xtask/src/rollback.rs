@@ -114,6 +114,7 @@ impl Node<'_> {
         };
         let boot = Boot {
             image: self.image,
+            programs: None,
             log,
             rng: &RngBacking::Host,
             disks,

@@ -355,8 +355,10 @@ pub fn boot_all_on(
         let (expectation, rng, labels) = (expectation.clone(), &rng, &labels);
         let log = image::run_dir(combination).join(options.log_name());
         let (nic, bootargs, interaction) = options.network(index, &log);
+        let programs = image::programs_for(path);
         let boot = Boot {
             image: path,
+            programs: Some(&programs),
             log,
             rng,
             disks,

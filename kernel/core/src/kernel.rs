@@ -656,6 +656,20 @@ pub struct KernelEndpoint<P: Platform> {
     id: ServiceId,
 }
 
+impl<P: Platform> KernelEndpoint<P> {
+    /// A record written by the kernel (origin [`ServiceId::Kernel`]) about this
+    /// endpoint's task: what the kernel's process layer decides about a user-mode
+    /// process it runs for the task (a refused system call, a fault, the process
+    /// watchdog). Only those two actions are accepted; any other is the kernel's IPC
+    /// or capability layer's to record, and is ignored here.
+    pub fn kernel_record(&self, action: Action, verdict: Verdict, reason: u16, detail: u32) {
+        if matches!(action, Action::Syscall { .. } | Action::Fault { .. }) {
+            self.shared
+                .kernel_audit(self.id, action, verdict, reason, detail as usize);
+        }
+    }
+}
+
 impl<P: Platform> Endpoint for KernelEndpoint<P> {
     type EntropyDevice = DeviceHandle;
     type AuditFeed = AuditFeedHandle<P>;

@@ -172,7 +172,7 @@ impl Sessions {
 }
 
 /// Waits `ms` of uptime, letting the other tasks run.
-async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
+pub(crate) async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
     let until = ep.uptime_ms() + ms;
     while ep.uptime_ms() < until {
         ep.yield_now().await;

@@ -14,6 +14,7 @@ mod bring_up;
 mod dsoftbus;
 pub mod guest_bench;
 mod identity;
+mod isolation;
 pub mod remote;
 pub mod soak;
 
@@ -39,11 +40,24 @@ pub enum Outcome {
 /// Runs every check on provider `P` (and hash `H` for the Noise sessions) and
 /// reports the outcome.
 pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: &E) -> Outcome {
+    run_checks::<P, H, E>(ep, false).await
+}
+
+/// [`run`], plus the audit trail of the kernel's isolation phase: the test image's,
+/// where the intruder runs in user mode (the host runner has no user mode).
+pub async fn run_in_image<P: Provider, H: HashBackend, E: Endpoint>(ep: &E) -> Outcome {
+    run_checks::<P, H, E>(ep, true).await
+}
+
+async fn run_checks<P: Provider, H: HashBackend, E: Endpoint>(ep: &E, isolation: bool) -> Outcome {
     let mut checks = Checks { ep, failures: 0 };
     bring_up::run(&mut checks).await;
     let mode = identity::run::<P, E>(&mut checks).await;
     if let identity::Mode::Keyed = mode {
         dsoftbus::run::<P, H, E>(&mut checks).await;
+    }
+    if isolation {
+        isolation::audit_records(&mut checks).await;
     }
     bring_up::audit_trail_complete(&mut checks).await;
     checks.finish(mode)

@@ -42,7 +42,7 @@ mod image {
                         kernel::instructions_retired,
                     );
                 }
-                let mut outcome = selftest::run::<Selected, Hash, _>(&ep).await;
+                let mut outcome = selftest::run_in_image::<Selected, Hash, _>(&ep).await;
                 let passed = outcome == selftest::Outcome::Passed;
                 if bench && passed {
                     selftest::guest_bench::run::<Selected, Hash, _>(
@@ -94,7 +94,13 @@ mod image {
                     selftest::Outcome::Failed => MainOutcome::Failed,
                 });
             });
-            for refused in services.iter().chain(selftest.as_ref().err()) {
+            // The isolation phase: the intruder in user mode, from the boot's -initrd.
+            let isolation = kernel::isolation::spawn(kernel, boot.programs);
+            for refused in services
+                .iter()
+                .chain(selftest.as_ref().err())
+                .chain(isolation.as_ref().err())
+            {
                 device_image::report_refused(refused);
             }
             verdict

@@ -1,0 +1,145 @@
+//! The intruder: each run does one thing it must not be able to do, chosen by the
+//! kernel in `a0` (the step) with a target address in `a1`; `a2`/`a3` are its heap.
+//! The kernel judges the outcome (kernel/src/isolation.rs): a fault it names, or the
+//! refusals it recorded. Where an attack goes through, the intruder says so and exits
+//! with a code the kernel reports as a failure. Step 100 is the victim: it writes a
+//! secret on its stack and its heap and then yields forever.
+//!
+//! This program is meant to misbehave: its `unsafe` blocks are the attacks.
+
+#![cfg_attr(target_arch = "riscv64", no_std, no_main)]
+
+#[cfg(target_arch = "riscv64")]
+mod program {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use user_rt::{Error, console, console_raw, exit, yield_now};
+
+    /// The victim's rounds: writable data of its own (each process gets a private copy
+    /// of the program's data pages).
+    static ROUNDS: AtomicU64 = AtomicU64::new(1);
+
+    /// Exit codes that say an attack went through.
+    const READ_WENT_THROUGH: usize = 90;
+    const WRITE_WENT_THROUGH: usize = 91;
+    const EXECUTE_WENT_THROUGH: usize = 92;
+    const SPIN_ENDED: usize = 93;
+    const UNKNOWN_STEP: usize = 94;
+
+    /// The unknown system call's number (selftest/client/src/isolation.rs counts its
+    /// audit record).
+    const UNKNOWN_CALL: usize = 0x0bad;
+
+    /// `c.jr ra` twice (`ret`): harmless code, if it ever ran.
+    const RET: [u8; 4] = [0x82, 0x80, 0x82, 0x80];
+
+    #[unsafe(no_mangle)]
+    extern "C" fn main(step: usize, target: usize, heap: usize, _heap_len: usize) -> ! {
+        match step {
+            1 => read(target),
+            2 => write(target),
+            3 => execute_stack(),
+            4 => execute_heap(heap),
+            5 => bad_buffers(target),
+            6 => unknown_call(),
+            7 => spin(),
+            100 => victim(target as u64, heap),
+            _ => exit(UNKNOWN_STEP),
+        }
+    }
+
+    fn read(address: usize) -> ! {
+        // SAFETY: none; this read must fault (a kernel address, another process's).
+        let value = unsafe { (address as *const u64).read_volatile() };
+        let _ = console(b"read went through");
+        exit(READ_WENT_THROUGH + (value as usize & 0))
+    }
+
+    fn write(address: usize) -> ! {
+        // SAFETY: none; this write must fault (another process's page, its own code).
+        unsafe { (address as *mut u64).write_volatile(0x1badd00d) };
+        let _ = console(b"write went through");
+        exit(WRITE_WENT_THROUGH)
+    }
+
+    fn jump(address: usize) -> ! {
+        // SAFETY: none; the jump must fault (the page is not executable). Were it to
+        // run, the code there returns at once.
+        let code: extern "C" fn() = unsafe { core::mem::transmute(address) };
+        code();
+        let _ = console(b"execute went through");
+        exit(EXECUTE_WENT_THROUGH)
+    }
+
+    fn execute_stack() -> ! {
+        let code = RET;
+        let address = core::hint::black_box(&code).as_ptr() as usize;
+        jump(address)
+    }
+
+    fn execute_heap(heap: usize) -> ! {
+        // SAFETY: the heap's first page is this process's, read+write (the kernel's
+        // ABI); writing four bytes there is ordinary.
+        unsafe { core::ptr::copy_nonoverlapping(RET.as_ptr(), heap as *mut u8, RET.len()) };
+        jump(heap)
+    }
+
+    fn bad_buffers(foreign: usize) -> ! {
+        let line = [b'x'; 300];
+        let attempts: [(usize, usize, Error); 5] = [
+            // The kernel's code (mapped in every space, not for user mode).
+            (0x8020_0000, 16, Error::NotUser),
+            // Another process's stack.
+            (foreign, 16, Error::Unmapped),
+            // Nothing at all.
+            (0x10_0000_0000, 16, Error::Unmapped),
+            // A range that wraps around the top of the address space.
+            (usize::MAX - 7, 16, Error::Wraps),
+            // Its own bytes, more of them than a console line takes.
+            (line.as_ptr() as usize, line.len(), Error::TooLong),
+        ];
+        for (index, (address, len, want)) in attempts.into_iter().enumerate() {
+            if console_raw(address, len) != Err(want) {
+                exit(10 + index)
+            }
+        }
+        exit(0)
+    }
+
+    fn unknown_call() -> ! {
+        match user_rt::call(UNKNOWN_CALL, [0; 3]) {
+            Err(Error::UnknownCall) => exit(0),
+            _ => exit(20),
+        }
+    }
+
+    fn spin() -> ! {
+        let mut n: u64 = 0;
+        loop {
+            n = core::hint::black_box(n.wrapping_add(1));
+            if n == u64::MAX {
+                exit(SPIN_ENDED)
+            }
+        }
+    }
+
+    fn victim(seed: u64, heap: usize) -> ! {
+        let mut secret = [0u8; 16];
+        secret[..8].copy_from_slice(&seed.to_le_bytes());
+        secret[8..].copy_from_slice(&(!seed).to_le_bytes());
+        let on_stack = core::hint::black_box(secret);
+        // SAFETY: the heap's first page is this process's (the ABI).
+        unsafe { core::ptr::copy_nonoverlapping(secret.as_ptr(), heap as *mut u8, 16) };
+        loop {
+            core::hint::black_box(&on_stack);
+            ROUNDS.fetch_add(1, Ordering::Relaxed);
+            yield_now();
+        }
+    }
+}
+
+#[cfg(not(target_arch = "riscv64"))]
+fn main() {
+    eprintln!("intruder is a riscv64 user-mode program, loaded by the test image's kernel");
+    std::process::exit(2);
+}

@@ -1,0 +1,334 @@
+//! The test image's isolation phase: the intruder, a user-mode program whose manifest
+//! entry grants nothing, attacks the isolation between address spaces one step at a
+//! time, each step a fresh process, beside a victim process that holds a secret. The
+//! kernel judges each step from what the hardware and the system-call layer did (the
+//! trap's `scause` and `stval`, the refusals it recorded), never from the intruder's
+//! word, and prints the ladder's `isolation` markers. After every step it runs the
+//! structural check over the live spaces; at the end it stops the victim and searches
+//! the victim's freed frames for its secret.
+//!
+//! The program is `kernel/intruder` (built once for every combination), loaded from
+//! the boot's `-initrd`. The step numbers and what each does are that program's
+//! contract with this file.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ipc::{Endpoint, ServiceId};
+use kernel_core::{Kernel, KernelEndpoint, SpawnError};
+use markers::Marker;
+
+use crate::mmu::HeapFrames;
+use crate::process::{End, Process, Program, Resume, SyscallError};
+use crate::{RiscvPlatform, console};
+
+/// The intruder's steps (its `a0`).
+mod step {
+    pub const READ: u64 = 1;
+    pub const WRITE: u64 = 2;
+    pub const EXECUTE_STACK: u64 = 3;
+    pub const EXECUTE_HEAP: u64 = 4;
+    pub const BAD_BUFFERS: u64 = 5;
+    pub const UNKNOWN_CALL: u64 = 6;
+    pub const SPIN: u64 = 7;
+    pub const VICTIM: u64 = 100;
+}
+
+/// `scause` codes.
+const INSTRUCTION_PAGE_FAULT: u64 = 12;
+const LOAD_PAGE_FAULT: u64 = 13;
+const STORE_PAGE_FAULT: u64 = 15;
+
+/// What a step must end in.
+enum Expect {
+    /// A page fault of this cause at exactly this address.
+    FaultAt(u64, u64),
+    /// A page fault of this cause inside the process's stack.
+    FaultInStack(u64),
+    /// A page fault of this cause at the start of the process's heap.
+    FaultAtHeap(u64),
+    /// An exit with code 0 after exactly these refusals, in order.
+    Refused(&'static [SyscallError]),
+    /// Stopped by the watchdog after at least two preemptions.
+    Watchdog,
+}
+
+/// The refusals the bad-buffers step must get: a kernel address, the victim's address,
+/// an unmapped address, a wrapping range, a range longer than the console takes.
+const BAD_BUFFERS: &[SyscallError] = &[
+    SyscallError::NotUser,
+    SyscallError::Unmapped,
+    SyscallError::Unmapped,
+    SyscallError::Wraps,
+    SyscallError::TooLong,
+];
+
+/// The victim's secret: 16 bytes the kernel knows and no other process should ever
+/// see. The victim writes them on its stack and its heap.
+const SECRET_SEED: u64 = 0x5ec2_e7a1_1dd0_0a55;
+
+fn secret() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&SECRET_SEED.to_le_bytes());
+    out[8..].copy_from_slice(&(!SECRET_SEED).to_le_bytes());
+    out
+}
+
+/// Spawns the isolation phase as task [`ServiceId::Intruder`]. `programs` is the
+/// boot's `-initrd`.
+///
+/// # Errors
+/// [`SpawnError`] from the kernel.
+pub fn spawn(
+    kernel: &mut Kernel<RiscvPlatform>,
+    programs: Option<&'static [u8]>,
+) -> Result<(), SpawnError> {
+    kernel.spawn(ServiceId::Intruder, move |ep| async move {
+        if let Err(why) = run(&ep, programs).await {
+            ep.console(&format!("FAIL isolation: {why}"));
+        }
+        // A task that ends is a failure of the image; this one has nothing left to do.
+        core::future::pending::<()>().await;
+    })
+}
+
+fn pass(marker: Marker) {
+    console::line("KERNEL", format_args!("{}", marker.message));
+}
+
+async fn run(
+    ep: &KernelEndpoint<RiscvPlatform>,
+    programs: Option<&'static [u8]>,
+) -> Result<(), String> {
+    let image = programs.ok_or("no user programs: the test image boots with -initrd")?;
+    let program = Program::load(image).map_err(|e| format!("the intruder: {e}"))?;
+    let code = program.code_start().ok_or("the intruder has no code")?;
+    let bounds = kernel_core::config::MEMORY;
+    let mut victim = Process::start(
+        &program,
+        ServiceId::Intruder,
+        "victim",
+        bounds,
+        0,
+        [step::VICTIM, SECRET_SEED],
+    )
+    .map_err(|e| format!("the victim: {e}"))?;
+    // Let the victim write its secret: it yields once it has.
+    if victim.resume(ep) != Resume::Yielded {
+        return Err(String::from("the victim ended before the steps"));
+    }
+    let foreign = victim.stack().end - 16;
+    // An address of the kernel's: its code's first page, mapped in every space, not
+    // for user mode.
+    let kernel_address = crate::mmu::kernel_text_start();
+    let steps: [(&'static str, u64, u64, Expect, Marker); 9] = [
+        (
+            "read-kernel",
+            step::READ,
+            kernel_address,
+            Expect::FaultAt(LOAD_PAGE_FAULT, kernel_address),
+            markers::KERNEL_ISOLATION_KERNEL_READ,
+        ),
+        (
+            "read-foreign",
+            step::READ,
+            foreign,
+            Expect::FaultAt(LOAD_PAGE_FAULT, foreign),
+            markers::KERNEL_ISOLATION_FOREIGN_READ,
+        ),
+        (
+            "write-foreign",
+            step::WRITE,
+            foreign,
+            Expect::FaultAt(STORE_PAGE_FAULT, foreign),
+            markers::KERNEL_ISOLATION_FOREIGN_WRITE,
+        ),
+        (
+            "write-code",
+            step::WRITE,
+            code,
+            Expect::FaultAt(STORE_PAGE_FAULT, code),
+            markers::KERNEL_ISOLATION_CODE_WRITE,
+        ),
+        (
+            "execute-stack",
+            step::EXECUTE_STACK,
+            0,
+            Expect::FaultInStack(INSTRUCTION_PAGE_FAULT),
+            markers::KERNEL_ISOLATION_STACK_EXECUTE,
+        ),
+        (
+            "execute-heap",
+            step::EXECUTE_HEAP,
+            0,
+            Expect::FaultAtHeap(INSTRUCTION_PAGE_FAULT),
+            markers::KERNEL_ISOLATION_HEAP_EXECUTE,
+        ),
+        (
+            "bad-buffers",
+            step::BAD_BUFFERS,
+            foreign,
+            Expect::Refused(BAD_BUFFERS),
+            markers::KERNEL_ISOLATION_BAD_BUFFERS,
+        ),
+        (
+            "unknown-call",
+            step::UNKNOWN_CALL,
+            0,
+            Expect::Refused(&[SyscallError::UnknownCall]),
+            markers::KERNEL_ISOLATION_UNKNOWN_CALL,
+        ),
+        (
+            "spin",
+            step::SPIN,
+            0,
+            Expect::Watchdog,
+            markers::KERNEL_ISOLATION_SPIN_STOPPED,
+        ),
+    ];
+    let mut failures = 0;
+    let mut checks = 0;
+    for (index, (label, number, target, expect, marker)) in steps.into_iter().enumerate() {
+        let mut intruder = Process::start(
+            &program,
+            ServiceId::Intruder,
+            label,
+            bounds,
+            index as u64 + 1,
+            [number, target],
+        )
+        .map_err(|e| format!("step {label}: {e}"))?;
+        let structure = structural_check(&victim, &intruder);
+        checks += 1;
+        let end = run_beside(ep, &mut intruder, &mut victim).await?;
+        let verdict = judge(&intruder, end, &expect).and(structure);
+        match verdict {
+            Ok(()) if matches!(expect, Expect::Watchdog) => {
+                let times = format!("{}", intruder.preemptions());
+                console::line("KERNEL", format_args!("{}", marker.rendered(&[&times])));
+            }
+            Ok(()) => pass(marker),
+            Err(why) => {
+                failures += 1;
+                console::line("KERNEL", format_args!("FAIL {}: {why}", marker.message));
+            }
+        }
+    }
+    if failures == 0 {
+        let count = format!("{checks}");
+        console::line(
+            "KERNEL",
+            format_args!(
+                "{}",
+                markers::KERNEL_ISOLATION_STRUCTURE.rendered(&[&count])
+            ),
+        );
+    }
+    // The victim ends; its frames are zeroed as they are freed. Search them.
+    let frames: Vec<u64> = victim.own_frames().to_vec();
+    drop(victim);
+    let secret = secret();
+    let found = frames.iter().any(|&frame| holds(frame, &secret));
+    if found {
+        console::line(
+            "KERNEL",
+            format_args!(
+                "FAIL {}: a freed frame still holds the victim's secret",
+                markers::KERNEL_ISOLATION_FRAMES_ZEROED.message
+            ),
+        );
+    } else {
+        pass(markers::KERNEL_ISOLATION_FRAMES_ZEROED);
+    }
+    Ok(())
+}
+
+/// Runs `intruder` to its end, the victim running beside it (each for its slices, the
+/// kernel's other tasks between them). Gives up after [`STEP_DEADLINE_MS`].
+async fn run_beside(
+    ep: &KernelEndpoint<RiscvPlatform>,
+    intruder: &mut Process,
+    victim: &mut Process,
+) -> Result<End, String> {
+    let deadline = ep.uptime_ms() + STEP_DEADLINE_MS;
+    loop {
+        if let Resume::Ended(end) = intruder.resume(ep) {
+            return Ok(end);
+        }
+        if let Resume::Ended(end) = victim.resume(ep) {
+            return Err(format!("the victim ended: {end:?}"));
+        }
+        if ep.uptime_ms() > deadline {
+            return Err(format!(
+                "the intruder's step did not end within {STEP_DEADLINE_MS} ms"
+            ));
+        }
+        ep.yield_now().await;
+    }
+}
+
+/// How long one step may take, in guest milliseconds: the spinning step ends when the
+/// watchdog's budget of its own time is spent, which on a loaded machine takes longer.
+const STEP_DEADLINE_MS: u64 = 60_000;
+
+fn judge(intruder: &Process, end: End, expect: &Expect) -> Result<(), String> {
+    let fault = |cause: u64, at: &dyn Fn(u64) -> bool| match end {
+        End::Faulted { scause, stval, .. } if scause == cause && at(stval) => Ok(()),
+        other => Err(format!("want a fault with scause {cause:#x}, got {other:?}")),
+    };
+    match *expect {
+        Expect::FaultAt(cause, address) => fault(cause, &|stval| stval == address),
+        Expect::FaultInStack(cause) => {
+            let stack = intruder.stack();
+            fault(cause, &|stval| stack.contains(&stval))
+        }
+        Expect::FaultAtHeap(cause) => {
+            let heap = intruder.heap().start;
+            fault(cause, &|stval| stval == heap)
+        }
+        Expect::Refused(expected) => {
+            let got: Vec<SyscallError> = intruder.refusals().iter().map(|r| r.error).collect();
+            match end {
+                End::Exited(0) if got == expected => Ok(()),
+                other => Err(format!(
+                    "want exit 0 after refusals {expected:?}, got {other:?} after {got:?}"
+                )),
+            }
+        }
+        Expect::Watchdog => match end {
+            End::Watchdog { .. } if intruder.preemptions() >= 2 => Ok(()),
+            other => Err(format!(
+                "want the watchdog after preemptions, got {other:?} after {} preemptions",
+                intruder.preemptions()
+            )),
+        },
+    }
+}
+
+/// The structural check over the live spaces: no page writable and executable, no
+/// writable frame in two spaces. (No device window is mapped into a process yet.)
+fn structural_check(victim: &Process, intruder: &Process) -> Result<(), String> {
+    let spaces = [(0u8, victim.space()), (1u8, intruder.space())];
+    let found = sv39::violations(&HeapFrames, &spaces, &[]);
+    match found.first() {
+        None => Ok(()),
+        Some(violation) => Err(format!(
+            "structural check: {violation:?} ({} in all)",
+            found.len()
+        )),
+    }
+}
+
+/// Whether the 4 KiB frame at `frame` holds `secret` anywhere.
+fn holds(frame: u64, secret: &[u8; 16]) -> bool {
+    let mut page = [0u8; sv39::PAGE_SIZE as usize];
+    for (offset, byte) in page.iter_mut().enumerate() {
+        // SAFETY: `frame` was a heap frame of the victim's, freed into the heap, which
+        // is identity-mapped read-write in the kernel's space; nothing else runs on
+        // this hart meanwhile, and reading bytes (volatile, as raw memory whatever the
+        // allocator now keeps there) cannot break an invariant.
+        *byte = unsafe { ((frame as usize + offset) as *const u8).read_volatile() };
+    }
+    page.windows(secret.len()).any(|window| window == secret)
+}

@@ -1,0 +1,698 @@
+//! User-mode processes: a program loaded from the boot's user programs (QEMU's
+//! `-initrd`, an ELF), run in U-mode in an Sv39 address space of its own, reaching the
+//! kernel only through system calls (`docs/syscalls.md` is the ABI).
+//!
+//! **Address space.** Every process's space shares the kernel's top-level slots
+//! ([`sv39::AddressSpace::sharing`]): the kernel's pages are in it, global and never
+//! user-accessible, so the kernel runs on the process's tables across a trap. The
+//! process's own part lies in slots the kernel does not use:
+//!
+//! - the program at its link address ([`PROGRAM`]): code read+execute and read-only
+//!   data read-only, mapped from one set of frames shared by every process of the
+//!   program (code is public; the frames are never writable anywhere in user mode);
+//!   its writable data copied into frames of its own, and its bss zeroed;
+//! - a heap of the manifest's size at [`HEAP`], read+write, never executable;
+//! - a stack of the manifest's size ending at the top of the process's own stack
+//!   window ([`STACK_WINDOWS`] + n × [`STACK_WINDOW`], so two processes' stacks never
+//!   share an address), with the page below it left unmapped: the guard page.
+//!
+//! No page is writable and executable (`sv39` refuses the mapping). Every frame a
+//! process gets is zeroed first, and zeroed again when it is freed
+//! ([`crate::mmu::HeapFrames::free`]), so nothing of a process reaches another through
+//! reused memory.
+//!
+//! **Running.** A process runs inside its kernel task's poll: [`Process::resume`]
+//! enters user mode for one slice ([`SLICE_US`]), serves the system calls it makes on
+//! the way, and returns when the process yields, its slice ends (the timer preempts it:
+//! a process that spins cannot keep the others from running), it exits, or it faults.
+//! A fault stops the process alone: the kernel names it with `scause` and `stval`,
+//! writes an audit record and frees its memory; the machine goes on. The process
+//! watchdog stops a process that ran [`WATCHDOG_BUDGET_MS`] of its own time without a
+//! system call.
+
+mod switch;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use ipc::policy::MemoryBound;
+use ipc::{Action, Endpoint, ServiceId, Verdict};
+use kernel_core::KernelEndpoint;
+use sv39::{AccessError, AddressSpace, Flags, Frames, MapError, PAGE_SIZE};
+
+use crate::mmu::HeapFrames;
+use crate::{RiscvPlatform, clock};
+
+pub use switch::Trap;
+
+/// Where programs are linked: 128 GiB, one top-level slot (1 GiB) of their own.
+pub const PROGRAM: Range<u64> = 0x20_0000_0000..0x20_4000_0000;
+/// Where a process's heap starts.
+pub const HEAP: u64 = 0x30_0000_0000;
+/// Where the stack windows start: process n's stack ends at the top of window n.
+pub const STACK_WINDOWS: u64 = 0x38_0000_0000;
+/// The size of one stack window (16 MiB).
+pub const STACK_WINDOW: u64 = 0x100_0000;
+/// How many stack windows there are (the process numbers wrap around them).
+const STACK_WINDOW_COUNT: u64 = 1024;
+
+/// How long a process runs before the timer preempts it.
+pub const SLICE_US: u64 = 10_000;
+/// How much of its own time a process may run without a system call before the
+/// watchdog stops it.
+pub const WATCHDOG_BUDGET_MS: u64 = 1_000;
+/// The longest console line a process may write in one call, in bytes.
+pub const CONSOLE_MAX: usize = 256;
+
+/// The system call numbers (`a7`). `docs/syscalls.md` is the contract.
+pub mod number {
+    /// `exit(code)`: the process ends; the kernel frees its memory.
+    pub const EXIT: u64 = 0;
+    /// `yield()`: the process gives up the rest of its slice.
+    pub const YIELD: u64 = 1;
+    /// `console(address, length)`: one line on the console, after the process's
+    /// prefix; at most [`super::CONSOLE_MAX`] bytes, control characters replaced.
+    pub const CONSOLE: u64 = 2;
+    /// `uptime()`: milliseconds since boot, in `a1`.
+    pub const UPTIME: u64 = 3;
+}
+
+/// Why a system call was refused: the code in `a0` (0 is success).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum SyscallError {
+    /// No system call has this number.
+    UnknownCall = 1,
+    /// The buffer wraps around the address space or leaves Sv39's canonical range.
+    Wraps = 2,
+    /// A page of the buffer is not mapped in the caller's space (another process's
+    /// address, or nothing).
+    Unmapped = 3,
+    /// A page of the buffer is not a user page (a kernel address).
+    NotUser = 4,
+    /// A page of the buffer does not allow the access (read for input, write for
+    /// output).
+    Permission = 5,
+    /// The buffer is longer than the call takes.
+    TooLong = 6,
+}
+
+impl SyscallError {
+    /// The code in `a0`.
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+}
+
+impl From<AccessError> for SyscallError {
+    fn from(why: AccessError) -> Self {
+        match why {
+            AccessError::Wraps => Self::Wraps,
+            AccessError::Unmapped { .. } => Self::Unmapped,
+            AccessError::NotUser { .. } => Self::NotUser,
+            AccessError::Permission { .. } => Self::Permission,
+        }
+    }
+}
+
+/// Why a program could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// Not a 64-bit little-endian RISC-V executable ELF.
+    NotAnExecutable,
+    /// The ELF's headers do not parse.
+    Malformed,
+    /// A loadable segment outside [`PROGRAM`], writable and executable, or
+    /// overlapping another.
+    BadSegment {
+        /// Its virtual address.
+        vaddr: u64,
+    },
+    /// The entry point is not in an executable segment.
+    BadEntry,
+    /// No memory left for its frames.
+    OutOfMemory,
+}
+
+impl core::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NotAnExecutable => f.write_str("not a riscv64 executable ELF"),
+            Self::Malformed => f.write_str("malformed ELF headers"),
+            Self::BadSegment { vaddr } => write!(
+                f,
+                "segment at {vaddr:#x} is outside the program window, writable and executable, or overlapping"
+            ),
+            Self::BadEntry => f.write_str("the entry point is not in the program's code"),
+            Self::OutOfMemory => f.write_str("out of memory"),
+        }
+    }
+}
+
+/// Why a process could not be started.
+#[derive(Debug)]
+pub enum StartError {
+    /// The manifest gives the task no memory bound: it cannot run as a process.
+    NoMemoryBound(ServiceId),
+    /// A mapping was refused.
+    Map(MapError),
+    /// No memory left.
+    OutOfMemory,
+    /// The kernel's space is not built yet.
+    NoKernelSpace,
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoMemoryBound(task) => write!(f, "the manifest gives {task} no memory bound"),
+            Self::Map(why) => write!(f, "{why}"),
+            Self::OutOfMemory => f.write_str("out of memory"),
+            Self::NoKernelSpace => f.write_str("paging is not on"),
+        }
+    }
+}
+
+impl From<MapError> for StartError {
+    fn from(why: MapError) -> Self {
+        match why {
+            MapError::OutOfFrames => Self::OutOfMemory,
+            other => Self::Map(other),
+        }
+    }
+}
+
+/// A page of a loaded program: where it goes and what it holds.
+struct ProgramPage {
+    va: u64,
+    flags: Flags,
+    /// Read-only pages: the one frame every process maps. Writable pages: the frame
+    /// each process's copy starts from (never mapped itself).
+    frame: u64,
+}
+
+/// A program, loaded once: its pages in frames of their own, out of the initrd.
+pub struct Program {
+    entry: u64,
+    pages: Vec<ProgramPage>,
+}
+
+fn down(at: u64) -> u64 {
+    at & !(PAGE_SIZE - 1)
+}
+
+fn flags_of(p_flags: u32) -> Flags {
+    let mut flags = Flags::USER;
+    if p_flags & elf::abi::PF_R != 0 {
+        flags = flags | Flags::READ;
+    }
+    if p_flags & elf::abi::PF_W != 0 {
+        flags = flags | Flags::WRITE;
+    }
+    if p_flags & elf::abi::PF_X != 0 {
+        flags = flags | Flags::EXECUTE;
+    }
+    flags
+}
+
+impl Program {
+    /// Loads the ELF executable `image`: every loadable segment must lie in
+    /// [`PROGRAM`], on pages of its own, and not be writable and executable.
+    ///
+    /// # Errors
+    /// [`LoadError`].
+    pub fn load(image: &[u8]) -> Result<Self, LoadError> {
+        use elf::endian::LittleEndian;
+        let file =
+            elf::ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|_| LoadError::Malformed)?;
+        let header = &file.ehdr;
+        if header.class != elf::file::Class::ELF64
+            || header.e_machine != elf::abi::EM_RISCV
+            || header.e_type != elf::abi::ET_EXEC
+        {
+            return Err(LoadError::NotAnExecutable);
+        }
+        let segments = file.segments().ok_or(LoadError::Malformed)?;
+        let mut pages: Vec<ProgramPage> = Vec::new();
+        let mut frames = HeapFrames;
+        for segment in segments.iter().filter(|s| s.p_type == elf::abi::PT_LOAD) {
+            let bad = LoadError::BadSegment {
+                vaddr: segment.p_vaddr,
+            };
+            let flags = flags_of(segment.p_flags);
+            let end = segment.p_vaddr.checked_add(segment.p_memsz).ok_or(LoadError::Malformed)?;
+            let file_end = segment
+                .p_offset
+                .checked_add(segment.p_filesz)
+                .ok_or(LoadError::Malformed)?;
+            if segment.p_memsz == 0 {
+                continue;
+            }
+            if segment.p_vaddr < PROGRAM.start
+                || end > PROGRAM.end
+                || segment.p_filesz > segment.p_memsz
+                || file_end > image.len() as u64
+                || flags.contains(Flags::WRITE | Flags::EXECUTE)
+            {
+                return Err(bad);
+            }
+            let mut page = down(segment.p_vaddr);
+            while page < end {
+                if pages.iter().any(|p| p.va == page) {
+                    return Err(bad);
+                }
+                let frame = frames.allocate().ok_or(LoadError::OutOfMemory)?;
+                // The bytes of the file that land in this page.
+                let from = page.max(segment.p_vaddr);
+                let to = (page + PAGE_SIZE).min(segment.p_vaddr + segment.p_filesz);
+                if from < to {
+                    let offset = (segment.p_offset + (from - segment.p_vaddr)) as usize;
+                    let bytes = &image[offset..offset + (to - from) as usize];
+                    // SAFETY: `frame` is a fresh, zeroed, identity-mapped page from the
+                    // heap; `from - page + len` stays within it.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(
+                            bytes.as_ptr(),
+                            (frame + (from - page)) as *mut u8,
+                            bytes.len(),
+                        );
+                    }
+                }
+                pages.push(ProgramPage {
+                    va: page,
+                    flags,
+                    frame,
+                });
+                page += PAGE_SIZE;
+            }
+        }
+        let entry = header.e_entry;
+        let runs = pages
+            .iter()
+            .any(|p| p.va == down(entry) && p.flags.contains(Flags::EXECUTE));
+        if !runs {
+            return Err(LoadError::BadEntry);
+        }
+        Ok(Self { entry, pages })
+    }
+
+    /// The address of the program's first executable page (for the intruder, which
+    /// tries to write its own code).
+    pub fn code_start(&self) -> Option<u64> {
+        self.pages
+            .iter()
+            .find(|p| p.flags.contains(Flags::EXECUTE))
+            .map(|p| p.va)
+    }
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// It called `exit` with this code.
+    Exited(u64),
+    /// It caused a trap: stopped by the kernel.
+    Faulted {
+        /// `scause`.
+        scause: u64,
+        /// `stval`: the faulting address for a page fault.
+        stval: u64,
+        /// Where.
+        sepc: u64,
+    },
+    /// It ran its watchdog budget of its own time without a system call.
+    Watchdog {
+        /// How long it had run, in milliseconds.
+        ran_ms: u64,
+    },
+}
+
+/// What [`Process::resume`] came back with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// The process yielded or its slice ended: it runs again at its next resume.
+    Yielded,
+    /// The process is over; its memory is freed when the [`Process`] is dropped.
+    Ended(End),
+}
+
+/// A refused system call, as the kernel recorded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The call's number.
+    pub number: u64,
+    /// Why.
+    pub error: SyscallError,
+}
+
+/// How many refusals a process keeps for its supervisor to read (the audit stream
+/// has every one).
+const REFUSALS_KEPT: usize = 16;
+
+/// A running (or ended) user-mode process.
+pub struct Process {
+    task: ServiceId,
+    label: &'static str,
+    space: AddressSpace,
+    context: switch::UserContext,
+    /// Frames of its own (data, bss, heap, stack), freed and zeroed with it.
+    own: Vec<u64>,
+    stack: Range<u64>,
+    heap: Range<u64>,
+    /// `time` ticks it has run since its last system call.
+    since_call: u64,
+    preemptions: u64,
+    refusals: Vec<Refusal>,
+    ended: Option<End>,
+}
+
+/// `scause` codes of the exceptions a process may cause, by name (for the line that
+/// stops it).
+fn cause_name(code: u64) -> &'static str {
+    match code {
+        0 => "instruction address misaligned",
+        1 => "instruction access fault",
+        2 => "illegal instruction",
+        3 => "breakpoint",
+        4 => "load address misaligned",
+        5 => "load access fault",
+        6 => "store address misaligned",
+        7 => "store access fault",
+        12 => "instruction page fault",
+        13 => "load page fault",
+        15 => "store page fault",
+        _ => "exception",
+    }
+}
+
+impl Process {
+    /// Starts `program` as a process of task `task` (its identity for the console,
+    /// the audit stream and, later, IPC), named `label` in the kernel's lines, with
+    /// the memory the manifest's `bounds` give the task, the stack window `number`,
+    /// and `args` in a0 and a1 (a2 and a3 get the heap's address and size).
+    ///
+    /// # Errors
+    /// [`StartError`]; nothing is left allocated.
+    pub fn start(
+        program: &Program,
+        task: ServiceId,
+        label: &'static str,
+        bounds: &[MemoryBound],
+        number: u64,
+        args: [u64; 2],
+    ) -> Result<Self, StartError> {
+        let bound = bounds
+            .iter()
+            .find(|b| b.task == task)
+            .ok_or(StartError::NoMemoryBound(task))?;
+        let kernel = crate::mmu::kernel_space().ok_or(StartError::NoKernelSpace)?;
+        let frames = &mut HeapFrames;
+        let space = AddressSpace::sharing(frames, &kernel)?;
+        let window_top =
+            STACK_WINDOWS + (number % STACK_WINDOW_COUNT + 1) * STACK_WINDOW;
+        let stack = window_top - u64::from(bound.stack_kib) * 1024..window_top;
+        let heap = HEAP..HEAP + u64::from(bound.heap_kib) * 1024;
+        let mut process = Self {
+            task,
+            label,
+            space,
+            context: switch::UserContext::new(
+                program.entry,
+                stack.end,
+                [args[0], args[1], heap.start, heap.end - heap.start],
+            ),
+            own: Vec::new(),
+            stack: stack.clone(),
+            heap: heap.clone(),
+            since_call: 0,
+            preemptions: 0,
+            refusals: Vec::new(),
+            ended: None,
+        };
+        // On an error from here, dropping `process` frees what was mapped.
+        for page in &program.pages {
+            if page.flags.contains(Flags::WRITE) {
+                let copy = process.own_frame()?;
+                // SAFETY: both are whole, identity-mapped heap frames: the program's
+                // pristine page and the process's fresh copy.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        page.frame as *const u8,
+                        copy as *mut u8,
+                        PAGE_SIZE as usize,
+                    );
+                }
+                process.space.map(frames, page.va, copy, PAGE_SIZE, page.flags)?;
+            } else {
+                process
+                    .space
+                    .map(frames, page.va, page.frame, PAGE_SIZE, page.flags)?;
+            }
+        }
+        let rw = Flags::USER | Flags::READ | Flags::WRITE;
+        for region in [heap, stack] {
+            let mut va = region.start;
+            while va < region.end {
+                let frame = process.own_frame()?;
+                process.space.map(frames, va, frame, PAGE_SIZE, rw)?;
+                va += PAGE_SIZE;
+            }
+        }
+        Ok(process)
+    }
+
+    /// A fresh zeroed frame, recorded as the process's own.
+    fn own_frame(&mut self) -> Result<u64, StartError> {
+        let frame = HeapFrames.allocate().ok_or(StartError::OutOfMemory)?;
+        self.own.push(frame);
+        Ok(frame)
+    }
+
+    /// Its address space (for the structural check).
+    pub fn space(&self) -> AddressSpace {
+        self.space
+    }
+
+    /// Its stack's addresses.
+    pub fn stack(&self) -> Range<u64> {
+        self.stack.clone()
+    }
+
+    /// Its heap's addresses.
+    pub fn heap(&self) -> Range<u64> {
+        self.heap.clone()
+    }
+
+    /// The physical frames of its own (data, bss, heap, stack), which are zeroed and
+    /// freed with it.
+    pub fn own_frames(&self) -> &[u64] {
+        &self.own
+    }
+
+    /// How many times the timer preempted it.
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions
+    }
+
+    /// The system calls the kernel refused it (the first [`REFUSALS_KEPT`]).
+    pub fn refusals(&self) -> &[Refusal] {
+        &self.refusals
+    }
+
+    /// Runs the process for at most one slice, serving its system calls; see the
+    /// module's documentation. After [`Resume::Ended`] it never runs again.
+    pub fn resume(&mut self, ep: &KernelEndpoint<RiscvPlatform>) -> Resume {
+        if let Some(end) = self.ended {
+            return Resume::Ended(end);
+        }
+        let Some(kernel) = crate::mmu::kernel_space() else {
+            return self.end(ep, End::Exited(u64::MAX));
+        };
+        let slice_end =
+            riscv::register::time::read64().saturating_add(clock::us_to_ticks(SLICE_US));
+        loop {
+            let entered = riscv::register::time::read64();
+            let trap = switch::enter(
+                &mut self.context,
+                self.space.satp(0),
+                kernel.satp(0),
+                slice_end,
+            );
+            let now = riscv::register::time::read64();
+            self.since_call = self.since_call.saturating_add(now.saturating_sub(entered));
+            if trap.is_interrupt() {
+                // The slice's timer (or the poll's deadline): preempted.
+                self.preemptions += 1;
+                let ran_ms = clock::ticks_to_us(self.since_call) / 1000;
+                if ran_ms >= WATCHDOG_BUDGET_MS {
+                    return self.end(ep, End::Watchdog { ran_ms });
+                }
+                return Resume::Yielded;
+            }
+            if trap.code() != 8 {
+                let end = End::Faulted {
+                    scause: trap.scause,
+                    stval: trap.stval,
+                    sepc: self.context.pc,
+                };
+                return self.end(ep, end);
+            }
+            // An ecall from user mode: resume after it.
+            self.since_call = 0;
+            self.context.pc += 4;
+            match self.syscall(ep) {
+                Call::Continue if now < slice_end => {}
+                Call::Continue | Call::Yield => return Resume::Yielded,
+                Call::Exit(code) => return self.end(ep, End::Exited(code)),
+            }
+        }
+    }
+
+    /// Records how the process ended; a fault and the watchdog are named on the
+    /// console and in the audit stream.
+    fn end(&mut self, ep: &KernelEndpoint<RiscvPlatform>, end: End) -> Resume {
+        let name = self.task.name();
+        let label = self.label;
+        match end {
+            End::Exited(_) => {}
+            End::Faulted {
+                scause,
+                stval,
+                sepc,
+            } => {
+                crate::console::line(
+                    "KERNEL",
+                    format_args!(
+                        "process {name} ({label}) stopped: {} (scause {scause:#x}, stval {stval:#x}, sepc {sepc:#x})",
+                        cause_name(scause)
+                    ),
+                );
+                ep.kernel_record(
+                    Action::Fault {
+                        cause: scause as u16,
+                    },
+                    Verdict::Denied,
+                    0,
+                    stval as u32,
+                );
+            }
+            End::Watchdog { ran_ms } => {
+                crate::console::line(
+                    "KERNEL",
+                    format_args!(
+                        "watchdog: process {name} ({label}) ran {ran_ms} ms of its time without a system call: stopped, the others go on"
+                    ),
+                );
+                ep.kernel_record(
+                    Action::Fault {
+                        cause: Action::WATCHDOG_CAUSE,
+                    },
+                    Verdict::Denied,
+                    0,
+                    u32::try_from(ran_ms).unwrap_or(u32::MAX),
+                );
+            }
+        }
+        self.ended = Some(end);
+        Resume::Ended(end)
+    }
+
+    /// Serves the system call in the process's registers.
+    fn syscall(&mut self, ep: &KernelEndpoint<RiscvPlatform>) -> Call {
+        let number = self.context.a(7);
+        let result = match number {
+            number::EXIT => return Call::Exit(self.context.a(0)),
+            number::YIELD => {
+                self.context.set_a(0, 0);
+                return Call::Yield;
+            }
+            number::CONSOLE => self
+                .copy_in(self.context.a(0), self.context.a(1), CONSOLE_MAX)
+                .map(|bytes| {
+                    ep.console(&String::from_utf8_lossy(&bytes));
+                    0
+                }),
+            number::UPTIME => Ok(ep.uptime_ms()),
+            _ => Err(SyscallError::UnknownCall),
+        };
+        match result {
+            Ok(value) => {
+                self.context.set_a(0, 0);
+                self.context.set_a(1, value);
+            }
+            Err(error) => {
+                ep.kernel_record(
+                    Action::Syscall {
+                        number: u16::try_from(number).unwrap_or(u16::MAX),
+                    },
+                    Verdict::Rejected,
+                    error.code(),
+                    u32::try_from(self.context.a(1)).unwrap_or(u32::MAX),
+                );
+                if self.refusals.len() < REFUSALS_KEPT {
+                    self.refusals.push(Refusal { number, error });
+                }
+                self.context.set_a(0, u64::from(error.code()));
+                self.context.set_a(1, 0);
+            }
+        }
+        Call::Continue
+    }
+
+    /// Copies `len` bytes at the process's address `va` into the kernel, after
+    /// checking every page of the range against the process's own tables (mapped,
+    /// user, readable; no wrap). The bytes are read through the frames' kernel
+    /// mappings, never through the user address.
+    fn copy_in(&self, va: u64, len: u64, max: usize) -> Result<Vec<u8>, SyscallError> {
+        let frames = &HeapFrames;
+        self.space.check_user_range(frames, va, len, false)?;
+        if len > max as u64 {
+            return Err(SyscallError::TooLong);
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        let mut at = va;
+        let end = va + len;
+        while at < end {
+            let leaf = self
+                .space
+                .translate(frames, at)
+                .ok_or(SyscallError::Unmapped)?;
+            let offset = at - leaf.va;
+            let run = (PAGE_SIZE - offset).min(end - at);
+            // SAFETY: `check_user_range` proved the page mapped, for user mode and
+            // readable in this process's space; its frame is a live heap frame the
+            // process owns or a program page, identity-mapped in the kernel, and
+            // `offset + run` stays within the page.
+            let slice =
+                unsafe { core::slice::from_raw_parts((leaf.pa + offset) as *const u8, run as usize) };
+            bytes.extend_from_slice(slice);
+            at += run;
+        }
+        Ok(bytes)
+    }
+}
+
+/// What a served system call asks of the run loop.
+enum Call {
+    Continue,
+    Yield,
+    Exit(u64),
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // The hart is on the kernel's tables whenever a process is not running, so
+        // none of these frames is reachable through a live translation; the fence in
+        // the next switch drops any cached one.
+        let frames = &mut HeapFrames;
+        let mut tables = Vec::new();
+        self.space.table_frames(frames, |pa| tables.push(pa));
+        for frame in self.own.drain(..).chain(tables) {
+            // SAFETY: each came from `HeapFrames::allocate` for this process alone
+            // (its own pages, then its own tables; the kernel's shared tables are not
+            // listed), nothing maps it any more, and each is freed once here.
+            unsafe { HeapFrames::free(frame) };
+        }
+    }
+}

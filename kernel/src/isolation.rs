@@ -275,7 +275,9 @@ const STEP_DEADLINE_MS: u64 = 60_000;
 fn judge(intruder: &Process, end: End, expect: &Expect) -> Result<(), String> {
     let fault = |cause: u64, at: &dyn Fn(u64) -> bool| match end {
         End::Faulted { scause, stval, .. } if scause == cause && at(stval) => Ok(()),
-        other => Err(format!("want a fault with scause {cause:#x}, got {other:?}")),
+        other => Err(format!(
+            "want a fault with scause {cause:#x}, got {other:?}"
+        )),
     };
     match *expect {
         Expect::FaultAt(cause, address) => fault(cause, &|stval| stval == address),

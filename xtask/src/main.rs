@@ -346,6 +346,8 @@ fn test() -> ExitCode {
             "os-image",
             "--package",
             "device-image",
+            "--package",
+            "intruder",
             "--",
             "-D",
             "warnings",

@@ -279,8 +279,7 @@ impl<'a> Machine<'a> {
             core::iter::once(self.blob.clone())
                 .chain(self.initrd.clone())
                 .chain(self.reserved()),
-        )
-        {
+        ) {
             *slot = Some(range);
         }
         excluded.sort_unstable_by_key(|range| range.as_ref().map_or(usize::MAX, |r| r.start));

@@ -243,14 +243,16 @@ fn the_initrd_is_read_from_chosen_and_kept_out_of_the_heap() {
         fdt.end_node(cpus).unwrap();
         let node = fdt.begin_node("memory@80000000").unwrap();
         fdt.property_string("device_type", "memory").unwrap();
-        fdt.property_array_u64("reg", &[0x8000_0000, 0x0800_0000]).unwrap();
+        fdt.property_array_u64("reg", &[0x8000_0000, 0x0800_0000])
+            .unwrap();
         fdt.end_node(node).unwrap();
         let chosen = fdt.begin_node("chosen").unwrap();
         if wide {
             fdt.property_u64("linux,initrd-start", start).unwrap();
             fdt.property_u64("linux,initrd-end", end).unwrap();
         } else {
-            fdt.property_u32("linux,initrd-start", start as u32).unwrap();
+            fdt.property_u32("linux,initrd-start", start as u32)
+                .unwrap();
             fdt.property_u32("linux,initrd-end", end as u32).unwrap();
         }
         fdt.end_node(chosen).unwrap();

@@ -224,8 +224,8 @@ impl Program {
     /// [`LoadError`].
     pub fn load(image: &[u8]) -> Result<Self, LoadError> {
         use elf::endian::LittleEndian;
-        let file =
-            elf::ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|_| LoadError::Malformed)?;
+        let file = elf::ElfBytes::<LittleEndian>::minimal_parse(image)
+            .map_err(|_| LoadError::Malformed)?;
         let header = &file.ehdr;
         if header.class != elf::file::Class::ELF64
             || header.e_machine != elf::abi::EM_RISCV
@@ -241,7 +241,10 @@ impl Program {
                 vaddr: segment.p_vaddr,
             };
             let flags = flags_of(segment.p_flags);
-            let end = segment.p_vaddr.checked_add(segment.p_memsz).ok_or(LoadError::Malformed)?;
+            let end = segment
+                .p_vaddr
+                .checked_add(segment.p_memsz)
+                .ok_or(LoadError::Malformed)?;
             let file_end = segment
                 .p_offset
                 .checked_add(segment.p_filesz)
@@ -409,8 +412,7 @@ impl Process {
         let kernel = crate::mmu::kernel_space().ok_or(StartError::NoKernelSpace)?;
         let frames = &mut HeapFrames;
         let space = AddressSpace::sharing(frames, &kernel)?;
-        let window_top =
-            STACK_WINDOWS + (number % STACK_WINDOW_COUNT + 1) * STACK_WINDOW;
+        let window_top = STACK_WINDOWS + (number % STACK_WINDOW_COUNT + 1) * STACK_WINDOW;
         let stack = window_top - u64::from(bound.stack_kib) * 1024..window_top;
         let heap = HEAP..HEAP + u64::from(bound.heap_kib) * 1024;
         let mut process = Self {
@@ -443,7 +445,9 @@ impl Process {
                         PAGE_SIZE as usize,
                     );
                 }
-                process.space.map(frames, page.va, copy, PAGE_SIZE, page.flags)?;
+                process
+                    .space
+                    .map(frames, page.va, copy, PAGE_SIZE, page.flags)?;
             } else {
                 process
                     .space
@@ -664,8 +668,9 @@ impl Process {
             // readable in this process's space; its frame is a live heap frame the
             // process owns or a program page, identity-mapped in the kernel, and
             // `offset + run` stays within the page.
-            let slice =
-                unsafe { core::slice::from_raw_parts((leaf.pa + offset) as *const u8, run as usize) };
+            let slice = unsafe {
+                core::slice::from_raw_parts((leaf.pa + offset) as *const u8, run as usize)
+            };
             bytes.extend_from_slice(slice);
             at += run;
         }

@@ -146,12 +146,10 @@ pub unsafe extern "C" fn _start(a0: usize, a1: usize, heap: usize, heap_len: usi
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    let mut line = [0u8; 96];
-    let mut at = 0;
-    for part in [b"panic at line ".as_slice()] {
-        line[..part.len()].copy_from_slice(part);
-        at = part.len();
-    }
+    const PREFIX: &[u8] = b"panic at line ";
+    let mut line = [0u8; 32];
+    line[..PREFIX.len()].copy_from_slice(PREFIX);
+    let at = PREFIX.len();
     let mut number = info.location().map_or(0, |l| l.line());
     let mut digits = [0u8; 10];
     let mut n = digits.len();

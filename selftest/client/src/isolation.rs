@@ -51,8 +51,17 @@ pub(crate) async fn audit_records<E: Endpoint>(checks: &mut Checks<'_, E>) {
     let deadline = ep.uptime_ms() + WAIT_MS;
     let outcome = loop {
         match counts(ep).await {
-            Ok(counts) if counts.iter().zip(EXPECTED).all(|(n, (_, _, want))| *n >= want) => {
-                break if counts.iter().zip(EXPECTED).all(|(n, (_, _, want))| *n == want) {
+            Ok(counts)
+                if counts
+                    .iter()
+                    .zip(EXPECTED)
+                    .all(|(n, (_, _, want))| *n >= want) =>
+            {
+                break if counts
+                    .iter()
+                    .zip(EXPECTED)
+                    .all(|(n, (_, _, want))| *n == want)
+                {
                     Ok(())
                 } else {
                     Err(format!("more records than steps: {counts:?}"))

@@ -4,9 +4,10 @@
 //! binary) runs only these, and the test image (`os-image`) adds the selftest task
 //! beside them, so what the ladder proves is what a device runs.
 //!
-//! Tasks: logd, rngd, statefs, keystored (sealing with the image's AEAD and its Noise
-//! hash's HKDF), netstackd (TCP/IPv4 on virtio-net and loopback, with the `net`
-//! feature), dsoftbusd (Noise XK over TCP).
+//! Tasks: logd (a user-mode process of the image's user program, `programs/`), rngd,
+//! statefs, keystored (sealing with the image's AEAD and its Noise hash's HKDF),
+//! netstackd (TCP/IPv4 on virtio-net and loopback, with the `net` feature), dsoftbusd
+//! (Noise XK over TCP); all but logd still kernel tasks in supervisor mode.
 
 #![cfg_attr(target_arch = "riscv64", no_std)]
 #![forbid(unsafe_code)]
@@ -16,9 +17,11 @@ mod riscv {
     extern crate alloc;
 
     use alloc::format;
+    use alloc::rc::Rc;
     use alloc::vec::Vec;
 
     use ipc::ServiceId;
+    use kernel::process::Program;
     use kernel::{BootInfo, RiscvPlatform};
     use kernel_core::{Kernel, SpawnError};
     use provider_select::{Selected, SelectedHash as Hash};
@@ -38,11 +41,17 @@ mod riscv {
     }
 
     /// Spawns every service; returns the refusals (each a failure the caller prints).
-    /// `boot` carries the command line netstackd reads its addresses from.
+    /// `boot` carries the command line netstackd reads its addresses from; `program`
+    /// is the image's user program ([`kernel::process::load_user_program`]), whose
+    /// processes run the services that have moved to user mode: logd.
     #[cfg_attr(not(feature = "net"), expect(unused_variables))]
-    pub fn spawn_services(kernel: &mut Kernel<RiscvPlatform>, boot: BootInfo) -> Vec<SpawnError> {
+    pub fn spawn_services(
+        kernel: &mut Kernel<RiscvPlatform>,
+        boot: BootInfo,
+        program: Option<Rc<Program>>,
+    ) -> Vec<SpawnError> {
         [
-            kernel.spawn(ServiceId::Logd, |ep| logd::run(ep, logd::DEFAULT_LIMITS)),
+            kernel::process::spawn_service(kernel, program, ServiceId::Logd),
             kernel.spawn(ServiceId::Rngd, rngd::run),
             kernel.spawn(ServiceId::Statefs, statefs::run),
             kernel.spawn(ServiceId::Keystored, |ep| {

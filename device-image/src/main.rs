@@ -22,7 +22,8 @@ fn main(hart_id: usize, device_tree: usize) -> ! {
         provider_select::selected_name(),
         |kernel, boot| {
             device_image::announce_backends();
-            for refused in device_image::spawn_services(kernel, boot) {
+            let program = kernel::process::load_user_program(&boot);
+            for refused in device_image::spawn_services(kernel, boot, program) {
                 device_image::report_refused(&refused);
             }
         },

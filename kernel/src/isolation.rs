@@ -75,17 +75,17 @@ fn secret() -> [u8; 16] {
     out
 }
 
-/// Spawns the isolation phase as task [`ServiceId::Intruder`]. `programs` is the
-/// boot's `-initrd`.
+/// Spawns the isolation phase as task [`ServiceId::Intruder`]. `program` is the
+/// boot's user program (`None`: the phase fails, saying why).
 ///
 /// # Errors
 /// [`SpawnError`] from the kernel.
 pub fn spawn(
     kernel: &mut Kernel<RiscvPlatform>,
-    programs: Option<&'static [u8]>,
+    program: Option<alloc::rc::Rc<Program>>,
 ) -> Result<(), SpawnError> {
     kernel.spawn(ServiceId::Intruder, move |ep| async move {
-        if let Err(why) = run(&ep, programs).await {
+        if let Err(why) = run(&ep, program.as_deref()).await {
             ep.console(&format!("FAIL isolation: {why}"));
         }
         // A task that ends is a failure of the image; this one has nothing left to do.
@@ -97,20 +97,15 @@ fn pass(marker: Marker) {
     console::line("KERNEL", format_args!("{}", marker.message));
 }
 
-async fn run(
-    ep: &KernelEndpoint<RiscvPlatform>,
-    programs: Option<&'static [u8]>,
-) -> Result<(), String> {
-    let image = programs.ok_or("no user programs: the test image boots with -initrd")?;
-    let program = Program::load(image).map_err(|e| format!("the intruder: {e}"))?;
+async fn run(ep: &KernelEndpoint<RiscvPlatform>, program: Option<&Program>) -> Result<(), String> {
+    let program = program.ok_or("no user program: the test image boots with -initrd")?;
     let code = program.code_start().ok_or("the intruder has no code")?;
     let bounds = kernel_core::config::MEMORY;
     let mut victim = Process::start(
-        &program,
+        program,
         ServiceId::Intruder,
         "victim",
         bounds,
-        0,
         [step::VICTIM, SECRET_SEED],
     )
     .map_err(|e| format!("the victim: {e}"))?;
@@ -189,13 +184,12 @@ async fn run(
     ];
     let mut failures = 0;
     let mut checks = 0;
-    for (index, (label, number, target, expect, marker)) in steps.into_iter().enumerate() {
+    for (label, number, target, expect, marker) in steps {
         let mut intruder = Process::start(
-            &program,
+            program,
             ServiceId::Intruder,
             label,
             bounds,
-            index as u64 + 1,
             [number, target],
         )
         .map_err(|e| format!("step {label}: {e}"))?;

@@ -167,9 +167,10 @@ fn boot(
         },
         mac: None,
     };
+    let programs = image::device_programs_for(path);
     let boot = Boot {
         image: path,
-        programs: None,
+        programs: Some(&programs),
         log,
         rng: &RngBacking::Host,
         disks,

@@ -20,9 +20,10 @@ pub fn run_dir(combination: &Combination) -> PathBuf {
 /// riscv64, only that combination's backends) in one cargo run, which compiles the
 /// crates they share once, and copies them to `target/qemu/<provider>/os-image.elf`
 /// and `device-image.elf`, so that runs of different combinations can go side by side.
-/// The same run builds the test image's user program (the intruder, the same for
-/// every combination, so cargo builds it once) as `intruder.elf` beside them.
-/// Returns the test image's path ([`device_image`] gives the other).
+/// The same run builds the images' user programs (`programs/`: the same for every
+/// combination today, so cargo builds them once) as `test-programs.elf` and
+/// `device-programs.elf` beside them. Returns the test image's path
+/// ([`device_image`] gives the other).
 pub fn build(combination: &Combination) -> Result<PathBuf, String> {
     let built = build_packages(
         &["os-image", "device-image", USER_PROGRAMS],
@@ -30,19 +31,36 @@ pub fn build(combination: &Combination) -> Result<PathBuf, String> {
     )?;
     let image = copy(combination, &built[0], "os-image.elf")?;
     copy(combination, &built[1], "device-image.elf")?;
-    copy(combination, &built[2], PROGRAMS_FILE)?;
+    copy_programs(combination)?;
     Ok(image)
 }
 
-/// The package of the test image's user program.
-const USER_PROGRAMS: &str = "intruder";
-/// Its file beside the test images.
-const PROGRAMS_FILE: &str = "intruder.elf";
+/// The package of the user programs, and its two binaries.
+const USER_PROGRAMS: &str = "user-programs";
+const TEST_PROGRAMS: &str = "test-programs";
+const DEVICE_PROGRAMS: &str = "device-programs";
 
-/// The user programs a test image at `image` boots with (QEMU's `-initrd`): the file
-/// [`build`] put beside it. The production image has none.
+fn copy_programs(combination: &Combination) -> Result<(), String> {
+    let release = target_dir().join(RISCV_TARGET).join("release");
+    for program in [TEST_PROGRAMS, DEVICE_PROGRAMS] {
+        copy(
+            combination,
+            &release.join(program),
+            &format!("{program}.elf"),
+        )?;
+    }
+    Ok(())
+}
+
+/// The user program a test image at `image` boots with (QEMU's `-initrd`): the file
+/// [`build`] put beside it.
 pub fn programs_for(image: &Path) -> PathBuf {
-    image.with_file_name(PROGRAMS_FILE)
+    image.with_file_name(format!("{TEST_PROGRAMS}.elf"))
+}
+
+/// The user program a production image at `image` boots with.
+pub fn device_programs_for(image: &Path) -> PathBuf {
+    image.with_file_name(format!("{DEVICE_PROGRAMS}.elf"))
 }
 
 /// Where [`build`] put `combination`'s production image.
@@ -67,7 +85,7 @@ pub fn build_variant(
 ) -> Result<(PathBuf, PathBuf), String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let built = build_packages_with(&["os-image", "device-image", USER_PROGRAMS], &args)?;
-    copy(combination, &built[2], PROGRAMS_FILE)?;
+    copy_programs(combination)?;
     Ok((
         copy(combination, &built[0], &format!("os-image-{label}.elf"))?,
         copy(combination, &built[1], &format!("device-image-{label}.elf"))?,

@@ -347,7 +347,7 @@ fn test() -> ExitCode {
             "--package",
             "device-image",
             "--package",
-            "intruder",
+            "user-programs",
             "--",
             "-D",
             "warnings",

@@ -83,8 +83,9 @@ impl Nic {
 /// One boot.
 pub struct Boot<'a> {
     pub image: &'a Path,
-    /// The user programs the kernel loads (`-initrd`): the test image's intruder
-    /// ([`crate::image::programs_for`]); `None` for the production image.
+    /// The user program the kernel loads (`-initrd`):
+    /// [`crate::image::programs_for`] for a test image,
+    /// [`crate::image::device_programs_for`] for a production image.
     pub programs: Option<&'a Path>,
     pub log: PathBuf,
     pub rng: &'a RngBacking,

@@ -112,9 +112,10 @@ impl Node<'_> {
             network: Network::User { forwards },
             mac: None,
         };
+        let programs = image::device_programs_for(self.image);
         let boot = Boot {
             image: self.image,
-            programs: None,
+            programs: Some(&programs),
             log,
             rng: &RngBacking::Host,
             disks,

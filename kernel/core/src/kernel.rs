@@ -657,6 +657,70 @@ pub struct KernelEndpoint<P: Platform> {
 }
 
 impl<P: Platform> KernelEndpoint<P> {
+    /// Submits a call without waiting: the request is checked and queued exactly as
+    /// by [`Endpoint::call`], and the call's id comes back. The kernel's process layer
+    /// uses it for a user-mode process, which polls with [`KernelEndpoint::poll_call`]
+    /// and must cancel what it no longer waits for.
+    ///
+    /// # Errors
+    /// As [`Endpoint::call`] before delivery.
+    pub fn submit_call(&self, service: ServiceId, request: &[u8]) -> Result<u32, IpcError> {
+        self.shared.submit(self.id, service, request)
+    }
+
+    /// The deadline of a call submitted now (platform microseconds).
+    pub fn call_deadline(&self) -> u64 {
+        self.shared.platform.now_us() + self.shared.limits.call_timeout_us
+    }
+
+    /// Whether `call` is outstanding and this task's own.
+    fn owns_call(&self, call: u32) -> bool {
+        self.shared
+            .state
+            .borrow()
+            .calls
+            .get(&call)
+            .is_some_and(|pending| pending.caller == self.id)
+    }
+
+    /// The length of `call`'s reply if it has come (the reply stays until taken).
+    pub fn reply_len(&self, call: u32) -> Option<usize> {
+        let state = self.shared.state.borrow();
+        let pending = state.calls.get(&call)?;
+        if pending.caller != self.id {
+            return None;
+        }
+        pending.reply.as_ref().map(|reply| reply.len())
+    }
+
+    /// Polls a call this task submitted with [`KernelEndpoint::submit_call`]: its reply,
+    /// or its end (timeout past `deadline_us`, the callee gone). A call id that is not
+    /// this task's is [`IpcError::PeerGone`], and nothing of the other call is touched.
+    pub fn poll_call(&self, call: u32, deadline_us: u64) -> Poll<Result<IpcBuffer, IpcError>> {
+        if !self.owns_call(call) {
+            return Poll::Ready(Err(IpcError::PeerGone));
+        }
+        self.shared.poll_reply(call, deadline_us)
+    }
+
+    /// Cancels a call this task submitted (as dropping [`Endpoint::call`]'s future
+    /// does); a call that is not this task's is left alone.
+    pub fn cancel_call(&self, call: u32) {
+        if self.owns_call(call) {
+            self.shared.cancel(call);
+        }
+    }
+
+    /// The length of the next request in this task's queue, if any (it stays queued).
+    pub fn next_request_len(&self) -> Option<usize> {
+        let state = self.shared.state.borrow();
+        state
+            .inboxes
+            .get(&self.id)?
+            .front()
+            .map(|envelope| envelope.frame.len())
+    }
+
     /// A record written by the kernel (origin [`ServiceId::Kernel`]) about this
     /// endpoint's task: what the kernel's process layer decides about a user-mode
     /// process it runs for the task (a refused system call, a fault, the process

@@ -162,8 +162,9 @@ impl fmt::Display for AuditDecodeError {
         match self {
             Self::Length(len) => write!(
                 f,
-                "audit filter of {len} bytes, want {}",
-                AuditFilter::ENCODED_LEN
+                "{len} bytes: an audit filter is {} bytes, a record {}",
+                AuditFilter::ENCODED_LEN,
+                AuditRecord::ENCODED_LEN
             ),
             Self::BadValue => f.write_str("audit filter field out of range"),
         }
@@ -205,6 +206,59 @@ impl Action {
             7 => Some(Self::Fault { cause: a }),
             _ => None,
         }
+    }
+}
+
+impl AuditRecord {
+    /// Length of the encoding: origin (2), sequence (8), subject (2), action (5),
+    /// verdict (1), reason (2), detail (4), little-endian. How a user-mode holder of
+    /// the audit feed receives records (docs/syscalls.md, `audit_pop`).
+    pub const ENCODED_LEN: usize = 2 + 8 + 2 + 5 + 1 + 2 + 4;
+
+    /// The wire encoding.
+    pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0u8; Self::ENCODED_LEN];
+        out[0..2].copy_from_slice(&(self.origin as u16).to_le_bytes());
+        out[2..10].copy_from_slice(&self.sequence.to_le_bytes());
+        out[10..12].copy_from_slice(&(self.event.subject as u16).to_le_bytes());
+        out[12..17].copy_from_slice(&self.event.action.encode());
+        out[17] = self.event.verdict as u8;
+        out[18..20].copy_from_slice(&self.event.reason.to_le_bytes());
+        out[20..24].copy_from_slice(&self.event.detail.to_le_bytes());
+        out
+    }
+
+    /// Parses the wire encoding.
+    ///
+    /// # Errors
+    /// [`AuditDecodeError`] for a wrong length or an out-of-range field.
+    pub fn decode(bytes: &[u8]) -> Result<Self, AuditDecodeError> {
+        let bytes: &[u8; Self::ENCODED_LEN] = bytes
+            .try_into()
+            .map_err(|_| AuditDecodeError::Length(bytes.len()))?;
+        let id = |at: usize| {
+            ServiceId::from_u16(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
+                .ok_or(AuditDecodeError::BadValue)
+        };
+        let mut sequence = [0u8; 8];
+        sequence.copy_from_slice(&bytes[2..10]);
+        let mut action = [0u8; 5];
+        action.copy_from_slice(&bytes[12..17]);
+        let record = Self {
+            origin: id(0)?,
+            sequence: u64::from_le_bytes(sequence),
+            event: AuditEvent {
+                subject: id(10)?,
+                action: Action::decode(action).ok_or(AuditDecodeError::BadValue)?,
+                verdict: Verdict::from_u8(bytes[17]).ok_or(AuditDecodeError::BadValue)?,
+                reason: u16::from_le_bytes([bytes[18], bytes[19]]),
+                detail: u32::from_le_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]),
+            },
+        };
+        if record.encode() != *bytes {
+            return Err(AuditDecodeError::BadValue);
+        }
+        Ok(record)
     }
 }
 
@@ -334,6 +388,47 @@ mod tests {
             };
             assert_eq!(AuditFilter::decode(&filter.encode()), Ok(filter));
         }
+    }
+
+    #[test]
+    fn records_round_trip_and_stray_bytes_are_refused() {
+        let record = AuditRecord {
+            origin: ServiceId::Logd,
+            sequence: 0x0102_0304_0506_0708,
+            event: AuditEvent {
+                subject: ServiceId::Intruder,
+                action: Action::Syscall { number: 2 },
+                verdict: Verdict::Rejected,
+                reason: 4,
+                detail: 0xdead_beef,
+            },
+        };
+        let bytes = record.encode();
+        assert_eq!(AuditRecord::decode(&bytes), Ok(record));
+        assert_eq!(
+            AuditRecord::decode(&bytes[..23]),
+            Err(AuditDecodeError::Length(23))
+        );
+        let mut bad = bytes;
+        bad[0] = 0xee;
+        assert_eq!(AuditRecord::decode(&bad), Err(AuditDecodeError::BadValue));
+        let mut bad = bytes;
+        bad[17] = 9;
+        assert_eq!(AuditRecord::decode(&bad), Err(AuditDecodeError::BadValue));
+        let mut health = AuditRecord {
+            event: AuditEvent {
+                action: Action::Health,
+                ..record.event
+            },
+            ..record
+        }
+        .encode();
+        health[14] = 1;
+        assert_eq!(
+            AuditRecord::decode(&health),
+            Err(AuditDecodeError::BadValue),
+            "an action's unused bytes are zero"
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub const STACK_WINDOWS: u64 = 0x38_0000_0000;
 pub const STACK_WINDOW: u64 = 0x100_0000;
 /// How many stack windows there are (the process numbers wrap around them).
 const STACK_WINDOW_COUNT: u64 = 1024;
+/// The next process's number: its stack window.
+static NEXT_WINDOW: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// How long a process runs before the timer preempts it.
 pub const SLICE_US: u64 = 10_000;
@@ -76,6 +78,30 @@ pub mod number {
     pub const CONSOLE: u64 = 2;
     /// `uptime()`: milliseconds since boot, in `a1`.
     pub const UPTIME: u64 = 3;
+    /// `call(service, address, length)`: submits a request frame; the call's id in
+    /// `a1`. Does not wait.
+    pub const CALL: u64 = 4;
+    /// `take_reply(call, address, capacity)`: the call's reply, its length in `a1`;
+    /// `Pending` while it has not come.
+    pub const TAKE_REPLY: u64 = 5;
+    /// `cancel(call)`: the caller no longer waits for the call.
+    pub const CANCEL: u64 = 6;
+    /// `receive(address, capacity)`: the next request: its length in `a1`, its reply
+    /// token in `a2`, its sender's id in `a3`; `Empty` when there is none.
+    pub const RECEIVE: u64 = 7;
+    /// `reply(token, address, length)`: answers a request with a reply or error
+    /// frame.
+    pub const REPLY: u64 = 8;
+    /// `audit(address, length)`: a record of the process's own (24-byte encoding,
+    /// origin and sequence zero: the kernel stamps them).
+    pub const AUDIT: u64 = 9;
+    /// `claim(capability)`: takes a capability the manifest grants the task.
+    pub const CLAIM: u64 = 10;
+    /// `audit_pop(address, capacity)`: the next record of the kernel's audit stream
+    /// (24-byte encoding), for the holder of the audit feed; `Empty` when none.
+    pub const AUDIT_POP: u64 = 11;
+    /// `audit_lost()`: records the stream lost: the kernel's in `a1`, tasks' in `a2`.
+    pub const AUDIT_LOST: u64 = 12;
 }
 
 /// Why a system call was refused: the code in `a0` (0 is success).
@@ -94,14 +120,78 @@ pub enum SyscallError {
     /// A page of the buffer does not allow the access (read for input, write for
     /// output).
     Permission = 5,
-    /// The buffer is longer than the call takes.
+    /// The buffer is longer than the call takes, or shorter than what it must hold
+    /// (then `a1` says how long it must be, and nothing is lost).
     TooLong = 6,
+    /// IPC: the policy does not allow this call.
+    Denied = 16,
+    /// IPC: no such service runs.
+    NoSuchService = 17,
+    /// IPC: the service's queue is full.
+    QueueFull = 18,
+    /// IPC: the service did not answer before the call's deadline.
+    Timeout = 19,
+    /// IPC: the service stopped, or the call id is not the caller's.
+    PeerGone = 20,
+    /// IPC: a reply to a call that is not outstanding for the replier.
+    StaleReply = 21,
+    /// IPC: the caller has as many calls outstanding as a task may.
+    TooManyCalls = 22,
+    /// IPC: not a well-formed frame of the kind the call takes.
+    MalformedFrame = 23,
+    /// The call's reply has not come yet.
+    Pending = 24,
+    /// Nothing to take: no request queued, no audit record.
+    Empty = 25,
+    /// The manifest does not grant the capability to this task.
+    NotGranted = 32,
+    /// The machine has no such device.
+    Absent = 33,
+    /// The capability was already claimed.
+    AlreadyClaimed = 34,
+    /// The call needs a capability the process does not hold.
+    NotHeld = 35,
+    /// The record's encoding is not valid (or its origin or sequence is not zero).
+    BadRecord = 36,
+    /// No capability has this number.
+    UnknownCapability = 37,
+    /// A device capability: not handed to user-mode processes yet (issue 19's
+    /// device windows are not built).
+    NotSupported = 38,
 }
 
 impl SyscallError {
     /// The code in `a0`.
     pub const fn code(self) -> u16 {
         self as u16
+    }
+}
+
+impl From<ipc::IpcError> for SyscallError {
+    fn from(why: ipc::IpcError) -> Self {
+        use ipc::IpcError;
+        match why {
+            IpcError::MalformedFrame(_) => Self::MalformedFrame,
+            IpcError::Denied => Self::Denied,
+            IpcError::NoSuchService => Self::NoSuchService,
+            IpcError::QueueFull => Self::QueueFull,
+            IpcError::Timeout => Self::Timeout,
+            IpcError::PeerGone => Self::PeerGone,
+            IpcError::StaleReply => Self::StaleReply,
+            IpcError::TooManyCalls => Self::TooManyCalls,
+            // IpcError is non-exhaustive: a kind this kernel does not know yet.
+            _ => Self::PeerGone,
+        }
+    }
+}
+
+impl From<ipc::CapabilityError> for SyscallError {
+    fn from(why: ipc::CapabilityError) -> Self {
+        match why {
+            ipc::CapabilityError::NotGranted => Self::NotGranted,
+            ipc::CapabilityError::Absent => Self::Absent,
+            ipc::CapabilityError::AlreadyClaimed => Self::AlreadyClaimed,
+        }
     }
 }
 
@@ -368,6 +458,10 @@ pub struct Process {
     preemptions: u64,
     refusals: Vec<Refusal>,
     ended: Option<End>,
+    /// Calls it submitted and has not taken or cancelled: id and deadline.
+    calls: Vec<(u32, u64)>,
+    /// The audit feed, once it claimed it.
+    feed: Option<kernel_core::AuditFeedHandle<RiscvPlatform>>,
 }
 
 /// `scause` codes of the exceptions a process may cause, by name (for the line that
@@ -391,9 +485,10 @@ fn cause_name(code: u64) -> &'static str {
 
 impl Process {
     /// Starts `program` as a process of task `task` (its identity for the console,
-    /// the audit stream and, later, IPC), named `label` in the kernel's lines, with
-    /// the memory the manifest's `bounds` give the task, the stack window `number`,
-    /// and `args` in a0 and a1 (a2 and a3 get the heap's address and size).
+    /// the audit stream and IPC: the kernel stamps it on everything the process
+    /// sends), named `label` in the kernel's lines, with the memory the manifest's
+    /// `bounds` give the task. Its registers: the task's id in a0, `args` in a1 and
+    /// a2, the heap's address and size in a3 and a4 (docs/syscalls.md).
     ///
     /// # Errors
     /// [`StartError`]; nothing is left allocated.
@@ -402,9 +497,9 @@ impl Process {
         task: ServiceId,
         label: &'static str,
         bounds: &[MemoryBound],
-        number: u64,
         args: [u64; 2],
     ) -> Result<Self, StartError> {
+        let number = NEXT_WINDOW.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         let bound = bounds
             .iter()
             .find(|b| b.task == task)
@@ -422,7 +517,13 @@ impl Process {
             context: switch::UserContext::new(
                 program.entry,
                 stack.end,
-                [args[0], args[1], heap.start, heap.end - heap.start],
+                [
+                    task as u64,
+                    args[0],
+                    args[1],
+                    heap.start,
+                    heap.end - heap.start,
+                ],
             ),
             own: Vec::new(),
             stack: stack.clone(),
@@ -431,6 +532,8 @@ impl Process {
             preemptions: 0,
             refusals: Vec::new(),
             ended: None,
+            calls: Vec::new(),
+            feed: None,
         };
         // On an error from here, dropping `process` frees what was mapped.
         for page in &program.pages {
@@ -556,6 +659,9 @@ impl Process {
     /// Records how the process ended; a fault and the watchdog are named on the
     /// console and in the audit stream.
     fn end(&mut self, ep: &KernelEndpoint<RiscvPlatform>, end: End) -> Resume {
+        for (call, _) in self.calls.drain(..) {
+            ep.cancel_call(call);
+        }
         let name = self.task.name();
         let label = self.label;
         match end {
@@ -605,43 +711,245 @@ impl Process {
     /// Serves the system call in the process's registers.
     fn syscall(&mut self, ep: &KernelEndpoint<RiscvPlatform>) -> Call {
         let number = self.context.a(7);
+        let [a0, a1, a2] = [self.context.a(0), self.context.a(1), self.context.a(2)];
         let result = match number {
-            number::EXIT => return Call::Exit(self.context.a(0)),
+            number::EXIT => return Call::Exit(a0),
             number::YIELD => {
                 self.context.set_a(0, 0);
                 return Call::Yield;
             }
             number::CONSOLE => self
-                .copy_in(self.context.a(0), self.context.a(1), CONSOLE_MAX)
+                .copy_in(a0, a1, CONSOLE_MAX)
                 .map(|bytes| {
                     ep.console(&String::from_utf8_lossy(&bytes));
-                    0
-                }),
-            number::UPTIME => Ok(ep.uptime_ms()),
-            _ => Err(SyscallError::UnknownCall),
+                    [0; 3]
+                })
+                .map_err(Into::into),
+            number::UPTIME => Ok([ep.uptime_ms(), 0, 0]),
+            number::CALL => self.call(ep, a0, a1, a2),
+            number::TAKE_REPLY => self.take_reply(ep, a0, a1, a2),
+            number::CANCEL => {
+                let call = a0 as u32;
+                if let Some(at) = self.calls.iter().position(|(id, _)| u64::from(*id) == a0) {
+                    self.calls.swap_remove(at);
+                    ep.cancel_call(call);
+                }
+                Ok([0; 3])
+            }
+            number::RECEIVE => self.receive(ep, a0, a1),
+            number::REPLY => self
+                .copy_in(a1, a2, ipc::frame::MAX_FRAME)
+                .and_then(|bytes| {
+                    ep.reply(ipc::ReplyToken(a0 as u32), &bytes)
+                        .map_err(SyscallError::from)
+                })
+                .map(|()| [0; 3])
+                .map_err(Into::into),
+            number::AUDIT => self
+                .copy_in(a0, a1, ipc::AuditRecord::ENCODED_LEN)
+                .and_then(|bytes| {
+                    let record =
+                        ipc::AuditRecord::decode(&bytes).map_err(|_| SyscallError::BadRecord)?;
+                    if record.origin != ServiceId::Kernel || record.sequence != 0 {
+                        return Err(SyscallError::BadRecord);
+                    }
+                    ep.audit(record.event);
+                    Ok([0; 3])
+                })
+                .map_err(Into::into),
+            number::CLAIM => self.claim(ep, a0),
+            number::AUDIT_POP => self.audit_pop(a0, a1),
+            number::AUDIT_LOST => match &self.feed {
+                Some(feed) => {
+                    let lost = ipc::AuditFeed::lost(feed);
+                    Ok([lost.kernel, lost.tasks, 0])
+                }
+                None => Err(SyscallError::NotHeld.into()),
+            },
+            _ => Err(SyscallError::UnknownCall.into()),
         };
         match result {
-            Ok(value) => {
+            Ok([r1, r2, r3]) => {
                 self.context.set_a(0, 0);
-                self.context.set_a(1, value);
+                self.context.set_a(1, r1);
+                self.context.set_a(2, r2);
+                self.context.set_a(3, r3);
             }
-            Err(error) => {
-                ep.kernel_record(
-                    Action::Syscall {
-                        number: u16::try_from(number).unwrap_or(u16::MAX),
-                    },
-                    Verdict::Rejected,
-                    error.code(),
-                    u32::try_from(self.context.a(1)).unwrap_or(u32::MAX),
-                );
-                if self.refusals.len() < REFUSALS_KEPT {
-                    self.refusals.push(Refusal { number, error });
-                }
-                self.context.set_a(0, u64::from(error.code()));
-                self.context.set_a(1, 0);
-            }
+            Err((error, needed)) => self.refuse(ep, number, error, needed),
         }
         Call::Continue
+    }
+
+    /// Answers a refused call: the error in `a0`, `needed` in `a1` (a length the
+    /// buffer must have, or 0). Refusals that are part of the ordinary flow (a reply
+    /// not come yet, nothing queued) are not audited; every other one is.
+    fn refuse(
+        &mut self,
+        ep: &KernelEndpoint<RiscvPlatform>,
+        number: u64,
+        error: SyscallError,
+        needed: u64,
+    ) {
+        if !matches!(error, SyscallError::Pending | SyscallError::Empty) {
+            ep.kernel_record(
+                Action::Syscall {
+                    number: u16::try_from(number).unwrap_or(u16::MAX),
+                },
+                Verdict::Rejected,
+                error.code(),
+                u32::try_from(self.context.a(1)).unwrap_or(u32::MAX),
+            );
+            if self.refusals.len() < REFUSALS_KEPT {
+                self.refusals.push(Refusal { number, error });
+            }
+        }
+        self.context.set_a(0, u64::from(error.code()));
+        self.context.set_a(1, needed);
+    }
+
+    fn call(
+        &mut self,
+        ep: &KernelEndpoint<RiscvPlatform>,
+        service: u64,
+        va: u64,
+        len: u64,
+    ) -> Result<[u64; 3], (SyscallError, u64)> {
+        let bytes = self.copy_in(va, len, ipc::frame::MAX_FRAME)?;
+        let service = u16::try_from(service)
+            .ok()
+            .and_then(ServiceId::from_u16)
+            .ok_or(SyscallError::NoSuchService)?;
+        let call = ep
+            .submit_call(service, &bytes)
+            .map_err(SyscallError::from)?;
+        self.calls.push((call, ep.call_deadline()));
+        Ok([u64::from(call), 0, 0])
+    }
+
+    fn take_reply(
+        &mut self,
+        ep: &KernelEndpoint<RiscvPlatform>,
+        call: u64,
+        va: u64,
+        capacity: u64,
+    ) -> Result<[u64; 3], (SyscallError, u64)> {
+        let at = self
+            .calls
+            .iter()
+            .position(|(id, _)| u64::from(*id) == call)
+            .ok_or(SyscallError::PeerGone)?;
+        let (id, deadline) = self.calls[at];
+        // The buffer is checked before the reply is taken, so a bad one loses nothing.
+        self.check_out(va, capacity)?;
+        if let Some(len) = ep.reply_len(id)
+            && len as u64 > capacity
+        {
+            return Err((SyscallError::TooLong, len as u64));
+        }
+        match ep.poll_call(id, deadline) {
+            core::task::Poll::Pending => Err(SyscallError::Pending.into()),
+            core::task::Poll::Ready(outcome) => {
+                self.calls.swap_remove(at);
+                let reply = outcome.map_err(SyscallError::from)?;
+                self.copy_out(va, &reply)?;
+                Ok([reply.len() as u64, 0, 0])
+            }
+        }
+    }
+
+    fn receive(
+        &mut self,
+        ep: &KernelEndpoint<RiscvPlatform>,
+        va: u64,
+        capacity: u64,
+    ) -> Result<[u64; 3], (SyscallError, u64)> {
+        self.check_out(va, capacity)?;
+        let len = ep.next_request_len().ok_or(SyscallError::Empty)?;
+        if len as u64 > capacity {
+            return Err((SyscallError::TooLong, len as u64));
+        }
+        let request = ep.try_receive().ok_or(SyscallError::Empty)?;
+        self.copy_out(va, &request.frame)?;
+        Ok([
+            request.frame.len() as u64,
+            u64::from(request.token.0),
+            request.sender as u64,
+        ])
+    }
+
+    fn claim(
+        &mut self,
+        ep: &KernelEndpoint<RiscvPlatform>,
+        capability: u64,
+    ) -> Result<[u64; 3], (SyscallError, u64)> {
+        let capability = u16::try_from(capability)
+            .ok()
+            .and_then(ipc::Capability::from_u16)
+            .ok_or(SyscallError::UnknownCapability)?;
+        if capability != ipc::Capability::AuditFeed {
+            return Err(SyscallError::NotSupported.into());
+        }
+        let feed = ep.claim_audit_feed().map_err(SyscallError::from)?;
+        self.feed = Some(feed);
+        Ok([0; 3])
+    }
+
+    fn audit_pop(&mut self, va: u64, capacity: u64) -> Result<[u64; 3], (SyscallError, u64)> {
+        const LEN: usize = ipc::AuditRecord::ENCODED_LEN;
+        if self.feed.is_none() {
+            return Err(SyscallError::NotHeld.into());
+        }
+        self.check_out(va, capacity)?;
+        if capacity < LEN as u64 {
+            return Err((SyscallError::TooLong, LEN as u64));
+        }
+        let record = self
+            .feed
+            .as_mut()
+            .and_then(ipc::AuditFeed::pop)
+            .ok_or(SyscallError::Empty)?;
+        self.copy_out(va, &record.encode())?;
+        Ok([LEN as u64, 0, 0])
+    }
+
+    /// Checks that the process may have the kernel write `len` bytes at `va`.
+    fn check_out(&self, va: u64, len: u64) -> Result<(), SyscallError> {
+        self.space
+            .check_user_range(&HeapFrames, va, len, true)
+            .map_err(SyscallError::from)
+    }
+
+    /// Copies `bytes` to the process's address `va`, after checking every page of the
+    /// range against its own tables (mapped, user, writable; no wrap), through the
+    /// frames' kernel mappings.
+    fn copy_out(&self, va: u64, bytes: &[u8]) -> Result<(), SyscallError> {
+        let frames = &HeapFrames;
+        let len = bytes.len() as u64;
+        self.check_out(va, len)?;
+        let mut done = 0u64;
+        while done < len {
+            let at = va + done;
+            let leaf = self
+                .space
+                .translate(frames, at)
+                .ok_or(SyscallError::Unmapped)?;
+            let offset = at - leaf.va;
+            let run = (PAGE_SIZE - offset).min(len - done);
+            let from = &bytes[done as usize..(done + run) as usize];
+            // SAFETY: `check_out` proved the page mapped, for user mode and writable
+            // in this process's space, so its frame is one of the process's own
+            // (program pages are never writable); it is identity-mapped in the
+            // kernel, and `offset + run` stays within the page.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    from.as_ptr(),
+                    (leaf.pa + offset) as *mut u8,
+                    from.len(),
+                );
+            }
+            done += run;
+        }
+        Ok(())
     }
 
     /// Copies `len` bytes at the process's address `va` into the kernel, after
@@ -676,6 +984,88 @@ impl Process {
         }
         Ok(bytes)
     }
+}
+
+impl From<SyscallError> for (SyscallError, u64) {
+    fn from(error: SyscallError) -> Self {
+        (error, 0)
+    }
+}
+
+/// Loads the boot's user program (QEMU's `-initrd`) once, for every process of the
+/// image, and says so on the console; a missing or refused program is a `FAIL` line
+/// and `None` (the tasks that need it then cannot start, and say so).
+pub fn load_user_program(boot: &crate::BootInfo) -> Option<alloc::rc::Rc<Program>> {
+    let Some(image) = boot.programs else {
+        crate::console::line(
+            "KERNEL",
+            format_args!("FAIL no user program: the image boots with -initrd <programs>"),
+        );
+        return None;
+    };
+    match Program::load(image) {
+        Ok(program) => {
+            crate::console::line(
+                "KERNEL",
+                format_args!(
+                    "user program: {} bytes, {} pages, entry {:#x}",
+                    image.len(),
+                    program.pages.len(),
+                    program.entry
+                ),
+            );
+            Some(alloc::rc::Rc::new(program))
+        }
+        Err(why) => {
+            crate::console::line("KERNEL", format_args!("FAIL the user program: {why}"));
+            None
+        }
+    }
+}
+
+/// Spawns task `task` as a user-mode process of `program`: the task's future starts
+/// the process and runs it a slice per poll until it ends. A process that cannot
+/// start, exits or faults ends the task (the kernel then says the task exited).
+///
+/// # Errors
+/// [`kernel_core::SpawnError`] from the kernel.
+pub fn spawn_service(
+    kernel: &mut kernel_core::Kernel<RiscvPlatform>,
+    program: Option<alloc::rc::Rc<Program>>,
+    task: ServiceId,
+) -> Result<(), kernel_core::SpawnError> {
+    kernel.spawn(task, move |ep| async move {
+        let Some(program) = program else {
+            ep.console("FAIL no user program to run this task's process");
+            return;
+        };
+        let mut process = match Process::start(
+            &program,
+            task,
+            "service",
+            kernel_core::config::MEMORY,
+            [0, 0],
+        ) {
+            Ok(process) => process,
+            Err(why) => {
+                ep.console(&alloc::format!("FAIL cannot start the process: {why}"));
+                return;
+            }
+        };
+        loop {
+            match process.resume(&ep) {
+                Resume::Yielded => ep.yield_now().await,
+                Resume::Ended(End::Exited(code)) => {
+                    crate::console::line(
+                        "KERNEL",
+                        format_args!("process {task} exited with code {code}"),
+                    );
+                    return;
+                }
+                Resume::Ended(_) => return,
+            }
+        }
+    })
 }
 
 /// What a served system call asks of the run loop.

@@ -38,11 +38,11 @@ pub struct UserContext {
 
 impl UserContext {
     /// A process about to start at `pc` with stack pointer `sp` and arguments `args`
-    /// in a0..a3.
-    pub fn new(pc: u64, sp: u64, args: [u64; 4]) -> Self {
+    /// in a0..a4.
+    pub fn new(pc: u64, sp: u64, args: [u64; 5]) -> Self {
         let mut regs = [0; 32];
         regs[2] = sp;
-        regs[10..14].copy_from_slice(&args);
+        regs[10..15].copy_from_slice(&args);
         Self {
             regs,
             pc,

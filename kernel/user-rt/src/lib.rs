@@ -1,11 +1,14 @@
 //! The user side of the kernel's system-call ABI (`docs/syscalls.md`).
 //!
 //! A user-mode program depends on this crate, links with `-Tuser.ld` (its build
-//! script says `cargo::rustc-link-arg-bins=-Tuser.ld`) and defines
-//! `#[unsafe(no_mangle)] extern "C" fn main(a0, a1, heap, heap_len) -> !`; the entry
-//! ([`_start`]) calls it with the four values the kernel put in `a0`..`a3`. A panic
-//! prints `panic` and the message's location on the console and exits with
-//! [`PANIC_EXIT`].
+//! script says `cargo::rustc-link-arg-bins=-Tuser.ld`) and names its entry with
+//! [`entry!`]: a `fn(Start) -> !` the kernel's start registers arrive in. Before it
+//! runs, the heap the kernel gave the process backs the global allocator. A panic
+//! prints `panic at line N` on the console and exits with [`PANIC_EXIT`].
+//!
+//! [`UserEndpoint`] is `ipc::Endpoint` over these calls, so a service's code runs in a
+//! process unchanged; [`block_on`] polls its future, yielding the slice whenever it
+//! waits.
 //!
 //! Every call here is one `ecall`; the kernel checks every buffer against the
 //! process's own mappings, so a wrong address is an [`Error`], never a fault of the
@@ -14,7 +17,13 @@
 #![no_std]
 #![cfg(target_arch = "riscv64")]
 
+extern crate alloc;
+
+mod endpoint;
+
 use core::arch::asm;
+
+pub use endpoint::{NoDevice, UserAuditFeed, UserEndpoint, block_on};
 
 /// The system call numbers (`a7`).
 pub mod number {
@@ -26,6 +35,24 @@ pub mod number {
     pub const CONSOLE: usize = 2;
     /// `uptime()`.
     pub const UPTIME: usize = 3;
+    /// `call(service, address, length)`.
+    pub const CALL: usize = 4;
+    /// `take_reply(call, address, capacity)`.
+    pub const TAKE_REPLY: usize = 5;
+    /// `cancel(call)`.
+    pub const CANCEL: usize = 6;
+    /// `receive(address, capacity)`.
+    pub const RECEIVE: usize = 7;
+    /// `reply(token, address, length)`.
+    pub const REPLY: usize = 8;
+    /// `audit(address, length)`.
+    pub const AUDIT: usize = 9;
+    /// `claim(capability)`.
+    pub const CLAIM: usize = 10;
+    /// `audit_pop(address, capacity)`.
+    pub const AUDIT_POP: usize = 11;
+    /// `audit_lost()`.
+    pub const AUDIT_LOST: usize = 12;
 }
 
 /// The exit code of a program that panicked.
@@ -44,8 +71,24 @@ pub enum Error {
     NotUser,
     /// 5: a page does not allow the access.
     Permission,
-    /// 6: the buffer is longer than the call takes.
+    /// 6: the buffer is longer than the call takes, or shorter than what it must hold.
     TooLong,
+    /// 16..=23: an IPC refusal.
+    Ipc(ipc::IpcError),
+    /// 24: the reply has not come yet.
+    Pending,
+    /// 25: nothing queued.
+    Empty,
+    /// 32..=34: a capability refusal.
+    Capability(ipc::CapabilityError),
+    /// 35: the call needs a capability the process does not hold.
+    NotHeld,
+    /// 36: a record the kernel cannot read.
+    BadRecord,
+    /// 37: no capability has that number.
+    UnknownCapability,
+    /// 38: not handed to user-mode processes (yet).
+    NotSupported,
     /// A code this crate does not know.
     Other(usize),
 }
@@ -59,6 +102,25 @@ impl Error {
             4 => Self::NotUser,
             5 => Self::Permission,
             6 => Self::TooLong,
+            16 => Self::Ipc(ipc::IpcError::Denied),
+            17 => Self::Ipc(ipc::IpcError::NoSuchService),
+            18 => Self::Ipc(ipc::IpcError::QueueFull),
+            19 => Self::Ipc(ipc::IpcError::Timeout),
+            20 => Self::Ipc(ipc::IpcError::PeerGone),
+            21 => Self::Ipc(ipc::IpcError::StaleReply),
+            22 => Self::Ipc(ipc::IpcError::TooManyCalls),
+            23 => Self::Ipc(ipc::IpcError::MalformedFrame(ipc::FrameError::Truncated {
+                len: 0,
+            })),
+            24 => Self::Pending,
+            25 => Self::Empty,
+            32 => Self::Capability(ipc::CapabilityError::NotGranted),
+            33 => Self::Capability(ipc::CapabilityError::Absent),
+            34 => Self::Capability(ipc::CapabilityError::AlreadyClaimed),
+            35 => Self::NotHeld,
+            36 => Self::BadRecord,
+            37 => Self::UnknownCapability,
+            38 => Self::NotSupported,
             other => Self::Other(other),
         }
     }
@@ -70,23 +132,36 @@ impl Error {
 /// # Errors
 /// What the kernel answered.
 pub fn call(number: usize, args: [usize; 3]) -> Result<usize, Error> {
+    call3(number, args)
+        .map(|[value, _, _]| value)
+        .map_err(|(error, _)| error)
+}
+
+/// System call `number` with arguments `args` in a0..a2: `Ok([a1, a2, a3])` when `a0`
+/// comes back 0, otherwise the error and `a1` (the length a buffer must have, for
+/// [`Error::TooLong`]).
+///
+/// # Errors
+/// What the kernel answered.
+pub fn call3(number: usize, args: [usize; 3]) -> Result<[usize; 3], (Error, usize)> {
     let status: usize;
-    let value: usize;
-    // SAFETY: `ecall` traps to the kernel, which reads a0..a2 and a7 and writes a0 and
-    // a1 only; it never touches this process's memory except through the buffer
+    let (r1, r2, r3): (usize, usize, usize);
+    // SAFETY: `ecall` traps to the kernel, which reads a0..a2 and a7 and writes a0..a3
+    // only; it never touches this process's memory except through the buffer
     // arguments, which it checks, and resumes at the next instruction.
     unsafe {
         asm!(
             "ecall",
             inlateout("a0") args[0] => status,
-            inlateout("a1") args[1] => value,
-            in("a2") args[2],
+            inlateout("a1") args[1] => r1,
+            inlateout("a2") args[2] => r2,
+            lateout("a3") r3,
             in("a7") number,
         );
     }
     match status {
-        0 => Ok(value),
-        code => Err(Error::from_code(code)),
+        0 => Ok([r1, r2, r3]),
+        code => Err((Error::from_code(code), r1)),
     }
 }
 
@@ -126,22 +201,84 @@ pub fn uptime_ms() -> u64 {
     call(number::UPTIME, [0; 3]).map_or(0, |ms| ms as u64)
 }
 
-unsafe extern "C" {
-    /// The program's entry, which the program defines.
-    fn main(a0: usize, a1: usize, heap: usize, heap_len: usize) -> !;
+/// What a process finds in its registers at its start (docs/syscalls.md).
+#[derive(Clone, Debug)]
+pub struct Start {
+    /// The task it runs for (`a0`): its identity for IPC, the console and the audit
+    /// stream.
+    pub task: ipc::ServiceId,
+    /// The kernel's two arguments (`a1`, `a2`).
+    pub args: [usize; 2],
+    /// Its heap (`a3`, `a4`), already backing the allocator.
+    pub heap: core::ops::Range<usize>,
+}
+
+#[global_allocator]
+static HEAP: embedded_alloc::LlffHeap = embedded_alloc::LlffHeap::empty();
+
+/// A process is one thread and the kernel never runs its code re-entrantly (a trap
+/// returns to where it left), so a critical section has nothing to exclude.
+struct OneThread;
+
+critical_section::set_impl!(OneThread);
+
+// SAFETY: nothing else runs in this address space while the process runs, and the
+// process has no interrupts of its own: an empty critical section excludes everything
+// there is to exclude.
+unsafe impl critical_section::Impl for OneThread {
+    unsafe fn acquire() -> critical_section::RawRestoreState {
+        // Whatever the restore state's type is in this build (the features of
+        // critical-section unify across the workspace), there is nothing to restore.
+        Default::default()
+    }
+    unsafe fn release(_: critical_section::RawRestoreState) {}
+}
+
+/// Defines the program's entry: `entry!(main)` with `fn main(start: Start) -> !`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        extern "Rust" fn __user_main(start: $crate::Start) -> ! {
+            $main(start)
+        }
+    };
+}
+
+unsafe extern "Rust" {
+    /// The program's entry, defined by [`entry!`].
+    fn __user_main(start: Start) -> !;
 }
 
 /// The ELF entry: the kernel starts here with `sp` at the top of the stack and the
-/// program's arguments in a0..a3.
+/// start values in a0..a4.
 ///
 /// # Safety
 /// Called by the kernel alone, once, with the registers of the ABI.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".text._start")]
-pub unsafe extern "C" fn _start(a0: usize, a1: usize, heap: usize, heap_len: usize) -> ! {
-    // SAFETY: `main` is the program's entry with this signature (the crate's
-    // contract), called once.
-    unsafe { main(a0, a1, heap, heap_len) }
+pub unsafe extern "C" fn _start(
+    task: usize,
+    arg0: usize,
+    arg1: usize,
+    heap: usize,
+    heap_len: usize,
+) -> ! {
+    // SAFETY: the kernel maps `heap .. heap + heap_len` read+write for this process
+    // alone (the ABI), and this runs once, before anything allocates.
+    unsafe { HEAP.init(heap, heap_len) };
+    let Some(task) = u16::try_from(task).ok().and_then(ipc::ServiceId::from_u16) else {
+        exit(PANIC_EXIT)
+    };
+    let start = Start {
+        task,
+        args: [arg0, arg1],
+        heap: heap..heap + heap_len,
+    };
+    // SAFETY: `__user_main` is the program's entry with this signature, defined by
+    // `entry!`, called once.
+    unsafe { __user_main(start) }
 }
 
 #[panic_handler]

@@ -237,7 +237,16 @@ fn a_stalled_transmit_is_recovered_and_sessions_succeed_again() {
                             .await
                             .map(drop)
                     };
-                    let before = session().await;
+                    // The baseline: the responder may still be coming up on a busy
+                    // machine (its listener, the first ARP), so it gets a few tries.
+                    let mut before = session().await;
+                    for _ in 0..10 {
+                        if before.is_ok() {
+                            break;
+                        }
+                        sleep(ep, 200).await;
+                        before = session().await;
+                    }
                     // The device stops taking frames; it ignores its first two resets.
                     initiator_faults.ignore_resets.store(2, Ordering::SeqCst);
                     initiator_faults.stall_next.store(true, Ordering::SeqCst);

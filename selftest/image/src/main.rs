@@ -27,7 +27,8 @@ mod image {
         let provider = provider_select::selected_name();
         kernel::boot(hart_id, device_tree, provider, |kernel, boot| {
             device_image::announce_backends();
-            let services = device_image::spawn_services(kernel, boot);
+            let program = kernel::process::load_user_program(&boot);
+            let services = device_image::spawn_services(kernel, boot, program.clone());
             let verdict = MainVerdict::default();
             let main = verdict.clone();
             // `-append bench`: after the ladder, count instructions per operation.
@@ -95,7 +96,7 @@ mod image {
                 });
             });
             // The isolation phase: the intruder in user mode, from the boot's -initrd.
-            let isolation = kernel::isolation::spawn(kernel, boot.programs);
+            let isolation = kernel::isolation::spawn(kernel, program);
             for refused in services
                 .iter()
                 .chain(selftest.as_ref().err())

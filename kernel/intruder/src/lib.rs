@@ -1,5 +1,6 @@
 //! The intruder: each run does one thing it must not be able to do, chosen by the
-//! kernel in `a0` (the step) with a target address in `a1`; `a2`/`a3` are its heap.
+//! kernel (the step) with a target address; the test image's user program calls
+//! [`run`] for a process of task `intruder`.
 //! The kernel judges the outcome (kernel/src/isolation.rs): a fault it names, or the
 //! refusals it recorded. Where an attack goes through, the intruder says so and exits
 //! with a code the kernel reports as a failure. Step 100 is the victim: it writes a
@@ -7,9 +8,11 @@
 //!
 //! This program is meant to misbehave: its `unsafe` blocks are the attacks.
 
-#![cfg_attr(target_arch = "riscv64", no_std, no_main)]
+#![no_std]
+#![cfg(target_arch = "riscv64")]
 
-#[cfg(target_arch = "riscv64")]
+pub use program::run;
+
 mod program {
     use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,8 +36,8 @@ mod program {
     /// `c.jr ra` twice (`ret`): harmless code, if it ever ran.
     const RET: [u8; 4] = [0x82, 0x80, 0x82, 0x80];
 
-    #[unsafe(no_mangle)]
-    extern "C" fn main(step: usize, target: usize, heap: usize, _heap_len: usize) -> ! {
+    /// Runs step `step` against `target`; `heap` is the process's heap.
+    pub fn run(step: usize, target: usize, heap: usize) -> ! {
         match step {
             1 => read(target),
             2 => write(target),
@@ -137,10 +140,4 @@ mod program {
             yield_now();
         }
     }
-}
-
-#[cfg(not(target_arch = "riscv64"))]
-fn main() {
-    eprintln!("intruder is a riscv64 user-mode program, loaded by the test image's kernel");
-    std::process::exit(2);
 }

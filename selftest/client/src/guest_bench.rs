@@ -81,6 +81,7 @@ pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
         Err(why) => ep.console(&format!("FAIL bench service/restore: {why:?}")),
     }
     entropy::<P, E>(ep, instructions_retired, task_instructions, overhead).await;
+    ipc_round_trip(ep, instructions_retired, task_instructions, overhead).await;
     handshakes::<P, H, E>(ep, instructions_retired, overhead).await;
     ep.console(markers::SELFTEST_BENCH_DONE.message);
 }
@@ -88,13 +89,46 @@ pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
 /// Requests per entropy row.
 pub const ENTROPY_REQUESTS: usize = 9;
 
-/// The instructions every task but the selftest and rngd retired so far.
-fn bystanders(task_instructions: fn(ServiceId) -> u64) -> u64 {
+/// The instructions every task but the selftest and `server` retired so far.
+fn bystanders(task_instructions: fn(ServiceId) -> u64, server: ServiceId) -> u64 {
     ServiceId::ALL
         .into_iter()
-        .filter(|t| !matches!(t, ServiceId::Selftest | ServiceId::Rngd))
+        .filter(|t| *t != ServiceId::Selftest && *t != server)
         .map(task_instructions)
         .sum()
+}
+
+/// Round trips per IPC row.
+pub const ROUND_TRIPS: usize = 9;
+
+/// `service/ipc-round-trip`: the smallest request there is to the smallest service, a
+/// logd `QUERY` with the empty filter (11 bytes of payload) and the reply with its counts:
+/// the call, the policy check, the kernel's audit record, delivery, logd's receive,
+/// its count and its reply, and the caller taking the reply. Counted like
+/// `service/get-entropy`: the selftest's and logd's work and the kernel's, the other
+/// tasks' polls taken out; the median of [`ROUND_TRIPS`].
+async fn ipc_round_trip<E: Endpoint>(
+    ep: &E,
+    instructions_retired: fn() -> u64,
+    task_instructions: fn(ServiceId) -> u64,
+    overhead: u64,
+) {
+    let filter = ipc::AuditFilter::default();
+    let mut trips = alloc::vec::Vec::new();
+    for _ in 0..ROUND_TRIPS {
+        let others = bystanders(task_instructions, ServiceId::Logd);
+        let start = instructions_retired();
+        let reply = service_api::logd::query(ep, &filter).await;
+        let used = instructions_retired()
+            .saturating_sub(start + overhead)
+            .saturating_sub(bystanders(task_instructions, ServiceId::Logd).saturating_sub(others));
+        if reply.is_err() {
+            ep.console("FAIL bench service/ipc-round-trip: logd did not answer");
+            return;
+        }
+        trips.push(used);
+    }
+    ep.console(&format!("bench service/ipc-round-trip {}", median(trips)));
 }
 
 /// `service/get-entropy`: one 32-byte `GET_ENTROPY` over IPC, as every key and every
@@ -114,13 +148,19 @@ async fn entropy<P: Provider, E: Endpoint>(
     let count = |start: u64, others: u64| {
         instructions_retired()
             .saturating_sub(start + overhead)
-            .saturating_sub(bystanders(task_instructions).saturating_sub(others))
+            .saturating_sub(bystanders(task_instructions, ServiceId::Rngd).saturating_sub(others))
     };
     for _ in 0..ENTROPY_REQUESTS {
-        let (start, others) = (instructions_retired(), bystanders(task_instructions));
+        let (start, others) = (
+            instructions_retired(),
+            bystanders(task_instructions, ServiceId::Rngd),
+        );
         let bytes = service_api::rngd::get_entropy(ep, 32).await;
         get.push(count(start, others));
-        let (start, others) = (instructions_retired(), bystanders(task_instructions));
+        let (start, others) = (
+            instructions_retired(),
+            bystanders(task_instructions, ServiceId::Rngd),
+        );
         let key = match service_api::rngd::get_entropy(ep, 32).await {
             Ok(bytes) => keystored::key_from_entropy::<P>(&bytes),
             Err(_) => None,

@@ -781,8 +781,10 @@ impl Process {
     }
 
     /// Answers a refused call: the error in `a0`, `needed` in `a1` (a length the
-    /// buffer must have, or 0). Refusals that are part of the ordinary flow (a reply
-    /// not come yet, nothing queued) are not audited; every other one is.
+    /// buffer must have, or 0). Refusals that are part of the ordinary flow are not
+    /// audited: a reply not come yet, nothing queued, and a buffer to fill that is
+    /// shorter than what waits (`TooLong` with the length needed; a process asks with
+    /// no room to learn the length, and nothing is taken). Every other one is.
     fn refuse(
         &mut self,
         ep: &KernelEndpoint<RiscvPlatform>,
@@ -790,7 +792,9 @@ impl Process {
         error: SyscallError,
         needed: u64,
     ) {
-        if !matches!(error, SyscallError::Pending | SyscallError::Empty) {
+        let ordinary = matches!(error, SyscallError::Pending | SyscallError::Empty)
+            || (error == SyscallError::TooLong && needed > 0);
+        if !ordinary {
             ep.kernel_record(
                 Action::Syscall {
                     number: u16::try_from(number).unwrap_or(u16::MAX),

@@ -115,20 +115,29 @@ impl Endpoint for UserEndpoint {
         )
         .map_err(|e| ipc_error(e, request))?;
         let outstanding = Outstanding(id);
-        let mut buffer = vec![0u8; MAX_FRAME];
         let outcome = loop {
-            match call3(
-                number::TAKE_REPLY,
-                [id, buffer.as_mut_ptr() as usize, buffer.len()],
-            ) {
-                Ok([len, _, _]) => break Ok(IpcBuffer::copy_from(&buffer[..len])),
+            // Asked with no room, the kernel says how long the reply is once it has
+            // come (and keeps it), or that it has not come, or how the call ended.
+            match call3(number::TAKE_REPLY, [id, 0, 0]) {
                 Err((Error::Pending, _)) => YieldOnce(false).await,
+                Err((Error::TooLong, len)) => {
+                    let mut buffer = vec![0u8; len];
+                    let taken = call3(
+                        number::TAKE_REPLY,
+                        [id, buffer.as_mut_ptr() as usize, buffer.len()],
+                    );
+                    let reply = taken
+                        .map(|[len, _, _]| IpcBuffer::copy_from(&buffer[..len.min(buffer.len())]))
+                        .map_err(|(error, _)| ipc_error(error, request));
+                    buffer.zeroize();
+                    break reply;
+                }
+                Ok(_) => break Ok(IpcBuffer::copy_from(&[])),
                 Err((error, _)) => break Err(ipc_error(error, request)),
             }
         };
         // Taken or ended: the kernel holds nothing more of this call.
         core::mem::forget(outstanding);
-        buffer.zeroize();
         outcome
     }
 
@@ -142,7 +151,13 @@ impl Endpoint for UserEndpoint {
     }
 
     fn try_receive(&self) -> Option<Request> {
-        let mut buffer = vec![0u8; MAX_FRAME];
+        // Asked with no room, the kernel says how long the next request is (and keeps
+        // it queued), or that there is none: an idle poll allocates nothing.
+        let len = match call3(number::RECEIVE, [0, 0, 0]) {
+            Err((Error::TooLong, len)) => len,
+            _ => return None,
+        };
+        let mut buffer = vec![0u8; len];
         let taken = call3(
             number::RECEIVE,
             [buffer.as_mut_ptr() as usize, buffer.len(), 0],

@@ -4,10 +4,11 @@
 //! binary) runs only these, and the test image (`os-image`) adds the selftest task
 //! beside them, so what the ladder proves is what a device runs.
 //!
-//! Tasks: logd (a user-mode process of the image's user program, `programs/`), rngd,
-//! statefs, keystored (sealing with the image's AEAD and its Noise hash's HKDF),
-//! netstackd (TCP/IPv4 on virtio-net and loopback, with the `net` feature), dsoftbusd
-//! (Noise XK over TCP); all but logd still kernel tasks in supervisor mode.
+//! Tasks: logd and rngd (user-mode processes of the image's user program,
+//! `programs/`; rngd drives the entropy device from its own window), statefs,
+//! keystored (sealing with the image's AEAD and its Noise hash's HKDF), netstackd
+//! (TCP/IPv4 on virtio-net and loopback, with the `net` feature), dsoftbusd (Noise XK
+//! over TCP); all but logd and rngd still kernel tasks in supervisor mode.
 
 #![cfg_attr(target_arch = "riscv64", no_std)]
 #![forbid(unsafe_code)]
@@ -43,7 +44,7 @@ mod riscv {
     /// Spawns every service; returns the refusals (each a failure the caller prints).
     /// `boot` carries the command line netstackd reads its addresses from; `program`
     /// is the image's user program ([`kernel::process::load_user_program`]), whose
-    /// processes run the services that have moved to user mode: logd.
+    /// processes run the services that have moved to user mode: logd and rngd.
     #[cfg_attr(not(feature = "net"), expect(unused_variables))]
     pub fn spawn_services(
         kernel: &mut Kernel<RiscvPlatform>,
@@ -51,8 +52,8 @@ mod riscv {
         program: Option<Rc<Program>>,
     ) -> Vec<SpawnError> {
         [
-            kernel::process::spawn_service(kernel, program, ServiceId::Logd),
-            kernel.spawn(ServiceId::Rngd, rngd::run),
+            kernel::process::spawn_service(kernel, program.clone(), ServiceId::Logd),
+            kernel::process::spawn_service(kernel, program.clone(), ServiceId::Rngd),
             kernel.spawn(ServiceId::Statefs, statefs::run),
             kernel.spawn(ServiceId::Keystored, |ep| {
                 keystored::run::<Selected, Hash, _>(ep, kernel_core::config::PURPOSES)

@@ -9,7 +9,8 @@
 //!    of the device tree blob and every reserved memory region;
 //! 4. probes every virtio-mmio slot through `virtio-drivers` and finds the entropy
 //!    source, the disks (by serial) and the network device there, never at a
-//!    hard-coded address;
+//!    hard-coded address; the entropy device's window becomes a capability its
+//!    holder's user-mode process claims (the kernel opens no driver for it);
 //! 5. creates the kernel with the compiled-in policy and manifest, lets the image
 //!    spawn its tasks, runs them until the selftest finishes, and shuts the machine
 //!    down through SBI with a status that says whether everything passed.
@@ -49,9 +50,6 @@ pub use platform::RiscvPlatform;
 
 /// How long the tasks may run before the kernel gives up, in guest seconds.
 const RUN_DEADLINE_S: u64 = 600;
-
-/// How long the entropy device may take to answer one request.
-const ENTROPY_DEVICE_TIMEOUT_US: u64 = 500_000;
 
 /// How long a disk may take to answer one request (at most 4 KiB, or a flush).
 const DISK_TIMEOUT_US: u64 = 2_000_000;
@@ -286,14 +284,10 @@ fn start(
         kernel_core::config::GRANTS,
         Limits::default(),
     );
+    // The entropy device is not opened here: its window is a capability, mapped into
+    // its holder's process (rngd), where its driver runs.
     if let Some(slot) = &devices.entropy {
-        match virtio::entropy_device(slot, ENTROPY_DEVICE_TIMEOUT_US) {
-            Ok(device) => kernel.install_entropy_device(device),
-            Err(why) => console::line(
-                "KERNEL",
-                format_args!("virtio-rng at {:#x} unusable: {why}", slot.start),
-            ),
-        }
+        process::register_window(ipc::Capability::EntropyDevice, slot.clone());
     }
     install_disks(&mut kernel, &devices.blocks);
     match &devices.net {

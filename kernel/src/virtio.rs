@@ -112,21 +112,6 @@ impl device_deadline::Clock for KernelClock {
     }
 }
 
-/// Opens the virtio-rng device in `slot` with a deadline of `timeout_us` per request.
-pub fn entropy_device(
-    slot: &Range<usize>,
-    timeout_us: u64,
-) -> Result<Box<dyn ipc::RawEntropyDevice>, virtio_rng::ProbeError> {
-    // SAFETY: `slot` is the device tree's virtio-mmio window of the entropy device;
-    // the probing transport was dropped, and this transport is the only one from now
-    // on, owned by the driver.
-    let transport = unsafe { transport(slot) }.ok_or(virtio_rng::ProbeError::WrongDevice(
-        DeviceType::EntropySource,
-    ))?;
-    let device = virtio_rng::VirtioRng::<KernelHal, _, _>::new(transport, KernelClock, timeout_us)?;
-    Ok(Box::new(device))
-}
-
 /// Opens the block device in `slot` (reading its serial) with a deadline of
 /// `timeout_us` per request.
 pub fn block_device(

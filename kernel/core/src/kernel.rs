@@ -721,6 +721,23 @@ impl<P: Platform> KernelEndpoint<P> {
             .map(|envelope| envelope.frame.len())
     }
 
+    /// Claims `capability` for this task the way every claim goes: the manifest's
+    /// grant first, then `take` (which hands out what the capability stands for, or
+    /// says why not), and an audit record of the decision. For the kernel's process
+    /// layer, whose device capabilities are windows it maps rather than drivers
+    /// kernel-core holds.
+    ///
+    /// # Errors
+    /// [`CapabilityError::NotGranted`] without a grant (`take` is not called), or
+    /// what `take` says.
+    pub fn claim_with<T>(
+        &self,
+        capability: Capability,
+        take: impl FnOnce() -> Result<T, CapabilityError>,
+    ) -> Result<T, CapabilityError> {
+        self.shared.claim(self.id, capability, |_| take())
+    }
+
     /// A record written by the kernel (origin [`ServiceId::Kernel`]) about this
     /// endpoint's task: what the kernel's process layer decides about a user-mode
     /// process it runs for the task (a refused system call, a fault, the process

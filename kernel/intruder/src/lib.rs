@@ -46,6 +46,7 @@ mod program {
             5 => bad_buffers(target),
             6 => unknown_call(),
             7 => spin(),
+            8 => claim_device(),
             100 => victim(target as u64, heap),
             _ => exit(UNKNOWN_STEP),
         }
@@ -114,6 +115,19 @@ mod program {
         match user_rt::call(UNKNOWN_CALL, [0; 3]) {
             Err(Error::UnknownCall) => exit(0),
             _ => exit(20),
+        }
+    }
+
+    fn claim_device() -> ! {
+        // The entropy device's window (capability 1): the manifest gives it to rngd.
+        match user_rt::call(user_rt::number::CLAIM, [1, 0, 0]) {
+            Err(Error::Capability(ipc::CapabilityError::NotGranted)) => {}
+            _ => exit(30),
+        }
+        // DMA pages: only for the holder of a device window.
+        match user_rt::call(user_rt::number::DMA_ALLOC, [1, 0, 0]) {
+            Err(Error::NotHeld) => exit(0),
+            _ => exit(31),
         }
     }
 

@@ -30,6 +30,7 @@
 //! watchdog stops a process that ran [`WATCHDOG_BUDGET_MS`] of its own time without a
 //! system call.
 
+mod devices;
 mod switch;
 
 use alloc::string::String;
@@ -44,6 +45,7 @@ use sv39::{AccessError, AddressSpace, Flags, Frames, MapError, PAGE_SIZE};
 use crate::mmu::HeapFrames;
 use crate::{RiscvPlatform, clock};
 
+pub use devices::{register as register_window, structural_check};
 pub use switch::Trap;
 
 /// Where programs are linked: 128 GiB, one top-level slot (1 GiB) of their own.
@@ -54,6 +56,12 @@ pub const HEAP: u64 = 0x30_0000_0000;
 pub const STACK_WINDOWS: u64 = 0x38_0000_0000;
 /// The size of one stack window (16 MiB).
 pub const STACK_WINDOW: u64 = 0x100_0000;
+/// Where device windows are mapped in their holder: each at its own page from here.
+pub const DEVICE_WINDOWS: u64 = 0x28_0000_0000;
+/// Where a device holder's DMA pages are mapped.
+pub const DMA: u64 = 0x2c_0000_0000;
+/// The most DMA pages a process may hold at once, and ask for in one call.
+pub const MAX_DMA_PAGES: u64 = 64;
 /// How many stack windows there are (the process numbers wrap around them).
 const STACK_WINDOW_COUNT: u64 = 1024;
 /// The next process's number: its stack window.
@@ -102,6 +110,11 @@ pub mod number {
     pub const AUDIT_POP: u64 = 11;
     /// `audit_lost()`: records the stream lost: the kernel's in `a1`, tasks' in `a2`.
     pub const AUDIT_LOST: u64 = 12;
+    /// `dma_alloc(pages)`: zeroed, physically contiguous pages for the holder of a
+    /// device window: their address in `a1`, their physical address in `a2`.
+    pub const DMA_ALLOC: u64 = 13;
+    /// `dma_free(address)`: gives DMA pages back (zeroed).
+    pub const DMA_FREE: u64 = 14;
 }
 
 /// Why a system call was refused: the code in `a0` (0 is success).
@@ -155,9 +168,11 @@ pub enum SyscallError {
     BadRecord = 36,
     /// No capability has this number.
     UnknownCapability = 37,
-    /// A device capability: not handed to user-mode processes yet (issue 19's
-    /// device windows are not built).
+    /// A capability not handed to user-mode processes yet (the disks and the network
+    /// device: their holders still run in the kernel).
     NotSupported = 38,
+    /// More DMA pages than a process may hold.
+    Exhausted = 39,
 }
 
 impl SyscallError {
@@ -462,6 +477,15 @@ pub struct Process {
     calls: Vec<(u32, u64)>,
     /// The audit feed, once it claimed it.
     feed: Option<kernel_core::AuditFeedHandle<RiscvPlatform>>,
+    /// Its number: its stack window, its name in the registry of live spaces and as
+    /// a device window's holder.
+    number: u64,
+    /// Device windows mapped into it: where, how many bytes.
+    windows: Vec<(u64, u64)>,
+    /// DMA allocations: address, physical address, pages.
+    dma: Vec<(u64, u64, u64)>,
+    /// Where the next DMA allocation goes.
+    next_dma: u64,
 }
 
 /// `scause` codes of the exceptions a process may cause, by name (for the line that
@@ -534,6 +558,10 @@ impl Process {
             ended: None,
             calls: Vec::new(),
             feed: None,
+            number,
+            windows: Vec::new(),
+            dma: Vec::new(),
+            next_dma: DMA,
         };
         // On an error from here, dropping `process` frees what was mapped.
         for page in &program.pages {
@@ -566,6 +594,7 @@ impl Process {
                 va += PAGE_SIZE;
             }
         }
+        devices::space_started(number, process.space);
         Ok(process)
     }
 
@@ -725,7 +754,7 @@ impl Process {
                     [0; 3]
                 })
                 .map_err(Into::into),
-            number::UPTIME => Ok([ep.uptime_ms(), 0, 0]),
+            number::UPTIME => Ok([ep.uptime_ms(), clock::now_us(), 0]),
             number::CALL => self.call(ep, a0, a1, a2),
             number::TAKE_REPLY => self.take_reply(ep, a0, a1, a2),
             number::CANCEL => {
@@ -759,6 +788,8 @@ impl Process {
                 .map_err(Into::into),
             number::CLAIM => self.claim(ep, a0),
             number::AUDIT_POP => self.audit_pop(a0, a1),
+            number::DMA_ALLOC => self.dma_alloc(a0),
+            number::DMA_FREE => self.dma_free(a0),
             number::AUDIT_LOST => match &self.feed {
                 Some(feed) => {
                     let lost = ipc::AuditFeed::lost(feed);
@@ -890,11 +921,88 @@ impl Process {
             .ok()
             .and_then(ipc::Capability::from_u16)
             .ok_or(SyscallError::UnknownCapability)?;
-        if capability != ipc::Capability::AuditFeed {
-            return Err(SyscallError::NotSupported.into());
+        match capability {
+            ipc::Capability::AuditFeed => {
+                let feed = ep.claim_audit_feed().map_err(SyscallError::from)?;
+                self.feed = Some(feed);
+                Ok([0; 3])
+            }
+            ipc::Capability::EntropyDevice => {
+                let number = self.number;
+                let window = ep
+                    .claim_with(capability, || devices::take(capability, number))
+                    .map_err(SyscallError::from)?;
+                self.map_window(window)
+            }
+            _ => Err(SyscallError::NotSupported.into()),
         }
-        let feed = ep.claim_audit_feed().map_err(SyscallError::from)?;
-        self.feed = Some(feed);
+    }
+
+    /// Maps a device window (its pages, read+write, never executable) into this
+    /// process at the next free place after [`DEVICE_WINDOWS`]; returns its address,
+    /// length and physical address.
+    fn map_window(&mut self, window: Range<u64>) -> Result<[u64; 3], (SyscallError, u64)> {
+        let start = down(window.start);
+        let end = window.end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let at = DEVICE_WINDOWS
+            + self
+                .windows
+                .iter()
+                .map(|(_, len)| len.div_ceil(PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE)
+                .sum::<u64>();
+        let flags = Flags::USER | Flags::READ | Flags::WRITE;
+        self.space
+            .map(&mut HeapFrames, at, start, end - start, flags)
+            .map_err(|_| SyscallError::Exhausted)?;
+        let address = at + (window.start - start);
+        let len = window.end - window.start;
+        self.windows.push((address, len));
+        Ok([address, len, window.start])
+    }
+
+    fn dma_alloc(&mut self, pages: u64) -> Result<[u64; 3], (SyscallError, u64)> {
+        if self.windows.is_empty() {
+            return Err(SyscallError::NotHeld.into());
+        }
+        let held: u64 = self.dma.iter().map(|(_, _, n)| n).sum();
+        if pages == 0 || held + pages > MAX_DMA_PAGES {
+            return Err(SyscallError::Exhausted.into());
+        }
+        let layout = dma_layout(pages).ok_or(SyscallError::Exhausted)?;
+        // SAFETY: the layout has a non-zero size.
+        let frames = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        if frames.is_null() {
+            return Err(SyscallError::Exhausted.into());
+        }
+        let pa = frames as u64;
+        let va = self.next_dma;
+        let flags = Flags::USER | Flags::READ | Flags::WRITE;
+        if self
+            .space
+            .map(&mut HeapFrames, va, pa, pages * PAGE_SIZE, flags)
+            .is_err()
+        {
+            // SAFETY: just allocated with this layout, never mapped.
+            unsafe { alloc::alloc::dealloc(frames, layout) };
+            return Err(SyscallError::Exhausted.into());
+        }
+        self.next_dma += pages * PAGE_SIZE + PAGE_SIZE;
+        self.dma.push((va, pa, pages));
+        Ok([va, pa, 0])
+    }
+
+    fn dma_free(&mut self, va: u64) -> Result<[u64; 3], (SyscallError, u64)> {
+        let at = self
+            .dma
+            .iter()
+            .position(|(start, _, _)| *start == va)
+            .ok_or(SyscallError::Unmapped)?;
+        let (va, pa, pages) = self.dma.swap_remove(at);
+        self.space
+            .unmap(&mut HeapFrames, va, pages * PAGE_SIZE, |_| {});
+        // SAFETY: allocated by `dma_alloc` with this many pages, now unmapped from its
+        // only space (the hart is on the kernel's tables; the next switch fences).
+        unsafe { free_dma(pa, pages) };
         Ok([0; 3])
     }
 
@@ -1072,6 +1180,29 @@ pub fn spawn_service(
     })
 }
 
+fn dma_layout(pages: u64) -> Option<alloc::alloc::Layout> {
+    alloc::alloc::Layout::from_size_align((pages * PAGE_SIZE) as usize, PAGE_SIZE as usize).ok()
+}
+
+/// Zeroes and frees DMA pages.
+///
+/// # Safety
+/// `pa` came from `dma_alloc` with `pages` pages, is mapped nowhere, freed once.
+unsafe fn free_dma(pa: u64, pages: u64) {
+    let Some(layout) = dma_layout(pages) else {
+        return;
+    };
+    let bytes = pa as *mut u8;
+    for offset in 0..(pages * PAGE_SIZE) as usize {
+        // SAFETY: within the allocation (the caller's contract); volatile so the
+        // zeroing is not dropped before the deallocation.
+        unsafe { bytes.add(offset).write_volatile(0) };
+    }
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+    // SAFETY: allocated with this layout, freed once.
+    unsafe { alloc::alloc::dealloc(bytes, layout) };
+}
+
 /// What a served system call asks of the run loop.
 enum Call {
     Continue,
@@ -1085,12 +1216,20 @@ impl Drop for Process {
         // none of these frames is reachable through a live translation; the fence in
         // the next switch drops any cached one.
         let frames = &mut HeapFrames;
+        devices::space_ended(self.number);
+        devices::release(self.number);
+        for (_, pa, pages) in self.dma.drain(..) {
+            // SAFETY: allocated by `dma_alloc`; the space that mapped it is going away
+            // with nothing running on it.
+            unsafe { free_dma(pa, pages) };
+        }
         let mut tables = Vec::new();
         self.space.table_frames(frames, |pa| tables.push(pa));
         for frame in self.own.drain(..).chain(tables) {
             // SAFETY: each came from `HeapFrames::allocate` for this process alone
             // (its own pages, then its own tables; the kernel's shared tables are not
-            // listed), nothing maps it any more, and each is freed once here.
+            // listed, nor device windows or DMA pages, which are not in `own`),
+            // nothing maps it any more, and each is freed once here.
             unsafe { HeapFrames::free(frame) };
         }
     }

@@ -56,16 +56,33 @@ impl Future for YieldOnce {
     }
 }
 
-/// A process's endpoint: its task's identity, system calls underneath.
-pub struct UserEndpoint {
+/// A process's endpoint: its task's identity, system calls underneath. `R` is the
+/// entropy device its holder opens in the process (`drivers/user-hal`); a process
+/// that holds none has [`NoDevice`].
+pub struct UserEndpoint<R = NoDevice> {
     id: ServiceId,
+    open_entropy: fn() -> Result<R, CapabilityError>,
 }
 
-impl UserEndpoint {
+impl UserEndpoint<NoDevice> {
     /// The endpoint of a process of task `id` (from [`crate::Start`]; the kernel
     /// stamps the identity on everything the process sends whatever this says).
     pub fn new(id: ServiceId) -> Self {
-        Self { id }
+        Self {
+            id,
+            open_entropy: || Err(claim_device(Capability::EntropyDevice)),
+        }
+    }
+}
+
+impl<R: RawEntropyDevice> UserEndpoint<R> {
+    /// The endpoint of the entropy device's holder: `open` claims the device's window
+    /// and opens its driver in this process.
+    pub fn with_entropy_device(id: ServiceId, open: fn() -> Result<R, CapabilityError>) -> Self {
+        Self {
+            id,
+            open_entropy: open,
+        }
     }
 }
 
@@ -98,8 +115,8 @@ impl Drop for Outstanding {
     }
 }
 
-impl Endpoint for UserEndpoint {
-    type EntropyDevice = NoDevice;
+impl<R: RawEntropyDevice> Endpoint for UserEndpoint<R> {
+    type EntropyDevice = R;
     type AuditFeed = UserAuditFeed;
     type Disk = NoDevice;
     type NetDevice = NoDevice;
@@ -216,8 +233,8 @@ impl Endpoint for UserEndpoint {
         crate::uptime_ms()
     }
 
-    fn claim_entropy_device(&self) -> Result<NoDevice, CapabilityError> {
-        Err(claim_device(Capability::EntropyDevice))
+    fn claim_entropy_device(&self) -> Result<R, CapabilityError> {
+        (self.open_entropy)()
     }
 
     fn claim_audit_feed(&self) -> Result<UserAuditFeed, CapabilityError> {
@@ -237,8 +254,8 @@ impl Endpoint for UserEndpoint {
     }
 }
 
-/// Asks the kernel for a device: refused (and audited) while device windows are not
-/// handed to processes; the refusal says why.
+/// Asks the kernel for a device this process cannot drive: refused (and audited);
+/// the refusal says why.
 fn claim_device(capability: Capability) -> CapabilityError {
     match call(number::CLAIM, [capability as usize, 0, 0]) {
         Err(Error::Capability(why)) => why,

@@ -53,6 +53,10 @@ pub mod number {
     pub const AUDIT_POP: usize = 11;
     /// `audit_lost()`.
     pub const AUDIT_LOST: usize = 12;
+    /// `dma_alloc(pages)`.
+    pub const DMA_ALLOC: usize = 13;
+    /// `dma_free(address)`.
+    pub const DMA_FREE: usize = 14;
 }
 
 /// The exit code of a program that panicked.
@@ -89,6 +93,8 @@ pub enum Error {
     UnknownCapability,
     /// 38: not handed to user-mode processes (yet).
     NotSupported,
+    /// 39: more DMA pages than a process may hold.
+    Exhausted,
     /// A code this crate does not know.
     Other(usize),
 }
@@ -121,6 +127,7 @@ impl Error {
             36 => Self::BadRecord,
             37 => Self::UnknownCapability,
             38 => Self::NotSupported,
+            39 => Self::Exhausted,
             other => Self::Other(other),
         }
     }
@@ -199,6 +206,11 @@ pub fn console_raw(address: usize, len: usize) -> Result<(), Error> {
 /// Milliseconds since boot.
 pub fn uptime_ms() -> u64 {
     call(number::UPTIME, [0; 3]).map_or(0, |ms| ms as u64)
+}
+
+/// Microseconds since boot.
+pub fn uptime_us() -> u64 {
+    call3(number::UPTIME, [0; 3]).map_or(0, |[_, us, _]| us as u64)
 }
 
 /// What a process finds in its registers at its start (docs/syscalls.md).

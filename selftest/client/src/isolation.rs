@@ -16,9 +16,13 @@ use crate::Checks;
 pub const UNKNOWN_CALL: u16 = 0x0bad;
 /// The console system call's number (docs/syscalls.md).
 const CONSOLE: u16 = 2;
+/// `claim`.
+const CLAIM: u16 = 10;
+/// `dma_alloc`.
+const DMA_ALLOC: u16 = 13;
 
 /// Each record the steps leave, and how many.
-const EXPECTED: [(Action, Verdict, u32); 6] = [
+const EXPECTED: [(Action, Verdict, u32); 9] = [
     // A read of a kernel address, a read of the victim's page.
     (Action::Fault { cause: 13 }, Verdict::Denied, 2),
     // A write to the victim's page, a write to its own code.
@@ -41,6 +45,15 @@ const EXPECTED: [(Action, Verdict, u32); 6] = [
         Verdict::Rejected,
         1,
     ),
+    // The entropy device's window: the kernel's capability decision, and the call.
+    (
+        Action::Claim(ipc::Capability::EntropyDevice),
+        Verdict::Denied,
+        1,
+    ),
+    (Action::Syscall { number: CLAIM }, Verdict::Rejected, 1),
+    // DMA pages without a device window.
+    (Action::Syscall { number: DMA_ALLOC }, Verdict::Rejected, 1),
 ];
 
 /// How long the check waits for the steps' records, in guest milliseconds.

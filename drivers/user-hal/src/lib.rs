@@ -1,0 +1,189 @@
+//! The driver HAL of a user-mode device holder (`docs/syscalls.md`: `claim`,
+//! `dma_alloc`, `dma_free`).
+//!
+//! A process that holds a device capability claims its window: the kernel maps the
+//! device's registers into this process alone (read+write, never executable) and says
+//! where. The `virtio-drivers` [`Hal`] here serves the drivers of `drivers/virtio-*`
+//! from that window and from DMA pages the kernel allocates (zeroed, physically
+//! contiguous, mapped into this process, their physical address returned). A process
+//! cannot know the physical address of its own heap, so every buffer a driver shares
+//! with the device is bounced through DMA pages: copied in before the device reads it,
+//! copied back after the device wrote it; the kernel zeroes the pages when they are
+//! freed.
+//!
+//! This crate is where a user-mode driver's `unsafe` lives (MMIO, DMA pointers), each
+//! block with its reason.
+
+#![no_std]
+#![cfg(target_arch = "riscv64")]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::ptr::NonNull;
+
+use critical_section::Mutex;
+use ipc::{Capability, CapabilityError};
+use user_rt::{Error, call, call3};
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
+
+use user_rt::number::{CLAIM, DMA_ALLOC, DMA_FREE};
+
+/// A window this process holds: physical address, address here, length.
+#[derive(Clone, Copy)]
+struct Window {
+    pa: PhysAddr,
+    va: usize,
+    len: usize,
+}
+
+static WINDOWS: Mutex<RefCell<Vec<Window>>> = Mutex::new(RefCell::new(Vec::new()));
+
+/// Bounce buffers in use: physical address, address here, pages.
+static BOUNCES: Mutex<RefCell<Vec<(PhysAddr, usize, usize)>>> =
+    Mutex::new(RefCell::new(Vec::new()));
+
+/// Claims the window of device capability `capability` and opens its virtio-mmio
+/// transport.
+///
+/// # Errors
+/// The kernel's refusal (not granted, absent, already claimed), or
+/// [`CapabilityError::Absent`] when the window holds no virtio device.
+pub fn claim_virtio(capability: Capability) -> Result<MmioTransport<'static>, CapabilityError> {
+    let [va, len, pa] = call3(CLAIM, [capability as usize, 0, 0]).map_err(|(e, _)| match e {
+        Error::Capability(why) => why,
+        _ => CapabilityError::Absent,
+    })?;
+    critical_section::with(|cs| {
+        WINDOWS.borrow(cs).borrow_mut().push(Window {
+            pa: pa as PhysAddr,
+            va,
+            len,
+        });
+    });
+    let header = NonNull::new(va as *mut VirtIOHeader).ok_or(CapabilityError::Absent)?;
+    // SAFETY: the kernel mapped `len` bytes of the device's register window at `va`
+    // in this process alone, read+write, for as long as the process lives, and this
+    // is the only transport made over it.
+    unsafe { MmioTransport::new(header, len) }.map_err(|_| CapabilityError::Absent)
+}
+
+/// DMA pages from the kernel: (address here, physical address).
+fn dma_pages(pages: usize) -> Option<(usize, PhysAddr)> {
+    call3(DMA_ALLOC, [pages, 0, 0])
+        .ok()
+        .map(|[va, pa, _]| (va, pa as PhysAddr))
+}
+
+/// The `virtio-drivers` HAL of a user-mode device holder.
+pub struct UserHal;
+
+// SAFETY: `dma_alloc` returns pages the kernel zeroed, mapped read+write into this
+// process and physically contiguous, with their true physical address; they stay
+// mapped until `dma_dealloc`. `mmio_phys_to_virt` answers only addresses inside a
+// window this process holds. `share` hands the device the physical address of a
+// bounce buffer holding the buffer's bytes (for the device to read), and `unshare`
+// copies the device's bytes back before the bounce buffer is freed; the device never
+// sees the process's own memory.
+unsafe impl Hal for UserHal {
+    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        let Some((va, pa)) = dma_pages(pages) else {
+            panic!("no DMA pages for the driver");
+        };
+        let Some(pointer) = NonNull::new(va as *mut u8) else {
+            panic!("DMA pages at address 0");
+        };
+        (pa, pointer)
+    }
+
+    unsafe fn dma_dealloc(_paddr: PhysAddr, vaddr: NonNull<u8>, _pages: usize) -> i32 {
+        match call(DMA_FREE, [vaddr.as_ptr() as usize, 0, 0]) {
+            Ok(_) => 0,
+            Err(_) => -1,
+        }
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+        let inside = |w: &Window| {
+            paddr >= w.pa
+                && usize::try_from(paddr - w.pa)
+                    .ok()
+                    .and_then(|offset| offset.checked_add(size))
+                    .is_some_and(|end| end <= w.len)
+        };
+        let window =
+            critical_section::with(|cs| WINDOWS.borrow(cs).borrow().iter().copied().find(inside));
+        let Some(window) = window else {
+            panic!("MMIO outside the windows this process holds");
+        };
+        let at = window.va + (paddr - window.pa) as usize;
+        NonNull::new(at as *mut u8).unwrap_or(NonNull::dangling())
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, direction: BufferDirection) -> PhysAddr {
+        let len = buffer.len();
+        let pages = len.div_ceil(PAGE_SIZE).max(1);
+        let Some((va, pa)) = dma_pages(pages) else {
+            panic!("no DMA pages for a bounce buffer");
+        };
+        if direction != BufferDirection::DeviceToDriver {
+            // SAFETY: `buffer` is valid for reads of `len` bytes (the Hal contract),
+            // and the bounce buffer is `pages` fresh pages of ours.
+            unsafe {
+                core::ptr::copy_nonoverlapping(buffer.as_ptr().cast::<u8>(), va as *mut u8, len);
+            }
+        }
+        critical_section::with(|cs| BOUNCES.borrow(cs).borrow_mut().push((pa, va, pages)));
+        pa
+    }
+
+    unsafe fn unshare(paddr: PhysAddr, buffer: NonNull<[u8]>, direction: BufferDirection) {
+        let bounce = critical_section::with(|cs| {
+            let mut bounces = BOUNCES.borrow(cs).borrow_mut();
+            let at = bounces.iter().position(|(pa, _, _)| *pa == paddr)?;
+            Some(bounces.swap_remove(at))
+        });
+        let Some((_, va, _)) = bounce else {
+            return;
+        };
+        if direction != BufferDirection::DriverToDevice {
+            // SAFETY: `buffer` is valid for writes of its length (the Hal contract),
+            // and the bounce buffer holds at least that many bytes.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    va as *const u8,
+                    buffer.as_ptr().cast::<u8>(),
+                    buffer.len(),
+                );
+            }
+        }
+        let _ = call(DMA_FREE, [va, 0, 0]);
+    }
+}
+
+/// The kernel's clock, for the drivers' deadlines (microseconds since boot).
+pub struct UserClock;
+
+impl device_deadline::Clock for UserClock {
+    fn now_us(&self) -> u64 {
+        user_rt::uptime_us()
+    }
+}
+
+/// The entropy device, opened in this process: its window claimed, the virtio-rng
+/// driver over it, each request bounded by `timeout_us`.
+///
+/// # Errors
+/// The claim's refusal, or [`CapabilityError::Absent`] when the device does not set up.
+pub fn entropy_device(
+    timeout_us: u64,
+) -> Result<virtio_rng::VirtioRng<UserHal, MmioTransport<'static>, UserClock>, CapabilityError> {
+    let transport = claim_virtio(Capability::EntropyDevice)?;
+    virtio_rng::VirtioRng::new(transport, UserClock, timeout_us).map_err(|why| {
+        let line = alloc::format!("virtio-rng unusable: {why}");
+        let _ = user_rt::console(line.as_bytes());
+        CapabilityError::Absent
+    })
+}

@@ -4,11 +4,11 @@
 //! binary) runs only these, and the test image (`os-image`) adds the selftest task
 //! beside them, so what the ladder proves is what a device runs.
 //!
-//! Tasks: logd and rngd (user-mode processes of the image's user program,
-//! `programs/`; rngd drives the entropy device from its own window), statefs,
-//! keystored (sealing with the image's AEAD and its Noise hash's HKDF), netstackd
-//! (TCP/IPv4 on virtio-net and loopback, with the `net` feature), dsoftbusd (Noise XK
-//! over TCP); all but logd and rngd still kernel tasks in supervisor mode.
+//! Tasks: logd, rngd and dsoftbusd (user-mode processes of the image's user program,
+//! `programs/`; rngd drives the entropy device from its own window, dsoftbusd runs
+//! Noise XK over TCP), statefs, keystored (sealing with the image's AEAD and its
+//! Noise hash's HKDF) and netstackd (TCP/IPv4 on virtio-net and loopback, with the
+//! `net` feature), which are still kernel tasks in supervisor mode.
 
 #![cfg_attr(target_arch = "riscv64", no_std)]
 #![forbid(unsafe_code)]
@@ -44,7 +44,8 @@ mod riscv {
     /// Spawns every service; returns the refusals (each a failure the caller prints).
     /// `boot` carries the command line netstackd reads its addresses from; `program`
     /// is the image's user program ([`kernel::process::load_user_program`]), whose
-    /// processes run the services that have moved to user mode: logd and rngd.
+    /// processes run the services that have moved to user mode: logd, rngd and
+    /// dsoftbusd.
     #[cfg_attr(not(feature = "net"), expect(unused_variables))]
     pub fn spawn_services(
         kernel: &mut Kernel<RiscvPlatform>,
@@ -60,7 +61,7 @@ mod riscv {
             }),
             #[cfg(feature = "net")]
             kernel.spawn(ServiceId::Netstackd, |ep| netstackd::run(ep, boot.bootargs)),
-            kernel.spawn(ServiceId::Dsoftbusd, dsoftbusd::run::<Selected, Hash, _>),
+            kernel::process::spawn_service(kernel, program.clone(), ServiceId::Dsoftbusd),
         ]
         .into_iter()
         .filter_map(Result::err)

@@ -2,10 +2,12 @@
 //! [`user_rt::UserEndpoint`], their code unchanged from the kernel-task days (generic
 //! over `ipc::Endpoint`).
 //!
-//! Today that is logd and rngd (which drives the entropy device from its own window,
-//! `drivers/user-hal`). The others still run as kernel tasks in supervisor mode
-//! (issue 19 moves them next: the disks need the device manager that tells them apart
-//! by serial; keystored and dsoftbusd bring the crypto backends into the program).
+//! Today that is logd, rngd (which drives the entropy device from its own window,
+//! `drivers/user-hal`) and dsoftbusd (Noise XK with the combination's backends: the
+//! program is built per combination). The others still run as kernel tasks in
+//! supervisor mode (issue 19 moves them next: statefs and keystored need the device
+//! manager that tells the disks apart by serial, netstackd the network device's
+//! window and the command line).
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -13,6 +15,7 @@
 #[cfg(target_arch = "riscv64")]
 mod riscv {
     use ipc::ServiceId;
+    use provider_select::{Selected, SelectedHash as Hash};
     use user_rt::{Start, UserEndpoint, block_on, exit};
 
     /// The exit code of a process started for a task this program does not run.
@@ -32,6 +35,9 @@ mod riscv {
                 ServiceId::Rngd,
                 || user_hal::entropy_device(ENTROPY_DEVICE_TIMEOUT_US),
             ))),
+            ServiceId::Dsoftbusd => block_on(dsoftbusd::run::<Selected, Hash, _>(
+                UserEndpoint::new(ServiceId::Dsoftbusd),
+            )),
             _ => {}
         }
     }

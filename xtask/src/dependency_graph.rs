@@ -12,6 +12,8 @@ use crate::toolchain::RISCV_TARGET;
 
 /// The crate whose graph is the image's.
 const IMAGE_CRATE: &str = "os-image";
+/// The user programs, which hold the services that run in user mode (and their crypto).
+const PROGRAMS_CRATE: &str = "user-programs";
 
 /// The crate that must not appear.
 const FORBIDDEN: &str = "getrandom";
@@ -29,6 +31,8 @@ pub fn check_no_getrandom(combinations: &[Combination]) -> Result<(), String> {
                 "normal",
                 "--package",
                 IMAGE_CRATE,
+                "--package",
+                PROGRAMS_CRATE,
                 "--no-default-features",
                 "--features",
                 &features,
@@ -47,7 +51,7 @@ pub fn check_no_getrandom(combinations: &[Combination]) -> Result<(), String> {
         }
         if let Some(found) = packages.iter().find(|name| **name == FORBIDDEN) {
             return Err(format!(
-                "{combination}: {found} is in the riscv64 graph of {IMAGE_CRATE}"
+                "{combination}: {found} is in the riscv64 graph of {IMAGE_CRATE} and {PROGRAMS_CRATE}"
             ));
         }
         eprintln!(

@@ -4,11 +4,12 @@
 //! binary) runs only these, and the test image (`os-image`) adds the selftest task
 //! beside them, so what the ladder proves is what a device runs.
 //!
-//! Tasks: logd, rngd and dsoftbusd (user-mode processes of the image's user program,
-//! `programs/`; rngd drives the entropy device from its own window, dsoftbusd runs
-//! Noise XK over TCP), statefs, keystored (sealing with the image's AEAD and its
-//! Noise hash's HKDF) and netstackd (TCP/IPv4 on virtio-net and loopback, with the
-//! `net` feature), which are still kernel tasks in supervisor mode.
+//! Tasks: logd, rngd, netstackd and dsoftbusd (user-mode processes of the image's
+//! user program, `programs/`; rngd drives the entropy device and netstackd the
+//! network device from its own window, netstackd runs TCP/IPv4 on virtio-net and
+//! loopback with the `net` feature, dsoftbusd Noise XK over TCP), statefs and
+//! keystored (sealing with the image's AEAD and its Noise hash's HKDF), which are
+//! still kernel tasks in supervisor mode.
 
 #![cfg_attr(target_arch = "riscv64", no_std)]
 #![forbid(unsafe_code)]
@@ -22,8 +23,8 @@ mod riscv {
     use alloc::vec::Vec;
 
     use ipc::ServiceId;
+    use kernel::RiscvPlatform;
     use kernel::process::Program;
-    use kernel::{BootInfo, RiscvPlatform};
     use kernel_core::{Kernel, SpawnError};
     use provider_select::{Selected, SelectedHash as Hash};
 
@@ -42,14 +43,12 @@ mod riscv {
     }
 
     /// Spawns every service; returns the refusals (each a failure the caller prints).
-    /// `boot` carries the command line netstackd reads its addresses from; `program`
-    /// is the image's user program ([`kernel::process::load_user_program`]), whose
-    /// processes run the services that have moved to user mode: logd, rngd and
-    /// dsoftbusd.
-    #[cfg_attr(not(feature = "net"), expect(unused_variables))]
+    /// `program` is the image's user program
+    /// ([`kernel::process::load_user_program`]), whose processes run the services
+    /// that have moved to user mode: logd, rngd, netstackd (which reads its addresses
+    /// from the command line) and dsoftbusd.
     pub fn spawn_services(
         kernel: &mut Kernel<RiscvPlatform>,
-        boot: BootInfo,
         program: Option<Rc<Program>>,
     ) -> Vec<SpawnError> {
         [
@@ -60,7 +59,7 @@ mod riscv {
                 keystored::run::<Selected, Hash, _>(ep, kernel_core::config::PURPOSES)
             }),
             #[cfg(feature = "net")]
-            kernel.spawn(ServiceId::Netstackd, |ep| netstackd::run(ep, boot.bootargs)),
+            kernel::process::spawn_service(kernel, program.clone(), ServiceId::Netstackd),
             kernel::process::spawn_service(kernel, program.clone(), ServiceId::Dsoftbusd),
         ]
         .into_iter()

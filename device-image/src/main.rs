@@ -23,7 +23,7 @@ fn main(hart_id: usize, device_tree: usize) -> ! {
         |kernel, boot| {
             device_image::announce_backends();
             let program = kernel::process::load_user_program(&boot);
-            for refused in device_image::spawn_services(kernel, boot, program) {
+            for refused in device_image::spawn_services(kernel, program) {
                 device_image::report_refused(&refused);
             }
         },

@@ -9,8 +9,9 @@
 //!    of the device tree blob and every reserved memory region;
 //! 4. probes every virtio-mmio slot through `virtio-drivers` and finds the entropy
 //!    source, the disks (by serial) and the network device there, never at a
-//!    hard-coded address; the entropy device's window becomes a capability its
-//!    holder's user-mode process claims (the kernel opens no driver for it);
+//!    hard-coded address; the entropy and network devices' windows become
+//!    capabilities their holders' user-mode processes claim (the kernel opens no
+//!    driver for them);
 //! 5. creates the kernel with the compiled-in policy and manifest, lets the image
 //!    spawn its tasks, runs them until the selftest finishes, and shuts the machine
 //!    down through SBI with a status that says whether everything passed.
@@ -53,9 +54,6 @@ const RUN_DEADLINE_S: u64 = 600;
 
 /// How long a disk may take to answer one request (at most 4 KiB, or a flush).
 const DISK_TIMEOUT_US: u64 = 2_000_000;
-
-/// How long the network device may take to take one frame for transmission.
-const NET_TRANSMIT_TIMEOUT_US: u64 = 100_000;
 
 /// How the image's main task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,18 +174,10 @@ fn install_disks(kernel: &mut Kernel<RiscvPlatform>, slots: &[core::ops::Range<u
 /// Brings the machine up to the point where the image spawns its tasks: device tree,
 /// console, heap, clock, watchdog, devices, policy. `provider` names the provider
 /// combination compiled in (the banner marker).
-/// `open_net` opens the network device in its slot, given the command line: the test
-/// image's may stall it on purpose ([`virtio::net_device_for_tests`]), the production
-/// image's never does ([`virtio::net_device`]).
 fn start(
     hart_id: usize,
     device_tree: usize,
     provider: impl core::fmt::Display,
-    open_net: impl FnOnce(
-        &core::ops::Range<usize>,
-        &'static str,
-    )
-        -> Result<alloc::boxed::Box<dyn ipc::RawNetDevice>, virtio_net::ProbeError>,
 ) -> (Kernel<RiscvPlatform>, BootInfo, Option<usize>) {
     let machine = match device_tree::read(device_tree) {
         Ok(machine) => machine,
@@ -290,24 +280,12 @@ fn start(
         process::register_window(ipc::Capability::EntropyDevice, slot.clone());
     }
     install_disks(&mut kernel, &devices.blocks);
+    // Nor is the network device: its window goes to netstackd's process.
     match &devices.net {
-        Some(slot) => match open_net(slot, machine.bootargs) {
-            Ok(device) => {
-                let [a, b, c, d, e, f] = device.mac();
-                console::line(
-                    "KERNEL",
-                    format_args!(
-                        "virtio-net at {:#x}, mac {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}",
-                        slot.start
-                    ),
-                );
-                kernel.install_net_device(device);
-            }
-            Err(why) => console::line(
-                "KERNEL",
-                format_args!("virtio-net at {:#x} unusable: {why}", slot.start),
-            ),
-        },
+        Some(slot) => {
+            console::line("KERNEL", format_args!("virtio-net at {:#x}", slot.start));
+            process::register_window(ipc::Capability::NetDevice, slot.clone());
+        }
         None => console::line("KERNEL", format_args!("no virtio-net device")),
     }
     console::line(
@@ -327,6 +305,7 @@ fn start(
         // it read-only, and nothing writes it for the life of the machine.
         unsafe { core::slice::from_raw_parts(range.start as *const u8, range.len()) }
     });
+    process::set_bootargs(machine.bootargs);
     let info = BootInfo {
         bootargs: machine.bootargs,
         programs,
@@ -345,10 +324,7 @@ pub fn boot(
     provider: impl core::fmt::Display,
     image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo) -> MainVerdict,
 ) -> ! {
-    let (mut kernel, info, test_finisher) =
-        start(hart_id, device_tree, provider, |slot, bootargs| {
-            virtio::net_device_for_tests(slot, NET_TRANSMIT_TIMEOUT_US, bootargs)
-        });
+    let (mut kernel, info, test_finisher) = start(hart_id, device_tree, provider);
     let verdict = image(&mut kernel, info);
     console::line(
         "KERNEL",
@@ -406,9 +382,7 @@ pub fn boot_device(
     provider: impl core::fmt::Display,
     image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo),
 ) -> ! {
-    let (mut kernel, info, test_finisher) = start(hart_id, device_tree, provider, |slot, _| {
-        virtio::net_device(slot, NET_TRANSMIT_TIMEOUT_US)
-    });
+    let (mut kernel, info, test_finisher) = start(hart_id, device_tree, provider);
     image(&mut kernel, info);
     console::line(
         "KERNEL",

@@ -172,6 +172,30 @@ impl device_deadline::Clock for UserClock {
     }
 }
 
+/// The network device's transport, its window claimed (for a driver over a
+/// transport of the program's own, such as the test image's stalling one).
+///
+/// # Errors
+/// The claim's refusal.
+pub fn net_transport() -> Result<MmioTransport<'static>, CapabilityError> {
+    claim_virtio(Capability::NetDevice)
+}
+
+/// The virtio-net driver over `transport`, each transmit bounded by `timeout_us`.
+///
+/// # Errors
+/// [`CapabilityError::Absent`] when the device does not set up (said on the console).
+pub fn net_device_over<T: virtio_drivers::transport::Transport>(
+    transport: T,
+    timeout_us: u64,
+) -> Result<virtio_net::VirtioNet<UserHal, T, UserClock>, CapabilityError> {
+    virtio_net::VirtioNet::new(transport, UserClock, timeout_us).map_err(|why| {
+        let line = alloc::format!("virtio-net unusable: {why}");
+        let _ = user_rt::console(line.as_bytes());
+        CapabilityError::Absent
+    })
+}
+
 /// The entropy device, opened in this process: its window claimed, the virtio-rng
 /// driver over it, each request bounded by `timeout_us`.
 ///

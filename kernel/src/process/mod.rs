@@ -115,6 +115,17 @@ pub mod number {
     pub const DMA_ALLOC: u64 = 13;
     /// `dma_free(address)`: gives DMA pages back (zeroed).
     pub const DMA_FREE: u64 = 14;
+    /// `bootargs(address, capacity)`: the kernel command line; its length in `a1`.
+    pub const BOOTARGS: u64 = 15;
+}
+
+/// The kernel command line, for `bootargs`.
+static BOOTARGS: critical_section::Mutex<core::cell::Cell<&'static str>> =
+    critical_section::Mutex::new(core::cell::Cell::new(""));
+
+/// Keeps the kernel command line for the processes that read it (`bootargs`).
+pub fn set_bootargs(line: &'static str) {
+    critical_section::with(|cs| BOOTARGS.borrow(cs).set(line));
 }
 
 /// Why a system call was refused: the code in `a0` (0 is success).
@@ -168,8 +179,8 @@ pub enum SyscallError {
     BadRecord = 36,
     /// No capability has this number.
     UnknownCapability = 37,
-    /// A capability not handed to user-mode processes yet (the disks and the network
-    /// device: their holders still run in the kernel).
+    /// A capability not handed to user-mode processes yet (the disks: their holders
+    /// still run in the kernel).
     NotSupported = 38,
     /// More DMA pages than a process may hold.
     Exhausted = 39,
@@ -788,6 +799,17 @@ impl Process {
                 .map_err(Into::into),
             number::CLAIM => self.claim(ep, a0),
             number::AUDIT_POP => self.audit_pop(a0, a1),
+            number::BOOTARGS => {
+                let line = critical_section::with(|cs| BOOTARGS.borrow(cs).get());
+                let len = line.len() as u64;
+                if a1 < len {
+                    Err((SyscallError::TooLong, len))
+                } else {
+                    self.copy_out(a0, line.as_bytes())
+                        .map(|()| [len, 0, 0])
+                        .map_err(Into::into)
+                }
+            }
             number::DMA_ALLOC => self.dma_alloc(a0),
             number::DMA_FREE => self.dma_free(a0),
             number::AUDIT_LOST => match &self.feed {
@@ -927,7 +949,7 @@ impl Process {
                 self.feed = Some(feed);
                 Ok([0; 3])
             }
-            ipc::Capability::EntropyDevice => {
+            ipc::Capability::EntropyDevice | ipc::Capability::NetDevice => {
                 let number = self.number;
                 let window = ep
                     .claim_with(capability, || devices::take(capability, number))

@@ -56,33 +56,71 @@ impl Future for YieldOnce {
     }
 }
 
-/// A process's endpoint: its task's identity, system calls underneath. `R` is the
-/// entropy device its holder opens in the process (`drivers/user-hal`); a process
-/// that holds none has [`NoDevice`].
-pub struct UserEndpoint<R = NoDevice> {
+/// A process's endpoint: its task's identity, system calls underneath. `R` and `N`
+/// are the entropy and network devices their holders open in their own process
+/// (`drivers/user-hal`); a process that holds neither has [`NoDevice`] for both.
+pub struct UserEndpoint<R = NoDevice, N = NoDevice> {
     id: ServiceId,
     open_entropy: fn() -> Result<R, CapabilityError>,
+    open_net: fn() -> Result<N, CapabilityError>,
 }
 
-impl UserEndpoint<NoDevice> {
+impl UserEndpoint {
     /// The endpoint of a process of task `id` (from [`crate::Start`]; the kernel
     /// stamps the identity on everything the process sends whatever this says).
     pub fn new(id: ServiceId) -> Self {
         Self {
             id,
             open_entropy: || Err(claim_device(Capability::EntropyDevice)),
+            open_net: || Err(claim_device(Capability::NetDevice)),
         }
     }
 }
 
-impl<R: RawEntropyDevice> UserEndpoint<R> {
+impl<R, N> UserEndpoint<R, N> {
     /// The endpoint of the entropy device's holder: `open` claims the device's window
     /// and opens its driver in this process.
-    pub fn with_entropy_device(id: ServiceId, open: fn() -> Result<R, CapabilityError>) -> Self {
-        Self {
-            id,
+    pub fn with_entropy_device<R2>(
+        self,
+        open: fn() -> Result<R2, CapabilityError>,
+    ) -> UserEndpoint<R2, N> {
+        UserEndpoint {
+            id: self.id,
             open_entropy: open,
+            open_net: self.open_net,
         }
+    }
+
+    /// The endpoint of the network device's holder: `open` claims the device's window
+    /// and opens its driver in this process.
+    pub fn with_net_device<N2>(
+        self,
+        open: fn() -> Result<N2, CapabilityError>,
+    ) -> UserEndpoint<R, N2> {
+        UserEndpoint {
+            id: self.id,
+            open_entropy: self.open_entropy,
+            open_net: open,
+        }
+    }
+}
+
+/// A network device behind a box: what a program hands [`UserEndpoint`] when the
+/// driver's type depends on the command line (the test image's stalling transport).
+pub struct BoxedNet(pub alloc::boxed::Box<dyn RawNetDevice>);
+
+impl RawNetDevice for BoxedNet {
+    fn mac(&self) -> [u8; 6] {
+        self.0.mac()
+    }
+    fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ipc::DeviceError> {
+        self.0.receive(buf)
+    }
+    fn transmit(&mut self, frame: &[u8]) -> Result<(), ipc::DeviceError> {
+        self.0.transmit(frame)
+    }
+    fn reset(&mut self) -> Result<ipc::NetReset, ipc::DeviceError> {
+        self.0.reset()
     }
 }
 
@@ -115,11 +153,11 @@ impl Drop for Outstanding {
     }
 }
 
-impl<R: RawEntropyDevice> Endpoint for UserEndpoint<R> {
+impl<R: RawEntropyDevice, N: RawNetDevice> Endpoint for UserEndpoint<R, N> {
     type EntropyDevice = R;
     type AuditFeed = UserAuditFeed;
     type Disk = NoDevice;
-    type NetDevice = NoDevice;
+    type NetDevice = N;
 
     fn id(&self) -> ServiceId {
         self.id
@@ -249,8 +287,8 @@ impl<R: RawEntropyDevice> Endpoint for UserEndpoint<R> {
         Err(claim_device(capability))
     }
 
-    fn claim_net_device(&self) -> Result<NoDevice, CapabilityError> {
-        Err(claim_device(Capability::NetDevice))
+    fn claim_net_device(&self) -> Result<N, CapabilityError> {
+        (self.open_net)()
     }
 }
 

@@ -23,7 +23,7 @@ mod endpoint;
 
 use core::arch::asm;
 
-pub use endpoint::{NoDevice, UserAuditFeed, UserEndpoint, block_on};
+pub use endpoint::{BoxedNet, NoDevice, UserAuditFeed, UserEndpoint, block_on};
 
 /// The system call numbers (`a7`).
 pub mod number {
@@ -57,6 +57,8 @@ pub mod number {
     pub const DMA_ALLOC: usize = 13;
     /// `dma_free(address)`.
     pub const DMA_FREE: usize = 14;
+    /// `bootargs(address, capacity)`.
+    pub const BOOTARGS: usize = 15;
 }
 
 /// The exit code of a program that panicked.
@@ -206,6 +208,26 @@ pub fn console_raw(address: usize, len: usize) -> Result<(), Error> {
 /// Milliseconds since boot.
 pub fn uptime_ms() -> u64 {
     call(number::UPTIME, [0; 3]).map_or(0, |ms| ms as u64)
+}
+
+/// The kernel command line (QEMU's `-append`).
+pub fn bootargs() -> alloc::string::String {
+    let len = match call3(number::BOOTARGS, [0, 0, 0]) {
+        Ok(_) => return alloc::string::String::new(),
+        Err((Error::TooLong, len)) => len,
+        Err(_) => return alloc::string::String::new(),
+    };
+    let mut bytes = alloc::vec![0u8; len];
+    match call(
+        number::BOOTARGS,
+        [bytes.as_mut_ptr() as usize, bytes.len(), 0],
+    ) {
+        Ok(got) => {
+            bytes.truncate(got);
+            alloc::string::String::from_utf8(bytes).unwrap_or_default()
+        }
+        Err(_) => alloc::string::String::new(),
+    }
 }
 
 /// Microseconds since boot.

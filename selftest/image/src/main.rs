@@ -28,7 +28,7 @@ mod image {
         kernel::boot(hart_id, device_tree, provider, |kernel, boot| {
             device_image::announce_backends();
             let program = kernel::process::load_user_program(&boot);
-            let services = device_image::spawn_services(kernel, boot, program.clone());
+            let services = device_image::spawn_services(kernel, program.clone());
             let verdict = MainVerdict::default();
             let main = verdict.clone();
             // `-append bench`: after the ladder, count instructions per operation.

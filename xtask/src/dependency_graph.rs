@@ -1,10 +1,15 @@
-//! Proof that no `getrandom` reaches the OS image.
+//! Proofs about dependency graphs, asked of cargo (`cargo tree`, normal edges, the
+//! riscv64 target).
 //!
-//! The image has no operating system to ask for randomness: entropy comes from the
-//! virtio-rng device through rngd, and a `getrandom` in the graph would mean some
-//! crate has a second, unaudited path to "randomness" (or fails to link). The check
-//! asks cargo for the normal-dependency graph of the image crates, for the riscv64
-//! target, once per provider combination.
+//! - No `getrandom` reaches the OS image or its user programs: there is no operating
+//!   system to ask for randomness, entropy comes from the virtio-rng device through
+//!   rngd, and a `getrandom` in the graph would mean some crate has a second,
+//!   unaudited path to "randomness" (or fails to link). Once per combination.
+//! - The kernel crate holds no cryptography and no network stack: no provider-api, no
+//!   backend, no hash crate, no smoltcp, and no driver of a device a user-mode process
+//!   holds (virtio-rng, virtio-net). Those run in the processes of the user program.
+//!   (The disks' driver is still the kernel's until their holders move; the check
+//!   names what it forbids, so it grows as they do.)
 
 use crate::combination::Combination;
 use crate::steps::{StatusOk, command};
@@ -62,6 +67,69 @@ pub fn check_no_getrandom(combinations: &[Combination]) -> Result<(), String> {
     Ok(())
 }
 
+/// What the kernel crate's graph must not hold.
+const NOT_IN_KERNEL: &[&str] = &[
+    "provider-api",
+    "provider-select",
+    "provider-dalek",
+    "provider-compact",
+    "provider-chacha",
+    "provider-aes-gcm",
+    "provider-aes-gcm-siv",
+    "provider-hash",
+    "curve25519-dalek",
+    "ed25519-dalek",
+    "ed25519-compact",
+    "x25519-dalek",
+    "chacha20poly1305",
+    "aes-gcm",
+    "smoltcp",
+    "virtio-rng",
+    "virtio-net",
+    "noise-xk",
+];
+
+/// Checks the kernel crate's riscv64 graph holds none of [`NOT_IN_KERNEL`].
+pub fn check_kernel_graph() -> Result<(), String> {
+    let tree = command(
+        "cargo",
+        &[
+            "tree",
+            "--target",
+            RISCV_TARGET,
+            "--edges",
+            "normal",
+            "--package",
+            "kernel",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ],
+    )
+    .output_ok()?;
+    let packages = package_names(&tree);
+    if packages.len() < 5 {
+        return Err(format!(
+            "cargo tree listed only {packages:?} for the kernel; the check would prove nothing"
+        ));
+    }
+    let found: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|name| NOT_IN_KERNEL.contains(name))
+        .collect();
+    if !found.is_empty() {
+        return Err(format!("the kernel's riscv64 graph holds {found:?}"));
+    }
+    eprintln!(
+        "    kernel: {} packages in its riscv64 graph, none of {} forbidden (crypto, smoltcp, the drivers of user-mode holders)",
+        packages.len(),
+        NOT_IN_KERNEL.len()
+    );
+    Ok(())
+}
+
 /// The package names in `cargo tree --prefix none --format {p}` output, deduplicated.
 fn package_names(tree: &str) -> Vec<&str> {
     let mut names: Vec<&str> = tree
@@ -90,5 +158,6 @@ mod tests {
             ["aead", "getrandom", "provider-api", "provider-select"]
         );
         assert!(names.contains(&FORBIDDEN));
+        assert!(names.iter().any(|name| NOT_IN_KERNEL.contains(name)));
     }
 }

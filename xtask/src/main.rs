@@ -357,6 +357,10 @@ fn test() -> ExitCode {
     steps.run("no getrandom in the riscv64 image graph", || {
         dependency_graph::check_no_getrandom(Combination::all())
     });
+    steps.run(
+        "no crypto, smoltcp or user-mode holders' drivers in the kernel's graph",
+        dependency_graph::check_kernel_graph,
+    );
     let qemu = test_os::TestOsOptions {
         phase: "full".into(),
         timeout: std::time::Duration::from_secs(120),

@@ -4,12 +4,12 @@
 //! binary) runs only these, and the test image (`os-image`) adds the selftest task
 //! beside them, so what the ladder proves is what a device runs.
 //!
-//! Tasks: logd, rngd, netstackd and dsoftbusd (user-mode processes of the image's
-//! user program, `programs/`; rngd drives the entropy device and netstackd the
-//! network device from its own window, netstackd runs TCP/IPv4 on virtio-net and
-//! loopback with the `net` feature, dsoftbusd Noise XK over TCP), statefs and
-//! keystored (sealing with the image's AEAD and its Noise hash's HKDF), which are
-//! still kernel tasks in supervisor mode.
+//! Tasks, each a user-mode process of the image's user program (`programs/`): logd,
+//! rngd (the entropy device's window), the device manager (which tells the disks
+//! apart by serial, hands each window on, and exits), statefs (the state disk),
+//! keystored (the OTP disk and the counter; sealing with the image's AEAD and its
+//! Noise hash's HKDF), netstackd (the network device's window; TCP/IPv4 on virtio-net
+//! and loopback, with the `net` feature) and dsoftbusd (Noise XK over TCP).
 
 #![cfg_attr(target_arch = "riscv64", no_std)]
 #![forbid(unsafe_code)]
@@ -26,7 +26,6 @@ mod riscv {
     use kernel::RiscvPlatform;
     use kernel::process::Program;
     use kernel_core::{Kernel, SpawnError};
-    use provider_select::{Selected, SelectedHash as Hash};
 
     /// Says on the console when more than one backend per axis is compiled in (the
     /// `--all-features` rule: the first in provider-select's table wins).
@@ -45,8 +44,9 @@ mod riscv {
     /// Spawns every service; returns the refusals (each a failure the caller prints).
     /// `program` is the image's user program
     /// ([`kernel::process::load_user_program`]), whose processes run the services
-    /// that have moved to user mode: logd, rngd, netstackd (which reads its addresses
-    /// from the command line) and dsoftbusd.
+    /// that run in user mode: every one (netstackd reads its addresses from the
+    /// command line; the device manager, which runs once, tells the disks apart for
+    /// statefs and keystored).
     pub fn spawn_services(
         kernel: &mut Kernel<RiscvPlatform>,
         program: Option<Rc<Program>>,
@@ -54,13 +54,12 @@ mod riscv {
         [
             kernel::process::spawn_service(kernel, program.clone(), ServiceId::Logd),
             kernel::process::spawn_service(kernel, program.clone(), ServiceId::Rngd),
-            kernel.spawn(ServiceId::Statefs, statefs::run),
-            kernel.spawn(ServiceId::Keystored, |ep| {
-                keystored::run::<Selected, Hash, _>(ep, kernel_core::config::PURPOSES)
-            }),
+            kernel::process::spawn_init(kernel, program.clone(), ServiceId::Devmgr),
+            kernel::process::spawn_service(kernel, program.clone(), ServiceId::Statefs),
+            kernel::process::spawn_service(kernel, program.clone(), ServiceId::Keystored),
             #[cfg(feature = "net")]
             kernel::process::spawn_service(kernel, program.clone(), ServiceId::Netstackd),
-            kernel::process::spawn_service(kernel, program.clone(), ServiceId::Dsoftbusd),
+            kernel::process::spawn_service(kernel, program, ServiceId::Dsoftbusd),
         ]
         .into_iter()
         .filter_map(Result::err)

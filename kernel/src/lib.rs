@@ -7,11 +7,11 @@
 //! 2. brings up the UART console and prints the provider banner;
 //! 3. puts the heap (a maintained allocator, `embedded-alloc`) above the image, out
 //!    of the device tree blob and every reserved memory region;
-//! 4. probes every virtio-mmio slot through `virtio-drivers` and finds the entropy
+//! 4. reads every virtio-mmio slot's header (no driver) and finds the entropy
 //!    source, the disks (by serial) and the network device there, never at a
-//!    hard-coded address; the entropy and network devices' windows become
-//!    capabilities their holders' user-mode processes claim (the kernel opens no
-//!    driver for them);
+//!    hard-coded address; every device's window becomes a capability its holder's
+//!    user-mode process claims (the kernel opens no driver: the device manager tells
+//!    the disks apart by serial in user mode);
 //! 5. creates the kernel with the compiled-in policy and manifest, lets the image
 //!    spawn its tasks, runs them until the selftest finishes, and shuts the machine
 //!    down through SBI with a status that says whether everything passed.
@@ -19,7 +19,8 @@
 //! A panic prints `KERNEL: panic in task <name>: <message>` and a trap prints the
 //! cause; both end the run with a failure status. So does the watchdog ([`watchdog`]:
 //! a task that runs past its budget without yielding is named). This crate holds the project's
-//! `unsafe` (MMIO, the heap, DMA for virtio), each block with its reason. On the host
+//! `unsafe` (the switch to user mode, MMIO headers, the heap, frames), each block with
+//! its reason. On the host
 //! it is empty.
 
 #![no_std]
@@ -51,9 +52,6 @@ pub use platform::RiscvPlatform;
 
 /// How long the tasks may run before the kernel gives up, in guest seconds.
 const RUN_DEADLINE_S: u64 = 600;
-
-/// How long a disk may take to answer one request (at most 4 KiB, or a flush).
-const DISK_TIMEOUT_US: u64 = 2_000_000;
 
 /// How the image's main task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,65 +108,6 @@ pub fn heap_stats() -> HeapStats {
 /// Prints `prefix: line` on the console.
 pub fn console_line(prefix: &str, line: &str) {
     console::line(prefix, format_args!("{line}"));
-}
-
-/// Opens every block device, reads its serial, and installs each disk whose serial
-/// names a disk capability (`state0`, `otp0`, `ctr0`). A disk is found by serial, never by
-/// slot; two disks with one serial are a failure, and neither is used.
-fn install_disks(kernel: &mut Kernel<RiscvPlatform>, slots: &[core::ops::Range<usize>]) {
-    use ipc::{Capability, RawBlockDevice};
-    let mut found: alloc::vec::Vec<(Capability, alloc::boxed::Box<dyn RawBlockDevice>)> =
-        alloc::vec::Vec::new();
-    let mut duplicated: alloc::vec::Vec<Capability> = alloc::vec::Vec::new();
-    for slot in slots {
-        let disk = match virtio::block_device(slot, DISK_TIMEOUT_US) {
-            Ok(disk) => disk,
-            Err(why) => {
-                console::line(
-                    "KERNEL",
-                    format_args!("virtio-blk at {:#x} unusable: {why}", slot.start),
-                );
-                continue;
-            }
-        };
-        let serial = core::str::from_utf8(disk.serial()).unwrap_or("?");
-        console::line(
-            "KERNEL",
-            format_args!(
-                "virtio-blk serial {serial}: {} sectors{}",
-                disk.sectors(),
-                if disk.readonly() { ", read-only" } else { "" }
-            ),
-        );
-        let Some(capability) = Capability::ALL.into_iter().find(|c| {
-            c.disk_serial()
-                .is_some_and(|s| s.as_bytes() == disk.serial())
-        }) else {
-            continue;
-        };
-        if found.iter().any(|(c, _)| *c == capability) {
-            duplicated.push(capability);
-        } else if capability == Capability::RollbackCounter {
-            // Its holder gets it as one-time-programmable bits: set, never cleared.
-            let counter = rollback_counter::SetOnly::new(disk);
-            found.push((capability, alloc::boxed::Box::new(counter)));
-        } else {
-            found.push((capability, alloc::boxed::Box::new(disk)));
-        }
-    }
-    for (capability, disk) in found {
-        if duplicated.contains(&capability) {
-            console::line(
-                "KERNEL",
-                format_args!(
-                    "FAIL two disks with serial {}: neither is used",
-                    capability.disk_serial().unwrap_or("?")
-                ),
-            );
-        } else {
-            kernel.install_disk(capability, disk);
-        }
-    }
 }
 
 /// Brings the machine up to the point where the image spawns its tasks: device tree,
@@ -268,7 +207,7 @@ fn start(
     );
 
     let platform = RiscvPlatform::new();
-    let mut kernel = Kernel::new(
+    let kernel = Kernel::new(
         platform,
         kernel_core::config::POLICY,
         kernel_core::config::GRANTS,
@@ -279,7 +218,11 @@ fn start(
     if let Some(slot) = &devices.entropy {
         process::register_window(ipc::Capability::EntropyDevice, slot.clone());
     }
-    install_disks(&mut kernel, &devices.blocks);
+    // Nor the disks: which is which takes a request to each (its serial), which the
+    // device manager makes in user mode; the kernel hands it every block window.
+    for slot in &devices.blocks {
+        process::register_window(ipc::Capability::BlockDevices, slot.clone());
+    }
     // Nor is the network device: its window goes to netstackd's process.
     match &devices.net {
         Some(slot) => {

@@ -2,11 +2,11 @@
 //! [`user_rt::UserEndpoint`], their code unchanged from the kernel-task days (generic
 //! over `ipc::Endpoint`).
 //!
-//! Today that is logd, rngd and netstackd (which drive the entropy and the network
-//! device from their own windows, `drivers/user-hal`) and dsoftbusd (Noise XK with the
-//! combination's backends: the program is built per combination). statefs and
-//! keystored still run as kernel tasks in supervisor mode: they need the device
-//! manager that tells the disks apart by serial (issue 19's next step).
+//! Every service runs here: logd, rngd and netstackd (which drive the entropy and the
+//! network device from their own windows, `drivers/user-hal`), statefs and keystored
+//! (their disks' windows, which the device manager, [`devmgr`], hands on by serial),
+//! and dsoftbusd (Noise XK); keystored and dsoftbusd with the combination's backends,
+//! so the program is built per combination.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -16,7 +16,9 @@ extern crate alloc;
 
 #[cfg(target_arch = "riscv64")]
 mod riscv {
-    use ipc::{CapabilityError, ServiceId};
+    use alloc::vec::Vec;
+
+    use ipc::{Capability, CapabilityError, ServiceId};
     use provider_select::{Selected, SelectedHash as Hash};
     use user_rt::{BoxedNet, Start, UserEndpoint, block_on, exit};
 
@@ -62,8 +64,73 @@ mod riscv {
             ServiceId::Dsoftbusd => block_on(dsoftbusd::run::<Selected, Hash, _>(
                 UserEndpoint::new(ServiceId::Dsoftbusd),
             )),
+            ServiceId::Devmgr => devmgr(),
+            ServiceId::Statefs => block_on(statefs::run(
+                UserEndpoint::new(ServiceId::Statefs).with_disks(user_hal::disk),
+            )),
+            ServiceId::Keystored => block_on(keystored::run::<Selected, Hash, _>(
+                UserEndpoint::new(ServiceId::Keystored).with_disks(user_hal::disk),
+                kernel_core::config::PURPOSES,
+            )),
             _ => {}
         }
+    }
+
+    fn say(line: &str) {
+        let _ = user_rt::console(line.as_bytes());
+    }
+
+    /// The device manager: claims every block device's window, reads each disk's
+    /// serial, and hands each window on as the disk capability its serial names
+    /// (`state0`, `otp0`, `ctr0`); a disk whose serial names none keeps no capability,
+    /// and two disks with one serial are a failure: neither is used. Then it says it
+    /// is done, and exits.
+    pub fn devmgr() -> ! {
+        let mut found: Vec<(usize, Option<Capability>)> = Vec::new();
+        while let Some((va, device)) = user_hal::next_block_device() {
+            let capability = match &device {
+                Ok(disk) => {
+                    let serial = core::str::from_utf8(disk.serial()).unwrap_or("?");
+                    say(&alloc::format!(
+                        "virtio-blk serial {serial}: {} sectors{}",
+                        ipc::RawBlockDevice::sectors(disk),
+                        if ipc::RawBlockDevice::readonly(disk) {
+                            ", read-only"
+                        } else {
+                            ""
+                        }
+                    ));
+                    Capability::ALL.into_iter().find(|c| {
+                        c.disk_serial()
+                            .is_some_and(|s| s.as_bytes() == disk.serial())
+                    })
+                }
+                Err(_) => None,
+            };
+            // The driver goes before the window does.
+            drop(device);
+            found.push((va, capability));
+        }
+        for &(va, capability) in &found {
+            let Some(capability) = capability else {
+                continue;
+            };
+            if found.iter().filter(|(_, c)| *c == Some(capability)).count() > 1 {
+                say(&alloc::format!(
+                    "FAIL two disks with serial {}: neither is used",
+                    capability.disk_serial().unwrap_or("?")
+                ));
+                continue;
+            }
+            if let Err(why) = user_hal::assign(va, capability) {
+                say(&alloc::format!(
+                    "FAIL cannot hand on {}: {why:?}",
+                    capability.name()
+                ));
+            }
+        }
+        user_hal::disks_settled();
+        exit(0)
     }
 
     /// Ends a process this program has no code for.
@@ -73,4 +140,4 @@ mod riscv {
 }
 
 #[cfg(target_arch = "riscv64")]
-pub use riscv::{NET_TRANSMIT_TIMEOUT_US, NOT_HERE, net_device, not_here, serve};
+pub use riscv::{NET_TRANSMIT_TIMEOUT_US, NOT_HERE, devmgr, net_device, not_here, serve};

@@ -29,7 +29,7 @@ use user_rt::{Error, call, call3};
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
 
-use user_rt::number::{CLAIM, DMA_ALLOC, DMA_FREE};
+use user_rt::number::{ASSIGN, CLAIM, DMA_ALLOC, DMA_FREE};
 
 /// A window this process holds: physical address, address here, length.
 #[derive(Clone, Copy)]
@@ -46,16 +46,28 @@ static BOUNCES: Mutex<RefCell<Vec<(PhysAddr, usize, usize)>>> =
     Mutex::new(RefCell::new(Vec::new()));
 
 /// Claims the window of device capability `capability` and opens its virtio-mmio
-/// transport.
+/// transport. A disk's claim waits (yielding) while the device manager has not yet
+/// said which disk is which.
 ///
 /// # Errors
 /// The kernel's refusal (not granted, absent, already claimed), or
 /// [`CapabilityError::Absent`] when the window holds no virtio device.
 pub fn claim_virtio(capability: Capability) -> Result<MmioTransport<'static>, CapabilityError> {
-    let [va, len, pa] = call3(CLAIM, [capability as usize, 0, 0]).map_err(|(e, _)| match e {
-        Error::Capability(why) => why,
-        _ => CapabilityError::Absent,
-    })?;
+    claim_window(capability).map(|(_, transport)| transport)
+}
+
+/// [`claim_virtio`], with the window's address in this process.
+fn claim_window(
+    capability: Capability,
+) -> Result<(usize, MmioTransport<'static>), CapabilityError> {
+    let [va, len, pa] = loop {
+        match call3(CLAIM, [capability as usize, 0, 0]) {
+            Ok(window) => break window,
+            Err((Error::Pending, _)) => user_rt::yield_now(),
+            Err((Error::Capability(why), _)) => return Err(why),
+            Err(_) => return Err(CapabilityError::Absent),
+        }
+    };
     critical_section::with(|cs| {
         WINDOWS.borrow(cs).borrow_mut().push(Window {
             pa: pa as PhysAddr,
@@ -65,9 +77,71 @@ pub fn claim_virtio(capability: Capability) -> Result<MmioTransport<'static>, Ca
     });
     let header = NonNull::new(va as *mut VirtIOHeader).ok_or(CapabilityError::Absent)?;
     // SAFETY: the kernel mapped `len` bytes of the device's register window at `va`
-    // in this process alone, read+write, for as long as the process lives, and this
-    // is the only transport made over it.
-    unsafe { MmioTransport::new(header, len) }.map_err(|_| CapabilityError::Absent)
+    // in this process alone, read+write, until the process ends or hands the window
+    // on (`assign`, after this transport and its driver are dropped), and this is the
+    // only transport made over it.
+    let transport =
+        unsafe { MmioTransport::new(header, len) }.map_err(|_| CapabilityError::Absent)?;
+    Ok((va, transport))
+}
+
+/// A disk's driver in a user-mode process.
+pub type UserDisk = virtio_blk::VirtioBlk<UserHal, MmioTransport<'static>, UserClock>;
+
+/// How long a disk may take to answer one request (at most 4 KiB, or a flush).
+pub const DISK_TIMEOUT_US: u64 = 2_000_000;
+
+/// The virtio-blk driver over `transport`, each request bounded by `timeout_us`.
+///
+/// # Errors
+/// [`CapabilityError::Absent`] when the device does not set up (said on the console).
+pub fn block_device(
+    transport: MmioTransport<'static>,
+    timeout_us: u64,
+) -> Result<UserDisk, CapabilityError> {
+    virtio_blk::VirtioBlk::new(transport, UserClock, timeout_us).map_err(|why| {
+        let line = alloc::format!("virtio-blk unusable: {why}");
+        let _ = user_rt::console(line.as_bytes());
+        CapabilityError::Absent
+    })
+}
+
+/// The device manager's next block device: its window (claimed from
+/// `block-devices`) and its driver; `None` when it holds them all.
+pub fn next_block_device() -> Option<(usize, Result<UserDisk, CapabilityError>)> {
+    let (va, transport) = claim_window(Capability::BlockDevices).ok()?;
+    Some((va, block_device(transport, DISK_TIMEOUT_US)))
+}
+
+/// The device manager hands the block window at `va` (its driver dropped) on as disk
+/// capability `capability`: unmapped here, claimable by that capability's holder.
+///
+/// # Errors
+/// The kernel's refusal.
+pub fn assign(va: usize, capability: Capability) -> Result<(), Error> {
+    call(ASSIGN, [va, capability as usize, 0]).map(|_| ())
+}
+
+/// The device manager is done: disk claims stop waiting.
+pub fn disks_settled() {
+    let _ = call(ASSIGN, [0, usize::MAX, 0]);
+}
+
+/// A disk capability's disk, opened in this process (waiting while the device manager
+/// works); the anti-rollback counter is handed out set-only.
+///
+/// # Errors
+/// The claim's refusal, or [`CapabilityError::Absent`] when the disk does not set up.
+pub fn disk(capability: Capability) -> Result<user_rt::BoxedDisk, CapabilityError> {
+    let transport = claim_virtio(capability)?;
+    let disk = block_device(transport, DISK_TIMEOUT_US)?;
+    Ok(user_rt::BoxedDisk(
+        if capability == Capability::RollbackCounter {
+            alloc::boxed::Box::new(rollback_counter::SetOnly::new(disk))
+        } else {
+            alloc::boxed::Box::new(disk)
+        },
+    ))
 }
 
 /// DMA pages from the kernel: (address here, physical address).

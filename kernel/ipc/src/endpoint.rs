@@ -85,17 +85,22 @@ pub enum Capability {
     /// so that its bits can only be set (the `rollback-counter` crate). Manifest name
     /// `rollback-counter`.
     RollbackCounter = 6,
+    /// Every block device's window, before it is known which disk is which: the
+    /// device manager reads each disk's serial and hands the window on as the disk
+    /// capability the serial names. Manifest name `block-devices`.
+    BlockDevices = 7,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Self::EntropyDevice,
         Self::AuditFeed,
         Self::StateDisk,
         Self::OtpDisk,
         Self::NetDevice,
         Self::RollbackCounter,
+        Self::BlockDevices,
     ];
 
     /// The name used in the boot manifest.
@@ -107,6 +112,7 @@ impl Capability {
             Self::OtpDisk => "otp-disk",
             Self::NetDevice => "virtio-net",
             Self::RollbackCounter => "rollback-counter",
+            Self::BlockDevices => "block-devices",
         }
     }
 

@@ -29,11 +29,14 @@ pub enum ServiceId {
     /// nothing, which attacks the isolation between address spaces (the ladder's
     /// `isolation` phase).
     Intruder = 9,
+    /// The device manager: tells the block devices apart by their serials and hands
+    /// each window to the holder of the disk capability its serial names.
+    Devmgr = 10,
 }
 
 impl ServiceId {
     /// Every id, in numeric order.
-    pub const ALL: [ServiceId; 10] = [
+    pub const ALL: [ServiceId; 11] = [
         Self::Kernel,
         Self::Logd,
         Self::Rngd,
@@ -44,6 +47,7 @@ impl ServiceId {
         Self::Statefs,
         Self::Netstackd,
         Self::Intruder,
+        Self::Devmgr,
     ];
 
     /// The name used in policy files, manifests and logs.
@@ -59,6 +63,7 @@ impl ServiceId {
             Self::Statefs => "statefs",
             Self::Netstackd => "netstackd",
             Self::Intruder => "intruder",
+            Self::Devmgr => "devmgr",
         }
     }
 

@@ -29,6 +29,60 @@ struct Window {
 
 static WINDOWS: Mutex<RefCell<Vec<Window>>> = Mutex::new(RefCell::new(Vec::new()));
 
+/// Whether the disks are settled: the device manager assigned what it could.
+static SETTLED: Mutex<core::cell::Cell<bool>> = Mutex::new(core::cell::Cell::new(false));
+
+/// Whether a claim of `capability` must wait for the device manager.
+pub fn unsettled(capability: Capability) -> bool {
+    capability.disk_serial().is_some() && !critical_section::with(|cs| SETTLED.borrow(cs).get())
+}
+
+/// The device manager is done (or gone): a disk capability no window was assigned is
+/// absent from now on.
+pub fn settle() {
+    critical_section::with(|cs| SETTLED.borrow(cs).set(true));
+}
+
+/// Why a window could not be assigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignError {
+    /// The window is not a block device's held by the assigner.
+    NotHeld,
+    /// Not a disk capability.
+    NotADisk,
+    /// A window has that capability already.
+    Taken,
+}
+
+/// Process `holder` (the device manager) hands the block window at physical address
+/// `start` on as `capability` (a disk's): nobody holds it until that capability's
+/// holder claims it.
+///
+/// # Errors
+/// [`AssignError`]; nothing changes.
+pub fn assign(holder: u64, start: u64, capability: Capability) -> Result<(), AssignError> {
+    if capability.disk_serial().is_none() {
+        return Err(AssignError::NotADisk);
+    }
+    critical_section::with(|cs| {
+        let mut windows = WINDOWS.borrow(cs).borrow_mut();
+        if windows.iter().any(|w| w.capability == capability) {
+            return Err(AssignError::Taken);
+        }
+        let window = windows
+            .iter_mut()
+            .find(|w| {
+                w.range.start == start
+                    && w.holder == Some(holder)
+                    && w.capability == Capability::BlockDevices
+            })
+            .ok_or(AssignError::NotHeld)?;
+        window.capability = capability;
+        window.holder = None;
+        Ok(())
+    })
+}
+
 /// Live processes: number and space.
 static SPACES: Mutex<RefCell<Vec<(u64, AddressSpace)>>> = Mutex::new(RefCell::new(Vec::new()));
 
@@ -51,13 +105,17 @@ pub fn register(capability: Capability, range: Range<usize>) {
 pub fn take(capability: Capability, holder: u64) -> Result<Range<u64>, CapabilityError> {
     critical_section::with(|cs| {
         let mut windows = WINDOWS.borrow(cs).borrow_mut();
-        let window = windows
-            .iter_mut()
-            .find(|w| w.capability == capability)
-            .ok_or(CapabilityError::Absent)?;
-        if window.holder.is_some() {
-            return Err(CapabilityError::AlreadyClaimed);
-        }
+        let mut with = windows.iter_mut().filter(|w| w.capability == capability);
+        let Some(first) = with.next() else {
+            return Err(CapabilityError::Absent);
+        };
+        // `block-devices` stands for several windows: each claim takes the next.
+        let window = if first.holder.is_none() {
+            first
+        } else {
+            with.find(|w| w.holder.is_none())
+                .ok_or(CapabilityError::AlreadyClaimed)?
+        };
         window.holder = Some(holder);
         Ok(window.range.clone())
     })

@@ -117,6 +117,10 @@ pub mod number {
     pub const DMA_FREE: u64 = 14;
     /// `bootargs(address, capacity)`: the kernel command line; its length in `a1`.
     pub const BOOTARGS: u64 = 15;
+    /// `assign(address, capability)`: the device manager hands the block window it
+    /// holds at `address` on as a disk capability; capability `u64::MAX` says it is
+    /// done.
+    pub const ASSIGN: u64 = 16;
 }
 
 /// The kernel command line, for `bootargs`.
@@ -179,8 +183,8 @@ pub enum SyscallError {
     BadRecord = 36,
     /// No capability has this number.
     UnknownCapability = 37,
-    /// A capability not handed to user-mode processes yet (the disks: their holders
-    /// still run in the kernel).
+    /// Reserved (was: a capability not handed to user-mode processes yet; every one
+    /// is now).
     NotSupported = 38,
     /// More DMA pages than a process may hold.
     Exhausted = 39,
@@ -491,8 +495,10 @@ pub struct Process {
     /// Its number: its stack window, its name in the registry of live spaces and as
     /// a device window's holder.
     number: u64,
-    /// Device windows mapped into it: where, how many bytes.
-    windows: Vec<(u64, u64)>,
+    /// Device windows mapped into it: where, how many bytes, physical address.
+    windows: Vec<(u64, u64, u64)>,
+    /// Where the next device window goes.
+    next_window: u64,
     /// DMA allocations: address, physical address, pages.
     dma: Vec<(u64, u64, u64)>,
     /// Where the next DMA allocation goes.
@@ -571,6 +577,7 @@ impl Process {
             feed: None,
             number,
             windows: Vec::new(),
+            next_window: DEVICE_WINDOWS,
             dma: Vec::new(),
             next_dma: DMA,
         };
@@ -810,6 +817,7 @@ impl Process {
                         .map_err(Into::into)
                 }
             }
+            number::ASSIGN => self.assign(ep, a0, a1),
             number::DMA_ALLOC => self.dma_alloc(a0),
             number::DMA_FREE => self.dma_free(a0),
             number::AUDIT_LOST => match &self.feed {
@@ -949,15 +957,64 @@ impl Process {
                 self.feed = Some(feed);
                 Ok([0; 3])
             }
-            ipc::Capability::EntropyDevice | ipc::Capability::NetDevice => {
+            _ if devices::unsettled(capability) => Err(SyscallError::Pending.into()),
+            ipc::Capability::EntropyDevice
+            | ipc::Capability::NetDevice
+            | ipc::Capability::BlockDevices
+            | ipc::Capability::StateDisk
+            | ipc::Capability::OtpDisk
+            | ipc::Capability::RollbackCounter => {
                 let number = self.number;
                 let window = ep
                     .claim_with(capability, || devices::take(capability, number))
                     .map_err(SyscallError::from)?;
                 self.map_window(window)
             }
-            _ => Err(SyscallError::NotSupported.into()),
         }
+    }
+
+    /// The device manager hands a block window on (see [`devices::assign`]), or says
+    /// it is done.
+    fn assign(
+        &mut self,
+        ep: &KernelEndpoint<RiscvPlatform>,
+        va: u64,
+        capability: u64,
+    ) -> Result<[u64; 3], (SyscallError, u64)> {
+        if capability == u64::MAX {
+            devices::settle();
+            return Ok([0; 3]);
+        }
+        let capability = u16::try_from(capability)
+            .ok()
+            .and_then(ipc::Capability::from_u16)
+            .ok_or(SyscallError::UnknownCapability)?;
+        let at = self
+            .windows
+            .iter()
+            .position(|(address, _, _)| *address == va)
+            .ok_or(SyscallError::NotHeld)?;
+        let (address, len, pa) = self.windows[at];
+        devices::assign(self.number, pa, capability).map_err(|why| match why {
+            devices::AssignError::NotHeld => SyscallError::NotHeld,
+            devices::AssignError::NotADisk => SyscallError::UnknownCapability,
+            devices::AssignError::Taken => SyscallError::AlreadyClaimed,
+        })?;
+        // Out of this process: unmapped, and the next switch fences the TLB.
+        let start = down(address);
+        let end = (address + len).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        self.space
+            .unmap(&mut HeapFrames, start, end - start, |_| {});
+        self.windows.swap_remove(at);
+        ep.kernel_record(
+            Action::Syscall {
+                number: number::ASSIGN as u16,
+            },
+            Verdict::Allowed,
+            0,
+            capability as u32,
+        );
+        Ok([0; 3])
     }
 
     /// Maps a device window (its pages, read+write, never executable) into this
@@ -966,19 +1023,15 @@ impl Process {
     fn map_window(&mut self, window: Range<u64>) -> Result<[u64; 3], (SyscallError, u64)> {
         let start = down(window.start);
         let end = window.end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let at = DEVICE_WINDOWS
-            + self
-                .windows
-                .iter()
-                .map(|(_, len)| len.div_ceil(PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE)
-                .sum::<u64>();
+        let at = self.next_window;
         let flags = Flags::USER | Flags::READ | Flags::WRITE;
         self.space
             .map(&mut HeapFrames, at, start, end - start, flags)
             .map_err(|_| SyscallError::Exhausted)?;
+        self.next_window = at + (end - start) + PAGE_SIZE;
         let address = at + (window.start - start);
         let len = window.end - window.start;
-        self.windows.push((address, len));
+        self.windows.push((address, len, window.start));
         Ok([address, len, window.start])
     }
 
@@ -1168,6 +1221,29 @@ pub fn spawn_service(
     program: Option<alloc::rc::Rc<Program>>,
     task: ServiceId,
 ) -> Result<(), kernel_core::SpawnError> {
+    spawn(kernel, program, task, false)
+}
+
+/// Spawns task `task` as a process that runs once (the device manager): when it exits
+/// with code 0 its work is done, and its task stays, idle, instead of ending (which
+/// the kernel reports as a failure). Any other end is a failure, as for a service.
+///
+/// # Errors
+/// [`kernel_core::SpawnError`] from the kernel.
+pub fn spawn_init(
+    kernel: &mut kernel_core::Kernel<RiscvPlatform>,
+    program: Option<alloc::rc::Rc<Program>>,
+    task: ServiceId,
+) -> Result<(), kernel_core::SpawnError> {
+    spawn(kernel, program, task, true)
+}
+
+fn spawn(
+    kernel: &mut kernel_core::Kernel<RiscvPlatform>,
+    program: Option<alloc::rc::Rc<Program>>,
+    task: ServiceId,
+    runs_once: bool,
+) -> Result<(), kernel_core::SpawnError> {
     kernel.spawn(task, move |ep| async move {
         let Some(program) = program else {
             ep.console("FAIL no user program to run this task's process");
@@ -1189,6 +1265,7 @@ pub fn spawn_service(
         loop {
             match process.resume(&ep) {
                 Resume::Yielded => ep.yield_now().await,
+                Resume::Ended(End::Exited(0)) if runs_once => break,
                 Resume::Ended(End::Exited(code)) => {
                     crate::console::line(
                         "KERNEL",
@@ -1199,6 +1276,12 @@ pub fn spawn_service(
                 Resume::Ended(_) => return,
             }
         }
+        drop(process);
+        crate::console::line(
+            "KERNEL",
+            format_args!("process {task} did its work and exited"),
+        );
+        core::future::pending::<()>().await;
     })
 }
 
@@ -1240,6 +1323,10 @@ impl Drop for Process {
         let frames = &mut HeapFrames;
         devices::space_ended(self.number);
         devices::release(self.number);
+        if self.task == ServiceId::Devmgr {
+            // Whatever it did not assign stays unassigned: absent, never waited for.
+            devices::settle();
+        }
         for (_, pa, pages) in self.dma.drain(..) {
             // SAFETY: allocated by `dma_alloc`; the space that mapped it is going away
             // with nothing running on it.

@@ -56,13 +56,15 @@ impl Future for YieldOnce {
     }
 }
 
-/// A process's endpoint: its task's identity, system calls underneath. `R` and `N`
-/// are the entropy and network devices their holders open in their own process
-/// (`drivers/user-hal`); a process that holds neither has [`NoDevice`] for both.
-pub struct UserEndpoint<R = NoDevice, N = NoDevice> {
+/// A process's endpoint: its task's identity, system calls underneath. `R`, `N` and
+/// `D` are the entropy device, the network device and the disks their holders open in
+/// their own process (`drivers/user-hal`); a process that holds none has
+/// [`NoDevice`] for each.
+pub struct UserEndpoint<R = NoDevice, N = NoDevice, D = NoDevice> {
     id: ServiceId,
     open_entropy: fn() -> Result<R, CapabilityError>,
     open_net: fn() -> Result<N, CapabilityError>,
+    open_disk: fn(Capability) -> Result<D, CapabilityError>,
 }
 
 impl UserEndpoint {
@@ -73,21 +75,23 @@ impl UserEndpoint {
             id,
             open_entropy: || Err(claim_device(Capability::EntropyDevice)),
             open_net: || Err(claim_device(Capability::NetDevice)),
+            open_disk: |capability| Err(claim_device(capability)),
         }
     }
 }
 
-impl<R, N> UserEndpoint<R, N> {
+impl<R, N, D> UserEndpoint<R, N, D> {
     /// The endpoint of the entropy device's holder: `open` claims the device's window
     /// and opens its driver in this process.
     pub fn with_entropy_device<R2>(
         self,
         open: fn() -> Result<R2, CapabilityError>,
-    ) -> UserEndpoint<R2, N> {
+    ) -> UserEndpoint<R2, N, D> {
         UserEndpoint {
             id: self.id,
             open_entropy: open,
             open_net: self.open_net,
+            open_disk: self.open_disk,
         }
     }
 
@@ -96,12 +100,49 @@ impl<R, N> UserEndpoint<R, N> {
     pub fn with_net_device<N2>(
         self,
         open: fn() -> Result<N2, CapabilityError>,
-    ) -> UserEndpoint<R, N2> {
+    ) -> UserEndpoint<R, N2, D> {
         UserEndpoint {
             id: self.id,
             open_entropy: self.open_entropy,
             open_net: open,
+            open_disk: self.open_disk,
         }
+    }
+
+    /// The endpoint of a disk's holder: `open` claims the window of a disk
+    /// capability and opens its driver in this process.
+    pub fn with_disks<D2>(
+        self,
+        open: fn(Capability) -> Result<D2, CapabilityError>,
+    ) -> UserEndpoint<R, N, D2> {
+        UserEndpoint {
+            id: self.id,
+            open_entropy: self.open_entropy,
+            open_net: self.open_net,
+            open_disk: open,
+        }
+    }
+}
+
+/// A disk behind a box: one type for a holder's disks whose drivers differ (the
+/// anti-rollback counter is handed out set-only).
+pub struct BoxedDisk(pub alloc::boxed::Box<dyn RawBlockDevice>);
+
+impl RawBlockDevice for BoxedDisk {
+    fn sectors(&self) -> u64 {
+        self.0.sectors()
+    }
+    fn readonly(&self) -> bool {
+        self.0.readonly()
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), ipc::DeviceError> {
+        self.0.read(sector, buf)
+    }
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), ipc::DeviceError> {
+        self.0.write(sector, buf)
+    }
+    fn flush(&mut self) -> Result<(), ipc::DeviceError> {
+        self.0.flush()
     }
 }
 
@@ -153,10 +194,10 @@ impl Drop for Outstanding {
     }
 }
 
-impl<R: RawEntropyDevice, N: RawNetDevice> Endpoint for UserEndpoint<R, N> {
+impl<R: RawEntropyDevice, N: RawNetDevice, D: RawBlockDevice> Endpoint for UserEndpoint<R, N, D> {
     type EntropyDevice = R;
     type AuditFeed = UserAuditFeed;
-    type Disk = NoDevice;
+    type Disk = D;
     type NetDevice = N;
 
     fn id(&self) -> ServiceId {
@@ -283,8 +324,8 @@ impl<R: RawEntropyDevice, N: RawNetDevice> Endpoint for UserEndpoint<R, N> {
         }
     }
 
-    fn claim_disk(&self, capability: Capability) -> Result<NoDevice, CapabilityError> {
-        Err(claim_device(capability))
+    fn claim_disk(&self, capability: Capability) -> Result<D, CapabilityError> {
+        (self.open_disk)(capability)
     }
 
     fn claim_net_device(&self) -> Result<N, CapabilityError> {

@@ -23,7 +23,7 @@ mod endpoint;
 
 use core::arch::asm;
 
-pub use endpoint::{BoxedNet, NoDevice, UserAuditFeed, UserEndpoint, block_on};
+pub use endpoint::{BoxedDisk, BoxedNet, NoDevice, UserAuditFeed, UserEndpoint, block_on};
 
 /// The system call numbers (`a7`).
 pub mod number {
@@ -59,6 +59,8 @@ pub mod number {
     pub const DMA_FREE: usize = 14;
     /// `bootargs(address, capacity)`.
     pub const BOOTARGS: usize = 15;
+    /// `assign(address, capability)`.
+    pub const ASSIGN: usize = 16;
 }
 
 /// The exit code of a program that panicked.

@@ -358,7 +358,7 @@ fn test() -> ExitCode {
         dependency_graph::check_no_getrandom(Combination::all())
     });
     steps.run(
-        "no crypto, smoltcp or user-mode holders' drivers in the kernel's graph",
+        "no crypto, smoltcp, driver or service in the kernel's graph",
         dependency_graph::check_kernel_graph,
     );
     let qemu = test_os::TestOsOptions {

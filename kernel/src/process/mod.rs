@@ -62,6 +62,11 @@ pub const DEVICE_WINDOWS: u64 = 0x28_0000_0000;
 pub const DMA: u64 = 0x2c_0000_0000;
 /// The most DMA pages a process may hold at once, and ask for in one call.
 pub const MAX_DMA_PAGES: u64 = 64;
+/// The pages of a process's DMA window, from [`DMA`]: allocations are placed first-fit
+/// in it and their addresses reused, so its page tables stay bounded however many
+/// buffers a driver bounces over a long run (twice [`MAX_DMA_PAGES`]: room to
+/// fragment).
+pub const DMA_WINDOW_PAGES: u64 = 2 * MAX_DMA_PAGES;
 /// How many stack windows there are (the process numbers wrap around them).
 const STACK_WINDOW_COUNT: u64 = 1024;
 /// The next process's number: its stack window.
@@ -501,8 +506,6 @@ pub struct Process {
     next_window: u64,
     /// DMA allocations: address, physical address, pages.
     dma: Vec<(u64, u64, u64)>,
-    /// Where the next DMA allocation goes.
-    next_dma: u64,
 }
 
 /// `scause` codes of the exceptions a process may cause, by name (for the line that
@@ -579,7 +582,6 @@ impl Process {
             windows: Vec::new(),
             next_window: DEVICE_WINDOWS,
             dma: Vec::new(),
-            next_dma: DMA,
         };
         // On an error from here, dropping `process` frees what was mapped.
         for page in &program.pages {
@@ -1050,7 +1052,11 @@ impl Process {
             return Err(SyscallError::Exhausted.into());
         }
         let pa = frames as u64;
-        let va = self.next_dma;
+        let Some(va) = self.free_dma_range(pages) else {
+            // SAFETY: just allocated with this layout, never mapped.
+            unsafe { alloc::alloc::dealloc(frames, layout) };
+            return Err(SyscallError::Exhausted.into());
+        };
         let flags = Flags::USER | Flags::READ | Flags::WRITE;
         if self
             .space
@@ -1061,9 +1067,26 @@ impl Process {
             unsafe { alloc::alloc::dealloc(frames, layout) };
             return Err(SyscallError::Exhausted.into());
         }
-        self.next_dma += pages * PAGE_SIZE + PAGE_SIZE;
         self.dma.push((va, pa, pages));
         Ok([va, pa, 0])
+    }
+
+    /// The lowest address in the DMA window where `pages` pages overlap no allocation.
+    fn free_dma_range(&self, pages: u64) -> Option<u64> {
+        let len = pages * PAGE_SIZE;
+        let end = DMA + DMA_WINDOW_PAGES * PAGE_SIZE;
+        let mut at = DMA;
+        while at + len <= end {
+            let clash = self
+                .dma
+                .iter()
+                .find(|(va, _, n)| at < va + n * PAGE_SIZE && *va < at + len);
+            match clash {
+                None => return Some(at),
+                Some((va, _, n)) => at = va + n * PAGE_SIZE,
+            }
+        }
+        None
     }
 
     fn dma_free(&mut self, va: u64) -> Result<[u64; 3], (SyscallError, u64)> {
@@ -1247,8 +1270,18 @@ fn spawn(
     kernel.spawn(task, move |ep| async move {
         let Some(program) = program else {
             ep.console("FAIL no user program to run this task's process");
+            if task == ServiceId::Devmgr {
+                devices::settle();
+            }
             return;
         };
+        // The device manager first: nothing else starts until the disks are settled,
+        // so the services start together, in their order, as they always did (the
+        // device's first draws of entropy, and so its key under a given entropy
+        // source, do not depend on how long the disks took to answer).
+        if task != ServiceId::Devmgr {
+            wait_for_disks(&ep).await;
+        }
         let mut process = match Process::start(
             &program,
             task,
@@ -1283,6 +1316,13 @@ fn spawn(
         );
         core::future::pending::<()>().await;
     })
+}
+
+/// Waits (yielding) until the device manager has said which disk is which, or ended.
+pub async fn wait_for_disks(ep: &KernelEndpoint<RiscvPlatform>) {
+    while devices::unsettled(ipc::Capability::StateDisk) {
+        ep.yield_now().await;
+    }
 }
 
 fn dma_layout(pages: u64) -> Option<alloc::alloc::Layout> {

@@ -37,6 +37,8 @@ mod image {
             // sessions with devices outside the image.
             let plan = selftest::remote::Plan::from_bootargs(boot.bootargs);
             let selftest = kernel.spawn(ServiceId::Selftest, move |ep| async move {
+                // With the services: once the device manager has told the disks apart.
+                kernel::process::wait_for_disks(&ep).await;
                 if bench {
                     selftest::guest_bench::computations::<Selected, Hash, _>(
                         &ep,

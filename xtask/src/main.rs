@@ -119,8 +119,9 @@ enum Command {
         provider: String,
     },
     /// Build the production image (`device-image`: no selftest, no benchmarks) of
-    /// each requested combination and print where its `.text + .rodata` bytes go, by
-    /// component: the kernel, each service, each backend, shared crates.
+    /// each requested combination and print where the `.text + .rodata` bytes of its
+    /// kernel image and of its user program go, by component: the kernel, the user
+    /// runtime and drivers, each service, each backend, shared crates.
     Size {
         /// Provider combination, `classic` or `all`.
         #[arg(long, env = "PROVIDER", default_value = "dalek+chacha")]
@@ -300,17 +301,21 @@ fn size(provider: &str, knobs: &[String]) -> Result<(), String> {
                 image::build_variant(&combination, &knob.image_args(&combination), knob.name)?.1
             }
         };
-        let rows = footprint::breakdown(&path)?;
-        let total: u64 = rows.iter().map(footprint::Row::total).sum();
         let knobs = knobs
             .first()
             .map_or(String::new(), |k| format!(" with {}", k.name));
-        println!(
-            "{combination}{knobs}: production image .text + .rodata {total} bytes ({:.1} KiB), {}",
-            total as f64 / 1024.0,
-            path.display()
-        );
-        print!("{}", footprint::table(&rows));
+        // The kernel image and its user program (every service runs from the program).
+        let program = image::device_programs_for(&path);
+        for (what, elf) in [("kernel image", &path), ("user program", &program)] {
+            let rows = footprint::breakdown(elf)?;
+            let total: u64 = rows.iter().map(footprint::Row::total).sum();
+            println!(
+                "{combination}{knobs}: production {what} .text + .rodata {total} bytes ({:.1} KiB), {}",
+                total as f64 / 1024.0,
+                elf.display()
+            );
+            print!("{}", footprint::table(&rows));
+        }
     }
     Ok(())
 }

@@ -467,13 +467,12 @@ pub fn markdown(
         out,
         "\n¹ Includes waiting for QEMU's virtio-rng and virtio-blk, which QEMU completes on host time, so these counts vary between runs. `identity/first-boot` and `identity/restore` are the same paths with keystored's own functions on a record store in memory: exact. ² Waits for no device but allocates after the network has run, from a first-fit heap whose shape then varies: two runs agree within 0.1% (`cargo xtask test` checks; measured 29 instructions apart in 939,698), the IPC round trip within 0.5% (it also holds the kernel's executor between the two tasks' polls; measured 62 apart in 59,446). Every other guest count is identical run to run (`cargo xtask test` checks). `service/handshake-ipc` and `-tcp` are one session with the binding, both sides and every task that works for it (IPC, rngd, netstackd), from the first message to the initiator knowing it is accepted: the median of five.\n"
     );
-    if let Some((c, with, without)) = net.netstackd_text {
+    if let Some((c, netstackd, all)) = net.netstackd_text {
         let _ = writeln!(
             out,
-            "netstackd (smoltcp, the socket service) adds {} bytes of `.text` to the {c} image ({} with it, {} without; the virtio-net driver and dsoftbusd's TCP code are in both). The host peer's wall time runs through QEMU's user networking on the host (TCG, no `-icount`).\n",
-            thousands(with.saturating_sub(without)),
-            thousands(with),
-            thousands(without)
+            "netstackd (smoltcp, the socket service) is {} bytes of the `.text` of the {c} production image's user program ({} in all; the virtio-net driver is the user runtime's and drivers' row of `cargo xtask size`). The host peer's wall time runs through QEMU's user networking on the host (TCG, no `-icount`).\n",
+            thousands(netstackd),
+            thousands(all)
         );
     }
     every_combination(&mut out, host, guest, sizes, production);
@@ -561,7 +560,7 @@ fn every_combination(
 ) {
     let _ = writeln!(
         out,
-        "\n**Every combination** (`<sig>[/<kx>]+<aead>[+<hash>]`: Ed25519 backend, X25519 backend when it differs, AEAD, hash when not BLAKE2s). Host times; guest instructions; `.text + .rodata` of the test image and of the production image.\n"
+        "\n**Every combination** (`<sig>[/<kx>]+<aead>[+<hash>]`: Ed25519 backend, X25519 backend when it differs, AEAD, hash when not BLAKE2s). Host times; guest instructions; `.text + .rodata` of the test image and of the production image, each with its user program.\n"
     );
     let _ = writeln!(
         out,
@@ -776,8 +775,11 @@ fn variants(quick: bool) -> Result<Vec<Variant>, String> {
             combination,
             host,
             guest,
-            test_image: image::sizes(&test_path)?,
-            production_image: image::sizes(&production_path)?,
+            test_image: image::loaded_sizes(&test_path, &image::programs_for(&test_path))?,
+            production_image: image::loaded_sizes(
+                &production_path,
+                &image::device_programs_for(&production_path),
+            )?,
             production_path,
         });
     }
@@ -899,7 +901,7 @@ fn production_markdown(
 ) -> Result<(), String> {
     let _ = writeln!(
         out,
-        "**Production image** (`device-image`: the kernel and the services as a device ships them, no selftest, no benchmarks; `cargo xtask test` boots it on every combination: key created, sessions with a host peer, reboot, key restored, sessions). `.text + .rodata` in bytes, smallest first:\n\n| image | .text | .rodata | .text + .rodata | KiB |\n|---|---|---|---|---|"
+        "**Production image** (`device-image` and its user program: the kernel and the services as a device ships them, no selftest, no benchmarks; `cargo xtask test` boots it on every combination: key created, sessions with a host peer, reboot, key restored, sessions). `.text + .rodata` in bytes, smallest first:\n\n| image | .text | .rodata | .text + .rodata | KiB |\n|---|---|---|---|---|"
     );
     let mut all: Vec<(String, Sizes, PathBuf)> = production
         .iter()
@@ -1086,14 +1088,17 @@ fn net_figures(images: &[(Combination, PathBuf)]) -> Result<NetFigures, String> 
         .into_iter()
         .filter_map(|run| run.median_ms().map(|ms| (run.combination, ms)))
         .collect();
+    // netstackd lives in the user program: its row of the program's footprint.
     let netstackd_text = match images.first() {
-        Some((combination, with)) => {
-            let without = image::build_without_network(combination)?;
-            Some((
-                *combination,
-                image::sizes(with)?.text,
-                image::sizes(&without)?.text,
-            ))
+        Some((combination, _)) => {
+            let program = image::device_programs_for(&image::device_image(combination));
+            let rows = crate::footprint::breakdown(&program)?;
+            let netstackd = rows
+                .iter()
+                .find(|row| row.component.starts_with("netstackd"))
+                .map_or(0, |row| row.text);
+            let all: u64 = rows.iter().map(|row| row.text).sum();
+            Some((*combination, netstackd, all))
         }
         None => None,
     };
@@ -1109,13 +1114,23 @@ pub fn run(quick: bool) -> Result<PathBuf, String> {
     let images = test_os::build_images(Combination::all())?;
     eprintln!("    guest: counting instructions in QEMU");
     let guest = guest(&images)?;
+    // Each image with its user program: every service runs from the program.
     let sizes: BTreeMap<Combination, Sizes> = images
         .iter()
-        .filter_map(|(c, path)| image::sizes(path).ok().map(|s| (*c, s)))
+        .filter_map(|(c, path)| {
+            image::loaded_sizes(path, &image::programs_for(path))
+                .ok()
+                .map(|s| (*c, s))
+        })
         .collect();
     let production: BTreeMap<Combination, Sizes> = images
         .iter()
-        .filter_map(|(c, _)| image::sizes(&image::device_image(c)).ok().map(|s| (*c, s)))
+        .filter_map(|(c, _)| {
+            let path = image::device_image(c);
+            image::loaded_sizes(&path, &image::device_programs_for(&path))
+                .ok()
+                .map(|s| (*c, s))
+        })
         .collect();
     eprintln!("    network: the host peer's handshakes, and netstackd's .text");
     let classic: Vec<(Combination, PathBuf)> = images

@@ -161,12 +161,11 @@ impl Combination {
     /// The cargo features of this combination's image: provider-select's feature per
     /// axis, passed through (the image forwards none), with the network stack.
     pub fn features(&self) -> String {
-        format!("net,{}", self.features_without_network())
+        format!("net,{}", self.backend_features())
     }
 
-    /// The features of this combination without the network stack (to measure what
-    /// it adds; such an image does not pass the ladder).
-    pub fn features_without_network(&self) -> String {
+    /// provider-select's feature per axis for this combination.
+    fn backend_features(&self) -> String {
         format!(
             "provider-select/sig-{},provider-select/kx-{},provider-select/aead-{},provider-select/hash-{}",
             self.sig, self.kx, self.aead, self.hash

@@ -68,13 +68,6 @@ pub fn device_image(combination: &Combination) -> PathBuf {
     run_dir(combination).join("device-image.elf")
 }
 
-/// Builds `combination`'s test image without the network stack, as
-/// `target/qemu/<provider>/os-image-no-net.elf`: only to measure what it adds.
-pub fn build_without_network(combination: &Combination) -> Result<PathBuf, String> {
-    let built = build_packages(&["os-image"], &combination.features_without_network())?;
-    copy(combination, &built[0], "os-image-no-net.elf")
-}
-
 /// Builds `combination`'s test and production images with `args` (its features and a
 /// knob's, or `--config` values), as `os-image-<label>.elf` and
 /// `device-image-<label>.elf`.
@@ -122,6 +115,15 @@ fn copy(combination: &Combination, built: &Path, name: &str) -> Result<PathBuf, 
         )
     })?;
     Ok(image)
+}
+
+/// The sizes of what QEMU loads: a kernel image and its user program, added.
+pub fn loaded_sizes(image: &Path, program: &Path) -> Result<Sizes, String> {
+    let (kernel, user) = (sizes(image)?, sizes(program)?);
+    Ok(Sizes {
+        text: kernel.text + user.text,
+        rodata: kernel.rodata + user.rodata,
+    })
 }
 
 /// Section sizes of an image, in bytes.

@@ -33,16 +33,20 @@ mod step {
     pub const UNKNOWN_CALL: u64 = 6;
     pub const SPIN: u64 = 7;
     pub const CLAIM_DEVICE: u64 = 8;
+    pub const FLOAT: u64 = 9;
     pub const VICTIM: u64 = 100;
 }
 
 /// `scause` codes.
+const ILLEGAL_INSTRUCTION: u64 = 2;
 const INSTRUCTION_PAGE_FAULT: u64 = 12;
 const LOAD_PAGE_FAULT: u64 = 13;
 const STORE_PAGE_FAULT: u64 = 15;
 
 /// What a step must end in.
 enum Expect {
+    /// A fault of this cause, wherever.
+    Fault(u64),
     /// A page fault of this cause at exactly this address.
     FaultAt(u64, u64),
     /// A page fault of this cause inside the process's stack.
@@ -118,7 +122,7 @@ async fn run(ep: &KernelEndpoint<RiscvPlatform>, program: Option<&Program>) -> R
     // An address of the kernel's: its code's first page, mapped in every space, not
     // for user mode.
     let kernel_address = crate::mmu::kernel_text_start();
-    let steps: [(&'static str, u64, u64, Expect, Marker); 10] = [
+    let steps: [(&'static str, u64, u64, Expect, Marker); 11] = [
         (
             "read-kernel",
             step::READ,
@@ -181,6 +185,13 @@ async fn run(ep: &KernelEndpoint<RiscvPlatform>, program: Option<&Program>) -> R
             0,
             Expect::Refused(&[SyscallError::NotGranted, SyscallError::NotHeld]),
             markers::KERNEL_ISOLATION_DEVICE_REFUSED,
+        ),
+        (
+            "float",
+            step::FLOAT,
+            0,
+            Expect::Fault(ILLEGAL_INSTRUCTION),
+            markers::KERNEL_ISOLATION_FLOAT_STOPPED,
         ),
         (
             "spin",
@@ -285,6 +296,7 @@ fn judge(intruder: &Process, end: End, expect: &Expect) -> Result<(), String> {
         )),
     };
     match *expect {
+        Expect::Fault(cause) => fault(cause, &|_| true),
         Expect::FaultAt(cause, address) => fault(cause, &|stval| stval == address),
         Expect::FaultInStack(cause) => {
             let stack = intruder.stack();

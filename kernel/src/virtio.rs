@@ -10,6 +10,10 @@ use crate::device_tree::Machine;
 
 /// "virt", little-endian: the first register of every virtio-mmio window.
 const MAGIC: u32 = 0x7472_6976;
+/// The device status register (virtio 1.2, section 4.2.2): writing 0 resets the device.
+const STATUS: usize = 0x70;
+/// How many times [`reset`] reads the status back before it gives up.
+const RESET_POLLS: u32 = 1_000;
 /// Device ids (virtio 1.2, section 5).
 const NETWORK: u32 = 1;
 const BLOCK: u32 = 2;
@@ -32,6 +36,27 @@ fn register(slot: &Range<usize>, offset: usize) -> u32 {
     // read+write in the kernel's space (mmu.rs maps every slot); the header's first
     // three registers are readable 32-bit registers with no side effect on read.
     unsafe { ((slot.start + offset) as *const u32).read_volatile() }
+}
+
+/// Resets the device in the window `slot` (writes 0 to its status register and reads
+/// it back until the device says it is done, section 4.2.3.1): the device forgets its
+/// queues and stops using the memory they pointed at. The kernel does this when a
+/// window leaves its holder, so a device never writes into pages the holder has
+/// given back. Returns whether the device finished its reset.
+pub fn reset(slot: &Range<u64>) -> bool {
+    if slot.end - slot.start < (STATUS + 4) as u64 {
+        return false;
+    }
+    let status = (slot.start as usize + STATUS) as *mut u32;
+    // SAFETY: `slot` is a virtio-mmio register window from the device tree, mapped
+    // read+write in the kernel's space (mmu.rs maps every slot), and the status
+    // register is a 32-bit read-write register of every virtio-mmio device; writing 0
+    // is the reset the specification defines.
+    unsafe { status.write_volatile(0) };
+    (0..RESET_POLLS).any(|_| {
+        // SAFETY: as above; reading the status has no side effect.
+        unsafe { status.read_volatile() == 0 }
+    })
 }
 
 /// Probes every virtio-mmio slot of the device tree and reports what it holds.

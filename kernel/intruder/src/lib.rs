@@ -28,6 +28,7 @@ mod program {
     const EXECUTE_WENT_THROUGH: usize = 92;
     const SPIN_ENDED: usize = 93;
     const UNKNOWN_STEP: usize = 94;
+    const FLOAT_WENT_THROUGH: usize = 95;
 
     /// The unknown system call's number (selftest/client/src/isolation.rs counts its
     /// audit record).
@@ -47,6 +48,7 @@ mod program {
             6 => unknown_call(),
             7 => spin(),
             8 => claim_device(),
+            9 => float(),
             100 => victim(target as u64, heap),
             _ => exit(UNKNOWN_STEP),
         }
@@ -129,6 +131,15 @@ mod program {
             Err(Error::NotHeld) => exit(0),
             _ => exit(31),
         }
+    }
+
+    fn float() -> ! {
+        // SAFETY: none; `fmv.w.x f0, zero` (the F extension, which the kernel keeps off
+        // in user mode) must stop the process with an illegal-instruction fault. Were it
+        // to run, it writes 0 to a register nothing of this program uses.
+        unsafe { core::arch::asm!(".4byte 0xf0000053") };
+        let _ = console(b"a floating-point instruction went through");
+        exit(FLOAT_WENT_THROUGH)
     }
 
     fn spin() -> ! {

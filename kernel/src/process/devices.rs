@@ -77,6 +77,8 @@ pub fn assign(holder: u64, start: u64, capability: Capability) -> Result<(), Ass
                     && w.capability == Capability::BlockDevices
             })
             .ok_or(AssignError::NotHeld)?;
+        // It leaves the manager's hands: the device forgets the manager's queues.
+        reset(&window.range);
         window.capability = capability;
         window.holder = None;
         Ok(())
@@ -121,15 +123,31 @@ pub fn take(capability: Capability, holder: u64) -> Result<Range<u64>, Capabilit
     })
 }
 
-/// Gives back every window process `holder` held (it ended).
+/// Gives back every window process `holder` held (it ended), each device reset first:
+/// the caller frees the holder's DMA pages after this, and a device still working on
+/// them (a faulted driver's request in flight) would write into freed memory.
 pub fn release(holder: u64) {
     critical_section::with(|cs| {
         for window in WINDOWS.borrow(cs).borrow_mut().iter_mut() {
             if window.holder == Some(holder) {
+                reset(&window.range);
                 window.holder = None;
             }
         }
     });
+}
+
+/// Resets the device of `range`, and says so on the console when it did not finish.
+fn reset(range: &Range<u64>) {
+    if !crate::virtio::reset(range) {
+        crate::console::line(
+            "KERNEL",
+            format_args!(
+                "virtio-mmio {:#x}: the device did not finish its reset",
+                range.start
+            ),
+        );
+    }
 }
 
 /// Records a live process's space.

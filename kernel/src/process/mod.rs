@@ -984,6 +984,11 @@ impl Process {
         capability: u64,
     ) -> Result<[u64; 3], (SyscallError, u64)> {
         if capability == u64::MAX {
+            // Only the device manager says the disks are settled: any other process
+            // saying so early would make the disks absent for their holders.
+            if self.task != ServiceId::Devmgr {
+                return Err(SyscallError::NotGranted.into());
+            }
             devices::settle();
             return Ok([0; 3]);
         }
@@ -1042,7 +1047,7 @@ impl Process {
             return Err(SyscallError::NotHeld.into());
         }
         let held: u64 = self.dma.iter().map(|(_, _, n)| n).sum();
-        if pages == 0 || held + pages > MAX_DMA_PAGES {
+        if pages == 0 || pages > MAX_DMA_PAGES - held {
             return Err(SyscallError::Exhausted.into());
         }
         let layout = dma_layout(pages).ok_or(SyscallError::Exhausted)?;
@@ -1166,33 +1171,37 @@ impl Process {
     /// checking every page of the range against the process's own tables (mapped,
     /// user, readable; no wrap). The bytes are read through the frames' kernel
     /// mappings, never through the user address.
-    fn copy_in(&self, va: u64, len: u64, max: usize) -> Result<Vec<u8>, SyscallError> {
+    fn copy_in(&self, va: u64, len: u64, max: usize) -> Result<ipc::IpcBuffer, SyscallError> {
         let frames = &HeapFrames;
         self.space.check_user_range(frames, va, len, false)?;
         if len > max as u64 {
             return Err(SyscallError::TooLong);
         }
-        let mut bytes = Vec::with_capacity(len as usize);
-        let mut at = va;
-        let end = va + len;
-        while at < end {
-            let leaf = self
-                .space
-                .translate(frames, at)
-                .ok_or(SyscallError::Unmapped)?;
-            let offset = at - leaf.va;
-            let run = (PAGE_SIZE - offset).min(end - at);
-            // SAFETY: `check_user_range` proved the page mapped, for user mode and
-            // readable in this process's space; its frame is a live heap frame the
-            // process owns or a program page, identity-mapped in the kernel, and
-            // `offset + run` stays within the page.
-            let slice = unsafe {
-                core::slice::from_raw_parts((leaf.pa + offset) as *const u8, run as usize)
-            };
-            bytes.extend_from_slice(slice);
-            at += run;
-        }
-        Ok(bytes)
+        // Wiped when dropped: a request or reply frame can carry a secret (entropy,
+        // a signature's input), and the kernel's copy must not outlive its use.
+        let mut result = Ok(());
+        let bytes = ipc::IpcBuffer::filled(len as usize, |out| {
+            let mut at = va;
+            let mut done = 0;
+            while done < out.len() {
+                let Some(leaf) = self.space.translate(frames, at) else {
+                    result = Err(SyscallError::Unmapped);
+                    return;
+                };
+                let offset = at - leaf.va;
+                let run = (PAGE_SIZE - offset).min((out.len() - done) as u64) as usize;
+                // SAFETY: `check_user_range` proved the page mapped, for user mode and
+                // readable in this process's space; its frame is a live heap frame the
+                // process owns or a program page, identity-mapped in the kernel, and
+                // `offset + run` stays within the page.
+                let slice =
+                    unsafe { core::slice::from_raw_parts((leaf.pa + offset) as *const u8, run) };
+                out[done..done + run].copy_from_slice(slice);
+                done += run;
+                at += run as u64;
+            }
+        });
+        result.map(|()| bytes)
     }
 }
 

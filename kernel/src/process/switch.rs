@@ -217,6 +217,13 @@ const _: () = {
     assert!(core::mem::offset_of!(UserContext, kernel_vector) == 272);
 };
 
+/// `sstatus.FS` (bits 13-14) and `sstatus.VS` (bits 9-10): the floating-point and
+/// vector units' state. OpenSBI leaves FS on, but the kernel saves no floating-point or
+/// vector register of a process (the targets are `imac`: no code of ours uses them), so
+/// with the units on, one process could leave data in `f0` for the next to read. Off,
+/// every such instruction is an illegal-instruction fault that stops its process.
+const FLOAT_AND_VECTOR: u64 = (0b11 << 13) | (0b11 << 9);
+
 /// Runs the process whose registers are in `context`, on the tables `satp` selects,
 /// until its next trap or `slice_end` (`time` ticks), when the timer preempts it; back
 /// on the kernel's tables (`kernel_satp`), returns the cause. The timer is armed and
@@ -227,7 +234,8 @@ pub fn enter(context: &mut UserContext, satp: u64, kernel_satp: u64, slice_end: 
     // sstatus, SIE), so nothing can trap between the `stvec` write inside `user_enter`
     // and its `sret`; SPP (bit 8) cleared makes `sret` go to user mode, SPIE (bit 5)
     // set is what SIE becomes there (ignored in user mode, where the supervisor's
-    // interrupts are always on). `satp` selects a space that maps the kernel's image,
+    // interrupts are always on); FS and VS cleared turn the floating-point and vector
+    // units off for the process. `satp` selects a space that maps the kernel's image,
     // stack and heap exactly as the kernel's own space does (global, non-user entries,
     // shared by `AddressSpace::sharing`), so the kernel keeps running across the write;
     // the fence drops the previous space's translations. `user_enter` keeps the
@@ -240,6 +248,7 @@ pub fn enter(context: &mut UserContext, satp: u64, kernel_satp: u64, slice_end: 
         crate::watchdog::arm_slice(slice_end);
         core::arch::asm!("csrc sstatus, {spp}", spp = in(reg) 1u64 << 8);
         core::arch::asm!("csrs sstatus, {spie}", spie = in(reg) 1u64 << 5);
+        core::arch::asm!("csrc sstatus, {fs_vs}", fs_vs = in(reg) FLOAT_AND_VECTOR);
         core::arch::asm!("csrw satp, {0}", "sfence.vma", in(reg) satp);
         user_enter(context);
         core::arch::asm!("csrw satp, {0}", "sfence.vma", in(reg) kernel_satp);

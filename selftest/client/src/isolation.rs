@@ -22,13 +22,15 @@ const CLAIM: u16 = 10;
 const DMA_ALLOC: u16 = 13;
 
 /// Each record the steps leave, and how many.
-const EXPECTED: [(Action, Verdict, u32); 9] = [
+const EXPECTED: [(Action, Verdict, u32); 10] = [
     // A read of a kernel address, a read of the victim's page.
     (Action::Fault { cause: 13 }, Verdict::Denied, 2),
     // A write to the victim's page, a write to its own code.
     (Action::Fault { cause: 15 }, Verdict::Denied, 2),
     // Executing its stack, executing its heap.
     (Action::Fault { cause: 12 }, Verdict::Denied, 2),
+    // A floating-point instruction (the unit is off in user mode).
+    (Action::Fault { cause: 2 }, Verdict::Denied, 1),
     (
         Action::Fault {
             cause: Action::WATCHDOG_CAUSE,

@@ -27,6 +27,18 @@ pub fn task_instructions(task: ServiceId) -> u64 {
         .map_or(0, |count| count.load(Ordering::Relaxed))
 }
 
+/// Instructions `task` has retired inside its polls so far, the poll under way
+/// included when `task` is the one being polled (a process asking for its own count
+/// from inside a system call).
+pub fn task_instructions_now(task: ServiceId) -> u64 {
+    let mut count = task_instructions(task);
+    if current_task() == Some(task) {
+        let now = riscv::register::instret::read64();
+        count += now.saturating_sub(POLL_START.load(Ordering::Relaxed));
+    }
+    count
+}
+
 /// The task being polled, if any.
 pub fn current_task() -> Option<ServiceId> {
     CURRENT

@@ -1,5 +1,5 @@
-//! The reliability scenarios in QEMU, on every combination: the watchdog naming a task
-//! that stops yielding, and an entropy source that goes bad after boot.
+//! The reliability scenarios in QEMU, on every combination: the process watchdog
+//! naming and stopping a process that stops making system calls, and an entropy source that goes bad after boot.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,8 +17,9 @@ fn boot(images: &[(Combination, PathBuf)], options: &TestOsOptions) -> Result<Ve
     }
 }
 
-/// The watchdog: `-append spin` makes the selftest task stop yielding after its ladder;
-/// the console must name it and QEMU must exit with a failing status.
+/// The watchdog: `-append spin` makes the selftest's process spin after its ladder; the
+/// console must name it (the process watchdog stops it, the others go on) and QEMU must
+/// exit with a failing status (the image's main process failed).
 pub fn watchdog(images: &[(Combination, PathBuf)]) -> Result<(), String> {
     let mut options = scenarios::options(Some("watchdog"), None, false);
     options.net.append = vec!["spin".into()];
@@ -27,7 +28,7 @@ pub fn watchdog(images: &[(Combination, PathBuf)]) -> Result<(), String> {
         let outcome = row.outcome.as_ref().map_err(Clone::clone)?;
         match outcome.exit_code {
             Some(code) if code != 0 => eprintln!(
-                "    {}: the watchdog named the task; QEMU exited with status {code} after {:.1} s",
+                "    {}: the watchdog named and stopped the process; QEMU exited with status {code} after {:.1} s",
                 row.combination,
                 outcome.wall.as_secs_f64()
             ),

@@ -126,6 +126,23 @@ pub mod number {
     /// holds at `address` on as a disk capability; capability `u64::MAX` says it is
     /// done.
     pub const ASSIGN: u64 = 16;
+    /// `counters(kind, task)`: the test image's selftest alone (`NotGranted` for any
+    /// other task) reads the counters its benchmarks and soak need: kind
+    /// [`super::counter::INSTRET`], [`super::counter::TASK`],
+    /// [`super::counter::HEAP`].
+    pub const COUNTERS: u64 = 17;
+}
+
+/// The kinds of `counters`.
+pub mod counter {
+    /// `a1`: the machine's retired instructions (`instret`).
+    pub const INSTRET: u64 = 0;
+    /// `a1`: the instructions task `a1` retired inside its polls (its process's work
+    /// and the kernel's on its behalf), the current poll included.
+    pub const TASK: u64 = 1;
+    /// `a1`, `a2`, `a3`: the kernel heap's bytes in use, their high-water mark, its
+    /// size.
+    pub const HEAP: u64 = 2;
 }
 
 /// The kernel command line, for `bootargs`.
@@ -737,10 +754,12 @@ impl Process {
                 );
             }
             End::Watchdog { ran_ms } => {
+                let ms = alloc::format!("{ran_ms}");
                 crate::console::line(
                     "KERNEL",
                     format_args!(
-                        "watchdog: process {name} ({label}) ran {ran_ms} ms of its time without a system call: stopped, the others go on"
+                        "{}",
+                        markers::KERNEL_PROCESS_WATCHDOG.rendered(&[name, label, &ms])
                     ),
                 );
                 ep.kernel_record(
@@ -820,6 +839,7 @@ impl Process {
                 }
             }
             number::ASSIGN => self.assign(ep, a0, a1),
+            number::COUNTERS => self.counters(a0, a1),
             number::DMA_ALLOC => self.dma_alloc(a0),
             number::DMA_FREE => self.dma_free(a0),
             number::AUDIT_LOST => match &self.feed {
@@ -972,6 +992,28 @@ impl Process {
                     .map_err(SyscallError::from)?;
                 self.map_window(window)
             }
+        }
+    }
+
+    /// The selftest's counters (see [`number::COUNTERS`]).
+    fn counters(&self, kind: u64, task: u64) -> Result<[u64; 3], (SyscallError, u64)> {
+        if self.task != ServiceId::Selftest {
+            return Err(SyscallError::NotGranted.into());
+        }
+        match kind {
+            counter::INSTRET => Ok([riscv::register::instret::read64(), 0, 0]),
+            counter::TASK => {
+                let task = u16::try_from(task)
+                    .ok()
+                    .and_then(ServiceId::from_u16)
+                    .ok_or(SyscallError::NoSuchService)?;
+                Ok([crate::platform::task_instructions_now(task), 0, 0])
+            }
+            counter::HEAP => {
+                let heap = crate::heap_stats();
+                Ok([heap.in_use as u64, heap.high_water as u64, heap.size as u64])
+            }
+            _ => Err(SyscallError::UnknownCall.into()),
         }
     }
 
@@ -1324,6 +1366,66 @@ fn spawn(
             format_args!("process {task} did its work and exited"),
         );
         core::future::pending::<()>().await;
+    })
+}
+
+/// The exit codes of the test image's main process (docs/syscalls.md).
+pub mod main_exit {
+    /// Every check passed.
+    pub const PASSED: u64 = 0;
+    /// The system failed closed as designed (no entropy).
+    pub const FAILED_CLOSED: u64 = 1;
+}
+
+/// Spawns the test image's main task (the selftest) as a process: it starts once the
+/// disks are settled, with the services, and the machine shuts down when it ends. Its
+/// exit code is `verdict`: [`main_exit::PASSED`], [`main_exit::FAILED_CLOSED`], any
+/// other code, a fault or the watchdog is a failure.
+///
+/// # Errors
+/// [`kernel_core::SpawnError`] from the kernel.
+pub fn spawn_main(
+    kernel: &mut kernel_core::Kernel<RiscvPlatform>,
+    program: Option<alloc::rc::Rc<Program>>,
+    task: ServiceId,
+    verdict: crate::MainVerdict,
+) -> Result<(), kernel_core::SpawnError> {
+    kernel.spawn(task, move |ep| async move {
+        let failed = || verdict.set(crate::MainOutcome::Failed);
+        let Some(program) = program else {
+            ep.console("FAIL no user program to run the selftest's process");
+            return failed();
+        };
+        wait_for_disks(&ep).await;
+        let mut process =
+            match Process::start(&program, task, "main", kernel_core::config::MEMORY, [0, 0]) {
+                Ok(process) => process,
+                Err(why) => {
+                    ep.console(&alloc::format!("FAIL cannot start the process: {why}"));
+                    return failed();
+                }
+            };
+        let end = loop {
+            match process.resume(&ep) {
+                Resume::Yielded => ep.yield_now().await,
+                Resume::Ended(end) => break end,
+            }
+        };
+        match end {
+            End::Exited(main_exit::PASSED) => verdict.set(crate::MainOutcome::Passed),
+            End::Exited(main_exit::FAILED_CLOSED) => {
+                verdict.set(crate::MainOutcome::FailedClosed);
+            }
+            End::Exited(code) => {
+                crate::console::line(
+                    "KERNEL",
+                    format_args!("process {task} exited with code {code}"),
+                );
+                failed();
+            }
+            // Named on the console and in the audit stream already.
+            End::Faulted { .. } | End::Watchdog { .. } => failed(),
+        }
     })
 }
 

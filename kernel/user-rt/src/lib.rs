@@ -61,6 +61,41 @@ pub mod number {
     pub const BOOTARGS: usize = 15;
     /// `assign(address, capability)`.
     pub const ASSIGN: usize = 16;
+    /// `counters(kind, task)`: the test image's selftest alone.
+    pub const COUNTERS: usize = 17;
+}
+
+/// The exit codes of the test image's main process (docs/syscalls.md): any other code
+/// is a failure.
+pub mod main_exit {
+    /// Every check passed.
+    pub const PASSED: usize = 0;
+    /// The system failed closed as designed (no entropy).
+    pub const FAILED_CLOSED: usize = 1;
+    /// Something failed.
+    pub const FAILED: usize = 2;
+}
+
+/// The counters the test image's selftest reads for its benchmarks and its soak
+/// (`counters`; the kernel refuses every other task).
+pub mod counters {
+    use super::{call, call3, number};
+
+    /// The machine's retired instructions.
+    pub fn instret() -> u64 {
+        call(number::COUNTERS, [0, 0, 0]).map_or(0, |n| n as u64)
+    }
+
+    /// The instructions task `task` retired inside its polls (its process and the
+    /// kernel's work for it), the poll under way included.
+    pub fn task(task: ipc::ServiceId) -> u64 {
+        call(number::COUNTERS, [1, task as usize, 0]).map_or(0, |n| n as u64)
+    }
+
+    /// The kernel heap's bytes in use, their high-water mark, its size.
+    pub fn kernel_heap() -> [u64; 3] {
+        call3(number::COUNTERS, [2, 0, 0]).map_or([0; 3], |r| r.map(|n| n as u64))
+    }
 }
 
 /// The exit code of a program that panicked.

@@ -14,6 +14,7 @@ mod bring_up;
 mod dsoftbus;
 pub mod guest_bench;
 mod identity;
+pub mod image;
 mod isolation;
 pub mod remote;
 pub mod soak;

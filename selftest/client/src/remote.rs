@@ -183,8 +183,8 @@ pub async fn connect<E: Endpoint>(ep: &E, peer: SocketAddr, key: &[u8; 32]) {
     ep.console(&markers::SELFTEST_DSOFTBUS_REMOTE.render(&[outcome(&result)]));
 }
 
-/// Runs without ever yielding: the watchdog's test. Never returns (the watchdog stops
-/// the machine).
+/// Runs without ever yielding or making a system call: the process watchdog's test.
+/// Never returns (the watchdog stops the process, and the test image with it).
 pub fn spin<E: Endpoint>(ep: &E) -> ! {
     ep.console(markers::SELFTEST_SPINNING.message);
     loop {

@@ -1,0 +1,81 @@
+//! The test image's main process: what runs in the selftest's user-mode process, from
+//! the boot's command line. The ladder's checks ([`crate::run_in_image`]), then what
+//! `-append` asks for after them: the guest benchmarks (`bench`), a session with a
+//! peer device (`dsoftbus.peer=`), serving (`serve=`), the soak (`soak=`), the checks
+//! after the entropy source fails (`entropy-fails`), spinning (`spin`).
+//!
+//! The counters it needs beyond IPC come from the kernel (`counters`, a system call
+//! only this task may make), passed in as [`Counters`] so this crate stays free of the
+//! system-call layer.
+
+use alloc::format;
+
+use ipc::{Endpoint, ServiceId};
+use provider_api::{HashBackend, Provider};
+
+use crate::{Outcome, guest_bench, remote, soak};
+
+/// The kernel's counters, as the benchmarks and the soak read them.
+#[derive(Clone, Copy)]
+pub struct Counters {
+    /// This process's own retired instructions (its code and the kernel's work for
+    /// it), read at the start of a fresh slice: what the computations count, exactly,
+    /// however the machine's other work and the timer fall.
+    pub own_instructions: fn() -> u64,
+    /// The machine's retired instructions: what the rows through the services count.
+    pub instructions_retired: fn() -> u64,
+    /// What each task retired inside its own polls.
+    pub task_instructions: fn(ServiceId) -> u64,
+    /// The kernel heap.
+    pub heap: fn() -> soak::Heap,
+}
+
+/// Runs the selftest and what `bootargs` asks for after it; returns the outcome.
+pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    bootargs: &str,
+    counters: Counters,
+) -> Outcome {
+    let bench = bootargs.split_whitespace().any(|arg| arg == "bench");
+    let plan = remote::Plan::from_bootargs(bootargs);
+    if bench {
+        guest_bench::computations::<P, H, E>(ep, counters.own_instructions);
+    }
+    let mut outcome = crate::run_in_image::<P, H, E>(ep).await;
+    let passed = outcome == Outcome::Passed;
+    if bench && passed {
+        guest_bench::run::<P, H, E>(
+            ep,
+            counters.instructions_retired,
+            counters.task_instructions,
+        )
+        .await;
+    }
+    match plan {
+        Ok(plan) if passed => {
+            if let Some((peer, key)) = plan.peer {
+                remote::connect(ep, peer, &key).await;
+            }
+            if let Some(seconds) = plan.serve_s {
+                remote::serve(ep, seconds).await;
+            }
+            if let Some(rounds) = plan.soak
+                && !soak::run::<P, H, E>(ep, rounds, counters.heap).await
+            {
+                outcome = Outcome::Failed;
+            }
+            if plan.entropy_fails && !remote::entropy_fails::<P, H, E>(ep).await {
+                outcome = Outcome::Failed;
+            }
+            if plan.spin {
+                remote::spin(ep);
+            }
+        }
+        Ok(_) => {}
+        Err(why) => {
+            ep.console(&format!("FAIL the command line's session plan: {why:?}"));
+            outcome = Outcome::Failed;
+        }
+    }
+    outcome
+}

@@ -523,6 +523,24 @@ pub struct Process {
     next_window: u64,
     /// DMA allocations: address, physical address, pages.
     dma: Vec<(u64, u64, u64)>,
+    /// What a service served it, when the kernel keeps a copy (the test image's
+    /// freed-memory check: [`Process::keep_served_by`]).
+    served: Option<Served>,
+}
+
+/// The payloads of one service's replies to a process, copied as the process took
+/// them (each wiped when dropped), up to [`Served::MAX_BYTES`] in all.
+struct Served {
+    from: ServiceId,
+    /// Its calls to `from` still open.
+    open: Vec<u32>,
+    payloads: Vec<ipc::IpcBuffer>,
+    bytes: usize,
+}
+
+impl Served {
+    /// The most bytes kept: beyond them, later replies are not copied.
+    const MAX_BYTES: usize = 64 * 1024;
 }
 
 /// `scause` codes of the exceptions a process may cause, by name (for the line that
@@ -599,6 +617,7 @@ impl Process {
             windows: Vec::new(),
             next_window: DEVICE_WINDOWS,
             dma: Vec::new(),
+            served: None,
         };
         // On an error from here, dropping `process` frees what was mapped.
         for page in &program.pages {
@@ -661,6 +680,23 @@ impl Process {
     /// freed with it.
     pub fn own_frames(&self) -> &[u64] {
         &self.own
+    }
+
+    /// From now on, the kernel keeps a copy of the payload of every successful reply
+    /// of `service` the process takes (up to 64 KiB; wiped when dropped): what the
+    /// test image's freed-memory check searches the process's frames for.
+    pub fn keep_served_by(&mut self, service: ServiceId) {
+        self.served = Some(Served {
+            from: service,
+            open: Vec::new(),
+            payloads: Vec::new(),
+            bytes: 0,
+        });
+    }
+
+    /// The payloads kept since [`Process::keep_served_by`].
+    pub fn served(&self) -> &[ipc::IpcBuffer] {
+        self.served.as_ref().map_or(&[], |s| &s.payloads)
     }
 
     /// How many times the timer preempted it.
@@ -801,6 +837,7 @@ impl Process {
                 if let Some(at) = self.calls.iter().position(|(id, _)| u64::from(*id) == a0) {
                     self.calls.swap_remove(at);
                     ep.cancel_call(call);
+                    self.keep_if_served(call, None);
                 }
                 Ok([0; 3])
             }
@@ -910,6 +947,11 @@ impl Process {
             .submit_call(service, &bytes)
             .map_err(SyscallError::from)?;
         self.calls.push((call, ep.call_deadline()));
+        if let Some(served) = &mut self.served
+            && served.from == service
+        {
+            served.open.push(call);
+        }
         Ok([u64::from(call), 0, 0])
     }
 
@@ -937,10 +979,35 @@ impl Process {
             core::task::Poll::Pending => Err(SyscallError::Pending.into()),
             core::task::Poll::Ready(outcome) => {
                 self.calls.swap_remove(at);
-                let reply = outcome.map_err(SyscallError::from)?;
+                let outcome = outcome.map_err(SyscallError::from);
+                self.keep_if_served(id, outcome.as_deref().ok());
+                let reply = outcome?;
                 self.copy_out(va, &reply)?;
                 Ok([reply.len() as u64, 0, 0])
             }
+        }
+    }
+
+    /// Keeps a copy of a reply's payload when the kernel keeps what the call's service
+    /// serves this process.
+    /// `reply` is `None` when the call failed or was cancelled.
+    fn keep_if_served(&mut self, call: u32, reply: Option<&[u8]>) {
+        let Some(served) = &mut self.served else {
+            return;
+        };
+        let Some(at) = served.open.iter().position(|open| *open == call) else {
+            return;
+        };
+        served.open.swap_remove(at);
+        if let Some(reply) = reply
+            && let Ok(frame) = ipc::Frame::decode(reply)
+            && frame.kind == ipc::FrameKind::Reply
+            && served.bytes + frame.payload.len() <= Served::MAX_BYTES
+        {
+            served.bytes += frame.payload.len();
+            served
+                .payloads
+                .push(ipc::IpcBuffer::copy_from(frame.payload));
         }
     }
 
@@ -1405,12 +1472,36 @@ pub fn spawn_main(
                     return failed();
                 }
             };
+        process.keep_served_by(ServiceId::Rngd);
         let end = loop {
             match process.resume(&ep) {
                 Resume::Yielded => ep.yield_now().await,
                 Resume::Ended(end) => break end,
             }
         };
+        // It exits holding bytes rngd served it: none may outlive it in its frames.
+        if let End::Exited(_) = end {
+            match crate::isolation::served_bytes_freed(process) {
+                None => {}
+                Some(Ok((bytes, frames))) => {
+                    let (bytes, frames) = (alloc::format!("{bytes}"), alloc::format!("{frames}"));
+                    crate::console::line(
+                        "KERNEL",
+                        format_args!(
+                            "{}",
+                            markers::KERNEL_SERVED_BYTES_FREED.rendered(&[&bytes, &frames])
+                        ),
+                    );
+                }
+                Some(Err(why)) => {
+                    crate::console::line(
+                        "KERNEL",
+                        format_args!("FAIL {}: {why}", markers::KERNEL_SERVED_BYTES_FREED.message),
+                    );
+                    return failed();
+                }
+            }
+        }
         match end {
             End::Exited(main_exit::PASSED) => verdict.set(crate::MainOutcome::Passed),
             End::Exited(main_exit::FAILED_CLOSED) => {

@@ -85,13 +85,18 @@ fn secret() -> [u8; 16] {
 ///
 /// # Errors
 /// [`SpawnError`] from the kernel.
+/// With `spinner` (`-append spin`), after its steps the phase runs one more spinning
+/// process, beside the rest of the ladder, until the watchdog stops it.
 pub fn spawn(
     kernel: &mut Kernel<RiscvPlatform>,
     program: Option<alloc::rc::Rc<Program>>,
+    spinner: bool,
 ) -> Result<(), SpawnError> {
     kernel.spawn(ServiceId::Intruder, move |ep| async move {
         if let Err(why) = run(&ep, program.as_deref()).await {
             ep.console(&format!("FAIL isolation: {why}"));
+        } else if spinner && let Some(program) = program.as_deref() {
+            spin_beside_the_ladder(&ep, program).await;
         }
         // A task that ends is a failure of the image; this one has nothing left to do.
         core::future::pending::<()>().await;
@@ -267,6 +272,46 @@ async fn run(ep: &KernelEndpoint<RiscvPlatform>, program: Option<&Program>) -> R
         None => pass(markers::KERNEL_ISOLATION_FRAMES_ZEROED),
     }
     Ok(())
+}
+
+/// The watchdog's scenario (`-append spin`): a process that spins without a system
+/// call, started after the steps, while the selftest's ladder goes on. The timer
+/// preempts it at every slice; the process watchdog must stop it after a second of its
+/// own time; the ladder must pass meanwhile (the scenario checks). Prints the marker,
+/// or `FAIL` with why.
+async fn spin_beside_the_ladder(ep: &KernelEndpoint<RiscvPlatform>, program: &Program) {
+    let started = Process::start(
+        program,
+        ServiceId::Intruder,
+        "spinner",
+        kernel_core::config::MEMORY,
+        [step::SPIN, 0],
+    );
+    let mut spinner = match started {
+        Ok(spinner) => spinner,
+        Err(why) => {
+            ep.console(&format!("FAIL the spinner: {why}"));
+            return;
+        }
+    };
+    let deadline = ep.uptime_ms() + STEP_DEADLINE_MS;
+    let end = loop {
+        if let Resume::Ended(end) = spinner.resume(ep) {
+            break Ok(end);
+        }
+        if ep.uptime_ms() > deadline {
+            break Err(format!("still running after {STEP_DEADLINE_MS} ms"));
+        }
+        ep.yield_now().await;
+    };
+    let marker = markers::KERNEL_SPINNER_STOPPED;
+    match end.and_then(|end| judge(&spinner, end, &Expect::Watchdog)) {
+        Ok(()) => {
+            let times = format!("{}", spinner.preemptions());
+            console::line("KERNEL", format_args!("{}", marker.rendered(&[&times])));
+        }
+        Err(why) => console::line("KERNEL", format_args!("FAIL {}: {why}", marker.message)),
+    }
 }
 
 /// Runs `intruder` to its end, the victim running beside it (each for its slices, the

@@ -422,7 +422,7 @@ fn test() -> ExitCode {
         || reliability::soak(&images, reliability::SHORT_SOAK),
     );
     steps.run(
-        "QEMU: the watchdog names a task that stops yielding",
+        "QEMU: the process watchdog stops a spinning process while the ladder passes",
         || reliability::watchdog(&images),
     );
     steps.run(

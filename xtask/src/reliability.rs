@@ -17,24 +17,25 @@ fn boot(images: &[(Combination, PathBuf)], options: &TestOsOptions) -> Result<Ve
     }
 }
 
-/// The watchdog: `-append spin` makes the selftest's process spin after its ladder; the
-/// console must name it (the process watchdog stops it, the others go on) and QEMU must
-/// exit with a failing status (the image's main process failed).
+/// The watchdog: `-append spin` makes the kernel start a process that spins without a
+/// system call beside the ladder; the console must name it (the process watchdog stops
+/// it), the whole ladder must pass meanwhile, and QEMU must exit with success: a
+/// spinning process no longer stops the machine.
 pub fn watchdog(images: &[(Combination, PathBuf)]) -> Result<(), String> {
     let mut options = scenarios::options(Some("watchdog"), None, false);
     options.net.append = vec!["spin".into()];
-    options.timeout = Duration::from_secs(60);
+    options.timeout = Duration::from_secs(90);
     for row in boot(images, &options)? {
         let outcome = row.outcome.as_ref().map_err(Clone::clone)?;
         match outcome.exit_code {
-            Some(code) if code != 0 => eprintln!(
-                "    {}: the watchdog named and stopped the process; QEMU exited with status {code} after {:.1} s",
+            Some(0) => eprintln!(
+                "    {}: the watchdog named and stopped the spinner, the ladder passed; QEMU exited with success after {:.1} s",
                 row.combination,
                 outcome.wall.as_secs_f64()
             ),
             other => {
                 return Err(format!(
-                    "{}: QEMU's exit status after the watchdog was {other:?}, not a failure",
+                    "{}: QEMU's exit status with a spinner beside the ladder was {other:?}, not success",
                     row.combination
                 ));
             }

@@ -2,7 +2,8 @@
 //! the boot's command line. The ladder's checks ([`crate::run_in_image`]), then what
 //! `-append` asks for after them: the guest benchmarks (`bench`), a session with a
 //! peer device (`dsoftbus.peer=`), serving (`serve=`), the soak (`soak=`), the checks
-//! after the entropy source fails (`entropy-fails`), spinning (`spin`).
+//! after the entropy source fails (`entropy-fails`). With `spin` the kernel runs a
+//! spinning process beside the ladder, whose watchdog record the checks then expect.
 //!
 //! The counters it needs beyond IPC come from the kernel (`counters`, a system call
 //! only this task may make), passed in as [`Counters`] so this crate stays free of the
@@ -41,7 +42,8 @@ pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
     if bench {
         guest_bench::computations::<P, H, E>(ep, counters.own_instructions);
     }
-    let mut outcome = crate::run_in_image::<P, H, E>(ep).await;
+    let spinner = plan.as_ref().is_ok_and(|plan| plan.spin);
+    let mut outcome = crate::run_in_image::<P, H, E>(ep, spinner).await;
     let passed = outcome == Outcome::Passed;
     if bench && passed {
         guest_bench::run::<P, H, E>(
@@ -66,9 +68,6 @@ pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
             }
             if plan.entropy_fails && !remote::entropy_fails::<P, H, E>(ep).await {
                 outcome = Outcome::Failed;
-            }
-            if plan.spin {
-                remote::spin(ep);
             }
         }
         Ok(_) => {}

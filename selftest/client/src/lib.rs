@@ -41,24 +41,32 @@ pub enum Outcome {
 /// Runs every check on provider `P` (and hash `H` for the Noise sessions) and
 /// reports the outcome.
 pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: &E) -> Outcome {
-    run_checks::<P, H, E>(ep, false).await
+    run_checks::<P, H, E>(ep, None).await
 }
 
 /// [`run`], plus the audit trail of the kernel's isolation phase: the test image's,
-/// where the intruder runs in user mode (the host runner has no user mode).
-pub async fn run_in_image<P: Provider, H: HashBackend, E: Endpoint>(ep: &E) -> Outcome {
-    run_checks::<P, H, E>(ep, true).await
+/// where the intruder runs in user mode (the host runner has no user mode). `spinner`:
+/// the kernel also runs a spinning process after the phase's steps (`-append spin`).
+pub async fn run_in_image<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    spinner: bool,
+) -> Outcome {
+    run_checks::<P, H, E>(ep, Some(spinner)).await
 }
 
-async fn run_checks<P: Provider, H: HashBackend, E: Endpoint>(ep: &E, isolation: bool) -> Outcome {
+/// `isolation`: check the isolation phase's audit trail, with or without the spinner.
+async fn run_checks<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    isolation: Option<bool>,
+) -> Outcome {
     let mut checks = Checks { ep, failures: 0 };
     bring_up::run(&mut checks).await;
     let mode = identity::run::<P, E>(&mut checks).await;
     if let identity::Mode::Keyed = mode {
         dsoftbus::run::<P, H, E>(&mut checks).await;
     }
-    if isolation {
-        isolation::audit_records(&mut checks).await;
+    if let Some(spinner) = isolation {
+        isolation::audit_records(&mut checks, spinner).await;
     }
     bring_up::audit_trail_complete(&mut checks).await;
     checks.finish(mode)

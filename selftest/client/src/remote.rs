@@ -9,8 +9,10 @@
 //! - `serve` or `serve=SECONDS` (at most [`MAX_SERVE_S`]): keep running so peers can
 //!   open sessions to this device (`cargo xtask run --net user`, the host-peer and
 //!   two-device scenarios), then finish.
-//! - `spin`: the watchdog's test: the selftest task stops yielding for good. The
-//!   kernel's watchdog must name it and stop the machine with a failing status.
+//! - `spin`: the watchdog's test: the kernel runs a process that spins without a
+//!   system call beside the ladder (after the isolation phase's steps); the process
+//!   watchdog must name and stop it while everything else goes on. The selftest then
+//!   expects the watchdog's second audit record.
 //! - `entropy-fails`: the entropy source goes bad after boot (the harness backs
 //!   virtio-rng with good bytes, then zeros): with a session established, the selftest
 //!   draws from rngd until its generator's reseed reads the bad bytes, then checks
@@ -41,7 +43,7 @@ pub struct Plan {
     pub peer: Option<(SocketAddr, [u8; 32])>,
     /// How long to keep serving, in seconds.
     pub serve_s: Option<u64>,
-    /// Stop yielding (the watchdog's test).
+    /// A spinner runs beside the ladder (the watchdog's test).
     pub spin: bool,
     /// Check the system after the entropy source fails.
     pub entropy_fails: bool,
@@ -181,15 +183,6 @@ pub async fn connect<E: Endpoint>(ep: &E, peer: SocketAddr, key: &[u8; 32]) {
         if attempts == 1 { "" } else { "s" }
     ));
     ep.console(&markers::SELFTEST_DSOFTBUS_REMOTE.render(&[outcome(&result)]));
-}
-
-/// Runs without ever yielding or making a system call: the process watchdog's test.
-/// Never returns (the watchdog stops the process, and the test image with it).
-pub fn spin<E: Endpoint>(ep: &E) -> ! {
-    ep.console(markers::SELFTEST_SPINNING.message);
-    loop {
-        core::hint::spin_loop();
-    }
 }
 
 /// Keeps the machine running for `seconds` so peers can reach this device.

@@ -36,8 +36,10 @@ mod image {
                 ServiceId::Selftest,
                 verdict.clone(),
             );
-            // The isolation phase: the intruder in user mode.
-            let isolation = kernel::isolation::spawn(kernel, program);
+            // The isolation phase: the intruder in user mode (and, for the watchdog's
+            // scenario, a spinner beside the ladder after it).
+            let spin = boot.bootargs.split_whitespace().any(|word| word == "spin");
+            let isolation = kernel::isolation::spawn(kernel, program, spin);
             for refused in services
                 .iter()
                 .chain(selftest.as_ref().err())

@@ -218,9 +218,11 @@ async fn run(ep: &KernelEndpoint<RiscvPlatform>, program: Option<&Program>) -> R
             [number, target],
         )
         .map_err(|e| format!("step {label}: {e}"))?;
-        let structure = crate::process::structural_check().map(|spaces| {
-            walked = walked.max(spaces);
-        });
+        let structure = crate::process::structural_check()
+            .map(|spaces| {
+                walked = walked.max(spaces);
+            })
+            .map_err(|(first, count)| format!("{first} ({count} violations in all)"));
         checks += 1;
         let end = run_beside(ep, &mut intruder, &mut victim).await?;
         let verdict = judge(&intruder, end, &expect).and(structure);

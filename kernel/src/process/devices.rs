@@ -171,8 +171,8 @@ pub fn space_ended(number: u64) {
 /// it walked, or the first violation and how many there were.
 ///
 /// # Errors
-/// A description of the first violation.
-pub fn structural_check() -> Result<usize, alloc::string::String> {
+/// A description of the first violation, and the count.
+pub fn structural_check() -> Result<usize, (alloc::string::String, usize)> {
     let (spaces, windows) = critical_section::with(|cs| {
         let spaces = SPACES.borrow(cs).borrow().clone();
         let windows: Vec<(Range<u64>, u64)> = WINDOWS
@@ -187,9 +187,6 @@ pub fn structural_check() -> Result<usize, alloc::string::String> {
     let found = sv39::violations(&HeapFrames, &spaces, &windows);
     match found.first() {
         None => Ok(spaces.len()),
-        Some(first) => Err(alloc::format!(
-            "{first:?} ({} violations in all)",
-            found.len()
-        )),
+        Some(first) => Err((alloc::format!("{first:?}"), found.len())),
     }
 }

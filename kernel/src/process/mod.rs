@@ -143,6 +143,9 @@ pub mod counter {
     /// `a1`, `a2`, `a3`: the kernel heap's bytes in use, their high-water mark, its
     /// size.
     pub const HEAP: u64 = 2;
+    /// The structural check over every live address space: `a1` the spaces walked,
+    /// `a2` the violations (0 when it holds; the kernel prints the first).
+    pub const STRUCTURE: u64 = 3;
 }
 
 /// The kernel command line, for `bootargs`.
@@ -1080,6 +1083,16 @@ impl Process {
                 let heap = crate::heap_stats();
                 Ok([heap.in_use as u64, heap.high_water as u64, heap.size as u64])
             }
+            counter::STRUCTURE => match structural_check() {
+                Ok(spaces) => Ok([spaces as u64, 0, 0]),
+                Err((first, violations)) => {
+                    crate::console::line(
+                        "KERNEL",
+                        format_args!("FAIL structural check: {first} ({violations} in all)"),
+                    );
+                    Ok([0, violations as u64, 0])
+                }
+            },
             _ => Err(SyscallError::UnknownCall.into()),
         }
     }

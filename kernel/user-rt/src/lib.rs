@@ -96,6 +96,20 @@ pub mod counters {
     pub fn kernel_heap() -> [u64; 3] {
         call3(number::COUNTERS, [2, 0, 0]).map_or([0; 3], |r| r.map(|n| n as u64))
     }
+
+    /// The kernel's structural check over every live address space: how many spaces
+    /// it walked, or how many violations it found (it prints the first). A refused
+    /// call counts as one violation: the check did not run.
+    ///
+    /// # Errors
+    /// The number of violations.
+    pub fn structure() -> Result<u64, u64> {
+        match call3(number::COUNTERS, [3, 0, 0]) {
+            Ok([spaces, 0, _]) => Ok(spaces as u64),
+            Ok([_, violations, _]) => Err(violations as u64),
+            Err(_) => Err(1),
+        }
+    }
 }
 
 /// The exit code of a program that panicked.

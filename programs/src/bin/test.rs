@@ -52,12 +52,22 @@ mod program {
         }
     }
 
+    fn structure() -> Result<(), alloc::string::String> {
+        match counters::structure() {
+            Ok(_) => Ok(()),
+            Err(violations) => Err(alloc::format!(
+                "the kernel found {violations} violations (the first on its console)"
+            )),
+        }
+    }
+
     fn selftest() -> ! {
         let counters = Counters {
             own_instructions,
             instructions_retired: counters::instret,
             task_instructions: counters::task,
             heap: kernel_heap,
+            structure,
         };
         block_on(async move {
             let ep = UserEndpoint::new(ServiceId::Selftest);

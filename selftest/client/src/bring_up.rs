@@ -37,6 +37,7 @@ pub(crate) async fn run<E: Endpoint>(checks: &mut Checks<'_, E>) {
         other => Err(format!("a 3-byte frame got {other:?}")),
     };
     checks.check(markers::SELFTEST_MALFORMED_FRAME_REJECTED, malformed);
+    checks.structure(markers::SELFTEST_STRUCTURE_BRING_UP);
 
     // Deny by default: no rule names (selftest, logd, GET_ENTROPY), an operation that
     // is not even logd's. The kernel refuses it before logd sees it.
@@ -98,6 +99,7 @@ pub(crate) async fn run<E: Endpoint>(checks: &mut Checks<'_, E>) {
         }
     }
     checks.check(markers::SELFTEST_AUDIT_RECORDS, audit);
+    checks.structure(markers::SELFTEST_STRUCTURE_POLICY);
 }
 
 /// The kernel's stream lost none of its own records before logd took them: every

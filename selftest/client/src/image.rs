@@ -29,6 +29,8 @@ pub struct Counters {
     pub task_instructions: fn(ServiceId) -> u64,
     /// The kernel heap.
     pub heap: fn() -> soak::Heap,
+    /// The kernel's structural check over every live address space.
+    pub structure: fn() -> Result<(), alloc::string::String>,
 }
 
 /// Runs the selftest and what `bootargs` asks for after it; returns the outcome.
@@ -43,7 +45,7 @@ pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
         guest_bench::computations::<P, H, E>(ep, counters.own_instructions);
     }
     let spinner = plan.as_ref().is_ok_and(|plan| plan.spin);
-    let mut outcome = crate::run_in_image::<P, H, E>(ep, spinner).await;
+    let mut outcome = crate::run_in_image::<P, H, E>(ep, spinner, counters.structure).await;
     let passed = outcome == Outcome::Passed;
     if bench && passed {
         guest_bench::run::<P, H, E>(

@@ -41,34 +41,46 @@ pub enum Outcome {
 /// Runs every check on provider `P` (and hash `H` for the Noise sessions) and
 /// reports the outcome.
 pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: &E) -> Outcome {
-    run_checks::<P, H, E>(ep, None).await
+    run_checks::<P, H, E>(ep, None, None).await
 }
 
 /// [`run`], plus the audit trail of the kernel's isolation phase: the test image's,
 /// where the intruder runs in user mode (the host runner has no user mode). `spinner`:
 /// the kernel also runs a spinning process after the phase's steps (`-append spin`).
+/// `structure` runs the kernel's structural check over every live address space (no
+/// page writable and executable, no writable frame in two spaces, no device window
+/// outside its holder): at the end of each phase, each a marker.
 pub async fn run_in_image<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
     spinner: bool,
+    structure: fn() -> Result<(), String>,
 ) -> Outcome {
-    run_checks::<P, H, E>(ep, Some(spinner)).await
+    run_checks::<P, H, E>(ep, Some(spinner), Some(structure)).await
 }
 
 /// `isolation`: check the isolation phase's audit trail, with or without the spinner.
 async fn run_checks<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
     isolation: Option<bool>,
+    structure: Option<fn() -> Result<(), String>>,
 ) -> Outcome {
-    let mut checks = Checks { ep, failures: 0 };
+    let mut checks = Checks {
+        ep,
+        failures: 0,
+        structure,
+    };
     bring_up::run(&mut checks).await;
     let mode = identity::run::<P, E>(&mut checks).await;
+    checks.structure(markers::SELFTEST_STRUCTURE_IDENTITY);
     if let identity::Mode::Keyed = mode {
         dsoftbus::run::<P, H, E>(&mut checks).await;
+        checks.structure(markers::SELFTEST_STRUCTURE_DSOFTBUS);
     }
     if let Some(spinner) = isolation {
         isolation::audit_records(&mut checks, spinner).await;
     }
     bring_up::audit_trail_complete(&mut checks).await;
+    checks.structure(markers::SELFTEST_STRUCTURE_FULL);
     checks.finish(mode)
 }
 
@@ -76,6 +88,8 @@ async fn run_checks<P: Provider, H: HashBackend, E: Endpoint>(
 pub(crate) struct Checks<'e, E: Endpoint> {
     pub(crate) ep: &'e E,
     failures: u32,
+    /// The kernel's structural check, where there is a kernel with address spaces.
+    structure: Option<fn() -> Result<(), String>>,
 }
 
 impl<E: Endpoint> Checks<'_, E> {
@@ -87,6 +101,14 @@ impl<E: Endpoint> Checks<'_, E> {
                 self.failures += 1;
                 self.ep.console(&format!("FAIL {}: {why}", marker.message));
             }
+        }
+    }
+
+    /// Runs the kernel's structural check and prints `marker` when it holds (nothing
+    /// on the host, which has no address spaces).
+    pub(crate) fn structure(&mut self, marker: Marker) {
+        if let Some(structure) = self.structure {
+            self.check(marker, structure());
         }
     }
 

@@ -106,14 +106,17 @@ fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<S
         ));
     }
     Ok(format!(
-        "{combination}: production image created device key {}..., restored it after a reboot, served the host peer's sessions on both boots ({:.1} s and {:.1} s to the last marker)",
+        "{combination}: production image created device key {}..., restored it after a reboot, served the host peer's sessions on both boots ({:.1} s and {:.1} s to the last marker; dsoftbusd listening {:.2} s and {:.2} s after QEMU started)",
         first.0.get(..16).unwrap_or(&first.0),
         first.1.as_secs_f64(),
-        second.1.as_secs_f64()
+        second.1.as_secs_f64(),
+        first.2.as_secs_f64(),
+        second.2.as_secs_f64()
     ))
 }
 
-/// One boot; returns the device's public key and the time to the last marker.
+/// One boot; returns the device's public key, the time to the last marker and the
+/// time to dsoftbusd listening (both from QEMU's start).
 #[allow(clippy::too_many_arguments)]
 fn boot(
     combination: &Combination,
@@ -124,7 +127,7 @@ fn boot(
     peer_key: &str,
     provenance: &str,
     expected_pubkey: Option<&str>,
-) -> Result<(String, Duration), String> {
+) -> Result<(String, Duration, Duration), String> {
     let contract = contract()?;
     let expectation = contract
         .expectation("full", Some("device"))
@@ -222,5 +225,10 @@ fn boot(
         .get("pubkey")
         .cloned()
         .ok_or_else(|| format!("{combination}: no device public key captured"))?;
-    Ok((key, outcome.to_last_marker.unwrap_or(outcome.wall)))
+    let wall = outcome.wall;
+    Ok((
+        key,
+        outcome.to_last_marker.unwrap_or(wall),
+        outcome.to_trigger.unwrap_or(wall),
+    ))
 }

@@ -112,6 +112,8 @@ pub struct Outcome {
     pub total: usize,
     /// From QEMU's start to the ladder's last marker.
     pub to_last_marker: Option<Duration>,
+    /// From QEMU's start to the console line that started the interaction.
+    pub to_trigger: Option<Duration>,
     pub wall: Duration,
     /// QEMU's exit status, when it exited by itself.
     pub exit_code: Option<i32>,
@@ -280,6 +282,7 @@ pub fn run_with(
     let lines = pump(&mut child, &boot.log)?;
     let mut tail: Vec<String> = Vec::new();
     let mut to_last_marker = None;
+    let mut to_trigger = None;
     let mut later_failures = Vec::new();
     let mut ended_by = "timeout";
     let deadline = started + boot.timeout;
@@ -317,6 +320,7 @@ pub fn run_with(
                     tail.remove(0);
                 }
                 if let Some(next) = pending.take_if(|i| line.contains(i.trigger.as_str())) {
+                    to_trigger = Some(started.elapsed());
                     running = Some(std::thread::spawn(next.action));
                 }
                 let was_waiting = matches!(ladder.verdict(), Verdict::Waiting { .. });
@@ -382,6 +386,7 @@ pub fn run_with(
         reached: ladder.reached(),
         total: ladder.len(),
         to_last_marker,
+        to_trigger,
         wall,
         exit_code,
         later_failures,

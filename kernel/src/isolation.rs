@@ -389,7 +389,7 @@ fn holds(frame: u64, secret: &[u8; 16]) -> bool {
 }
 
 /// The freed-memory check at the frame level, on a process as it ends: the payloads
-/// the kernel copied as the process took them from a service (rngd, for the test
+/// (the latest 4 KiB) the kernel copied as the process took them from a service (rngd, for the test
 /// image's selftest: [`Process::keep_served_by`]) are searched for in the process's
 /// own frames before they are freed, where some must be found (the program leaves
 /// bytes rngd served it in its heap and on its stack as it exits, so a check that
@@ -401,13 +401,12 @@ fn holds(frame: u64, secret: &[u8; 16]) -> bool {
 /// # Errors
 /// Why the check failed.
 pub fn served_bytes_freed(process: Process) -> Option<Result<(usize, usize), String>> {
-    let served = process.served();
-    if served.is_empty() {
+    let bytes: usize = process.served().map(|p| p.len()).sum();
+    if bytes == 0 {
         return None;
     }
-    let bytes = served.iter().map(|p| p.len()).sum();
     // Built before the frames are freed, so nothing of it can land in them.
-    let blocks = Blocks::new(served.iter().map(|p| p.as_slice()));
+    let blocks = Blocks::new(process.served().map(|p| p.as_slice()));
     let frames: Vec<u64> = process.own_frames().to_vec();
     let before = frames.iter().filter(|&&f| blocks.found_in(f)).count();
     drop(process);

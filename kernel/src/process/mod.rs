@@ -531,19 +531,21 @@ pub struct Process {
     served: Option<Served>,
 }
 
-/// The payloads of one service's replies to a process, copied as the process took
-/// them (each wiped when dropped), up to [`Served::MAX_BYTES`] in all.
+/// The payloads of one service's latest replies to a process, copied as the process
+/// took them (each wiped when dropped), [`Served::MAX_BYTES`] at most: the oldest go
+/// first, so the copy stays bounded over a long run (the soak's kernel heap stays
+/// flat once it is full).
 struct Served {
     from: ServiceId,
     /// Its calls to `from` still open.
     open: Vec<u32>,
-    payloads: Vec<ipc::IpcBuffer>,
+    payloads: alloc::collections::VecDeque<ipc::IpcBuffer>,
     bytes: usize,
 }
 
 impl Served {
-    /// The most bytes kept: beyond them, later replies are not copied.
-    const MAX_BYTES: usize = 64 * 1024;
+    /// The most bytes kept.
+    const MAX_BYTES: usize = 4096;
 }
 
 /// `scause` codes of the exceptions a process may cause, by name (for the line that
@@ -686,20 +688,20 @@ impl Process {
     }
 
     /// From now on, the kernel keeps a copy of the payload of every successful reply
-    /// of `service` the process takes (up to 64 KiB; wiped when dropped): what the
-    /// test image's freed-memory check searches the process's frames for.
+    /// of `service` the process takes (the latest 4 KiB; wiped when dropped): what
+    /// the test image's freed-memory check searches the process's frames for.
     pub fn keep_served_by(&mut self, service: ServiceId) {
         self.served = Some(Served {
             from: service,
             open: Vec::new(),
-            payloads: Vec::new(),
+            payloads: alloc::collections::VecDeque::new(),
             bytes: 0,
         });
     }
 
-    /// The payloads kept since [`Process::keep_served_by`].
-    pub fn served(&self) -> &[ipc::IpcBuffer] {
-        self.served.as_ref().map_or(&[], |s| &s.payloads)
+    /// The payloads kept since [`Process::keep_served_by`], oldest first.
+    pub fn served(&self) -> impl Iterator<Item = &ipc::IpcBuffer> {
+        self.served.iter().flat_map(|s| s.payloads.iter())
     }
 
     /// How many times the timer preempted it.
@@ -1005,12 +1007,18 @@ impl Process {
         if let Some(reply) = reply
             && let Ok(frame) = ipc::Frame::decode(reply)
             && frame.kind == ipc::FrameKind::Reply
-            && served.bytes + frame.payload.len() <= Served::MAX_BYTES
+            && frame.payload.len() <= Served::MAX_BYTES
         {
+            while served.bytes + frame.payload.len() > Served::MAX_BYTES {
+                let Some(oldest) = served.payloads.pop_front() else {
+                    break;
+                };
+                served.bytes -= oldest.len();
+            }
             served.bytes += frame.payload.len();
             served
                 .payloads
-                .push(ipc::IpcBuffer::copy_from(frame.payload));
+                .push_back(ipc::IpcBuffer::copy_from(frame.payload));
         }
     }
 

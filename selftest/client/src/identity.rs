@@ -25,8 +25,11 @@ pub(crate) enum Mode {
 
 pub(crate) async fn run<P: Provider, E: Endpoint>(checks: &mut Checks<'_, E>) -> Mode {
     let ep = checks.ep;
-    let entropy = rngd::get_entropy(ep, 32).await;
+    // The key first: keystored answers once it has made or restored its key, so its
+    // draws come before this task's, and under a given entropy source (RNG_FILE) the
+    // device key does not depend on which process the scheduler ran first.
     let pubkey = keystored::get_pubkey(ep).await;
+    let entropy = rngd::get_entropy(ep, 32).await;
     let no_entropy = matches!(
         entropy,
         Err(ClientError::Service(

@@ -389,7 +389,7 @@ fn holds(frame: u64, secret: &[u8; 16]) -> bool {
 }
 
 /// The freed-memory check at the frame level, on a process as it ends: the payloads
-/// (the latest 4 KiB) the kernel copied as the process took them from a service (rngd, for the test
+/// (the first 4 KiB) the kernel copied as the process took them from a service (rngd, for the test
 /// image's selftest: [`Process::keep_served_by`]) are searched for in the process's
 /// own frames before they are freed, where some must be found (the program leaves
 /// bytes rngd served it in its heap and on its stack as it exits, so a check that

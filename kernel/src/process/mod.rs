@@ -531,15 +531,15 @@ pub struct Process {
     served: Option<Served>,
 }
 
-/// The payloads of one service's latest replies to a process, copied as the process
-/// took them (each wiped when dropped), [`Served::MAX_BYTES`] at most: the oldest go
-/// first, so the copy stays bounded over a long run (the soak's kernel heap stays
-/// flat once it is full).
+/// The payloads of one service's first replies to a process, copied as the process
+/// took them (each wiped when dropped), [`Served::MAX_BYTES`] at most: later ones are
+/// not copied, so the copy is bounded and stops growing early in a long run (the
+/// soak's kernel heap stays flat).
 struct Served {
     from: ServiceId,
     /// Its calls to `from` still open.
     open: Vec<u32>,
-    payloads: alloc::collections::VecDeque<ipc::IpcBuffer>,
+    payloads: Vec<ipc::IpcBuffer>,
     bytes: usize,
 }
 
@@ -688,13 +688,13 @@ impl Process {
     }
 
     /// From now on, the kernel keeps a copy of the payload of every successful reply
-    /// of `service` the process takes (the latest 4 KiB; wiped when dropped): what
-    /// the test image's freed-memory check searches the process's frames for.
+    /// of `service` the process takes (the first 4 KiB; wiped when dropped): what the
+    /// test image's freed-memory check searches the process's frames for.
     pub fn keep_served_by(&mut self, service: ServiceId) {
         self.served = Some(Served {
             from: service,
             open: Vec::new(),
-            payloads: alloc::collections::VecDeque::new(),
+            payloads: Vec::new(),
             bytes: 0,
         });
     }
@@ -1007,18 +1007,12 @@ impl Process {
         if let Some(reply) = reply
             && let Ok(frame) = ipc::Frame::decode(reply)
             && frame.kind == ipc::FrameKind::Reply
-            && frame.payload.len() <= Served::MAX_BYTES
+            && served.bytes + frame.payload.len() <= Served::MAX_BYTES
         {
-            while served.bytes + frame.payload.len() > Served::MAX_BYTES {
-                let Some(oldest) = served.payloads.pop_front() else {
-                    break;
-                };
-                served.bytes -= oldest.len();
-            }
             served.bytes += frame.payload.len();
             served
                 .payloads
-                .push_back(ipc::IpcBuffer::copy_from(frame.payload));
+                .push(ipc::IpcBuffer::copy_from(frame.payload));
         }
     }
 

@@ -38,20 +38,6 @@ mod program {
         }
     }
 
-    /// Leaves 64 bytes rngd serves it in its heap and on its stack, unwiped, as the
-    /// process exits: the kernel's freed-memory check must find them in its frames
-    /// before it frees them (or it is blind) and nowhere after. A process that ends
-    /// holding secrets is what the check is about.
-    async fn hold_served_entropy(ep: &UserEndpoint) {
-        if let Ok(bytes) = service_api::rngd::get_entropy(ep, 64).await {
-            let mut on_stack = [0u8; 64];
-            on_stack.copy_from_slice(&bytes);
-            core::hint::black_box(&on_stack);
-            core::mem::forget(alloc::vec::Vec::from(&bytes[..]));
-            core::mem::forget(bytes);
-        }
-    }
-
     fn structure() -> Result<(), alloc::string::String> {
         match counters::structure() {
             Ok(_) => Ok(()),
@@ -74,7 +60,6 @@ mod program {
             let bootargs = user_rt::bootargs();
             let outcome =
                 selftest::image::main::<Selected, Hash, _>(&ep, &bootargs, counters).await;
-            hold_served_entropy(&ep).await;
             exit(match outcome {
                 selftest::Outcome::Passed => main_exit::PASSED,
                 selftest::Outcome::FailedClosed => main_exit::FAILED_CLOSED,

@@ -33,6 +33,23 @@ pub struct Counters {
     pub structure: fn() -> Result<(), alloc::string::String>,
 }
 
+/// Draws 64 bytes from rngd and keeps them, unwiped, in the heap (leaked) until the
+/// process exits (and leaves a copy on the stack, which later calls may overwrite): the kernel's
+/// freed-memory check (it copies the first 4 KiB rngd serves this process) must find
+/// them in its frames before it frees them, or it is blind, and nowhere after. Right
+/// after the ladder's checks, so they are among those first 4 KiB and still held when
+/// the entropy source has failed by the end of a scenario. A process that ends holding
+/// secrets is what the check is about.
+async fn hold_served_entropy<E: Endpoint>(ep: &E) {
+    if let Ok(bytes) = service_api::rngd::get_entropy(ep, 64).await {
+        let mut on_stack = [0u8; 64];
+        on_stack.copy_from_slice(&bytes);
+        core::hint::black_box(&on_stack);
+        core::mem::forget(alloc::vec::Vec::from(&bytes[..]));
+        core::mem::forget(bytes);
+    }
+}
+
 /// Runs the selftest and what `bootargs` asks for after it; returns the outcome.
 pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
@@ -46,6 +63,7 @@ pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
     }
     let spinner = plan.as_ref().is_ok_and(|plan| plan.spin);
     let mut outcome = crate::run_in_image::<P, H, E>(ep, spinner, counters.structure).await;
+    hold_served_entropy(ep).await;
     let passed = outcome == Outcome::Passed;
     if bench && passed {
         guest_bench::run::<P, H, E>(

@@ -60,14 +60,25 @@ enum Expect {
 }
 
 /// The refusals the bad-buffers step must get: a kernel address, the victim's address,
-/// an unmapped address, a wrapping range, a range longer than the console takes.
-const BAD_BUFFERS: &[SyscallError] = &[
-    SyscallError::NotUser,
-    SyscallError::Unmapped,
-    SyscallError::Unmapped,
-    SyscallError::Wraps,
-    SyscallError::TooLong,
-];
+/// an unmapped address and a wrapping range to the console, and a range longer than it
+/// takes; then the four ranges again to `call`, `receive`, `reply`, `audit` and
+/// `bootargs`, each.
+const BAD_BUFFERS: &[SyscallError] = &{
+    use SyscallError::{NotUser, TooLong, Unmapped, Wraps};
+    let four = [NotUser, Unmapped, Unmapped, Wraps];
+    let mut all = [TooLong; 25];
+    let mut i = 0;
+    while i < 4 {
+        all[i] = four[i];
+        let mut call = 0;
+        while call < 5 {
+            all[5 + 4 * call + i] = four[i];
+            call += 1;
+        }
+        i += 1;
+    }
+    all
+};
 
 /// The victim's secret: 16 bytes the kernel knows and no other process should ever
 /// see. The victim writes them on its stack and its heap.

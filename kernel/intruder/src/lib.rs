@@ -92,8 +92,8 @@ mod program {
     }
 
     fn bad_buffers(foreign: usize) -> ! {
-        let line = [b'x'; 300];
-        let attempts: [(usize, usize, Error); 5] = [
+        use user_rt::number;
+        let ranges: [(usize, usize, Error); 4] = [
             // The kernel's code (mapped in every space, not for user mode).
             (0x8020_0000, 16, Error::NotUser),
             // Another process's stack.
@@ -102,12 +102,32 @@ mod program {
             (0x10_0000_0000, 16, Error::Unmapped),
             // A range that wraps around the top of the address space.
             (usize::MAX - 7, 16, Error::Wraps),
-            // Its own bytes, more of them than a console line takes.
-            (line.as_ptr() as usize, line.len(), Error::TooLong),
         ];
-        for (index, (address, len, want)) in attempts.into_iter().enumerate() {
+        for (index, (address, len, want)) in ranges.into_iter().enumerate() {
             if console_raw(address, len) != Err(want) {
                 exit(10 + index)
+            }
+        }
+        // Its own bytes, more of them than a console line takes.
+        let line = [b'x'; 300];
+        if console_raw(line.as_ptr() as usize, line.len()) != Err(Error::TooLong) {
+            exit(14)
+        }
+        // Every other call that takes a buffer, each with the four ranges: the buffer
+        // is checked before anything else is looked at (`take_reply` checks its call
+        // id first, and this process has no call to take; `audit_pop` its feed).
+        let calls: [(usize, fn(usize, usize) -> [usize; 3]); 5] = [
+            (number::CALL, |address, len| [1, address, len]),
+            (number::RECEIVE, |address, len| [address, len, 0]),
+            (number::REPLY, |address, len| [0, address, len]),
+            (number::AUDIT, |address, len| [address, len, 0]),
+            (number::BOOTARGS, |address, len| [address, len, 0]),
+        ];
+        for (n, (number, args)) in calls.into_iter().enumerate() {
+            for (index, (address, len, want)) in ranges.into_iter().enumerate() {
+                if user_rt::call(number, args(address, len)) != Err(want) {
+                    exit(40 + 4 * n + index)
+                }
             }
         }
         exit(0)

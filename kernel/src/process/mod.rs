@@ -496,7 +496,7 @@ pub struct Refusal {
 
 /// How many refusals a process keeps for its supervisor to read (the audit stream
 /// has every one).
-const REFUSALS_KEPT: usize = 16;
+const REFUSALS_KEPT: usize = 32;
 
 /// A running (or ended) user-mode process.
 pub struct Process {
@@ -872,7 +872,10 @@ impl Process {
             number::BOOTARGS => {
                 let line = critical_section::with(|cs| BOOTARGS.borrow(cs).get());
                 let len = line.len() as u64;
-                if a1 < len {
+                // The whole buffer is checked first, as for every buffer to fill.
+                if let Err(error) = self.check_out(a0, a1) {
+                    Err(error.into())
+                } else if a1 < len {
                     Err((SyscallError::TooLong, len))
                 } else {
                     self.copy_out(a0, line.as_bytes())

@@ -16,13 +16,20 @@ use crate::Checks;
 pub const UNKNOWN_CALL: u16 = 0x0bad;
 /// The console system call's number (docs/syscalls.md).
 const CONSOLE: u16 = 2;
+/// The other calls that take a buffer: `call`, `receive`, `reply`, `audit`,
+/// `bootargs`.
+const CALL: u16 = 4;
+const RECEIVE: u16 = 7;
+const REPLY: u16 = 8;
+const AUDIT: u16 = 9;
+const BOOTARGS: u16 = 15;
 /// `claim`.
 const CLAIM: u16 = 10;
 /// `dma_alloc`.
 const DMA_ALLOC: u16 = 13;
 
 /// Each record the steps leave, and how many.
-const EXPECTED: [(Action, Verdict, u32); 10] = [
+const EXPECTED: [(Action, Verdict, u32); 15] = [
     // A read of a kernel address, a read of the victim's page.
     (Action::Fault { cause: 13 }, Verdict::Denied, 2),
     // A write to the victim's page, a write to its own code.
@@ -40,6 +47,12 @@ const EXPECTED: [(Action, Verdict, u32); 10] = [
     ),
     // A kernel, a foreign, an unmapped, a wrapping and an oversized buffer.
     (Action::Syscall { number: CONSOLE }, Verdict::Rejected, 5),
+    // The four again to each other call that takes a buffer.
+    (Action::Syscall { number: CALL }, Verdict::Rejected, 4),
+    (Action::Syscall { number: RECEIVE }, Verdict::Rejected, 4),
+    (Action::Syscall { number: REPLY }, Verdict::Rejected, 4),
+    (Action::Syscall { number: AUDIT }, Verdict::Rejected, 4),
+    (Action::Syscall { number: BOOTARGS }, Verdict::Rejected, 4),
     (
         Action::Syscall {
             number: UNKNOWN_CALL,

@@ -116,7 +116,9 @@ mod program {
         // Every other call that takes a buffer, each with the four ranges: the buffer
         // is checked before anything else is looked at (`take_reply` checks its call
         // id first, and this process has no call to take; `audit_pop` its feed).
-        let calls: [(usize, fn(usize, usize) -> [usize; 3]); 5] = [
+        /// A call's number, and its arguments around a buffer's address and length.
+        type Call = (usize, fn(usize, usize) -> [usize; 3]);
+        let calls: [Call; 5] = [
             (number::CALL, |address, len| [1, address, len]),
             (number::RECEIVE, |address, len| [address, len, 0]),
             (number::REPLY, |address, len| [0, address, len]),

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 
-use ipc::policy::{Grant, MemoryBound, PurposeGrant, Rule, SigningPurpose};
+use ipc::policy::{Grant, MemoryBound, PurposeGrant, Rule, SigningPurpose, StartAfter};
 use ipc::{Capability, Operation, ServiceId};
 use serde::Deserialize;
 
@@ -85,6 +85,8 @@ struct TaskEntry {
     name: String,
     capabilities: Vec<String>,
     memory: Option<MemoryEntry>,
+    #[serde(default)]
+    after: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +106,8 @@ pub struct Manifest {
     pub grants: Vec<Grant>,
     /// The private memory of each task that runs as a user-mode process.
     pub memory: Vec<MemoryBound>,
+    /// Which task's process starts only once which other's is serving.
+    pub order: Vec<StartAfter>,
 }
 
 fn known_services() -> String {
@@ -238,6 +242,7 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, ConfigError> {
     let parsed: ManifestFile = toml::from_str(text).map_err(|e| error(file, "", e.to_string()))?;
     let mut grants: Vec<Grant> = Vec::new();
     let mut memory: Vec<MemoryBound> = Vec::new();
+    let mut order: Vec<StartAfter> = Vec::new();
     let mut tasks = BTreeSet::new();
     for (index, task) in parsed.task.iter().enumerate() {
         let entry = format!("task[{index}]");
@@ -287,12 +292,51 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, ConfigError> {
                 stack_kib: bound.stack_kib,
             });
         }
+        for name in &task.after {
+            let after = service(file, &entry, "after", name)?;
+            if after == id {
+                return Err(error(file, &entry, format!("task {id} waits for itself")));
+            }
+            order.push(StartAfter { task: id, after });
+        }
     }
-    Ok(Manifest { grants, memory })
+    // Every task named in an `after` must be listed, and the waits must not cycle.
+    for wait in &order {
+        if !tasks.contains(&wait.after) {
+            return Err(error(
+                file,
+                wait.task.name(),
+                format!(
+                    "`after` names {}, which the manifest does not list",
+                    wait.after
+                ),
+            ));
+        }
+    }
+    for start in &order {
+        let mut seen = BTreeSet::from([start.task]);
+        let mut frontier = vec![start.after];
+        while let Some(next) = frontier.pop() {
+            if !seen.insert(next) {
+                return Err(error(
+                    file,
+                    start.task.name(),
+                    format!("`after` makes a cycle through {next}"),
+                ));
+            }
+            frontier.extend(order.iter().filter(|w| w.task == next).map(|w| w.after));
+        }
+    }
+    Ok(Manifest {
+        grants,
+        memory,
+        order,
+    })
 }
 
 /// Rust source for `kernel-core`'s compiled-in tables: `POLICY: &[Rule]`,
-/// `PURPOSES: &[PurposeGrant]`, `GRANTS: &[Grant]` and `MEMORY: &[MemoryBound]`,
+/// `PURPOSES: &[PurposeGrant]`, `GRANTS: &[Grant]`, `MEMORY: &[MemoryBound]` and
+/// `ORDER: &[StartAfter]`,
 /// naming `ipc` types.
 pub fn generate(policy: &Policy, manifest: &Manifest) -> String {
     let mut out =
@@ -337,6 +381,17 @@ pub fn generate(policy: &Policy, manifest: &Manifest) -> String {
             out,
             "    ipc::policy::MemoryBound {{ task: ipc::ServiceId::{:?}, heap_kib: {}, stack_kib: {} }},",
             bound.task, bound.heap_kib, bound.stack_kib
+        );
+    }
+    out.push_str(
+        "];\n\n/// Which process starts only once which other is serving, from `policies/manifest.toml`.\n",
+    );
+    out.push_str("pub static ORDER: &[ipc::policy::StartAfter] = &[\n");
+    for wait in &manifest.order {
+        let _ = writeln!(
+            out,
+            "    ipc::policy::StartAfter {{ task: ipc::ServiceId::{:?}, after: ipc::ServiceId::{:?} }},",
+            wait.task, wait.after
         );
     }
     out.push_str("];\n");
@@ -464,6 +519,33 @@ mod tests {
                 .to_string()
                 .contains("unknown capability `gpu`")
         );
+    }
+
+    #[test]
+    fn start_order_names_listed_tasks_without_cycles() {
+        let task = |name: &str, after: &str| {
+            format!("[[task]]\nname = \"{name}\"\ncapabilities = []\nafter = [{after}]\n")
+        };
+        let good = task("keystored", "") + &task("netstackd", "\"keystored\"");
+        assert_eq!(
+            parse_manifest("m.toml", &good).unwrap().order,
+            [StartAfter {
+                task: ServiceId::Netstackd,
+                after: ServiceId::Keystored
+            }]
+        );
+        for (manifest, expected) in [
+            (task("netstackd", "\"keystored\""), "does not list"),
+            (task("netstackd", "\"netstackd\""), "waits for itself"),
+            (task("netstackd", "\"gpu\""), "unknown after `gpu`"),
+            (
+                task("netstackd", "\"keystored\"") + &task("keystored", "\"netstackd\""),
+                "cycle",
+            ),
+        ] {
+            let message = parse_manifest("m.toml", &manifest).unwrap_err().to_string();
+            assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+        }
     }
 
     #[test]

@@ -29,6 +29,16 @@ pub struct MemoryBound {
     pub stack_kib: u32,
 }
 
+/// `task`'s process starts only once `after`'s is serving (its first `receive`) or has
+/// ended: the manifest's `after` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartAfter {
+    /// The task that waits.
+    pub task: ServiceId,
+    /// The task it waits for.
+    pub after: ServiceId,
+}
+
 /// `task` holds `capability`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {

@@ -766,6 +766,8 @@ impl Process {
     /// Records how the process ended; a fault and the watchdog are named on the
     /// console and in the audit stream.
     fn end(&mut self, ep: &KernelEndpoint<RiscvPlatform>, end: End) -> Resume {
+        // Ended: nothing waits for it any more.
+        mark_started(self.task);
         for (call, _) in self.calls.drain(..) {
             ep.cancel_call(call);
         }
@@ -846,7 +848,11 @@ impl Process {
                 }
                 Ok([0; 3])
             }
-            number::RECEIVE => self.receive(ep, a0, a1),
+            number::RECEIVE => {
+                // Serving: what the tasks that start after it wait for.
+                mark_started(self.task);
+                self.receive(ep, a0, a1)
+            }
             number::REPLY => self
                 .copy_in(a1, a2, ipc::frame::MAX_FRAME)
                 .and_then(|bytes| {
@@ -1409,6 +1415,7 @@ fn spawn(
             if task == ServiceId::Devmgr {
                 devices::settle();
             }
+            mark_started(task);
             return;
         };
         // The device manager first: nothing else starts until the disks are settled,
@@ -1418,6 +1425,7 @@ fn spawn(
         if task != ServiceId::Devmgr {
             wait_for_disks(&ep).await;
         }
+        wait_for_start_order(&ep, task).await;
         let mut process = match Process::start(
             &program,
             task,
@@ -1428,6 +1436,7 @@ fn spawn(
             Ok(process) => process,
             Err(why) => {
                 ep.console(&alloc::format!("FAIL cannot start the process: {why}"));
+                mark_started(task);
                 return;
             }
         };
@@ -1536,6 +1545,51 @@ pub fn spawn_main(
             End::Faulted { .. } | End::Watchdog { .. } => failed(),
         }
     })
+}
+
+/// The tasks whose process is serving (its first `receive`) or has ended, a bit per
+/// `ServiceId`: what the manifest's `after` lists wait for.
+static STARTED: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+const _: () = assert!(ServiceId::ALL.len() <= 32);
+
+fn mark_started(task: ServiceId) {
+    STARTED.fetch_or(1 << task as u32, core::sync::atomic::Ordering::Relaxed);
+}
+
+fn started(task: ServiceId) -> bool {
+    STARTED.load(core::sync::atomic::Ordering::Relaxed) & (1 << task as u32) != 0
+}
+
+/// How long a process waits for the tasks its manifest entry names in `after`, in
+/// guest milliseconds; then it starts all the same, saying so (a task that never
+/// comes must not keep the device from serving).
+const START_WAIT_MS: u64 = 20_000;
+
+/// Waits (yielding) until every task `task`'s manifest entry names in `after` is
+/// serving or has ended, or [`START_WAIT_MS`] passed. So netstackd and dsoftbusd,
+/// which draw entropy as they start, start once keystored has made or restored the
+/// device key: the device's first draws are its key's, and a given entropy source
+/// gives one key whatever the disks' timing.
+async fn wait_for_start_order(ep: &KernelEndpoint<RiscvPlatform>, task: ServiceId) {
+    let deadline = ep.uptime_ms() + START_WAIT_MS;
+    let waiting = || {
+        kernel_core::config::ORDER
+            .iter()
+            .filter(|wait| wait.task == task && !started(wait.after))
+            .map(|wait| wait.after)
+            .next()
+    };
+    while let Some(after) = waiting() {
+        if ep.uptime_ms() > deadline {
+            crate::console::line(
+                "KERNEL",
+                format_args!("{task} starts without {after} serving after {START_WAIT_MS} ms"),
+            );
+            return;
+        }
+        ep.yield_now().await;
+    }
 }
 
 /// Waits (yielding) until the device manager has said which disk is which, or ended.

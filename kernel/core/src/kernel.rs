@@ -144,7 +144,10 @@ struct State {
     entropy_device: DeviceSlot<Box<dyn RawEntropyDevice>>,
     disks: BTreeMap<Capability, DeviceSlot<Box<dyn RawBlockDevice>>>,
     net_device: DeviceSlot<Box<dyn RawNetDevice>>,
-    audit_feed_claimed: bool,
+    /// The task that claimed the audit feed (one holder).
+    audit_feed_holder: Option<ServiceId>,
+    /// How many times each task's service was restarted (0: never).
+    generations: BTreeMap<ServiceId, u32>,
 }
 
 struct Shared<P: Platform> {
@@ -185,7 +188,8 @@ impl<P: Platform> Kernel<P> {
                     entropy_device: DeviceSlot::Absent,
                     disks: BTreeMap::new(),
                     net_device: DeviceSlot::Absent,
-                    audit_feed_claimed: false,
+                    audit_feed_holder: None,
+                    generations: BTreeMap::new(),
                 }),
             }),
             executor: Executor::default(),
@@ -358,7 +362,8 @@ impl<P: Platform> Shared<P> {
             | Action::Claim(_)
             | Action::Reply
             | Action::Syscall { .. }
-            | Action::Fault { .. } => false,
+            | Action::Fault { .. }
+            | Action::Restart { .. } => false,
         };
         if allowed {
             self.record(origin, event);
@@ -530,9 +535,37 @@ impl<P: Platform> Shared<P> {
     }
 
     fn task_stopped(&self, id: ServiceId) {
+        self.state.borrow_mut().inboxes.remove(&id);
+        self.fail_calls_to(id);
+    }
+
+    /// Task `id`'s service starts over in a new process (the kernel restarts what
+    /// faulted): every call to it still open, queued or taken and not answered, ends
+    /// now as `PeerGone` (recorded), never at its deadline, and a request the old
+    /// process had not taken is not delivered to the new one; the audit feed, if it
+    /// held it, can be claimed again; its generation goes up. Returns the new
+    /// generation.
+    fn service_restarted(&self, id: ServiceId) -> u32 {
+        {
+            let mut state = self.state.borrow_mut();
+            if let Some(inbox) = state.inboxes.get_mut(&id) {
+                inbox.clear();
+            }
+            if state.audit_feed_holder == Some(id) {
+                state.audit_feed_holder = None;
+            }
+        }
+        self.fail_calls_to(id);
         let mut state = self.state.borrow_mut();
-        state.inboxes.remove(&id);
-        // Calls to the stopped task end as PeerGone (poll_reply finds them missing).
+        let generation = state.generations.entry(id).or_insert(0);
+        *generation = generation.wrapping_add(1);
+        *generation
+    }
+
+    /// Ends every call whose callee is `id` as `PeerGone` (poll_reply finds it
+    /// missing), each recorded.
+    fn fail_calls_to(&self, id: ServiceId) {
+        let mut state = self.state.borrow_mut();
         let mut gone = alloc::vec::Vec::new();
         state.calls.retain(|_, pending| {
             if pending.callee == id {
@@ -738,13 +771,35 @@ impl<P: Platform> KernelEndpoint<P> {
         self.shared.claim(self.id, capability, |_| take())
     }
 
+    /// This task's service starts over in a new process: every call to it still open
+    /// ends now as `PeerGone` (each recorded), requests the old process had not taken
+    /// are dropped, the audit feed it held can be claimed again, and its generation
+    /// goes up (returned). Its own calls as a caller are the caller's to cancel.
+    pub fn service_restarted(&self) -> u32 {
+        self.shared.service_restarted(self.id)
+    }
+
+    /// How many times this task's service was restarted.
+    pub fn generation(&self) -> u32 {
+        self.shared
+            .state
+            .borrow()
+            .generations
+            .get(&self.id)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// A record written by the kernel (origin [`ServiceId::Kernel`]) about this
     /// endpoint's task: what the kernel's process layer decides about a user-mode
     /// process it runs for the task (a refused system call, a fault, the process
-    /// watchdog). Only those two actions are accepted; any other is the kernel's IPC
+    /// watchdog, a restart). Only those three actions are accepted; any other is the kernel's IPC
     /// or capability layer's to record, and is ignored here.
     pub fn kernel_record(&self, action: Action, verdict: Verdict, reason: u16, detail: u32) {
-        if matches!(action, Action::Syscall { .. } | Action::Fault { .. }) {
+        if matches!(
+            action,
+            Action::Syscall { .. } | Action::Fault { .. } | Action::Restart { .. }
+        ) {
             self.shared
                 .kernel_audit(self.id, action, verdict, reason, detail as usize);
         }
@@ -872,10 +927,12 @@ impl<P: Platform> Endpoint for KernelEndpoint<P> {
 
     fn claim_audit_feed(&self) -> Result<AuditFeedHandle<P>, CapabilityError> {
         let shared = Rc::clone(&self.shared);
+        let id = self.id;
         self.shared.claim(self.id, Capability::AuditFeed, |state| {
-            if core::mem::replace(&mut state.audit_feed_claimed, true) {
+            if state.audit_feed_holder.is_some() {
                 Err(CapabilityError::AlreadyClaimed)
             } else {
+                state.audit_feed_holder = Some(id);
                 Ok(AuditFeedHandle { shared })
             }
         })
@@ -939,5 +996,68 @@ mod tests {
             .submit(ServiceId::Selftest, ServiceId::Logd, &frame)
             .unwrap();
         assert_eq!(third, 3);
+    }
+
+    #[test]
+    fn a_restarted_service_ends_every_call_to_it_and_frees_its_audit_feed() {
+        static GRANTS: &[Grant] = &[Grant {
+            task: ServiceId::Logd,
+            capability: Capability::AuditFeed,
+        }];
+        let kernel = Kernel::new(Clock::default(), RULES, GRANTS, Limits::default());
+        kernel
+            .shared
+            .state
+            .borrow_mut()
+            .inboxes
+            .insert(ServiceId::Logd, VecDeque::new());
+        let logd = KernelEndpoint {
+            shared: Rc::clone(&kernel.shared),
+            id: ServiceId::Logd,
+        };
+        let selftest = KernelEndpoint {
+            shared: Rc::clone(&kernel.shared),
+            id: ServiceId::Selftest,
+        };
+        let frame = Frame::request(Operation::LogdQuery, &[]).encode().unwrap();
+        let taken = selftest.submit_call(ServiceId::Logd, &frame).unwrap();
+        let queued = selftest.submit_call(ServiceId::Logd, &frame).unwrap();
+        // The old process took one request and never answered; the other waits.
+        assert!(logd.try_receive().is_some());
+        assert!(logd.claim_audit_feed().is_ok());
+        assert_eq!(
+            logd.claim_audit_feed().err(),
+            Some(CapabilityError::AlreadyClaimed)
+        );
+        while kernel.shared.state.borrow_mut().audit.pop().is_some() {}
+
+        assert_eq!(logd.generation(), 0);
+        assert_eq!(logd.service_restarted(), 1);
+        assert_eq!(logd.generation(), 1);
+
+        // Both calls end now, not at their deadline; the new process gets nothing old.
+        for call in [taken, queued] {
+            assert_eq!(
+                selftest.poll_call(call, u64::MAX),
+                Poll::Ready(Err(IpcError::PeerGone))
+            );
+        }
+        assert!(logd.next_request_len().is_none());
+        let mut failed = 0;
+        while let Some(record) = kernel.shared.state.borrow_mut().audit.pop() {
+            if record.event.verdict == Verdict::Failed
+                && record.event.reason == KernelReason::PeerGone.code()
+                && record.event.subject == ServiceId::Selftest
+            {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 2, "each ended call is recorded");
+        // The new process can claim the feed again; a second claim is still refused.
+        assert!(logd.claim_audit_feed().is_ok());
+        assert_eq!(
+            logd.claim_audit_feed().err(),
+            Some(CapabilityError::AlreadyClaimed)
+        );
     }
 }

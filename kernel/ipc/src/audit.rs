@@ -66,6 +66,13 @@ pub enum Action {
         /// Why it was stopped.
         cause: u16,
     },
+    /// The kernel started a task's service over in a new process after its previous
+    /// one ended (verdict `Allowed`), or refused to because the task's restart policy
+    /// was spent (verdict `Denied`: the device stops serving).
+    Restart {
+        /// The new process's generation (how many restarts; its low 16 bits).
+        generation: u16,
+    },
 }
 
 impl Action {
@@ -181,6 +188,7 @@ impl Action {
             Self::Reply => (5, 0, 0),
             Self::Syscall { number } => (6, number, 0),
             Self::Fault { cause } => (7, cause, 0),
+            Self::Restart { generation } => (8, generation, 0),
         };
         let [a0, a1] = a.to_le_bytes();
         let [b0, b1] = b.to_le_bytes();
@@ -204,6 +212,7 @@ impl Action {
             5 => Some(Self::Reply),
             6 => Some(Self::Syscall { number: a }),
             7 => Some(Self::Fault { cause: a }),
+            8 => Some(Self::Restart { generation: a }),
             _ => None,
         }
     }
@@ -381,6 +390,7 @@ mod tests {
             Action::Fault {
                 cause: Action::WATCHDOG_CAUSE,
             },
+            Action::Restart { generation: 2 },
         ] {
             let filter = AuditFilter {
                 action: Some(action),

@@ -398,6 +398,10 @@ fn test() -> ExitCode {
             }
         },
     );
+    steps.run(
+        "the production programs hold none of the test image's switches (fault injection, stalling network device)",
+        || reliability::no_test_switches(&all_images),
+    );
     // The scenarios below run on the four classic combinations: each fault is about
     // a service, not a backend, and the four cover both backends of the AEAD (which
     // the sealed format names) and both curve crates.
@@ -424,6 +428,10 @@ fn test() -> ExitCode {
     steps.run(
         "QEMU: the process watchdog stops a spinning process while the ladder passes",
         || reliability::watchdog(&images),
+    );
+    steps.run(
+        "QEMU: a faulted service restarts and the ladder passes; past its policy the device stops",
+        || reliability::service_restart(&images),
     );
     steps.run(
         "QEMU: entropy that fails mid-run (rngd closes, the key stays, sessions refused)",

@@ -1,10 +1,13 @@
 //! The reliability scenarios in QEMU, on every combination: the process watchdog
-//! naming and stopping a process that stops making system calls, and an entropy source that goes bad after boot.
+//! naming and stopping a process that stops making system calls, a service that
+//! faults restarted (and the device stopped once its restart policy is spent), and an
+//! entropy source that goes bad after boot.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::combination::Combination;
+use crate::image;
 use crate::scenarios;
 use crate::test_os::{self, Row, TestOsOptions};
 
@@ -41,6 +44,75 @@ pub fn watchdog(images: &[(Combination, PathBuf)]) -> Result<(), String> {
             }
         }
     }
+    Ok(())
+}
+
+/// Supervision: `-append fault=logd` makes logd's first process fault as it starts;
+/// the kernel must restart it and the whole ladder pass, QEMU exiting with success.
+/// `-append fault=logd:always` makes every logd process fault; the kernel must restart
+/// it as its policy allows, then stop the device, QEMU exiting with a failure.
+pub fn service_restart(images: &[(Combination, PathBuf)]) -> Result<(), String> {
+    for (scenario, append, want_success) in [
+        ("service-restart", "fault=logd", true),
+        ("restart-policy-spent", "fault=logd:always", false),
+    ] {
+        let mut options = scenarios::options(Some(scenario), None, false);
+        options.net.append = vec![append.into()];
+        options.timeout = Duration::from_secs(90);
+        for row in boot(images, &options)? {
+            let outcome = row.outcome.as_ref().map_err(Clone::clone)?;
+            let success = outcome.exit_code == Some(0);
+            if success != want_success {
+                return Err(format!(
+                    "{}: `{scenario}`: QEMU's exit status was {:?}",
+                    row.combination, outcome.exit_code
+                ));
+            }
+            eprintln!(
+                "    {}: {scenario}: QEMU exited with status {:?} after {:.1} s, as it must",
+                row.combination,
+                outcome.exit_code,
+                outcome.wall.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The test image's switches (a fault injected into a service, a network device that
+/// stalls on purpose): each string that only the switch's code holds must be in every
+/// test program, so the check sees what it looks for, and in no production program.
+/// `images` are the test images; their production images sit beside them.
+pub fn no_test_switches(images: &[(Combination, PathBuf)]) -> Result<(), String> {
+    const SWITCHES: [&str; 3] = ["fault=", "fault injected", "net.stall-tx="];
+    let holds = |path: &std::path::Path, needle: &str| -> Result<bool, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(bytes
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes()))
+    };
+    for (combination, test_image) in images {
+        let test = image::programs_for(test_image);
+        let production = image::device_programs_for(&image::device_image(combination));
+        for switch in SWITCHES {
+            if !holds(&test, switch)? {
+                return Err(format!(
+                    "{combination}: the test program lacks `{switch}`: the check no longer sees the switch"
+                ));
+            }
+            if holds(&production, switch)? {
+                return Err(format!(
+                    "{combination}: the production program {} holds the test switch `{switch}`",
+                    production.display()
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "    {} combinations: {} test switches in every test program, none in any production program",
+        images.len(),
+        SWITCHES.len()
+    );
     Ok(())
 }
 

@@ -12,7 +12,9 @@
 use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 
-use ipc::policy::{Grant, MemoryBound, PurposeGrant, Rule, SigningPurpose, StartAfter};
+use ipc::policy::{
+    Grant, MemoryBound, PurposeGrant, RestartPolicy, Rule, SigningPurpose, StartAfter,
+};
 use ipc::{Capability, Operation, ServiceId};
 use serde::Deserialize;
 
@@ -87,7 +89,20 @@ struct TaskEntry {
     memory: Option<MemoryEntry>,
     #[serde(default)]
     after: Vec<String>,
+    restart: Option<RestartEntry>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartEntry {
+    limit: u32,
+    window_s: u32,
+}
+
+/// The most restarts a policy may allow in its window, and the longest window.
+pub const MAX_RESTARTS: u32 = 100;
+/// The longest restart window, in seconds (a day).
+pub const MAX_RESTART_WINDOW_S: u32 = 86_400;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +123,8 @@ pub struct Manifest {
     pub memory: Vec<MemoryBound>,
     /// Which task's process starts only once which other's is serving.
     pub order: Vec<StartAfter>,
+    /// Which tasks' services the kernel restarts, how often.
+    pub restart: Vec<RestartPolicy>,
 }
 
 fn known_services() -> String {
@@ -243,6 +260,7 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, ConfigError> {
     let mut grants: Vec<Grant> = Vec::new();
     let mut memory: Vec<MemoryBound> = Vec::new();
     let mut order: Vec<StartAfter> = Vec::new();
+    let mut restart: Vec<RestartPolicy> = Vec::new();
     let mut tasks = BTreeSet::new();
     for (index, task) in parsed.task.iter().enumerate() {
         let entry = format!("task[{index}]");
@@ -292,6 +310,27 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, ConfigError> {
                 stack_kib: bound.stack_kib,
             });
         }
+        if let Some(policy) = &task.restart {
+            if policy.limit == 0
+                || policy.limit > MAX_RESTARTS
+                || policy.window_s == 0
+                || policy.window_s > MAX_RESTART_WINDOW_S
+            {
+                return Err(error(
+                    file,
+                    &entry,
+                    format!(
+                        "restart = {{ limit = {}, window_s = {} }}: want a limit from 1 to {MAX_RESTARTS} and a window from 1 to {MAX_RESTART_WINDOW_S} s (leave `restart` out for none)",
+                        policy.limit, policy.window_s
+                    ),
+                ));
+            }
+            restart.push(RestartPolicy {
+                task: id,
+                limit: policy.limit,
+                window_s: policy.window_s,
+            });
+        }
         for name in &task.after {
             let after = service(file, &entry, "after", name)?;
             if after == id {
@@ -331,12 +370,13 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, ConfigError> {
         grants,
         memory,
         order,
+        restart,
     })
 }
 
 /// Rust source for `kernel-core`'s compiled-in tables: `POLICY: &[Rule]`,
 /// `PURPOSES: &[PurposeGrant]`, `GRANTS: &[Grant]`, `MEMORY: &[MemoryBound]` and
-/// `ORDER: &[StartAfter]`,
+/// `ORDER: &[StartAfter]`, `RESTART: &[RestartPolicy]`,
 /// naming `ipc` types.
 pub fn generate(policy: &Policy, manifest: &Manifest) -> String {
     let mut out =
@@ -392,6 +432,17 @@ pub fn generate(policy: &Policy, manifest: &Manifest) -> String {
             out,
             "    ipc::policy::StartAfter {{ task: ipc::ServiceId::{:?}, after: ipc::ServiceId::{:?} }},",
             wait.task, wait.after
+        );
+    }
+    out.push_str(
+        "];\n\n/// Which services the kernel restarts, how often, from `policies/manifest.toml`.\n",
+    );
+    out.push_str("pub static RESTART: &[ipc::policy::RestartPolicy] = &[\n");
+    for policy in &manifest.restart {
+        let _ = writeln!(
+            out,
+            "    ipc::policy::RestartPolicy {{ task: ipc::ServiceId::{:?}, limit: {}, window_s: {} }},",
+            policy.task, policy.limit, policy.window_s
         );
     }
     out.push_str("];\n");
@@ -545,6 +596,34 @@ mod tests {
         ] {
             let message = parse_manifest("m.toml", &manifest).unwrap_err().to_string();
             assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn restart_policies_are_bounded() {
+        let task = |restart: &str| {
+            format!("[[task]]\nname = \"logd\"\ncapabilities = []\nrestart = {restart}\n")
+        };
+        assert_eq!(
+            parse_manifest("m.toml", &task("{ limit = 3, window_s = 60 }"))
+                .unwrap()
+                .restart,
+            [RestartPolicy {
+                task: ServiceId::Logd,
+                limit: 3,
+                window_s: 60
+            }]
+        );
+        for bad in [
+            "{ limit = 0, window_s = 60 }",
+            "{ limit = 3, window_s = 0 }",
+            "{ limit = 101, window_s = 60 }",
+            "{ limit = 3, window_s = 86401 }",
+        ] {
+            let message = parse_manifest("m.toml", &task(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains("want a limit"), "{message}");
         }
     }
 

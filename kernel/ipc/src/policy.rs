@@ -29,6 +29,20 @@ pub struct MemoryBound {
     pub stack_kib: u32,
 }
 
+/// What the kernel does when a process of `task` ends (a fault, the watchdog, a panic,
+/// an exit): it starts the task's service over in a new process, at most `limit` times
+/// in any `window_s` seconds; one more end within the window and the device stops
+/// serving, saying so (fail closed). A task with no policy is not restarted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Whose policy.
+    pub task: ServiceId,
+    /// Restarts allowed within the window.
+    pub limit: u32,
+    /// The window, in seconds.
+    pub window_s: u32,
+}
+
 /// `task`'s process starts only once `after`'s is serving (its first `receive`) or has
 /// ended: the manifest's `after` lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1426,41 +1426,141 @@ fn spawn(
             wait_for_disks(&ep).await;
         }
         wait_for_start_order(&ep, task).await;
-        let mut process = match Process::start(
-            &program,
-            task,
-            "service",
-            kernel_core::config::MEMORY,
-            [0, 0],
-        ) {
-            Ok(process) => process,
-            Err(why) => {
-                ep.console(&alloc::format!("FAIL cannot start the process: {why}"));
-                mark_started(task);
-                return;
-            }
-        };
+        let mut restarts = Restarts::for_task(task);
+        let mut generation = 0;
         loop {
-            match process.resume(&ep) {
-                Resume::Yielded => ep.yield_now().await,
-                Resume::Ended(End::Exited(0)) if runs_once => break,
-                Resume::Ended(End::Exited(code)) => {
-                    crate::console::line(
-                        "KERNEL",
-                        format_args!("process {task} exited with code {code}"),
-                    );
+            let mut process = match Process::start(
+                &program,
+                task,
+                "service",
+                kernel_core::config::MEMORY,
+                [u64::from(generation), 0],
+            ) {
+                Ok(process) => process,
+                Err(why) => {
+                    ep.console(&alloc::format!("FAIL cannot start the process: {why}"));
+                    mark_started(task);
                     return;
                 }
-                Resume::Ended(_) => return,
+            };
+            let end = loop {
+                match process.resume(&ep) {
+                    Resume::Yielded => ep.yield_now().await,
+                    Resume::Ended(end) => break end,
+                }
+            };
+            // Its frames zeroed and freed, its devices reset, before anything else.
+            drop(process);
+            match end {
+                End::Exited(0) if runs_once => {
+                    crate::console::line(
+                        "KERNEL",
+                        format_args!("process {task} did its work and exited"),
+                    );
+                    core::future::pending::<()>().await;
+                }
+                End::Exited(code) => crate::console::line(
+                    "KERNEL",
+                    format_args!("process {task} exited with code {code}"),
+                ),
+                // Named on the console and in the audit stream already.
+                End::Faulted { .. } | End::Watchdog { .. } => {}
             }
+            generation = match restarts.admit(&ep) {
+                Some(generation) => generation,
+                None => return,
+            };
         }
-        drop(process);
+    })
+}
+
+/// A task's restart policy (`policies/manifest.toml`) and the restarts it has had.
+struct Restarts {
+    task: ServiceId,
+    policy: Option<ipc::policy::RestartPolicy>,
+    /// When each restart within the window happened, in guest milliseconds.
+    recent: alloc::collections::VecDeque<u64>,
+}
+
+impl Restarts {
+    fn for_task(task: ServiceId) -> Self {
+        Self {
+            task,
+            policy: kernel_core::config::RESTART
+                .iter()
+                .find(|policy| policy.task == task)
+                .copied(),
+            recent: alloc::collections::VecDeque::new(),
+        }
+    }
+
+    /// The task's process ended: restart it if its policy allows (every call still
+    /// open to it ends now as `PeerGone`; returns the new generation), or say it stays
+    /// ended (`None`: no policy, the task ends as before). Past the policy the device
+    /// stops serving: it says so, records it, and shuts down (fail closed).
+    fn admit(&mut self, ep: &KernelEndpoint<RiscvPlatform>) -> Option<u32> {
+        let task = self.task;
+        let policy = self.policy?;
+        let now = ep.uptime_ms();
+        let window_ms = u64::from(policy.window_s) * 1000;
+        while self
+            .recent
+            .front()
+            .is_some_and(|&at| now.saturating_sub(at) >= window_ms)
+        {
+            self.recent.pop_front();
+        }
+        let (limit, window) = (
+            alloc::format!("{}", policy.limit),
+            alloc::format!("{}", policy.window_s),
+        );
+        if self.recent.len() >= policy.limit as usize {
+            ep.kernel_record(
+                Action::Restart {
+                    generation: ep.generation() as u16,
+                },
+                Verdict::Denied,
+                0,
+                policy.limit,
+            );
+            crate::console::line(
+                "KERNEL",
+                format_args!(
+                    "{}",
+                    markers::KERNEL_RESTART_POLICY_SPENT.rendered(&[task.name(), &limit, &window])
+                ),
+            );
+            crate::shutdown::shutdown(false, None);
+        }
+        self.recent.push_back(now);
+        let generation = ep.service_restarted();
+        ep.kernel_record(
+            Action::Restart {
+                generation: generation as u16,
+            },
+            Verdict::Allowed,
+            0,
+            generation,
+        );
+        let (generation_text, count) = (
+            alloc::format!("{generation}"),
+            alloc::format!("{}", self.recent.len()),
+        );
         crate::console::line(
             "KERNEL",
-            format_args!("process {task} did its work and exited"),
+            format_args!(
+                "{}",
+                markers::KERNEL_SERVICE_RESTARTED.rendered(&[
+                    task.name(),
+                    &generation_text,
+                    &count,
+                    &limit,
+                    &window
+                ])
+            ),
         );
-        core::future::pending::<()>().await;
-    })
+        Some(generation)
+    }
 }
 
 /// The exit codes of the test image's main process (docs/syscalls.md).
@@ -1491,6 +1591,7 @@ pub fn spawn_main(
             return failed();
         };
         wait_for_disks(&ep).await;
+        wait_for_start_order(&ep, task).await;
         let mut process =
             match Process::start(&program, task, "main", kernel_core::config::MEMORY, [0, 0]) {
                 Ok(process) => process,

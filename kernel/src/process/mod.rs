@@ -529,6 +529,9 @@ pub struct Process {
     /// What a service served it, when the kernel keeps a copy (the test image's
     /// freed-memory check: [`Process::keep_served_by`]).
     served: Option<Served>,
+    /// For a restarted service: when its previous process ended (microseconds since
+    /// boot, `instret`), until this one first asks for a request (serving again).
+    restarted_after: Option<(u64, u64)>,
 }
 
 /// The payloads of one service's first replies to a process, copied as the process
@@ -623,6 +626,7 @@ impl Process {
             next_window: DEVICE_WINDOWS,
             dma: Vec::new(),
             served: None,
+            restarted_after: None,
         };
         // On an error from here, dropping `process` frees what was mapped.
         for page in &program.pages {
@@ -851,6 +855,18 @@ impl Process {
             number::RECEIVE => {
                 // Serving: what the tasks that start after it wait for.
                 mark_started(self.task);
+                if let Some((ended_us, ended_instret)) = self.restarted_after.take() {
+                    let us = clock::now_us().saturating_sub(ended_us);
+                    let instructions =
+                        riscv::register::instret::read64().saturating_sub(ended_instret);
+                    crate::console::line(
+                        "KERNEL",
+                        format_args!(
+                            "{} serving again {us} us and {instructions} instructions after its previous process ended",
+                            self.task
+                        ),
+                    );
+                }
                 self.receive(ep, a0, a1)
             }
             number::REPLY => self
@@ -1428,6 +1444,7 @@ fn spawn(
         wait_for_start_order(&ep, task).await;
         let mut restarts = Restarts::for_task(task);
         let mut generation = 0;
+        let mut previous_end = None;
         loop {
             let mut process = match Process::start(
                 &program,
@@ -1443,12 +1460,14 @@ fn spawn(
                     return;
                 }
             };
+            process.restarted_after = previous_end;
             let end = loop {
                 match process.resume(&ep) {
                     Resume::Yielded => ep.yield_now().await,
                     Resume::Ended(end) => break end,
                 }
             };
+            previous_end = Some((clock::now_us(), riscv::register::instret::read64()));
             // Its frames zeroed and freed, its devices reset, before anything else.
             drop(process);
             match end {
@@ -1713,10 +1732,12 @@ unsafe fn free_dma(pa: u64, pages: u64) {
         return;
     };
     let bytes = pa as *mut u8;
-    for offset in 0..(pages * PAGE_SIZE) as usize {
-        // SAFETY: within the allocation (the caller's contract); volatile so the
-        // zeroing is not dropped before the deallocation.
-        unsafe { bytes.add(offset).write_volatile(0) };
+    let words = pa as *mut u64;
+    for index in 0..(pages * PAGE_SIZE) as usize / 8 {
+        // SAFETY: within the page-aligned allocation (the caller's contract), so every
+        // u64 is aligned and inside it; volatile so the zeroing is not dropped before
+        // the deallocation.
+        unsafe { words.add(index).write_volatile(0) };
     }
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
     // SAFETY: allocated with this layout, freed once.

@@ -47,29 +47,59 @@ pub fn watchdog(images: &[(Combination, PathBuf)]) -> Result<(), String> {
     Ok(())
 }
 
-/// Supervision: `-append fault=logd` makes logd's first process fault as it starts;
-/// the kernel must restart it and the whole ladder pass, QEMU exiting with success.
-/// `-append fault=logd:always` makes every logd process fault; the kernel must restart
-/// it as its policy allows, then stop the device, QEMU exiting with a failure.
+/// The services the kernel restarts, each faulted in turn.
+const RESTARTED: [&str; 6] = [
+    "logd",
+    "rngd",
+    "statefs",
+    "keystored",
+    "netstackd",
+    "dsoftbusd",
+];
+
+/// Supervision: `-append fault=<service>` makes that service's first process fault as
+/// it starts; the kernel must restart it and the whole ladder pass, QEMU exiting with
+/// success: logd on every image, each other service on one of them in turn (the
+/// restart is the kernel's, the same on every backend; one boot each keeps the step
+/// short). `-append fault=logd:always` makes every logd process fault; the kernel must
+/// restart it as its policy allows, then stop the device, QEMU exiting with a failure.
 pub fn service_restart(images: &[(Combination, PathBuf)]) -> Result<(), String> {
-    for (scenario, append, want_success) in [
-        ("service-restart", "fault=logd", true),
-        ("restart-policy-spent", "fault=logd:always", false),
-    ] {
+    /// A scenario, its `-append`, whether QEMU must exit with success, the images.
+    type Run<'a> = (&'a str, String, bool, Vec<(Combination, PathBuf)>);
+    let mut runs: Vec<Run> = vec![
+        ("service-restart", "fault=logd".into(), true, images.to_vec()),
+        (
+            "restart-policy-spent",
+            "fault=logd:always".into(),
+            false,
+            images.to_vec(),
+        ),
+    ];
+    for (index, service) in RESTARTED.iter().enumerate().skip(1) {
+        if let Some(image) = images.get(index % images.len().max(1)) {
+            runs.push((
+                "service-restart",
+                format!("fault={service}"),
+                true,
+                vec![image.clone()],
+            ));
+        }
+    }
+    for (scenario, append, want_success, images) in runs {
         let mut options = scenarios::options(Some(scenario), None, false);
-        options.net.append = vec![append.into()];
+        options.net.append = vec![append.clone()];
         options.timeout = Duration::from_secs(90);
-        for row in boot(images, &options)? {
+        for row in boot(&images, &options)? {
             let outcome = row.outcome.as_ref().map_err(Clone::clone)?;
             let success = outcome.exit_code == Some(0);
             if success != want_success {
                 return Err(format!(
-                    "{}: `{scenario}`: QEMU's exit status was {:?}",
+                    "{}: `{scenario}` with {append}: QEMU's exit status was {:?}",
                     row.combination, outcome.exit_code
                 ));
             }
             eprintln!(
-                "    {}: {scenario}: QEMU exited with status {:?} after {:.1} s, as it must",
+                "    {}: {scenario} with {append}: QEMU exited with status {:?} after {:.1} s, as it must",
                 row.combination,
                 outcome.exit_code,
                 outcome.wall.as_secs_f64()

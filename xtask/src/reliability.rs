@@ -67,7 +67,12 @@ pub fn service_restart(images: &[(Combination, PathBuf)]) -> Result<(), String> 
     /// A scenario, its `-append`, whether QEMU must exit with success, the images.
     type Run<'a> = (&'a str, String, bool, Vec<(Combination, PathBuf)>);
     let mut runs: Vec<Run> = vec![
-        ("service-restart", "fault=logd".into(), true, images.to_vec()),
+        (
+            "service-restart",
+            "fault=logd".into(),
+            true,
+            images.to_vec(),
+        ),
         (
             "restart-policy-spent",
             "fault=logd:always".into(),

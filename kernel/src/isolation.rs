@@ -441,6 +441,20 @@ struct Blocks {
     filter: Vec<u64>,
 }
 
+impl Drop for Blocks {
+    /// The blocks are bytes rngd served: wiped like every other copy of them.
+    fn drop(&mut self) {
+        for block in &mut self.sorted {
+            for byte in block.iter_mut() {
+                // SAFETY: `byte` is a live, exclusively borrowed u8 of this vector;
+                // volatile so the wipe is not dropped as a dead store before the free.
+                unsafe { core::ptr::write_volatile(byte, 0) };
+            }
+        }
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl Blocks {
     const FILTER_BITS: u32 = 16;
 

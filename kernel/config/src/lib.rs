@@ -352,18 +352,21 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, ConfigError> {
             ));
         }
     }
+    // A cycle: some task's waits lead back to it (two paths to one task are fine).
     for start in &order {
-        let mut seen = BTreeSet::from([start.task]);
+        let mut seen = BTreeSet::new();
         let mut frontier = vec![start.after];
         while let Some(next) = frontier.pop() {
-            if !seen.insert(next) {
+            if next == start.task {
                 return Err(error(
                     file,
                     start.task.name(),
-                    format!("`after` makes a cycle through {next}"),
+                    format!("`after` makes a cycle through {}", start.after),
                 ));
             }
-            frontier.extend(order.iter().filter(|w| w.task == next).map(|w| w.after));
+            if seen.insert(next) {
+                frontier.extend(order.iter().filter(|w| w.task == next).map(|w| w.after));
+            }
         }
     }
     Ok(Manifest {
@@ -597,6 +600,17 @@ mod tests {
             let message = parse_manifest("m.toml", &manifest).unwrap_err().to_string();
             assert!(message.contains(expected), "{message:?} lacks {expected:?}");
         }
+        // Two paths to one task, or one task named twice, are not cycles.
+        let diamond = task("logd", "")
+            + &task("statefs", "\"logd\"")
+            + &task("keystored", "\"logd\"")
+            + &task("netstackd", "\"statefs\", \"keystored\"")
+            + &task("selftest", "\"netstackd\"");
+        assert!(parse_manifest("m.toml", &diamond).is_ok());
+        let twice = task("keystored", "")
+            + &task("netstackd", "\"keystored\", \"keystored\"")
+            + &task("selftest", "\"netstackd\"");
+        assert!(parse_manifest("m.toml", &twice).is_ok());
     }
 
     #[test]

@@ -562,13 +562,15 @@ impl<P: Platform> Shared<P> {
         *generation
     }
 
-    /// Ends every call whose callee is `id` as `PeerGone` (poll_reply finds it
-    /// missing), each recorded.
+    /// Ends every call whose callee is `id` and that `id` has not answered as
+    /// `PeerGone` (poll_reply finds it missing), each recorded. A call it answered
+    /// keeps its reply for the caller to take: the operation happened, and a caller
+    /// told otherwise might repeat it.
     fn fail_calls_to(&self, id: ServiceId) {
         let mut state = self.state.borrow_mut();
         let mut gone = alloc::vec::Vec::new();
         state.calls.retain(|_, pending| {
-            if pending.callee == id {
+            if pending.callee == id && pending.reply.is_none() {
                 gone.push((pending.caller, pending.code));
                 false
             } else {
@@ -1059,5 +1061,35 @@ mod tests {
             logd.claim_audit_feed().err(),
             Some(CapabilityError::AlreadyClaimed)
         );
+    }
+
+    #[test]
+    fn an_answered_call_survives_its_callees_restart() {
+        let kernel = Kernel::new(Clock::default(), RULES, &[], Limits::default());
+        kernel
+            .shared
+            .state
+            .borrow_mut()
+            .inboxes
+            .insert(ServiceId::Logd, VecDeque::new());
+        let logd = KernelEndpoint {
+            shared: Rc::clone(&kernel.shared),
+            id: ServiceId::Logd,
+        };
+        let selftest = KernelEndpoint {
+            shared: Rc::clone(&kernel.shared),
+            id: ServiceId::Selftest,
+        };
+        let frame = Frame::request(Operation::LogdQuery, &[]).encode().unwrap();
+        let call = selftest.submit_call(ServiceId::Logd, &frame).unwrap();
+        let request = logd.try_receive().unwrap();
+        let reply = Frame::reply(&[7]).encode().unwrap();
+        logd.reply(request.token, &reply).unwrap();
+        // logd answered, then its process faulted before the caller took the reply.
+        logd.service_restarted();
+        match selftest.poll_call(call, u64::MAX) {
+            Poll::Ready(Ok(got)) => assert_eq!(got.as_slice(), reply.as_slice()),
+            other => panic!("the answered call ended as {other:?}"),
+        }
     }
 }

@@ -770,8 +770,6 @@ impl Process {
     /// Records how the process ended; a fault and the watchdog are named on the
     /// console and in the audit stream.
     fn end(&mut self, ep: &KernelEndpoint<RiscvPlatform>, end: End) -> Resume {
-        // Ended: nothing waits for it any more.
-        mark_started(self.task);
         for (call, _) in self.calls.drain(..) {
             ep.cancel_call(call);
         }
@@ -1456,6 +1454,15 @@ fn spawn(
                 Ok(process) => process,
                 Err(why) => {
                     ep.console(&alloc::format!("FAIL cannot start the process: {why}"));
+                    if restarts.policy.is_some() {
+                        // A supervised service that cannot run: fail closed, as past
+                        // its policy, never a device without it that looks healthy.
+                        crate::console::line(
+                            "KERNEL",
+                            format_args!("{task} cannot run: the device stops serving"),
+                        );
+                        crate::shutdown::shutdown(false, None);
+                    }
                     mark_started(task);
                     return;
                 }
@@ -1487,7 +1494,12 @@ fn spawn(
             }
             generation = match restarts.admit(&ep) {
                 Some(generation) => generation,
-                None => return,
+                None => {
+                    // Ended for good: nothing waits for it any more. (A restarted
+                    // service is waited for until its new process serves.)
+                    mark_started(task);
+                    return;
+                }
             };
         }
     })
@@ -1534,9 +1546,10 @@ impl Restarts {
             alloc::format!("{}", policy.window_s),
         );
         if self.recent.len() >= policy.limit as usize {
+            // The generation refused (its low 16 bits; `detail` the policy's limit).
             ep.kernel_record(
                 Action::Restart {
-                    generation: ep.generation() as u16,
+                    generation: ep.generation().wrapping_add(1) as u16,
                 },
                 Verdict::Denied,
                 0,

@@ -47,19 +47,20 @@ pub fn watchdog(images: &[(Combination, PathBuf)]) -> Result<(), String> {
     Ok(())
 }
 
-/// The services the kernel restarts, each faulted in turn.
-const RESTARTED: [&str; 6] = [
-    "logd",
-    "rngd",
-    "statefs",
-    "keystored",
-    "netstackd",
-    "dsoftbusd",
-];
+/// The tasks `policies/manifest.toml` gives a restart policy: the services the kernel
+/// restarts, each faulted in turn.
+fn restarted() -> Result<Vec<ipc::ServiceId>, String> {
+    let path = crate::steps::workspace_root().join("policies/manifest.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let manifest = kernel_config::parse_manifest("policies/manifest.toml", &text)
+        .map_err(|e| e.to_string())?;
+    Ok(manifest.restart.iter().map(|policy| policy.task).collect())
+}
 
 /// Supervision: `-append fault=<service>` makes that service's first process fault as
 /// it starts; the kernel must restart it and the whole ladder pass, QEMU exiting with
-/// success: logd on every image, each other service on one of them in turn (the
+/// success: logd on every image, each other service with a restart policy on one of
+/// them in turn (the
 /// restart is the kernel's, the same on every backend; one boot each keeps the step
 /// short). `-append fault=logd:always` makes every logd process fault; the kernel must
 /// restart it as its policy allows, then stop the device, QEMU exiting with a failure.
@@ -80,8 +81,11 @@ pub fn service_restart(images: &[(Combination, PathBuf)]) -> Result<(), String> 
             images.to_vec(),
         ),
     ];
-    for (index, service) in RESTARTED.iter().enumerate().skip(1) {
-        if let Some(image) = images.get(index % images.len().max(1)) {
+    let others = restarted()?
+        .into_iter()
+        .filter(|task| *task != ipc::ServiceId::Logd);
+    for (index, service) in others.enumerate() {
+        if let Some(image) = images.get((index + 1) % images.len().max(1)) {
             runs.push((
                 "service-restart",
                 format!("fault={service}"),

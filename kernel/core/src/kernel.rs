@@ -1000,27 +1000,32 @@ mod tests {
         assert_eq!(third, 3);
     }
 
-    #[test]
-    fn a_restarted_service_ends_every_call_to_it_and_frees_its_audit_feed() {
-        static GRANTS: &[Grant] = &[Grant {
-            task: ServiceId::Logd,
-            capability: Capability::AuditFeed,
-        }];
-        let kernel = Kernel::new(Clock::default(), RULES, GRANTS, Limits::default());
+    /// A kernel with logd's inbox, and the endpoints of logd and the selftest.
+    fn logd_and_selftest(
+        grants: &'static [Grant],
+    ) -> (Kernel<Clock>, KernelEndpoint<Clock>, KernelEndpoint<Clock>) {
+        let kernel = Kernel::new(Clock::default(), RULES, grants, Limits::default());
         kernel
             .shared
             .state
             .borrow_mut()
             .inboxes
             .insert(ServiceId::Logd, VecDeque::new());
-        let logd = KernelEndpoint {
+        let endpoint = |id| KernelEndpoint {
             shared: Rc::clone(&kernel.shared),
-            id: ServiceId::Logd,
+            id,
         };
-        let selftest = KernelEndpoint {
-            shared: Rc::clone(&kernel.shared),
-            id: ServiceId::Selftest,
-        };
+        let (logd, selftest) = (endpoint(ServiceId::Logd), endpoint(ServiceId::Selftest));
+        (kernel, logd, selftest)
+    }
+
+    #[test]
+    fn a_restarted_service_ends_every_call_to_it_and_frees_its_audit_feed() {
+        static GRANTS: &[Grant] = &[Grant {
+            task: ServiceId::Logd,
+            capability: Capability::AuditFeed,
+        }];
+        let (kernel, logd, selftest) = logd_and_selftest(GRANTS);
         let frame = Frame::request(Operation::LogdQuery, &[]).encode().unwrap();
         let taken = selftest.submit_call(ServiceId::Logd, &frame).unwrap();
         let queued = selftest.submit_call(ServiceId::Logd, &frame).unwrap();
@@ -1065,21 +1070,7 @@ mod tests {
 
     #[test]
     fn an_answered_call_survives_its_callees_restart() {
-        let kernel = Kernel::new(Clock::default(), RULES, &[], Limits::default());
-        kernel
-            .shared
-            .state
-            .borrow_mut()
-            .inboxes
-            .insert(ServiceId::Logd, VecDeque::new());
-        let logd = KernelEndpoint {
-            shared: Rc::clone(&kernel.shared),
-            id: ServiceId::Logd,
-        };
-        let selftest = KernelEndpoint {
-            shared: Rc::clone(&kernel.shared),
-            id: ServiceId::Selftest,
-        };
+        let (_kernel, logd, selftest) = logd_and_selftest(&[]);
         let frame = Frame::request(Operation::LogdQuery, &[]).encode().unwrap();
         let call = selftest.submit_call(ServiceId::Logd, &frame).unwrap();
         let request = logd.try_receive().unwrap();

@@ -1467,6 +1467,9 @@ fn spawn(
                     return;
                 }
             };
+            if generation > 0 {
+                restarts.say_restarted(generation);
+            }
             process.restarted_after = previous_end;
             let end = loop {
                 match process.resume(&ep) {
@@ -1574,24 +1577,33 @@ impl Restarts {
             0,
             generation,
         );
-        let (generation_text, count) = (
+        Some(generation)
+    }
+
+    /// The console line of a restart, once the new process of `generation` exists.
+    fn say_restarted(&self, generation: u32) {
+        let Some(policy) = self.policy else {
+            return;
+        };
+        let values = [
             alloc::format!("{generation}"),
             alloc::format!("{}", self.recent.len()),
-        );
+            alloc::format!("{}", policy.limit),
+            alloc::format!("{}", policy.window_s),
+        ];
         crate::console::line(
             "KERNEL",
             format_args!(
                 "{}",
                 markers::KERNEL_SERVICE_RESTARTED.rendered(&[
-                    task.name(),
-                    &generation_text,
-                    &count,
-                    &limit,
-                    &window
+                    self.task.name(),
+                    &values[0],
+                    &values[1],
+                    &values[2],
+                    &values[3]
                 ])
             ),
         );
-        Some(generation)
     }
 }
 

@@ -80,8 +80,11 @@ pub fn service_replies(data: &[u8]) {
     if let Ok(status) = Status::decode(data) {
         assert_eq!(status.encode(), data);
     }
-    if let Ok(ready) = netstackd::decode_ready(data) {
-        assert_eq!(netstackd::encode_ready(&ready), data);
+    if let Ok(waited) = netstackd::decode_ready(data) {
+        assert_eq!(
+            netstackd::encode_ready(waited.generation, &waited.ready),
+            data
+        );
     }
     if let Ok(connected) = dsoftbusd_api::Connected::decode(data) {
         assert_eq!(connected.encode(), data);

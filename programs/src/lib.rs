@@ -18,7 +18,7 @@ extern crate alloc;
 mod riscv {
     use alloc::vec::Vec;
 
-    use ipc::{Capability, CapabilityError, ServiceId};
+    use ipc::{Capability, CapabilityError, Endpoint, ServiceId};
     use provider_select::{Selected, SelectedHash as Hash};
     use user_rt::{BoxedNet, Start, UserEndpoint, block_on, exit};
 
@@ -41,35 +41,68 @@ mod riscv {
         Ok(BoxedNet(alloc::boxed::Box::new(device)))
     }
 
+    /// What a program puts around each service's endpoint: nothing in the production
+    /// program ([`Plain`]); the test programs' fault injection (`src/fault.rs`).
+    pub trait Wrap {
+        /// The endpoint a service gets: with `E`'s devices.
+        type Wrapped<E: Endpoint>: Endpoint<
+                EntropyDevice = E::EntropyDevice,
+                AuditFeed = E::AuditFeed,
+                Disk = E::Disk,
+                NetDevice = E::NetDevice,
+            >;
+        /// Puts it around `ep`.
+        fn wrap<E: Endpoint>(&self, ep: E) -> Self::Wrapped<E>;
+    }
+
+    /// The endpoint as it is.
+    pub struct Plain;
+
+    impl Wrap for Plain {
+        type Wrapped<E: Endpoint> = E;
+
+        fn wrap<E: Endpoint>(&self, ep: E) -> E {
+            ep
+        }
+    }
+
     /// Runs the service of `start.task`, if this program has it; returns otherwise.
     /// `open_net` opens the network device for netstackd (the test image's may stall
-    /// it on purpose).
-    pub fn serve(start: Start, open_net: fn() -> Result<BoxedNet, CapabilityError>) {
+    /// it on purpose); `wrap` goes around each service's endpoint.
+    pub fn serve<W: Wrap>(
+        start: Start,
+        open_net: fn() -> Result<BoxedNet, CapabilityError>,
+        wrap: &W,
+    ) {
         match start.task {
             ServiceId::Logd => block_on(logd::run(
-                UserEndpoint::new(ServiceId::Logd),
+                wrap.wrap(UserEndpoint::new(ServiceId::Logd)),
                 logd::DEFAULT_LIMITS,
             )),
-            ServiceId::Rngd => block_on(rngd::run(
-                UserEndpoint::new(ServiceId::Rngd)
-                    .with_entropy_device(|| user_hal::entropy_device(ENTROPY_DEVICE_TIMEOUT_US)),
-            )),
+            ServiceId::Rngd => {
+                block_on(rngd::run(wrap.wrap(
+                    UserEndpoint::new(ServiceId::Rngd).with_entropy_device(|| {
+                        user_hal::entropy_device(ENTROPY_DEVICE_TIMEOUT_US)
+                    }),
+                )))
+            }
             ServiceId::Netstackd => {
                 let bootargs = user_rt::bootargs();
                 block_on(netstackd::run(
-                    UserEndpoint::new(ServiceId::Netstackd).with_net_device(open_net),
+                    wrap.wrap(UserEndpoint::new(ServiceId::Netstackd).with_net_device(open_net)),
                     &bootargs,
+                    start.args[0],
                 ))
             }
             ServiceId::Dsoftbusd => block_on(dsoftbusd::run::<Selected, Hash, _>(
-                UserEndpoint::new(ServiceId::Dsoftbusd),
+                wrap.wrap(UserEndpoint::new(ServiceId::Dsoftbusd)),
             )),
             ServiceId::Devmgr => devmgr(),
             ServiceId::Statefs => block_on(statefs::run(
-                UserEndpoint::new(ServiceId::Statefs).with_disks(user_hal::disk),
+                wrap.wrap(UserEndpoint::new(ServiceId::Statefs).with_disks(user_hal::disk)),
             )),
             ServiceId::Keystored => block_on(keystored::run::<Selected, Hash, _>(
-                UserEndpoint::new(ServiceId::Keystored).with_disks(user_hal::disk),
+                wrap.wrap(UserEndpoint::new(ServiceId::Keystored).with_disks(user_hal::disk)),
                 kernel_core::config::PURPOSES,
             )),
             _ => {}
@@ -140,4 +173,6 @@ mod riscv {
 }
 
 #[cfg(target_arch = "riscv64")]
-pub use riscv::{NET_TRANSMIT_TIMEOUT_US, NOT_HERE, devmgr, net_device, not_here, serve};
+pub use riscv::{
+    NET_TRANSMIT_TIMEOUT_US, NOT_HERE, Plain, Wrap, devmgr, net_device, not_here, serve,
+};

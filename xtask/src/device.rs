@@ -232,3 +232,155 @@ fn boot(
         outcome.to_trigger.unwrap_or(wall),
     ))
 }
+
+/// The fault the scenario injects: netstackd's first process faults as it takes the
+/// request after its answer to the second `ACCEPT`, with the peer's second connection
+/// in its hands.
+const NETSTACKD_FAULT: &str = "fault=netstackd:after=ACCEPT#2";
+
+/// How long the peer's tries wait for each answer before one counts as failed (the
+/// outage it reports includes one such wait).
+const OUTAGE_ANSWER_MS: &str = "500";
+
+/// A netstackd fault under a host peer's sessions, on every combination of `images`
+/// (production images): the production kernel boots `device-faults` (the production
+/// services plus fault injection, nothing else) with [`NETSTACKD_FAULT`]; the peer's
+/// first session works, its second is cut off by the fault, the kernel restarts
+/// netstackd, dsoftbusd listens again by itself, and the peer's sessions work again
+/// against the same device key (`--device-key`). Prints the peer's outage and the
+/// device's own account of the restart.
+pub fn netstackd_fault(images: &[(Combination, PathBuf)]) -> Result<(), String> {
+    on_each(images, netstackd_fault_boot)
+}
+
+fn netstackd_fault_boot(
+    combination: &Combination,
+    path: &Path,
+    binary: &Path,
+) -> Result<String, String> {
+    let dir = image::run_dir(combination).join("device-fault");
+    let disks = DiskSet::fresh(&dir, false)?;
+    let identity = dir.join("peer.key");
+    let _ = std::fs::remove_file(&identity);
+    let identity = identity.display().to_string();
+    let peer_key = network::peer(binary, &["key", "--identity", &identity])?
+        .trim()
+        .to_owned();
+    network::trust(&dir, std::slice::from_ref(&peer_key), combination)?;
+    let contract = contract()?;
+    let expectation = contract
+        .expectation("full", Some("device-netstackd-fault"))
+        .map_err(|e| e.to_string())?;
+    let port = network::free_port()?;
+    let log = image::run_dir(combination).join("device-netstackd-fault.log");
+    let suite = network::suite(combination);
+    let (binary_owned, log_owned) = (binary.to_path_buf(), log.clone());
+    let action = Box::new(move || -> Result<String, String> {
+        let text = std::fs::read_to_string(&log_owned).unwrap_or_default();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("keystored: device pubkey "))
+            .ok_or("no device pubkey line before dsoftbusd listened")?
+            .trim()
+            .to_owned();
+        let addr = format!("127.0.0.1:{port}");
+        let console_log = log_owned.display().to_string();
+        network::peer(
+            &binary_owned,
+            &[
+                "outage",
+                "--identity",
+                &identity,
+                "--addr",
+                &addr,
+                "--device-key",
+                &key,
+                "--suite",
+                &suite,
+                "--answer-ms",
+                OUTAGE_ANSWER_MS,
+                "--console-log",
+                &console_log,
+            ],
+        )
+    });
+    let nic = Nic {
+        network: Network::User {
+            forwards: vec![(port, DSOFTBUS_PORT)],
+        },
+        mac: None,
+    };
+    let programs = image::device_faults_for(path);
+    let bootargs = [NETSTACKD_FAULT.to_owned()];
+    let boot = Boot {
+        image: path,
+        programs: Some(&programs),
+        log,
+        rng: &RngBacking::Host,
+        disks: &disks,
+        timeout: BOOT_TIMEOUT,
+        until_marker: true,
+        stream: false,
+        bench: false,
+        nic: &nic,
+        bootargs: &bootargs,
+    };
+    let values = BTreeMap::from([
+        ("provider".to_owned(), combination.to_string()),
+        ("peer".to_owned(), peer_key.clone()),
+        ("task".to_owned(), "netstackd".to_owned()),
+    ]);
+    let outcome = qemu::run_with(
+        &boot,
+        expectation,
+        &["device-netstackd-fault"],
+        values,
+        Some(Interaction {
+            trigger: "dsoftbusd: listening".into(),
+            action,
+        }),
+    )?;
+    if !outcome.passed() {
+        eprintln!(
+            "    {combination} netstackd fault: FAILED: {}",
+            outcome.explanation
+        );
+        eprintln!("    last lines of {}:", outcome.log.display());
+        for line in &outcome.tail {
+            eprintln!("      | {line}");
+        }
+        return Err(format!(
+            "{combination} netstackd fault: {}",
+            outcome.explanation
+        ));
+    }
+    let peer = match &outcome.interaction {
+        Some(Ok(out)) => out.clone(),
+        _ => return Err(format!("{combination}: the host peer did not run")),
+    };
+    let measure = peer
+        .lines()
+        .find_map(|l| l.strip_prefix("measure "))
+        .ok_or_else(|| format!("{combination}: the peer printed no outage figure"))?
+        .to_owned();
+    let text = std::fs::read_to_string(&outcome.log)
+        .map_err(|e| format!("{}: {e}", outcome.log.display()))?;
+    let serving_again = text
+        .lines()
+        .find_map(|l| {
+            l.split_once("netstackd serving again ")
+                .map(|(_, rest)| rest)
+        })
+        .and_then(|rest| rest.split(" after").next())
+        .unwrap_or("(no line)")
+        .to_owned();
+    let relistened = text
+        .lines()
+        .find_map(|l| l.split_once("connections ended, ").map(|(_, rest)| rest))
+        .and_then(|rest| rest.strip_suffix(" after it learned)"))
+        .unwrap_or("(no line)")
+        .to_owned();
+    Ok(format!(
+        "{combination}: netstackd faulted mid-session and was restarted (serving again {serving_again}); dsoftbusd listened again {relistened} after it learned; the peer: {measure}"
+    ))
+}

@@ -39,10 +39,12 @@ pub fn build(combination: &Combination) -> Result<PathBuf, String> {
 const USER_PROGRAMS: &str = "user-programs";
 const TEST_PROGRAMS: &str = "test-programs";
 const DEVICE_PROGRAMS: &str = "device-programs";
+/// The production services with fault injection: for the device fault scenario alone.
+const DEVICE_FAULTS: &str = "device-faults";
 
 fn copy_programs(combination: &Combination) -> Result<(), String> {
     let release = target_dir().join(RISCV_TARGET).join("release");
-    for program in [TEST_PROGRAMS, DEVICE_PROGRAMS] {
+    for program in [TEST_PROGRAMS, DEVICE_PROGRAMS, DEVICE_FAULTS] {
         copy(
             combination,
             &release.join(program),
@@ -61,6 +63,12 @@ pub fn programs_for(image: &Path) -> PathBuf {
 /// The user program a production image at `image` boots with.
 pub fn device_programs_for(image: &Path) -> PathBuf {
     image.with_file_name(format!("{DEVICE_PROGRAMS}.elf"))
+}
+
+/// The production services with fault injection, for a production image at `image`
+/// (the device fault scenario boots the production kernel with it).
+pub fn device_faults_for(image: &Path) -> PathBuf {
+    image.with_file_name(format!("{DEVICE_FAULTS}.elf"))
 }
 
 /// Where [`build`] put `combination`'s production image.

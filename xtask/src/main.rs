@@ -109,6 +109,15 @@ enum Command {
         #[arg(long, env = "PROVIDER", default_value = "all")]
         provider: String,
     },
+    /// The netstackd fault scenario alone: each requested combination's production
+    /// kernel with the production services plus fault injection (`device-faults`);
+    /// netstackd faults under the host peer's sessions, and the peer reports how long
+    /// it went without a working session.
+    TestDeviceFault {
+        /// Provider combination, `classic` or `all`.
+        #[arg(long, env = "PROVIDER", default_value = "classic")]
+        provider: String,
+    },
     /// The trust-store rollback scenario alone, on the production image: the factory
     /// trusts two host peers and revokes one; then one flipped byte of the store, the
     /// older store written back, and an older copy of the whole state disk must each be
@@ -214,6 +223,9 @@ fn main() -> ExitCode {
         },
         Command::TestDevice { provider } => {
             on_production_images("test-device", &provider, device::run)
+        }
+        Command::TestDeviceFault { provider } => {
+            on_production_images("test-device-fault", &provider, device::netstackd_fault)
         }
         Command::TestRollback { provider } => {
             on_production_images("test-rollback", &provider, rollback::run)
@@ -456,6 +468,10 @@ fn test() -> ExitCode {
         .filter(|(c, _)| c.is_classic())
         .cloned()
         .collect();
+    steps.run(
+        "QEMU: netstackd faults under a host peer's sessions and the device serves again (production services plus fault injection), the four classic combinations",
+        || device::netstackd_fault(&classic_device_images),
+    );
     steps.run(
         "QEMU: a revoked peer stays revoked (one flipped byte, the older store, an older disk), the four classic combinations",
         || rollback::run(&classic_device_images),

@@ -3,8 +3,7 @@
 //! and the intruder of the ladder's isolation phase (task `intruder`: its step in the
 //! first argument, its target address in the second). Its network device can stall on
 //! purpose (`net.stall-tx=`, `stall.rs`), and a service's process can fault on purpose
-//! (`fault=`, [`program::injected_fault`]); the production image's program can do
-//! neither.
+//! (`fault=`, `fault.rs`); the production image's program can do neither.
 
 #![cfg_attr(target_arch = "riscv64", no_std, no_main)]
 #![deny(unsafe_code)]
@@ -12,6 +11,10 @@
 #[cfg(target_arch = "riscv64")]
 #[path = "../stall.rs"]
 mod stall;
+
+#[cfg(target_arch = "riscv64")]
+#[path = "../fault.rs"]
+mod fault;
 
 #[cfg(target_arch = "riscv64")]
 extern crate alloc;
@@ -78,38 +81,12 @@ mod program {
         if start.task == ServiceId::Selftest {
             selftest()
         }
-        injected_fault(&start);
-        user_programs::serve(start, crate::stall::net_device_for_tests);
+        crate::fault::at_start(&start);
+        let faults = crate::fault::Faults {
+            generation: start.args[0],
+        };
+        user_programs::serve(start, crate::stall::net_device_for_tests, &faults);
         user_programs::not_here()
-    }
-
-    /// Fault injection, for tests only: `-append fault=<task>` makes the first process
-    /// of that task's service (generation 0, the kernel's first argument) execute an
-    /// illegal instruction as it starts, so the kernel restarts it;
-    /// `fault=<task>:always` makes every one of its processes do so, so the kernel's
-    /// restart policy runs out.
-    pub(crate) fn injected_fault(start: &user_rt::Start) {
-        let generation = start.args[0];
-        let bootargs = user_rt::bootargs();
-        let asked = bootargs
-            .split_whitespace()
-            .filter_map(|word| word.strip_prefix("fault="))
-            .any(|spec| match spec.split_once(':') {
-                Some((task, "always")) => task == start.task.name(),
-                Some(_) => false,
-                None => spec == start.task.name() && generation == 0,
-            });
-        if asked {
-            let _ = user_rt::console(b"fault injected: an illegal instruction as it starts");
-            illegal_instruction();
-        }
-    }
-
-    #[allow(unsafe_code)]
-    fn illegal_instruction() -> ! {
-        // SAFETY: none needed: `unimp` traps at once, and the kernel stops this
-        // process (an illegal-instruction fault); nothing runs after it.
-        unsafe { core::arch::asm!("unimp", options(noreturn)) }
     }
 
     user_rt::entry!(main);

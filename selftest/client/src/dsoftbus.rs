@@ -357,15 +357,17 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
         let own = Stream::open(ep, DSOFTBUSD)
             .await
             .map_err(|e| format!("CONNECT: {e}"))?;
-        for handle in 1..=64u16 {
-            if Handle(handle) == own.handle() {
+        let generation = own.handle().generation();
+        for number in 1..=64u16 {
+            let handle = Handle::new(generation, number);
+            if handle == own.handle() {
                 continue;
             }
-            match netstackd::status(ep, Handle(handle)).await {
+            match netstackd::status(ep, handle).await {
                 Err(ClientError::Service(ServiceError::BadHandle)) => {}
                 other => {
                     return Err(format!(
-                        "STATUS of handle {handle}, not ours, got {other:?}"
+                        "STATUS of handle {number}, not ours, got {other:?}"
                     ));
                 }
             }
@@ -373,6 +375,17 @@ pub(crate) async fn run<P: Provider, H: HashBackend, E: Endpoint>(checks: &mut C
         match netstackd::status(ep, own.handle()).await {
             Ok(_) => {}
             Err(e) => return Err(format!("STATUS of our own socket: {e}")),
+        }
+        // Our own socket's number under another generation of netstackd: a handle a
+        // process before a restart would have made, refused as such.
+        let other = Handle::new(generation.wrapping_add(1), own.handle().number());
+        match netstackd::status(ep, other).await {
+            Err(ClientError::Service(ServiceError::Restarted)) => {}
+            other => {
+                return Err(format!(
+                    "STATUS of our socket's number from another generation got {other:?}"
+                ));
+            }
         }
         own.close(ep, true).await;
         Ok(())

@@ -462,7 +462,9 @@ impl HostSystem {
             keystored::run::<P, H, _>(ep, kernel_core::config::PURPOSES)
         }));
         // Without a network device netstackd serves its loopback interface alone.
-        system.spawn(ServiceId::Netstackd, move |ep| netstackd::run(ep, bootargs));
+        system.spawn(ServiceId::Netstackd, move |ep| {
+            netstackd::run(ep, bootargs, 0)
+        });
         system
     }
 

@@ -90,10 +90,14 @@ pub enum ServiceError {
     /// Older than the device's anti-rollback counter allows: a record written before a
     /// newer one, brought back (a replayed slot, an older copy of the disk).
     RolledBack = 24,
+    /// The handle (or other state) names something of an earlier generation of the
+    /// service: its process faulted and was restarted since, and everything the old
+    /// process held is gone.
+    Restarted = 25,
 }
 
 impl ServiceError {
-    const ALL: [ServiceError; 24] = [
+    const ALL: [ServiceError; 25] = [
         Self::MalformedRequest,
         Self::UnknownOperation,
         Self::EmptyRequest,
@@ -118,6 +122,7 @@ impl ServiceError {
         Self::BadHandle,
         Self::Busy,
         Self::RolledBack,
+        Self::Restarted,
     ];
 
     /// The error with wire code `code`.
@@ -158,6 +163,7 @@ impl fmt::Display for ServiceError {
             Self::BadHandle => "no such socket of the caller's",
             Self::Busy => "busy: try again later",
             Self::RolledBack => "older than the device's rollback counter allows",
+            Self::Restarted => "of an earlier generation of the service: it was restarted since",
         })
     }
 }

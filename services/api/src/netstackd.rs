@@ -2,7 +2,16 @@
 //!
 //! A socket belongs to the task that opened it: handles are per caller (the
 //! kernel-stamped sender), so a task names only its own sockets, and another task's
-//! handle number is [`BadHandle`](crate::ServiceError::BadHandle) to it. A caller holds
+//! handle number is [`BadHandle`](crate::ServiceError::BadHandle) to it.
+//!
+//! **Generations.** A handle is a `u32`: the generation of the netstackd process that
+//! made it (the kernel's restart count of netstackd, modulo 65,536) in its high 16 bits,
+//! a number in its low 16. When netstackd faults and the kernel restarts it, every
+//! socket is gone; the new process answers a handle of another generation with
+//! [`Restarted`](crate::ServiceError::Restarted), never as one of its own, and every
+//! `WAIT` reply starts with the generation that answers, so a client that holds only a
+//! listener (and so would wait for ever) learns of the restart at its next `WAIT`. A
+//! call open when the old process ended fails with the kernel's `PeerGone`. A caller holds
 //! at most [`MAX_SOCKETS_PER_CALLER`] handles, and netstackd also bounds the sockets
 //! behind them per caller (a listener's backlog, connections, connections still
 //! closing), so no task, nor the peers it serves, can take every socket of the stack. Integers are little-endian; an address
@@ -16,14 +25,14 @@
 //!
 //! | operation | payload | reply |
 //! |---|---|---|
-//! | `LISTEN` | `port: u16`, `backlog: u8` (1..=[`MAX_BACKLOG`]) | `listener: u16` |
-//! | `ACCEPT` | `listener: u16`, `wait_ms: u16` | `handle: u16`, remote address, local address |
-//! | `CONNECT` | remote address, `wait_ms: u16` | `handle: u16`, local address |
-//! | `SEND` | `handle: u16`, `wait_ms: u16`, data (at most [`MAX_IO`]) | `sent: u16` |
-//! | `RECV` | `handle: u16`, `max: u16` (1..=[`MAX_IO`]), `wait_ms: u16` | data (1..=`max` bytes) |
-//! | `CLOSE` | `handle: u16`, `abort: u8` (0 graceful, 1 reset) | empty |
-//! | `STATUS` | `handle: u16` | `state: u8`, remote address, local address, `rx: u16`, `tx: u16` |
-//! | `WAIT` | `wait_ms: u16` | `(handle: u16, flags: u8)` per ready socket; empty when none |
+//! | `LISTEN` | `port: u16`, `backlog: u8` (1..=[`MAX_BACKLOG`]) | `listener: u32` |
+//! | `ACCEPT` | `listener: u32`, `wait_ms: u16` | `handle: u32`, remote address, local address |
+//! | `CONNECT` | remote address, `wait_ms: u16` | `handle: u32`, local address |
+//! | `SEND` | `handle: u32`, `wait_ms: u16`, data (at most [`MAX_IO`]) | `sent: u16` |
+//! | `RECV` | `handle: u32`, `max: u16` (1..=[`MAX_IO`]), `wait_ms: u16` | data (1..=`max` bytes) |
+//! | `CLOSE` | `handle: u32`, `abort: u8` (0 graceful, 1 reset) | empty |
+//! | `STATUS` | `handle: u32` | `state: u8`, remote address, local address, `rx: u16`, `tx: u16` |
+//! | `WAIT` | `wait_ms: u16` | `generation: u16`, then `(handle: u32, flags: u8)` per ready socket |
 //! | `STATS` | empty | `sockets: u16`, `handles: u16`, `lingering: u16`, `parked: u16` (the whole stack's, for soak runs) |
 //!
 //! A listener listens on every interface (the network device's address and the
@@ -35,7 +44,8 @@
 //! Errors: `TimedOut` (nothing within `wait_ms`: no connection to accept, no data, not
 //! connected yet), `Closed` (`RECV` after the peer closed and every byte was taken, or
 //! a socket that was reset), `Refused` (`CONNECT` answered by a reset), `InUse`
-//! (`LISTEN` on a port already listened on), `BadHandle`, `Full` (the caller's table,
+//! (`LISTEN` on a port already listened on), `BadHandle`, `Restarted` (a handle of an
+//! earlier generation), `Full` (the caller's table,
 //! or netstackd's sockets), `Unavailable` (no route: no network device, or an address
 //! outside the configured network), `MalformedRequest`, `RequestTooLarge`.
 
@@ -115,9 +125,27 @@ impl core::fmt::Display for SocketAddr {
     }
 }
 
-/// A socket handle: meaningful only to the task that holds it.
+/// A socket handle: meaningful only to the task that holds it, and only to the
+/// generation of netstackd that made it (its high 16 bits; the number in the low 16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Handle(pub u16);
+pub struct Handle(pub u32);
+
+impl Handle {
+    /// Handle `number` of netstackd's generation `generation`.
+    pub const fn new(generation: u16, number: u16) -> Self {
+        Self(((generation as u32) << 16) | number as u32)
+    }
+
+    /// The generation of netstackd that made it.
+    pub const fn generation(self) -> u16 {
+        (self.0 >> 16) as u16
+    }
+
+    /// Its number within that generation.
+    pub const fn number(self) -> u16 {
+        self.0 as u16
+    }
+}
 
 /// A connection's state, as `STATUS` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,6 +286,11 @@ fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes([chunk[0], chunk[1]]))
 }
 
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let chunk = bytes.get(at..at + 4)?;
+    Some(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+}
+
 fn exact(payload: &[u8], len: usize) -> Result<(), ServiceError> {
     if payload.len() == len {
         Ok(())
@@ -284,6 +317,7 @@ impl<'a> Request<'a> {
     pub fn decode(operation: Operation, payload: &'a [u8]) -> Result<Self, ServiceError> {
         let malformed = ServiceError::MalformedRequest;
         let at = |i| u16_at(payload, i).ok_or(malformed);
+        let handle_at = |i| u32_at(payload, i).map(Handle).ok_or(malformed);
         match operation {
             Operation::NetstackdListen => {
                 exact(payload, 3)?;
@@ -297,10 +331,10 @@ impl<'a> Request<'a> {
                 Ok(Self::Listen { port, backlog })
             }
             Operation::NetstackdAccept => {
-                exact(payload, 4)?;
+                exact(payload, 6)?;
                 Ok(Self::Accept {
-                    listener: Handle(at(0)?),
-                    wait_ms: bounded_wait(at(2)?)?,
+                    listener: handle_at(0)?,
+                    wait_ms: bounded_wait(at(4)?)?,
                 })
             }
             Operation::NetstackdConnect => {
@@ -315,7 +349,7 @@ impl<'a> Request<'a> {
                 })
             }
             Operation::NetstackdSend => {
-                let data = payload.get(4..).ok_or(malformed)?;
+                let data = payload.get(6..).ok_or(malformed)?;
                 if data.len() > MAX_IO {
                     return Err(ServiceError::RequestTooLarge);
                 }
@@ -323,14 +357,14 @@ impl<'a> Request<'a> {
                     return Err(ServiceError::EmptyRequest);
                 }
                 Ok(Self::Send {
-                    handle: Handle(at(0)?),
-                    wait_ms: bounded_wait(at(2)?)?,
+                    handle: handle_at(0)?,
+                    wait_ms: bounded_wait(at(4)?)?,
                     data,
                 })
             }
             Operation::NetstackdRecv => {
-                exact(payload, 6)?;
-                let max = at(2)?;
+                exact(payload, 8)?;
+                let max = at(4)?;
                 if max == 0 {
                     return Err(ServiceError::EmptyRequest);
                 }
@@ -338,27 +372,27 @@ impl<'a> Request<'a> {
                     return Err(ServiceError::RequestTooLarge);
                 }
                 Ok(Self::Recv {
-                    handle: Handle(at(0)?),
+                    handle: handle_at(0)?,
                     max,
-                    wait_ms: bounded_wait(at(4)?)?,
+                    wait_ms: bounded_wait(at(6)?)?,
                 })
             }
             Operation::NetstackdClose => {
-                exact(payload, 3)?;
-                let abort = match payload[2] {
+                exact(payload, 5)?;
+                let abort = match payload[4] {
                     0 => false,
                     1 => true,
                     _ => return Err(malformed),
                 };
                 Ok(Self::Close {
-                    handle: Handle(at(0)?),
+                    handle: handle_at(0)?,
                     abort,
                 })
             }
             Operation::NetstackdStatus => {
-                exact(payload, 2)?;
+                exact(payload, 4)?;
                 Ok(Self::Status {
-                    handle: Handle(at(0)?),
+                    handle: handle_at(0)?,
                 })
             }
             Operation::NetstackdWait => {
@@ -447,7 +481,7 @@ pub struct Accepted {
 impl Accepted {
     /// The reply payload.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + 2 * SocketAddr::LEN);
+        let mut out = Vec::with_capacity(4 + 2 * SocketAddr::LEN);
         out.extend_from_slice(&self.handle.0.to_le_bytes());
         self.remote.encode_into(&mut out);
         self.local.encode_into(&mut out);
@@ -460,11 +494,11 @@ impl Accepted {
     /// [`ClientError::MalformedReply`].
     pub fn decode(bytes: &[u8]) -> Result<Self, ClientError> {
         let bad = ClientError::MalformedReply;
-        if bytes.len() != 2 + 2 * SocketAddr::LEN {
+        if bytes.len() != 4 + 2 * SocketAddr::LEN {
             return Err(bad);
         }
-        let handle = Handle(u16_at(bytes, 0).ok_or(bad)?);
-        let (remote, rest) = SocketAddr::decode(&bytes[2..]).ok_or(bad)?;
+        let handle = Handle(u32_at(bytes, 0).ok_or(bad)?);
+        let (remote, rest) = SocketAddr::decode(&bytes[4..]).ok_or(bad)?;
         let (local, _) = SocketAddr::decode(rest).ok_or(bad)?;
         Ok(Self {
             handle,
@@ -580,9 +614,24 @@ pub struct Ready {
     pub flags: u8,
 }
 
-/// Encodes a `WAIT` reply.
-pub fn encode_ready(ready: &[Ready]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(3 * ready.len());
+/// What a `WAIT` answered: the generation of netstackd that answered, and the
+/// caller's sockets that are ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waited {
+    /// The answering process's generation: a client holding handles of another
+    /// generation knows they are gone.
+    pub generation: u16,
+    /// The ready sockets.
+    pub ready: Vec<Ready>,
+}
+
+/// The size of one ready socket in a `WAIT` reply.
+const READY_LEN: usize = 5;
+
+/// Encodes a `WAIT` reply from netstackd's generation `generation`.
+pub fn encode_ready(generation: u16, ready: &[Ready]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + READY_LEN * ready.len());
+    out.extend_from_slice(&generation.to_le_bytes());
     for r in ready {
         out.extend_from_slice(&r.handle.0.to_le_bytes());
         out.push(r.flags);
@@ -594,17 +643,25 @@ pub fn encode_ready(ready: &[Ready]) -> Vec<u8> {
 ///
 /// # Errors
 /// [`ClientError::MalformedReply`].
-pub fn decode_ready(bytes: &[u8]) -> Result<Vec<Ready>, ClientError> {
-    if !bytes.len().is_multiple_of(3) || bytes.len() / 3 > MAX_SOCKETS_PER_CALLER {
+pub fn decode_ready(bytes: &[u8]) -> Result<Waited, ClientError> {
+    let (generation, entries) = bytes
+        .split_first_chunk::<2>()
+        .ok_or(ClientError::MalformedReply)?;
+    if !entries.len().is_multiple_of(READY_LEN)
+        || entries.len() / READY_LEN > MAX_SOCKETS_PER_CALLER
+    {
         return Err(ClientError::MalformedReply);
     }
-    Ok(bytes
-        .chunks_exact(3)
-        .map(|c| Ready {
-            handle: Handle(u16::from_le_bytes([c[0], c[1]])),
-            flags: c[2],
-        })
-        .collect())
+    Ok(Waited {
+        generation: u16::from_le_bytes(*generation),
+        ready: entries
+            .chunks_exact(READY_LEN)
+            .map(|c| Ready {
+                handle: Handle(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                flags: c[4],
+            })
+            .collect(),
+    })
 }
 
 async fn call<E: Endpoint>(ep: &E, request: Request<'_>) -> Result<IpcBuffer, ClientError> {
@@ -613,7 +670,7 @@ async fn call<E: Endpoint>(ep: &E, request: Request<'_>) -> Result<IpcBuffer, Cl
 }
 
 fn handle_of(reply: &[u8]) -> Result<Handle, ClientError> {
-    u16_at(reply, 0)
+    u32_at(reply, 0)
         .map(Handle)
         .ok_or(ClientError::MalformedReply)
 }
@@ -624,7 +681,7 @@ fn handle_of(reply: &[u8]) -> Result<Handle, ClientError> {
 /// [`ClientError`].
 pub async fn listen<E: Endpoint>(ep: &E, port: u16, backlog: u8) -> Result<Handle, ClientError> {
     let reply = call(ep, Request::Listen { port, backlog }).await?;
-    if reply.len() != 2 {
+    if reply.len() != 4 {
         return Err(ClientError::MalformedReply);
     }
     handle_of(&reply)
@@ -652,10 +709,10 @@ pub async fn connect<E: Endpoint>(
     wait_ms: u16,
 ) -> Result<(Handle, SocketAddr), ClientError> {
     let reply = call(ep, Request::Connect { remote, wait_ms }).await?;
-    if reply.len() != 2 + SocketAddr::LEN {
+    if reply.len() != 4 + SocketAddr::LEN {
         return Err(ClientError::MalformedReply);
     }
-    let (local, _) = SocketAddr::decode(&reply[2..]).ok_or(ClientError::MalformedReply)?;
+    let (local, _) = SocketAddr::decode(&reply[4..]).ok_or(ClientError::MalformedReply)?;
     Ok((handle_of(&reply)?, local))
 }
 
@@ -679,10 +736,10 @@ pub async fn send<E: Endpoint>(
         },
     )
     .await?;
-    if reply.len() != 2 {
-        return Err(ClientError::MalformedReply);
-    }
-    Ok(usize::from(handle_of(&reply)?.0))
+    u16_at(&reply, 0)
+        .filter(|_| reply.len() == 2)
+        .map(usize::from)
+        .ok_or(ClientError::MalformedReply)
 }
 
 /// Queues all of `data`, in pieces of [`MAX_IO`], each waiting up to `wait_ms`.
@@ -742,11 +799,12 @@ pub async fn status<E: Endpoint>(ep: &E, handle: Handle) -> Result<Status, Clien
     Status::decode(&call(ep, Request::Status { handle }).await?)
 }
 
-/// The caller's sockets that are ready, waiting up to `wait_ms` for one.
+/// The caller's sockets that are ready, waiting up to `wait_ms` for one, and the
+/// generation of netstackd that answered.
 ///
 /// # Errors
 /// [`ClientError`].
-pub async fn wait<E: Endpoint>(ep: &E, wait_ms: u16) -> Result<Vec<Ready>, ClientError> {
+pub async fn wait<E: Endpoint>(ep: &E, wait_ms: u16) -> Result<Waited, ClientError> {
     decode_ready(&call(ep, Request::Wait { wait_ms }).await?)
 }
 
@@ -869,7 +927,19 @@ mod tests {
                 flags: READY_ACCEPTABLE | READY_CLOSED,
             },
         ];
-        assert_eq!(decode_ready(&encode_ready(&ready)), Ok(ready.to_vec()));
-        assert_eq!(decode_ready(&[1, 2]), Err(ClientError::MalformedReply));
+        let waited = Waited {
+            generation: 3,
+            ready: ready.to_vec(),
+        };
+        assert_eq!(decode_ready(&encode_ready(3, &ready)), Ok(waited));
+        assert_eq!(
+            decode_ready(&[1, 2]).map(|w| w.ready),
+            Ok(Vec::new()),
+            "a reply with no ready socket is its generation alone"
+        );
+        assert_eq!(decode_ready(&[1]), Err(ClientError::MalformedReply));
+        assert_eq!(decode_ready(&[1, 2, 3]), Err(ClientError::MalformedReply));
+        let handle = Handle::new(0xabcd, 0x1234);
+        assert_eq!((handle.generation(), handle.number()), (0xabcd, 0x1234));
     }
 }

@@ -6,7 +6,7 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use ipc::{Endpoint, Operation, ReplyToken, ServiceId, Verdict};
+use ipc::{Endpoint, IpcError, Operation, ReplyToken, ServiceId, Verdict};
 use noise_xk::{Initiator, NoiseError, Responder};
 use provider_api::{
     HashBackend, Provider, SecretBytes, SignatureError, VerifyingKey, X25519PublicKey,
@@ -103,7 +103,17 @@ fn connect_error(refusal: Refusal) -> ServiceError {
         Refusal::IdleTimeout | Refusal::Established | Refusal::NoEntropy => {
             ServiceError::Unavailable
         }
+        Refusal::NetworkRestarted => ServiceError::Restarted,
     }
+}
+
+/// Whether a netstackd call's failure says its process is gone: the call was open when
+/// it ended (`PeerGone`), or a restarted process refused a handle of the old one.
+pub fn network_gone(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Ipc(IpcError::PeerGone) | ClientError::Service(ServiceError::Restarted)
+    )
 }
 
 async fn ephemeral<E: Endpoint>(ep: &E) -> Option<SecretBytes<32>> {
@@ -133,6 +143,9 @@ pub struct Daemon<P: Provider, H: HashBackend> {
     suite: String,
     table: Table<P, H>,
     listener: Option<Handle>,
+    /// A netstackd call failed as [`network_gone`]: the service loop ends every
+    /// connection of the old process and listens again.
+    network_lost: bool,
     /// rngd refused an ephemeral key: it has closed for good, so every new handshake
     /// is refused at the hello from now on.
     entropy_failed: bool,
@@ -154,6 +167,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             suite: noise_xk::protocol_name::<Aead<P>, H>(),
             table: Table::new(limits, now_ms),
             listener: None,
+            network_lost: false,
             entropy_failed: false,
         }
     }
@@ -452,6 +466,62 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         Ok(())
     }
 
+    /// Whether a netstackd call failed because its process is gone since the last
+    /// ask ([`network_gone`]); asking clears it.
+    pub fn take_network_lost(&mut self) -> bool {
+        core::mem::take(&mut self.network_lost)
+    }
+
+    fn note<T>(&mut self, result: &Result<T, ClientError>) {
+        if let Err(error) = result
+            && network_gone(error)
+        {
+            self.network_lost = true;
+        }
+    }
+
+    /// netstackd faulted and was restarted: every connection through it went with its
+    /// old process. Each is ended here without a call to netstackd (the new process
+    /// never had it): recorded as [`Refusal::NetworkRestarted`], `Failed`; an
+    /// established session's end said on the console; a `CONNECT` that waited for one
+    /// answered `Restarted`. The listener is forgotten: the caller listens again.
+    /// Returns how many connections ended.
+    pub fn network_restarted<E: Endpoint>(&mut self, ep: &E) -> usize {
+        self.listener = None;
+        self.network_lost = false;
+        let mut ended = 0;
+        let mut index = 0;
+        while index < self.table.conns.len() {
+            if !matches!(self.table.conns[index].link, Link::Tcp(_)) {
+                index += 1;
+                continue;
+            }
+            let conn = self.table.conns.remove(index);
+            ended += 1;
+            let refusal = Refusal::NetworkRestarted;
+            let (subject, operation) = match &conn.outgoing {
+                Some(outgoing) => (outgoing.caller, Operation::DsoftbusdConnect),
+                None => (ServiceId::Dsoftbusd, Operation::DsoftbusdTransport),
+            };
+            ep.audit(record(
+                subject,
+                operation,
+                Verdict::Failed,
+                refusal as u16,
+                conn.detail(),
+            ));
+            if let Some(peer) = conn.peer.filter(|_| conn.announced) {
+                ep.console(
+                    &markers::DSOFTBUSD_SESSION_CLOSED.render(&[&hex(&peer), refusal.word()]),
+                );
+            }
+            if let Some(outgoing) = conn.outgoing {
+                let _ = reply_err(ep, outgoing.token, connect_error(refusal));
+            }
+        }
+        ended
+    }
+
     /// Handles what a `WAIT` reported.
     pub async fn on_ready<E: Endpoint>(&mut self, ep: &E, ready: &[Ready]) {
         // Streams first (a close frees its slot before the next accept), then new
@@ -476,7 +546,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 .any(|r| r.handle == listener && r.flags & READY_ACCEPTABLE != 0)
         {
             for _ in 0..ACCEPTS_PER_EVENT {
-                match netstackd::accept(ep, listener, 0).await {
+                let accepted = netstackd::accept(ep, listener, 0).await;
+                self.note(&accepted);
+                match accepted {
                     Ok(accepted) => self.on_accept(ep, accepted, ep.uptime_ms()).await,
                     Err(_) => break,
                 }
@@ -494,7 +566,8 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 refusal as u16,
                 source.detail(),
             ));
-            let _ = netstackd::close(ep, accepted.handle, true).await;
+            let closed = netstackd::close(ep, accepted.handle, true).await;
+            self.note(&closed);
             return;
         }
         self.table.conns.push(Conn::new(
@@ -510,7 +583,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             let Some(at) = self.table.find(Link::Tcp(handle)) else {
                 return;
             };
-            match netstackd::recv(ep, handle, MAX_IO as u16, 0).await {
+            let received = netstackd::recv(ep, handle, MAX_IO as u16, 0).await;
+            self.note(&received);
+            match received {
                 Ok(bytes) => {
                     self.table.conns[at].last_ms = now_ms;
                     if let Err(end) = self.feed(ep, at, &bytes, now_ms).await {
@@ -862,7 +937,8 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         if let Some(peer) = conn.peer.filter(|_| conn.announced) {
             ep.console(&markers::DSOFTBUSD_SESSION_CLOSED.render(&[&hex(&peer), refusal.word()]));
         }
-        let _ = netstackd::close(ep, handle, !graceful).await;
+        let closed = netstackd::close(ep, handle, !graceful).await;
+        self.note(&closed);
         if let Some(outgoing) = conn.outgoing {
             let _ = reply_err(ep, outgoing.token, connect_error(refusal));
         }
@@ -986,7 +1062,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         if let Err(refusal) = self.table.admit(source) {
             return refuse(token, ServiceError::Busy, refusal);
         }
-        let handle = match netstackd::connect(ep, remote, 0).await {
+        let connected = netstackd::connect(ep, remote, 0).await;
+        self.note(&connected);
+        let handle = match connected {
             Ok((handle, _)) => handle,
             Err(error) => {
                 let error = match error {

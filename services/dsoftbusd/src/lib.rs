@@ -61,7 +61,7 @@ use ipc::policy::SigningPurpose;
 use ipc::{Action, AuditEvent, Endpoint, Operation, Request, ServiceId, Verdict};
 use provider_api::{HashBackend, Provider, SecretBytes, VerifyingKey, X25519SecretKey};
 use service_api::dsoftbusd::MAX_TRUSTED;
-use service_api::netstackd::{self, MAX_WAIT_MS, Ready};
+use service_api::netstackd::{self, MAX_WAIT_MS, Waited};
 use service_api::statefs::DSOFTBUSD_TRUST_STORE;
 use service_api::{
     ClientError, Incoming, ServiceError, keystored, reply_err, reply_ok, rngd, statefs,
@@ -179,14 +179,21 @@ enum Event {
     /// A request from a task.
     Request(Request),
     /// netstackd's answer to `WAIT`.
-    Net(Result<Vec<Ready>, ClientError>),
+    Net(Result<Waited, ClientError>),
+    /// The time to ask netstackd to listen again came.
+    Relisten,
 }
 
 /// A `WAIT` in flight: kept across events, so a request never cancels it.
-type PendingWait<'a> = Pin<Box<dyn Future<Output = Result<Vec<Ready>, ClientError>> + 'a>>;
+type PendingWait<'a> = Pin<Box<dyn Future<Output = Result<Waited, ClientError>> + 'a>>;
 
-/// The next request, or the pending `WAIT`'s answer, whichever comes first.
-async fn next_event<E: Endpoint>(ep: &E, waiting: &mut Option<PendingWait<'_>>) -> Event {
+/// The next request, the pending `WAIT`'s answer, or the time to listen again (`at`,
+/// in the kernel's milliseconds), whichever comes first.
+async fn next_event<E: Endpoint>(
+    ep: &E,
+    waiting: &mut Option<PendingWait<'_>>,
+    relisten_at: Option<u64>,
+) -> Event {
     poll_fn(|cx| {
         if let Some(request) = ep.try_receive() {
             return Poll::Ready(Event::Request(request));
@@ -196,20 +203,41 @@ async fn next_event<E: Endpoint>(ep: &E, waiting: &mut Option<PendingWait<'_>>) 
         {
             return Poll::Ready(Event::Net(result));
         }
+        if relisten_at.is_some_and(|at| ep.uptime_ms() >= at) {
+            return Poll::Ready(Event::Relisten);
+        }
         Poll::Pending
     })
     .await
 }
 
-/// `WAIT` failures in a row before dsoftbusd stops listening.
+/// Consecutive failed `WAIT`s (not a restart of netstackd) after which the daemon
+/// stops listening.
 const MAX_WAIT_FAILURES: u32 = 8;
 
-/// Runs dsoftbusd on provider `P` and hash `H` until the machine stops.
+/// How long after a failed `LISTEN` to a restarted netstackd the daemon asks again
+/// (the new process may still be starting; the kernel's restart policy bounds how long
+/// that can go on: past it the device stops).
+const RELISTEN_EVERY_MS: u64 = 20;
+
+/// Runs dsoftbusd until the machine stops.
 pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: E) {
     run_with::<P, H, E>(ep, LIMITS).await;
 }
 
-/// [`run`] with other bounds (the host tests shorten the deadlines).
+/// Where the daemon stands with netstackd.
+#[derive(Clone, Copy)]
+enum Network {
+    /// Listening, with a `WAIT` kept open.
+    Listening,
+    /// netstackd was restarted (learned at `since`; `ended` connections went with the
+    /// old process): listen again at `at`.
+    Relisten { since: u64, at: u64, ended: usize },
+    /// Not listening, for good: netstackd refused at start, or stopped answering.
+    Off,
+}
+
+/// Runs dsoftbusd with `limits` until the machine stops.
 pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: Limits) {
     let mut daemon = match start::<P, H, E>(&ep, limits).await {
         Ok(daemon) => {
@@ -220,19 +248,30 @@ pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: L
         }
         Err(error) => return fail_closed(ep, error).await,
     };
-    match daemon.listen(&ep).await {
+    let port = format!("{}", wire::PORT);
+    let mut network = match daemon.listen(&ep).await {
         Ok(()) => {
-            let port = format!("{}", wire::PORT);
             ep.console(&markers::DSOFTBUSD_LISTENING.render(&[&port, daemon.suite()]));
+            Network::Listening
         }
-        Err(error) => ep.console(&format!("not listening on the network: netstackd: {error}")),
-    }
+        Err(error) if daemon::network_gone(&error) => {
+            let now = ep.uptime_ms();
+            Network::Relisten {
+                since: now,
+                at: now,
+                ended: 0,
+            }
+        }
+        Err(error) => {
+            ep.console(&format!("not listening on the network: netstackd: {error}"));
+            Network::Off
+        }
+    };
     let mut waiting: Option<PendingWait<'_>> = None;
     let mut failures = 0;
-    let mut listening = daemon.listener().is_some();
     loop {
-        if waiting.is_none() && listening {
-            // Wake for the earliest deadline, at the latest in MAX_WAIT_MS.
+        if waiting.is_none() && matches!(network, Network::Listening) {
+            // Wake for the earliest connection deadline, or after MAX_WAIT_MS.
             let now = ep.uptime_ms();
             let wait_ms = daemon.next_deadline().map_or(MAX_WAIT_MS, |at| {
                 u16::try_from(at.saturating_sub(now).clamp(1, u64::from(MAX_WAIT_MS)))
@@ -240,27 +279,94 @@ pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: L
             });
             waiting = Some(Box::pin(netstackd::wait(&ep, wait_ms)));
         }
-        let event = next_event(&ep, &mut waiting).await;
+        let relisten_at = match network {
+            Network::Relisten { at, .. } => Some(at),
+            _ => None,
+        };
+        let event = next_event(&ep, &mut waiting, relisten_at).await;
         daemon.expire(&ep, ep.uptime_ms()).await;
+        let mut restarted = false;
         match event {
             Event::Request(request) => serve(&ep, &mut daemon, request).await,
             Event::Net(result) => {
                 waiting = None;
                 match result {
-                    Ok(ready) => {
-                        failures = 0;
-                        daemon.on_ready(&ep, &ready).await;
+                    // Answered by another generation than the listener's: netstackd
+                    // was restarted while no call of this daemon was open to it.
+                    Ok(waited)
+                        if daemon
+                            .listener()
+                            .is_some_and(|l| l.generation() != waited.generation) =>
+                    {
+                        restarted = true;
                     }
+                    Ok(waited) => {
+                        failures = 0;
+                        daemon.on_ready(&ep, &waited.ready).await;
+                    }
+                    Err(error) if daemon::network_gone(&error) => restarted = true,
                     Err(error) => {
                         failures += 1;
                         if failures >= MAX_WAIT_FAILURES {
                             ep.console(&format!("FAIL netstackd stopped answering WAIT: {error}"));
-                            listening = false;
+                            network = Network::Off;
                         }
                     }
                 }
             }
+            Event::Relisten => {
+                if let Network::Relisten { since, ended, .. } = network {
+                    network = relisten(&ep, &mut daemon, &port, since, ended).await;
+                }
+            }
         }
+        if daemon.take_network_lost() {
+            restarted = true;
+        }
+        if restarted && !matches!(network, Network::Off) {
+            // Every connection went with netstackd's old process, and so did a WAIT
+            // still open to it.
+            waiting = None;
+            let ended = daemon.network_restarted(&ep);
+            let now = ep.uptime_ms();
+            let (since, before) = match network {
+                Network::Relisten { since, ended, .. } => (since, ended),
+                _ => (now, 0),
+            };
+            network = Network::Relisten {
+                since,
+                at: now,
+                ended: before + ended,
+            };
+        }
+    }
+}
+
+/// Asks a restarted netstackd to listen again: says so once it does, or tries again
+/// [`RELISTEN_EVERY_MS`] later.
+async fn relisten<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    daemon: &mut Daemon<P, H>,
+    port: &str,
+    since: u64,
+    ended: usize,
+) -> Network {
+    match daemon.listen(ep).await {
+        Ok(()) => {
+            let generation = daemon.listener().map_or(0, |l| l.generation());
+            ep.console(&markers::DSOFTBUSD_LISTENING_AGAIN.render(&[
+                port,
+                &format!("{generation}"),
+                &format!("{ended}"),
+                &format!("{}", ep.uptime_ms().saturating_sub(since)),
+            ]));
+            Network::Listening
+        }
+        Err(_) => Network::Relisten {
+            since,
+            at: ep.uptime_ms().saturating_add(RELISTEN_EVERY_MS),
+            ended,
+        },
     }
 }
 

@@ -116,11 +116,13 @@ pub enum Refusal {
     /// An established session's connection closed or was reset without a `BYE`
     /// (the peer closed it, or its TCP stopped answering).
     ConnectionClosed = 23,
+    /// netstackd faulted and was restarted: the connection went with its old process.
+    NetworkRestarted = 24,
 }
 
 impl Refusal {
     /// Every reason, in code order.
-    pub const ALL: [Refusal; 23] = [
+    pub const ALL: [Refusal; 24] = [
         Self::Message1,
         Self::Message2,
         Self::Message3,
@@ -144,6 +146,7 @@ impl Refusal {
         Self::ConnectFailed,
         Self::NoEntropy,
         Self::ConnectionClosed,
+        Self::NetworkRestarted,
     ];
 
     /// One word for the console's `session with ... closed (<word>)` line.
@@ -172,6 +175,7 @@ impl Refusal {
             Self::ConnectFailed => "connect-failed",
             Self::NoEntropy => "no-entropy",
             Self::ConnectionClosed => "connection-closed",
+            Self::NetworkRestarted => "network-restarted",
         }
     }
 }

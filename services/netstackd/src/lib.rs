@@ -130,7 +130,7 @@ pub struct Netstackd<D: ipc::RawNetDevice> {
 }
 
 fn handle_detail(handle: Handle) -> u32 {
-    u32::from(handle.0)
+    handle.0
 }
 
 impl<D: ipc::RawNetDevice> Netstackd<D> {
@@ -195,7 +195,9 @@ impl<D: ipc::RawNetDevice> Netstackd<D> {
             },
             Waiting::Wait => {
                 let ready = stack.ready(caller);
-                (!ready.is_empty()).then(|| (Ok(encode_ready(&ready)), ready.len() as u32))
+                let generation = stack.generation();
+                (!ready.is_empty())
+                    .then(|| (Ok(encode_ready(generation, &ready)), ready.len() as u32))
             }
         }
     }
@@ -211,7 +213,7 @@ impl<D: ipc::RawNetDevice> Netstackd<D> {
                 let sent = u16::try_from(sent).unwrap_or(u16::MAX);
                 (Ok(Vec::from(sent.to_le_bytes())), u32::from(sent))
             }
-            Waiting::Wait => (Ok(Vec::new()), 0),
+            Waiting::Wait => (Ok(encode_ready(self.stack.generation(), &[])), 0),
             Waiting::Accept(handle) | Waiting::Recv { handle, .. } => {
                 (Err(ServiceError::TimedOut), handle_detail(handle))
             }
@@ -513,8 +515,9 @@ fn report<E: Endpoint>(ep: &E, event: Event) {
 }
 
 /// Runs netstackd until the machine stops, configured by the kernel command line
-/// `bootargs`.
-pub async fn run<E: Endpoint>(ep: E, bootargs: &str) {
+/// `bootargs`; `generation` is the kernel's restart count of netstackd (0 for its
+/// first process), which every handle carries.
+pub async fn run<E: Endpoint>(ep: E, bootargs: &str, generation: usize) {
     let mut device = match ep.claim_net_device() {
         Ok(device) => Some(device),
         Err(CapabilityError::Absent) => {
@@ -555,7 +558,8 @@ pub async fn run<E: Endpoint>(ep: E, bootargs: &str) {
             }
         }
     };
-    let mut stack = Stack::new(seed, ep.uptime_ms());
+    // The generation modulo 65,536: the handle's high half.
+    let mut stack = Stack::new(seed, ep.uptime_ms()).with_generation(generation as u16);
     if let Some(device) = device {
         match stack.attach(device, config, ep.uptime_ms()) {
             Ok(()) => ep.console(&format!("network device: {config}")),

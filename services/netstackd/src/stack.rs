@@ -12,6 +12,9 @@
 //!   listening sockets per interface; a connection beyond them is reset by smoltcp.
 //! - **Ownership.** Every handle records the task that opened it; any other task gets
 //!   `BadHandle`, exactly as for a handle that does not exist.
+//! - **Generations.** Every handle carries this process's generation (the kernel's
+//!   restart count of netstackd); a handle of another generation, made by a process
+//!   that has since faulted, is `Restarted`, never looked up.
 //! - **No waiting on timers.** Nagle and delayed acknowledgements are off, so a
 //!   request-answer exchange never waits for a timer (under `-icount` a timer wait is
 //!   counted as instructions spent polling).
@@ -216,6 +219,8 @@ pub struct Stack<D: RawNetDevice> {
     entries: Vec<Entry>,
     lingering: Vec<Lingering>,
     next_handle: u16,
+    /// This process's generation, in every handle it makes.
+    generation: u16,
     next_port: u16,
     seed: u64,
     /// The time of the last poll.
@@ -284,10 +289,24 @@ impl<D: RawNetDevice> Stack<D> {
             entries: Vec::new(),
             lingering: Vec::new(),
             next_handle: 1,
+            generation: 0,
             next_port,
             seed,
             now_ms,
         }
+    }
+
+    /// The same stack, for netstackd's generation `generation` (the kernel's restart
+    /// count of it, modulo 65,536): its handles carry it.
+    #[must_use]
+    pub fn with_generation(mut self, generation: u16) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The generation its handles carry.
+    pub fn generation(&self) -> u16 {
+        self.generation
     }
 
     /// Adds the network device's interface, configured by `config`.
@@ -412,6 +431,9 @@ impl<D: RawNetDevice> Stack<D> {
     }
 
     fn find(&self, owner: ServiceId, handle: Handle) -> Result<usize, ServiceError> {
+        if handle.generation() != self.generation {
+            return Err(ServiceError::Restarted);
+        }
         self.entries
             .iter()
             .position(|e| e.owner == owner && e.handle == handle)
@@ -432,7 +454,7 @@ impl<D: RawNetDevice> Stack<D> {
     /// A handle number no entry has: the counter wraps and skips numbers in use.
     fn new_handle(&mut self) -> Handle {
         loop {
-            let candidate = Handle(self.next_handle);
+            let candidate = Handle::new(self.generation, self.next_handle);
             self.next_handle = self.next_handle.checked_add(1).unwrap_or(1);
             if !self.entries.iter().any(|e| e.handle == candidate) {
                 return candidate;
@@ -1015,8 +1037,44 @@ mod tests {
         let a = stack.listen(ServiceId::Selftest, 1001, 1).unwrap();
         let b = stack.listen(ServiceId::Selftest, 1002, 1).unwrap();
         let c = stack.listen(ServiceId::Selftest, 1003, 1).unwrap();
-        assert_eq!((a, b), (Handle(u16::MAX - 1), Handle(u16::MAX)));
+        assert_eq!(
+            (a, b),
+            (Handle::new(0, u16::MAX - 1), Handle::new(0, u16::MAX))
+        );
         assert_eq!(c, Handle(2), "0 is never a handle, and 1 is in use");
+    }
+
+    #[test]
+    fn handles_carry_the_generation_and_another_generations_are_restarted_not_bad() {
+        let mut old = Stack::<NoDevice>::new(1, 0).with_generation(4);
+        let stale = old.listen(ServiceId::Selftest, 1000, 1).unwrap();
+        assert_eq!(stale.generation(), 4);
+        let mut new = Stack::<NoDevice>::new(1, 0).with_generation(5);
+        let fresh = new.listen(ServiceId::Selftest, 1000, 1).unwrap();
+        assert_eq!(fresh, Handle::new(5, 1));
+        assert_eq!(
+            stale.number(),
+            fresh.number(),
+            "both processes numbered their first handle 1"
+        );
+        assert_eq!(
+            new.try_accept(ServiceId::Selftest, stale).err(),
+            Some(ServiceError::Restarted),
+            "the old generation's handle never reaches the new listener"
+        );
+        assert_eq!(
+            new.close(ServiceId::Selftest, stale, true, 0).err(),
+            Some(ServiceError::Restarted)
+        );
+        assert_eq!(
+            new.try_accept(ServiceId::Logd, fresh).err(),
+            Some(ServiceError::BadHandle)
+        );
+        assert!(
+            new.try_accept(ServiceId::Selftest, fresh)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod wire;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::SigningKey;
@@ -87,6 +87,32 @@ enum Command {
         /// How long to wait for the `BYE` (and then for the close) at most, in seconds.
         #[arg(long, default_value_t = 90)]
         limit_s: u64,
+    },
+    /// Open sessions until one is cut off (the device scenario that faults netstackd
+    /// at a planned connection), then try again until a session works, then open
+    /// `--after` more. Prints how long the peer went without a working session: from
+    /// the start of the try that failed to the end of the first that worked.
+    Outage {
+        #[command(flatten)]
+        target: Target,
+        /// How long a try waits for each answer of the device before it counts as
+        /// failed, in milliseconds (the figure includes one such wait).
+        #[arg(long, default_value_t = 500)]
+        answer_ms: u64,
+        /// Working sessions at most before the one cut off.
+        #[arg(long, default_value_t = 8)]
+        before: u32,
+        /// How long the device may stay out of service, in seconds.
+        #[arg(long, default_value_t = 30)]
+        limit_s: u64,
+        /// Sessions that must work after it.
+        #[arg(long, default_value_t = 3)]
+        after: u32,
+        /// The device's console log: a failed try counts as the one cut off only once
+        /// the log says `fault injected` (before that it was the device being slow,
+        /// and is tried again).
+        #[arg(long)]
+        console_log: Option<PathBuf>,
     },
     /// Mount the network faults (all, or the ones named), each followed by a good
     /// session.
@@ -190,6 +216,113 @@ fn connect_patiently(
     }
 }
 
+/// What [`outage`] saw.
+struct Outage {
+    /// Sessions that worked before the first that failed.
+    before: u32,
+    /// Tries that failed before the device's log said a fault was injected.
+    slow_before: u32,
+    /// From the start of the first try that failed to the end of the first that
+    /// worked after it.
+    without_service: Duration,
+    /// Tries that failed, the first included.
+    failed_tries: u32,
+    /// Why the first failed.
+    first_error: String,
+}
+
+/// One try: a session, a ping answered, a `BYE`; Busy is the device answering, so it
+/// is tried again after [`BUSY_DELAY`] within the same try.
+fn one_try(
+    peer: &Peer,
+    target: &Target,
+    expected: &[u8; 32],
+    answer: Duration,
+) -> Result<(), session::SessionError> {
+    for _ in 0..BUSY_RETRIES {
+        match peer.connect_within(target.addr, expected, answer) {
+            Err(session::SessionError::Busy) => std::thread::sleep(BUSY_DELAY),
+            Err(other) => return Err(other),
+            Ok(mut session) => {
+                session.ping(b"is the device serving?")?;
+                return session.bye();
+            }
+        }
+    }
+    Err(session::SessionError::Busy)
+}
+
+/// Whether the device's console log (when there is one) says a fault was injected.
+fn fault_logged(console_log: Option<&Path>) -> bool {
+    console_log.is_none_or(|path| {
+        std::fs::read_to_string(path).is_ok_and(|text| text.contains("fault injected"))
+    })
+}
+
+/// The most tries that may fail before the fault is logged (the device being slow).
+const SLOW_TRIES: u32 = 5;
+
+/// Sessions until one fails (at most `before` working ones first, and at least one),
+/// then tries until one works again, within `limit`. With `console_log`, a try that
+/// fails before the log says a fault was injected is the device being slow: tried
+/// again, at most [`SLOW_TRIES`] times.
+fn outage(
+    peer: &Peer,
+    target: &Target,
+    expected: &[u8; 32],
+    answer: Duration,
+    before: u32,
+    limit: Duration,
+    console_log: Option<&Path>,
+) -> Result<Outage, String> {
+    let mut worked = 0;
+    let mut slow_before = 0;
+    let (cut_at, first_error) = loop {
+        let at = Instant::now();
+        match one_try(peer, target, expected, answer) {
+            Ok(()) if worked < before => worked += 1,
+            Ok(()) => {
+                return Err(format!(
+                    "{worked} sessions worked and none was cut off: was no fault injected?"
+                ));
+            }
+            Err(error) if !fault_logged(console_log) && slow_before < SLOW_TRIES => {
+                slow_before += 1;
+                eprintln!("peer: a try failed before any fault ({error}); trying again");
+            }
+            Err(_) if worked == 0 => {
+                return Err("the first session failed: the device never served".to_owned());
+            }
+            Err(error) => break (at, error.to_string()),
+        }
+    };
+    eprintln!("peer: session {worked} was cut off ({first_error}); trying again");
+    let mut failed_tries = 1;
+    loop {
+        if cut_at.elapsed() > limit {
+            return Err(format!(
+                "no session worked within {} s of the one cut off ({failed_tries} tries)",
+                limit.as_secs()
+            ));
+        }
+        match one_try(peer, target, expected, answer) {
+            Ok(()) => {
+                return Ok(Outage {
+                    before: worked,
+                    slow_before,
+                    without_service: cut_at.elapsed(),
+                    failed_tries,
+                    first_error,
+                });
+            }
+            Err(error) => {
+                failed_tries += 1;
+                eprintln!("peer: try {failed_tries} failed: {error}");
+            }
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Key(id) => {
@@ -274,6 +407,49 @@ fn run(cli: Cli) -> Result<(), String> {
                 "idle session: BYE after {:.1} s of silence (rule {rule_s} s), closed {:.2} s later",
                 bye_after.as_secs_f64(),
                 closed_after.as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Outage {
+            target,
+            answer_ms,
+            before,
+            limit_s,
+            after,
+            console_log,
+        } => {
+            let peer = Peer {
+                identity: identity(&target.identity.identity)?,
+                suite: target.suite.clone(),
+            };
+            let expected = device_key(&target.device_key)?;
+            let outage = outage(
+                &peer,
+                &target,
+                &expected,
+                Duration::from_millis(answer_ms),
+                before,
+                Duration::from_secs(limit_s),
+                console_log.as_deref(),
+            )?;
+            let mut patience = Patience::default();
+            for n in 0..after {
+                let mut session = connect_patiently(&peer, &target, &expected, &mut patience)
+                    .map_err(|e| format!("session {n} after the outage: {e}"))?;
+                session
+                    .ping(b"after the outage")
+                    .map_err(|e| format!("session {n} after the outage, ping: {e}"))?;
+                session
+                    .bye()
+                    .map_err(|e| format!("session {n} after the outage: {e}"))?;
+            }
+            println!(
+                "measure outage_ms {} sessions_before {} slow_before {} failed_tries {} answer_wait_ms {answer_ms} sessions_after {after} first_error {:?}",
+                millis(outage.without_service),
+                outage.before,
+                outage.slow_before,
+                outage.failed_tries,
+                outage.first_error,
             );
             Ok(())
         }

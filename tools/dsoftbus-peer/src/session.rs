@@ -115,9 +115,14 @@ fn check_binding(
 
 /// Connects to `addr` with a timeout on every read.
 pub fn dial(addr: SocketAddr) -> Result<TcpStream, SessionError> {
-    let stream = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT).map_err(WireError::from)?;
+    dial_within(addr, ANSWER_TIMEOUT)
+}
+
+/// Connects to `addr`, with `answer` as the timeout on the connection and every read.
+pub fn dial_within(addr: SocketAddr, answer: Duration) -> Result<TcpStream, SessionError> {
+    let stream = TcpStream::connect_timeout(&addr, answer).map_err(WireError::from)?;
     stream
-        .set_read_timeout(Some(ANSWER_TIMEOUT))
+        .set_read_timeout(Some(answer))
         .map_err(WireError::from)?;
     stream.set_nodelay(true).map_err(WireError::from)?;
     Ok(stream)
@@ -129,8 +134,22 @@ impl Peer {
     /// # Errors
     /// [`SessionError`].
     pub fn connect(&self, addr: SocketAddr, expected: &[u8; 32]) -> Result<Session, SessionError> {
+        self.connect_within(addr, expected, ANSWER_TIMEOUT)
+    }
+
+    /// Opens a session with the device `expected` at `addr`, waiting at most `answer`
+    /// for each of the device's answers (and for the pongs of the session).
+    ///
+    /// # Errors
+    /// [`SessionError`]; a missing answer is `WireError::Slow`.
+    pub fn connect_within(
+        &self,
+        addr: SocketAddr,
+        expected: &[u8; 32],
+        answer: Duration,
+    ) -> Result<Session, SessionError> {
         let started = Instant::now();
-        let mut stream = dial(addr)?;
+        let mut stream = dial_within(addr, answer)?;
         let (transport, handshake_hash) = self.handshake(&mut stream, expected)?;
         Ok(Session {
             stream,

@@ -1,0 +1,271 @@
+//! Fault injection, for tests only: compiled into the test image's program
+//! (`src/bin/test.rs`) and into `device-faults` (the production image's services plus
+//! this file alone, built for the device scenario that faults netstackd under a host
+//! peer's sessions). The production program, `device-programs`, never includes it, and
+//! `cargo xtask test` checks that its binary has none of the switch's strings.
+//!
+//! `-append fault=<task>[:<when>]` makes a service's process execute an illegal
+//! instruction (`unimp`), so the kernel stops it and restarts it under its policy:
+//!
+//! | `<when>` | the process that faults | where |
+//! |---|---|---|
+//! | (none) | the first (generation 0) | as it starts |
+//! | `always` | every one | as it starts |
+//! | `on=<OP>[#n]` | the first | as it takes its `n`th request for its operation `OP` (by the policy's name, `n` 1 when left out), before answering it |
+//! | `after=<OP>[#n]` | the first | as it takes the next request after it answered its `n`th `OP` request with success |
+//! | `call=<service>[#n]` | the first | as it makes its `n`th call to `<service>` |
+//!
+//! The last three fault a service while it is busy: with requests of its clients open
+//! (`on=`), with state of its clients in hand (`after=`: netstackd holding the socket
+//! it has just handed out, `after=ACCEPT`), or in the middle of its own work
+//! (`call=`: dsoftbusd between a peer's first handshake message and its answer,
+//! `call=rngd#2`, the draw of its ephemeral key). Before it faults the process says
+//! `fault injected: <where>` on the console.
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+
+use ipc::{
+    AuditEvent, Capability, CapabilityError, Endpoint, Frame, FrameKind, IpcBuffer, IpcError,
+    Operation, ReplyToken, Request, ServiceId,
+};
+
+/// Where a fault is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// The first process, as it starts.
+    Start,
+    /// Every process, as it starts.
+    Always,
+    /// The first process, at its `n`th request for `op`.
+    On(Operation, u32),
+    /// The first process, at the next request after its `n`th successful answer to `op`.
+    After(Operation, u32),
+    /// The first process, at its `n`th call to a service.
+    Call(ServiceId, u32),
+}
+
+fn say(line: &str) {
+    let _ = user_rt::console(line.as_bytes());
+}
+
+/// `<name>[#n]`: the name and `n` (1 when left out; 0 is refused).
+fn counted(spec: &str) -> Option<(&str, u32)> {
+    match spec.split_once('#') {
+        None => Some((spec, 1)),
+        Some((name, n)) => n.parse().ok().filter(|n| *n > 0).map(|n| (name, n)),
+    }
+}
+
+/// The one `<when>` of `task`'s `fault=` word in `bootargs`, if there is one; a word
+/// naming `task` that does not parse is said on the console (as a failure) and ignored.
+pub fn plan(bootargs: &str, task: ServiceId) -> Option<When> {
+    let spec = bootargs
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("fault="))
+        .find(|spec| spec.split(':').next() == Some(task.name()))?;
+    let when = match spec.split_once(':') {
+        None => Some(When::Start),
+        Some((_, "always")) => Some(When::Always),
+        Some((_, when)) => match when.split_once('=') {
+            Some(("on", op)) => counted(op)
+                .and_then(|(name, n)| Operation::from_name(task, name).map(|op| When::On(op, n))),
+            Some(("after", op)) => counted(op).and_then(|(name, n)| {
+                Operation::from_name(task, name).map(|op| When::After(op, n))
+            }),
+            Some(("call", service)) => counted(service).and_then(|(name, n)| {
+                ServiceId::from_name(name).map(|service| When::Call(service, n))
+            }),
+            _ => None,
+        },
+    };
+    if when.is_none() {
+        say(&alloc::format!(
+            "FAIL fault={spec}: not a fault this program can inject; none injected"
+        ));
+    }
+    when
+}
+
+/// Faults the process now if its task's plan says so at start (`generation` is the
+/// kernel's first argument: 0 for a task's first process).
+pub fn at_start(start: &user_rt::Start) {
+    let generation = start.args[0];
+    match plan(&user_rt::bootargs(), start.task) {
+        Some(When::Always) => fault("always, as it starts"),
+        Some(When::Start) if generation == 0 => fault("as the first process starts"),
+        _ => {}
+    }
+}
+
+/// Says where, then executes an illegal instruction: the kernel stops the process.
+pub fn fault(at: &str) -> ! {
+    say(&alloc::format!("fault injected: {at}"));
+    illegal_instruction()
+}
+
+#[allow(unsafe_code)]
+fn illegal_instruction() -> ! {
+    // SAFETY: none needed: `unimp` traps at once, and the kernel stops this process
+    // (an illegal-instruction fault); nothing runs after it.
+    unsafe { core::arch::asm!("unimp", options(noreturn)) }
+}
+
+/// The most answers to `after=` requests tracked at once (tokens of requests taken and
+/// not answered yet): more than a service holds open.
+const MAX_TRACKED: usize = 64;
+
+/// A service's endpoint that faults its process at the point its plan names.
+pub struct Faulting<E> {
+    inner: E,
+    when: Option<When>,
+    /// Requests (or calls) counted toward the plan.
+    count: Cell<u32>,
+    /// `after=`: the answer was given; the next request faults.
+    armed: Cell<bool>,
+    /// `after=`: tokens of taken `OP` requests not answered yet.
+    tracked: RefCell<Vec<u32>>,
+}
+
+impl<E: Endpoint> Faulting<E> {
+    /// `inner`, faulting as `bootargs` asks for its task's first process
+    /// (`generation` 0); every other process gets `inner`'s behaviour unchanged.
+    pub fn new(inner: E, generation: usize) -> Self {
+        let when = plan(&user_rt::bootargs(), inner.id()).filter(|when| {
+            generation == 0 && matches!(when, When::On(..) | When::After(..) | When::Call(..))
+        });
+        Self {
+            inner,
+            when,
+            count: Cell::new(0),
+            armed: Cell::new(false),
+            tracked: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn counts(&self, n: u32) -> bool {
+        self.count.set(self.count.get().saturating_add(1));
+        self.count.get() == n
+    }
+
+    /// Checks a request just taken against the plan.
+    fn took(&self, request: &Request) {
+        if self.armed.get() {
+            fault("at the request after the answer its plan names");
+        }
+        let Some(when) = self.when else {
+            return;
+        };
+        let operation = Frame::decode(&request.frame)
+            .ok()
+            .and_then(|frame| Operation::from_code(frame.code));
+        match when {
+            When::On(op, n) if operation == Some(op) && self.counts(n) => {
+                fault("as it takes the request its plan names, before answering")
+            }
+            When::After(op, _) if operation == Some(op) => {
+                let mut tracked = self.tracked.borrow_mut();
+                if tracked.len() == MAX_TRACKED {
+                    tracked.remove(0);
+                }
+                tracked.push(request.token.0);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<E: Endpoint> Endpoint for Faulting<E> {
+    type EntropyDevice = E::EntropyDevice;
+    type AuditFeed = E::AuditFeed;
+    type Disk = E::Disk;
+    type NetDevice = E::NetDevice;
+
+    fn id(&self) -> ServiceId {
+        self.inner.id()
+    }
+
+    async fn call(&self, service: ServiceId, request: &[u8]) -> Result<IpcBuffer, IpcError> {
+        if let Some(When::Call(to, n)) = self.when
+            && to == service
+            && self.counts(n)
+        {
+            fault("as it makes the call its plan names");
+        }
+        self.inner.call(service, request).await
+    }
+
+    async fn receive(&self) -> Request {
+        let request = self.inner.receive().await;
+        self.took(&request);
+        request
+    }
+
+    fn try_receive(&self) -> Option<Request> {
+        let request = self.inner.try_receive()?;
+        self.took(&request);
+        Some(request)
+    }
+
+    fn reply(&self, token: ReplyToken, reply: &[u8]) -> Result<(), IpcError> {
+        if let Some(When::After(_, n)) = self.when {
+            let mut tracked = self.tracked.borrow_mut();
+            if let Some(at) = tracked.iter().position(|t| *t == token.0) {
+                tracked.remove(at);
+                let success = Frame::decode(reply).is_ok_and(|f| f.kind == FrameKind::Reply);
+                if success && self.counts(n) {
+                    self.armed.set(true);
+                }
+            }
+        }
+        self.inner.reply(token, reply)
+    }
+
+    fn audit(&self, event: AuditEvent) {
+        self.inner.audit(event);
+    }
+
+    fn console(&self, line: &str) {
+        self.inner.console(line);
+    }
+
+    async fn yield_now(&self) {
+        self.inner.yield_now().await;
+    }
+
+    fn uptime_ms(&self) -> u64 {
+        self.inner.uptime_ms()
+    }
+
+    fn claim_entropy_device(&self) -> Result<Self::EntropyDevice, CapabilityError> {
+        self.inner.claim_entropy_device()
+    }
+
+    fn claim_audit_feed(&self) -> Result<Self::AuditFeed, CapabilityError> {
+        self.inner.claim_audit_feed()
+    }
+
+    fn claim_disk(&self, capability: Capability) -> Result<Self::Disk, CapabilityError> {
+        self.inner.claim_disk(capability)
+    }
+
+    fn claim_net_device(&self) -> Result<Self::NetDevice, CapabilityError> {
+        self.inner.claim_net_device()
+    }
+}
+
+/// Wraps every service's endpoint in [`Faulting`].
+pub struct Faults {
+    /// The process's generation (the kernel's first argument).
+    pub generation: usize,
+}
+
+impl user_programs::Wrap for Faults {
+    type Wrapped<E: Endpoint> = Faulting<E>;
+
+    fn wrap<E: Endpoint>(&self, ep: E) -> Faulting<E> {
+        Faulting::new(ep, self.generation)
+    }
+}

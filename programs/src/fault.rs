@@ -11,8 +11,8 @@
 //! |---|---|---|
 //! | (none) | the first (generation 0) | as it starts |
 //! | `always` | every one | as it starts |
-//! | `on=<OP>[#n]` | the first | as it takes its `n`th request for its operation `OP` (by the policy's name, `n` 1 when left out), before answering it |
-//! | `after=<OP>[#n]` | the first | as it takes the next request after it answered its `n`th `OP` request with success |
+//! | `on=<OP>[@<sender>][#n]` | the first | as it takes its `n`th request for its operation `OP` (by the policy's name; from `<sender>` alone when named; `n` 1 when left out), before answering it |
+//! | `after=<OP>[@<sender>][#n]` | the first | as it takes the next request after it answered its `n`th `OP` request (from `<sender>`, when named) with success |
 //! | `call=<service>[#n]` | the first | as it makes its `n`th call to `<service>` |
 //!
 //! The last three fault a service while it is busy: with requests of its clients open
@@ -39,10 +39,11 @@ pub enum When {
     Start,
     /// Every process, as it starts.
     Always,
-    /// The first process, at its `n`th request for `op`.
-    On(Operation, u32),
-    /// The first process, at the next request after its `n`th successful answer to `op`.
-    After(Operation, u32),
+    /// The first process, at its `n`th request for `op` (from one sender, when named).
+    On(Operation, Option<ServiceId>, u32),
+    /// The first process, at the next request after its `n`th successful answer to `op`
+    /// (from one sender, when named).
+    After(Operation, Option<ServiceId>, u32),
     /// The first process, at its `n`th call to a service.
     Call(ServiceId, u32),
 }
@@ -59,6 +60,17 @@ fn counted(spec: &str) -> Option<(&str, u32)> {
     }
 }
 
+/// `<OP>[@<sender>]` of `task`: the operation and the sender, if named.
+fn operation_from(task: ServiceId, spec: &str) -> Option<(Operation, Option<ServiceId>)> {
+    match spec.split_once('@') {
+        None => Some((Operation::from_name(task, spec)?, None)),
+        Some((op, sender)) => Some((
+            Operation::from_name(task, op)?,
+            Some(ServiceId::from_name(sender)?),
+        )),
+    }
+}
+
 /// The one `<when>` of `task`'s `fault=` word in `bootargs`, if there is one; a word
 /// naming `task` that does not parse is said on the console (as a failure) and ignored.
 pub fn plan(bootargs: &str, task: ServiceId) -> Option<When> {
@@ -70,10 +82,11 @@ pub fn plan(bootargs: &str, task: ServiceId) -> Option<When> {
         None => Some(When::Start),
         Some((_, "always")) => Some(When::Always),
         Some((_, when)) => match when.split_once('=') {
-            Some(("on", op)) => counted(op)
-                .and_then(|(name, n)| Operation::from_name(task, name).map(|op| When::On(op, n))),
-            Some(("after", op)) => counted(op).and_then(|(name, n)| {
-                Operation::from_name(task, name).map(|op| When::After(op, n))
+            Some(("on", op)) => counted(op).and_then(|(spec, n)| {
+                operation_from(task, spec).map(|(op, sender)| When::On(op, sender, n))
+            }),
+            Some(("after", op)) => counted(op).and_then(|(spec, n)| {
+                operation_from(task, spec).map(|(op, sender)| When::After(op, sender, n))
             }),
             Some(("call", service)) => counted(service).and_then(|(name, n)| {
                 ServiceId::from_name(name).map(|service| When::Call(service, n))
@@ -161,11 +174,14 @@ impl<E: Endpoint> Faulting<E> {
         let operation = Frame::decode(&request.frame)
             .ok()
             .and_then(|frame| Operation::from_code(frame.code));
+        let named = |op, sender: Option<ServiceId>| {
+            operation == Some(op) && sender.is_none_or(|s| s == request.sender)
+        };
         match when {
-            When::On(op, n) if operation == Some(op) && self.counts(n) => {
+            When::On(op, sender, n) if named(op, sender) && self.counts(n) => {
                 fault("as it takes the request its plan names, before answering")
             }
-            When::After(op, _) if operation == Some(op) => {
+            When::After(op, sender, _) if named(op, sender) => {
                 let mut tracked = self.tracked.borrow_mut();
                 if tracked.len() == MAX_TRACKED {
                     tracked.remove(0);
@@ -210,7 +226,7 @@ impl<E: Endpoint> Endpoint for Faulting<E> {
     }
 
     fn reply(&self, token: ReplyToken, reply: &[u8]) -> Result<(), IpcError> {
-        if let Some(When::After(_, n)) = self.when {
+        if let Some(When::After(_, _, n)) = self.when {
             let mut tracked = self.tracked.borrow_mut();
             if let Some(at) = tracked.iter().position(|t| *t == token.0) {
                 tracked.remove(at);

@@ -233,32 +233,86 @@ fn boot(
     ))
 }
 
-/// The fault the scenario injects: netstackd's first process faults as it takes the
-/// request after its answer to the second `ACCEPT`, with the peer's second connection
-/// in its hands.
-const NETSTACKD_FAULT: &str = "fault=netstackd:after=ACCEPT#2";
+/// A service fault under the host peer's sessions: what is injected, and the scenario
+/// (in `ladder/markers.toml`) that says what the boot must show.
+#[derive(Clone, Copy)]
+pub struct ServiceFault {
+    /// The task faulted.
+    pub task: &'static str,
+    /// The `-append` word: which process faults, and where.
+    pub spec: &'static str,
+    /// What it faults in the middle of, for the report.
+    pub busy: &'static str,
+    /// The scenario of the expected markers.
+    pub scenario: &'static str,
+}
+
+/// netstackd faults as it takes the request after its answer to the second `ACCEPT`,
+/// with the peer's second connection in its hands (dsoftbusd's half-open handshake).
+pub const NETSTACKD_FAULT: ServiceFault = ServiceFault {
+    task: "netstackd",
+    spec: "fault=netstackd:after=ACCEPT#2",
+    busy: "holding the peer's second connection",
+    scenario: "device-netstackd-fault",
+};
+
+/// dsoftbusd faults as it asks rngd for the ephemeral key of the peer's second
+/// handshake (its first draw is its static key at start): mid-handshake.
+pub const DSOFTBUSD_FAULT: ServiceFault = ServiceFault {
+    task: "dsoftbusd",
+    spec: "fault=dsoftbusd:call=rngd#3",
+    busy: "mid-handshake (drawing the ephemeral key of the peer's second session)",
+    scenario: "device-service-fault",
+};
+
+/// rngd faults as it takes dsoftbusd's request for the ephemeral key of the peer's
+/// second handshake: mid-request.
+pub const RNGD_FAULT: ServiceFault = ServiceFault {
+    task: "rngd",
+    spec: "fault=rngd:on=GET_ENTROPY@dsoftbusd#3",
+    busy: "mid-request (dsoftbusd's draw for the peer's second handshake)",
+    scenario: "device-service-fault",
+};
 
 /// How long the peer's tries wait for each answer before one counts as failed (the
 /// outage it reports includes one such wait).
 const OUTAGE_ANSWER_MS: &str = "500";
 
-/// A netstackd fault under a host peer's sessions, on every combination of `images`
-/// (production images): the production kernel boots `device-faults` (the production
-/// services plus fault injection, nothing else) with [`NETSTACKD_FAULT`]; the peer's
-/// first session works, its second is cut off by the fault, the kernel restarts
-/// netstackd, dsoftbusd listens again by itself, and the peer's sessions work again
-/// against the same device key (`--device-key`). Prints the peer's outage and the
-/// device's own account of the restart.
-pub fn netstackd_fault(images: &[(Combination, PathBuf)]) -> Result<(), String> {
-    on_each(images, netstackd_fault_boot)
+/// Service faults under a host peer's sessions: each `(combination, production image,
+/// fault)` boots the production kernel with `device-faults` (the production services
+/// plus fault injection, nothing else) and the fault's switch; the peer's first session
+/// works, a later one is cut off by the fault, the kernel restarts the service, and
+/// the peer's sessions work again against the same device key (`--device-key`, read
+/// from the console before the fault). At most `jobs::qemu_jobs` boots at a time;
+/// prints each boot's peer outage and the device's own account of the restart.
+pub fn service_faults(runs: &[(Combination, PathBuf, ServiceFault)]) -> Result<(), String> {
+    qemu::ensure_installed()?;
+    let binary = network::build_peer()?;
+    let results = crate::jobs::bounded(runs, crate::jobs::qemu_jobs(), |(c, path, fault)| {
+        service_fault_boot(c, path, &binary, *fault)
+    });
+    let mut failures = Vec::new();
+    for result in results {
+        match result {
+            Ok(line) => eprintln!("    {line}"),
+            Err(why) => failures.push(why),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
 }
 
-fn netstackd_fault_boot(
+fn service_fault_boot(
     combination: &Combination,
     path: &Path,
     binary: &Path,
+    fault: ServiceFault,
 ) -> Result<String, String> {
-    let dir = image::run_dir(combination).join("device-fault");
+    let name = format!("device-{}-fault", fault.task);
+    let dir = image::run_dir(combination).join(&name);
     let disks = DiskSet::fresh(&dir, false)?;
     let identity = dir.join("peer.key");
     let _ = std::fs::remove_file(&identity);
@@ -269,10 +323,10 @@ fn netstackd_fault_boot(
     network::trust(&dir, std::slice::from_ref(&peer_key), combination)?;
     let contract = contract()?;
     let expectation = contract
-        .expectation("full", Some("device-netstackd-fault"))
+        .expectation("full", Some(fault.scenario))
         .map_err(|e| e.to_string())?;
     let port = network::free_port()?;
-    let log = image::run_dir(combination).join("device-netstackd-fault.log");
+    let log = image::run_dir(combination).join(format!("{name}.log"));
     let suite = network::suite(combination);
     let (binary_owned, log_owned) = (binary.to_path_buf(), log.clone());
     let action = Box::new(move || -> Result<String, String> {
@@ -311,7 +365,7 @@ fn netstackd_fault_boot(
         mac: None,
     };
     let programs = image::device_faults_for(path);
-    let bootargs = [NETSTACKD_FAULT.to_owned()];
+    let bootargs = [fault.spec.to_owned()];
     let boot = Boot {
         image: path,
         programs: Some(&programs),
@@ -328,47 +382,45 @@ fn netstackd_fault_boot(
     let values = BTreeMap::from([
         ("provider".to_owned(), combination.to_string()),
         ("peer".to_owned(), peer_key.clone()),
-        ("task".to_owned(), "netstackd".to_owned()),
+        ("task".to_owned(), fault.task.to_owned()),
     ]);
     let outcome = qemu::run_with(
         &boot,
         expectation,
-        &["device-netstackd-fault"],
+        &[fault.scenario],
         values,
         Some(Interaction {
             trigger: "dsoftbusd: listening".into(),
             action,
         }),
     )?;
+    let what = format!("{combination} {} fault", fault.task);
     if !outcome.passed() {
-        eprintln!(
-            "    {combination} netstackd fault: FAILED: {}",
-            outcome.explanation
-        );
+        eprintln!("    {what}: FAILED: {}", outcome.explanation);
         eprintln!("    last lines of {}:", outcome.log.display());
         for line in &outcome.tail {
             eprintln!("      | {line}");
         }
-        return Err(format!(
-            "{combination} netstackd fault: {}",
-            outcome.explanation
-        ));
+        return Err(format!("{what}: {}", outcome.explanation));
     }
     let peer = match &outcome.interaction {
         Some(Ok(out)) => out.clone(),
-        _ => return Err(format!("{combination}: the host peer did not run")),
+        _ => return Err(format!("{what}: the host peer did not run")),
     };
     let measure = peer
         .lines()
         .find_map(|l| l.strip_prefix("measure "))
-        .ok_or_else(|| format!("{combination}: the peer printed no outage figure"))?
+        .ok_or_else(|| format!("{what}: the peer printed no outage figure"))?
         .to_owned();
     let text = std::fs::read_to_string(&outcome.log)
         .map_err(|e| format!("{}: {e}", outcome.log.display()))?;
+    if !text.contains("fault injected") {
+        return Err(format!("{what}: no fault was injected"));
+    }
     let serving_again = text
         .lines()
         .find_map(|l| {
-            l.split_once("netstackd serving again ")
+            l.split_once(&format!("{} serving again ", fault.task))
                 .map(|(_, rest)| rest)
         })
         .and_then(|rest| rest.split(" after").next())
@@ -378,9 +430,25 @@ fn netstackd_fault_boot(
         .lines()
         .find_map(|l| l.split_once("connections ended, ").map(|(_, rest)| rest))
         .and_then(|rest| rest.strip_suffix(" after it learned)"))
-        .unwrap_or("(no line)")
-        .to_owned();
+        .map(|ms| format!("; dsoftbusd listened again {ms} after it learned"))
+        .unwrap_or_default();
     Ok(format!(
-        "{combination}: netstackd faulted mid-session and was restarted (serving again {serving_again}); dsoftbusd listened again {relistened} after it learned; the peer: {measure}"
+        "{what}: faulted {} and restarted (serving again {serving_again}){relistened}; the peer: {measure}",
+        fault.busy
     ))
+}
+
+/// The fault runs for `images`: netstackd on each, dsoftbusd and rngd on one each (the
+/// second and third image, or the first when there are fewer).
+pub fn fault_runs(images: &[(Combination, PathBuf)]) -> Vec<(Combination, PathBuf, ServiceFault)> {
+    let mut runs: Vec<_> = images
+        .iter()
+        .map(|(c, p)| (*c, p.clone(), NETSTACKD_FAULT))
+        .collect();
+    for (at, fault) in [(1, DSOFTBUSD_FAULT), (2, RNGD_FAULT)] {
+        if let Some((c, p)) = images.get(at).or_else(|| images.first()) {
+            runs.push((*c, p.clone(), fault));
+        }
+    }
+    runs
 }

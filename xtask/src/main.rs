@@ -225,7 +225,9 @@ fn main() -> ExitCode {
             on_production_images("test-device", &provider, device::run)
         }
         Command::TestDeviceFault { provider } => {
-            on_production_images("test-device-fault", &provider, device::netstackd_fault)
+            on_production_images("test-device-fault", &provider, |images| {
+                device::service_faults(&device::fault_runs(images))
+            })
         }
         Command::TestRollback { provider } => {
             on_production_images("test-rollback", &provider, rollback::run)
@@ -469,8 +471,8 @@ fn test() -> ExitCode {
         .cloned()
         .collect();
     steps.run(
-        "QEMU: netstackd faults under a host peer's sessions and the device serves again (production services plus fault injection), the four classic combinations",
-        || device::netstackd_fault(&classic_device_images),
+        "QEMU: a service faults under a host peer's sessions and the device serves again (production services plus fault injection): netstackd on the four classic combinations, dsoftbusd and rngd on one each",
+        || device::service_faults(&device::fault_runs(&classic_device_images)),
     );
     steps.run(
         "QEMU: a revoked peer stays revoked (one flipped byte, the older store, an older disk), the four classic combinations",

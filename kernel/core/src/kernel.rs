@@ -102,6 +102,8 @@ pub struct KernelStats {
 struct Envelope {
     call: u32,
     sender: ServiceId,
+    /// The sender's generation when it called.
+    sender_generation: u32,
     frame: IpcBuffer,
 }
 
@@ -456,10 +458,12 @@ impl<P: Platform> Shared<P> {
             },
         );
         state.served.insert((service, caller));
+        let sender_generation = state.generations.get(&caller).copied().unwrap_or(0);
         if let Some(inbox) = state.inboxes.get_mut(&service) {
             inbox.push_back(Envelope {
                 call,
                 sender: caller,
+                sender_generation,
                 frame: IpcBuffer::copy_from(frame),
             });
         }
@@ -839,6 +843,7 @@ impl<P: Platform> Endpoint for KernelEndpoint<P> {
         let envelope = state.inboxes.get_mut(&self.id)?.pop_front()?;
         Some(Request {
             sender: envelope.sender,
+            sender_generation: envelope.sender_generation,
             frame: envelope.frame,
             token: ReplyToken(envelope.call),
         })
@@ -1065,6 +1070,26 @@ mod tests {
         assert_eq!(
             logd.claim_audit_feed().err(),
             Some(CapabilityError::AlreadyClaimed)
+        );
+    }
+
+    #[test]
+    fn a_request_carries_its_senders_generation_stamped_when_it_called() {
+        let (_kernel, logd, selftest) = logd_and_selftest(&[]);
+        let frame = Frame::request(Operation::LogdQuery, &[]).encode().unwrap();
+        selftest.submit_call(ServiceId::Logd, &frame).unwrap();
+        let first = logd.try_receive().unwrap();
+        assert_eq!(
+            (first.sender, first.sender_generation),
+            (ServiceId::Selftest, 0)
+        );
+        // The sender's task restarted: its new process's calls say so.
+        assert_eq!(selftest.service_restarted(), 1);
+        selftest.submit_call(ServiceId::Logd, &frame).unwrap();
+        let second = logd.try_receive().unwrap();
+        assert_eq!(
+            (second.sender, second.sender_generation),
+            (ServiceId::Selftest, 1)
         );
     }
 

@@ -12,6 +12,11 @@ use crate::service::ServiceId;
 pub struct Request {
     /// Who sent it. Stamped by the kernel; the sender cannot choose it.
     pub sender: ServiceId,
+    /// The generation of the sender's process when it called (how many times the
+    /// kernel restarted the sender's task; 0 for its first process). Stamped by the
+    /// kernel: a service that keeps state per client (netstackd's sockets) drops what
+    /// an earlier process of that client held when a later one calls.
+    pub sender_generation: u32,
     /// The request frame, already checked to be a well-formed request frame whose
     /// operation the policy allows this sender. Wiped when dropped.
     pub frame: IpcBuffer,

@@ -1052,10 +1052,11 @@ impl Process {
         }
         let request = ep.try_receive().ok_or(SyscallError::Empty)?;
         self.copy_out(va, &request.frame)?;
+        // The sender's id in the low 16 bits, its generation above them.
         Ok([
             request.frame.len() as u64,
             u64::from(request.token.0),
-            request.sender as u64,
+            request.sender as u64 | u64::from(request.sender_generation) << 16,
         ])
     }
 

@@ -259,11 +259,10 @@ impl<R: RawEntropyDevice, N: RawNetDevice, D: RawBlockDevice> Endpoint for UserE
             [buffer.as_mut_ptr() as usize, buffer.len(), 0],
         );
         let request = match taken {
+            // The sender's id in the low 16 bits, its generation above them.
             Ok([len, token, sender]) => Some(Request {
-                sender: u16::try_from(sender)
-                    .ok()
-                    .and_then(ServiceId::from_u16)
-                    .unwrap_or(ServiceId::Kernel),
+                sender: ServiceId::from_u16(sender as u16).unwrap_or(ServiceId::Kernel),
+                sender_generation: (sender >> 16) as u32,
                 frame: IpcBuffer::copy_from(&buffer[..len.min(buffer.len())]),
                 token: ReplyToken(token as u32),
             }),

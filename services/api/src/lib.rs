@@ -320,6 +320,7 @@ mod tests {
     fn servers_parse_only_their_own_operations() {
         let request = |frame: IpcBuffer| Request {
             sender: ServiceId::Selftest,
+            sender_generation: 0,
             frame,
             token: ReplyToken(1),
         };

@@ -116,13 +116,32 @@ pub fn network_gone(error: &ClientError) -> bool {
     )
 }
 
-async fn ephemeral<E: Endpoint>(ep: &E) -> Option<SecretBytes<32>> {
-    let bytes = rngd::get_entropy(ep, 32).await.ok()?;
+/// Why a handshake got no ephemeral key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NoEphemeral {
+    /// rngd answered that it closed (its source failed a health test, or failed): it
+    /// serves nothing from now on, so no handshake can be made.
+    Closed,
+    /// This draw failed and the next may not: rngd's process ended mid-call (the
+    /// kernel restarts it, with its health tests from scratch), or the call failed on
+    /// its way.
+    ThisTime,
+}
+
+async fn ephemeral<E: Endpoint>(ep: &E) -> Result<SecretBytes<32>, NoEphemeral> {
+    let bytes = rngd::get_entropy(ep, 32)
+        .await
+        .map_err(|error| match error {
+            ClientError::Service(ServiceError::HealthTestFailed | ServiceError::Unavailable) => {
+                NoEphemeral::Closed
+            }
+            _ => NoEphemeral::ThisTime,
+        })?;
     SecretBytes::from_fill(|e: &mut [u8; 32]| {
         e.copy_from_slice(&bytes);
         Ok::<(), ()>(())
     })
-    .ok()
+    .map_err(|()| NoEphemeral::ThisTime)
 }
 
 /// The answer to a `TRANSPORT`, and whether it authenticated a peer.
@@ -146,8 +165,9 @@ pub struct Daemon<P: Provider, H: HashBackend> {
     /// A netstackd call failed as [`network_gone`]: the service loop ends every
     /// connection of the old process and listens again.
     network_lost: bool,
-    /// rngd refused an ephemeral key: it has closed for good, so every new handshake
-    /// is refused at the hello from now on.
+    /// rngd answered that it closed: every new handshake is refused at the hello from
+    /// now on. (A draw that failed because rngd's process ended is not this: the
+    /// kernel restarts rngd.)
     entropy_failed: bool,
 }
 
@@ -431,9 +451,12 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         if !self.table.pace.take(now_ms) {
             return Err(End::rejected(Refusal::Paced));
         }
-        let Some(entropy) = ephemeral(ep).await else {
-            self.entropy_failed = true;
-            return Err(End::failed(Refusal::NoEntropy));
+        let entropy = match ephemeral(ep).await {
+            Ok(entropy) => entropy,
+            Err(why) => {
+                self.entropy_failed |= why == NoEphemeral::Closed;
+                return Err(End::failed(Refusal::NoEntropy));
+            }
         };
         ready
             .write_message_2(&entropy, &self.binding.encode())
@@ -1123,9 +1146,12 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         if !self.table.pace.take(now_ms) {
             return Err(End::rejected(Refusal::Paced));
         }
-        let Some(entropy) = ephemeral(ep).await else {
-            self.entropy_failed = true;
-            return Err(End::failed(Refusal::NoEntropy));
+        let entropy = match ephemeral(ep).await {
+            Ok(entropy) => entropy,
+            Err(why) => {
+                self.entropy_failed |= why == NoEphemeral::Closed;
+                return Err(End::failed(Refusal::NoEntropy));
+            }
         };
         let initiator =
             Initiator::<Kx<P>, Aead<P>, H>::new(PROLOGUE, Rc::clone(&self.static_key), rs);

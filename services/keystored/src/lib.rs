@@ -280,6 +280,7 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
     pub fn handle(&mut self, sender: ServiceId, frame: &[u8]) -> Handled {
         let request = ipc::Request {
             sender,
+            sender_generation: 0,
             frame: ipc::IpcBuffer::copy_from(frame),
             token: ipc::ReplyToken(0),
         };

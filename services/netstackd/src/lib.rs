@@ -33,6 +33,7 @@ pub mod phy;
 pub mod recovery;
 pub mod stack;
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::vec::Vec;
 
@@ -123,10 +124,12 @@ fn answer<E: Endpoint>(
     };
 }
 
-/// The service: the stack and the parked requests.
+/// The service: the stack, the parked requests, and the generation of each client's
+/// process it last heard from.
 pub struct Netstackd<D: ipc::RawNetDevice> {
     stack: Stack<D>,
     parked: Vec<Parked>,
+    clients: BTreeMap<ServiceId, u32>,
 }
 
 fn handle_detail(handle: Handle) -> u32 {
@@ -139,7 +142,35 @@ impl<D: ipc::RawNetDevice> Netstackd<D> {
         Self {
             stack,
             parked: Vec::new(),
+            clients: BTreeMap::new(),
         }
+    }
+
+    /// A request from `sender`'s process of generation `generation` (kernel-stamped):
+    /// when that is another process than the last one heard from, the kernel restarted
+    /// the client, and what its earlier process held goes: its sockets are reset and
+    /// its parked requests dropped (their calls ended with that process). Says so.
+    fn client_generation<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        sender: ServiceId,
+        generation: u32,
+        now_ms: u64,
+    ) {
+        let seen = self.clients.entry(sender).or_insert(generation);
+        if *seen == generation {
+            return;
+        }
+        *seen = generation;
+        self.parked.retain(|p| p.caller != sender);
+        let closed = self.stack.forget_owner(sender, now_ms);
+        // The reset sockets leave the stack now, so their ports are free for the new
+        // process's first request.
+        self.stack.poll(now_ms);
+        ep.console(&format!(
+            "{} restarted (generation {generation}): the {closed} sockets its earlier process held are reset",
+            sender.name()
+        ));
     }
 
     /// The stack, for its statistics.
@@ -222,6 +253,7 @@ impl<D: ipc::RawNetDevice> Netstackd<D> {
 
     /// Handles one delivered request: answers it now, or parks it.
     pub fn handle<E: Endpoint>(&mut self, ep: &E, request: ipc::Request, now_ms: u64) {
+        self.client_generation(ep, request.sender, request.sender_generation, now_ms);
         let incoming = match Incoming::parse(ServiceId::Netstackd, &request) {
             Ok(incoming) => incoming,
             Err((error, code)) => {

@@ -870,6 +870,22 @@ impl<D: RawNetDevice> Stack<D> {
         Ok(())
     }
 
+    /// Closes every socket `owner` holds, with a reset (its process ended: the kernel
+    /// restarted the task, and the new process knows none of them); returns how many
+    /// handles it held.
+    pub fn forget_owner(&mut self, owner: ServiceId, now_ms: u64) -> usize {
+        let handles: Vec<Handle> = self
+            .entries
+            .iter()
+            .filter(|e| e.owner == owner)
+            .map(|e| e.handle)
+            .collect();
+        for handle in &handles {
+            let _ = self.close(owner, *handle, true, now_ms);
+        }
+        handles.len()
+    }
+
     /// `STATUS`.
     ///
     /// # Errors
@@ -1075,6 +1091,29 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn forgetting_an_owner_closes_its_sockets_and_no_one_elses() {
+        let mut stack = Stack::<NoDevice>::new(1, 0);
+        let gone = stack.listen(ServiceId::Dsoftbusd, 7411, 2).unwrap();
+        stack.listen(ServiceId::Dsoftbusd, 7412, 2).unwrap();
+        let kept = stack.listen(ServiceId::Selftest, 7413, 2).unwrap();
+        assert_eq!(stack.forget_owner(ServiceId::Dsoftbusd, 0), 2);
+        assert_eq!(
+            stack.status(ServiceId::Dsoftbusd, gone).err(),
+            Some(ServiceError::BadHandle)
+        );
+        assert!(stack.status(ServiceId::Selftest, kept).is_ok());
+        // The port is free for the owner's next process once the stack has run.
+        stack.poll(0);
+        assert_eq!(
+            stack
+                .listen(ServiceId::Dsoftbusd, 7411, 2)
+                .map(|h| h.number() > 0),
+            Ok(true)
+        );
+        assert_eq!(stack.forget_owner(ServiceId::Logd, 0), 0);
     }
 
     #[test]

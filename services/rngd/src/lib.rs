@@ -193,6 +193,7 @@ impl<D: RawEntropyDevice> Rngd<D> {
         let code = Operation::RngdGetEntropy.code();
         let request = ipc::Request {
             sender,
+            sender_generation: 0,
             frame: ipc::IpcBuffer::copy_from(frame),
             token: ipc::ReplyToken(0),
         };

@@ -91,6 +91,7 @@ impl<D: RawBlockDevice> Statefs<D> {
     pub fn handle(&mut self, sender: ServiceId, frame: &[u8]) -> Handled {
         let request = ipc::Request {
             sender,
+            sender_generation: 0,
             frame: ipc::IpcBuffer::copy_from(frame),
             token: ipc::ReplyToken(0),
         };

@@ -14,6 +14,7 @@
 //! | `on=<OP>[@<sender>][#n]` | the first | as it takes its `n`th request for its operation `OP` (by the policy's name; from `<sender>` alone when named; `n` 1 when left out), before answering it |
 //! | `after=<OP>[@<sender>][#n]` | the first | as it takes the next request after it answered its `n`th `OP` request (from `<sender>`, when named) with success |
 //! | `call=<service>[#n]` | the first | as it makes its `n`th call to `<service>` |
+//! | `torn=<OP>[@<sender>][#n]` | the first | in the middle of the first disk write after it takes its `n`th `OP` request: the write's first sector reaches the disk, then it faults (statefs: a torn record) |
 //!
 //! The last three fault a service while it is busy: with requests of its clients open
 //! (`on=`), with state of its clients in hand (`after=`: netstackd holding the socket
@@ -26,6 +27,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use ipc::{
     AuditEvent, Capability, CapabilityError, Endpoint, Frame, FrameKind, IpcBuffer, IpcError,
@@ -46,7 +48,14 @@ pub enum When {
     After(Operation, Option<ServiceId>, u32),
     /// The first process, at its `n`th call to a service.
     Call(ServiceId, u32),
+    /// The first process, in the middle of the first disk write after its `n`th
+    /// request for `op` (from one sender, when named).
+    Torn(Operation, Option<ServiceId>, u32),
 }
+
+/// `torn=`: the request was taken; the next disk write is torn. A process is one
+/// thread, and only the process whose plan says `torn=` sets it.
+static TEAR_NEXT_WRITE: AtomicBool = AtomicBool::new(false);
 
 fn say(line: &str) {
     let _ = user_rt::console(line.as_bytes());
@@ -87,6 +96,9 @@ pub fn plan(bootargs: &str, task: ServiceId) -> Option<When> {
             }),
             Some(("after", op)) => counted(op).and_then(|(spec, n)| {
                 operation_from(task, spec).map(|(op, sender)| When::After(op, sender, n))
+            }),
+            Some(("torn", op)) => counted(op).and_then(|(spec, n)| {
+                operation_from(task, spec).map(|(op, sender)| When::Torn(op, sender, n))
             }),
             Some(("call", service)) => counted(service).and_then(|(name, n)| {
                 ServiceId::from_name(name).map(|service| When::Call(service, n))
@@ -147,7 +159,11 @@ impl<E: Endpoint> Faulting<E> {
     /// (`generation` 0); every other process gets `inner`'s behaviour unchanged.
     pub fn new(inner: E, generation: usize) -> Self {
         let when = plan(&user_rt::bootargs(), inner.id()).filter(|when| {
-            generation == 0 && matches!(when, When::On(..) | When::After(..) | When::Call(..))
+            generation == 0
+                && matches!(
+                    when,
+                    When::On(..) | When::After(..) | When::Call(..) | When::Torn(..)
+                )
         });
         Self {
             inner,
@@ -180,6 +196,9 @@ impl<E: Endpoint> Faulting<E> {
         match when {
             When::On(op, sender, n) if named(op, sender) && self.counts(n) => {
                 fault("as it takes the request its plan names, before answering")
+            }
+            When::Torn(op, sender, n) if named(op, sender) && self.counts(n) => {
+                TEAR_NEXT_WRITE.store(true, Ordering::Relaxed);
             }
             When::After(op, sender, _) if named(op, sender) => {
                 let mut tracked = self.tracked.borrow_mut();
@@ -284,4 +303,55 @@ impl user_programs::Wrap for Faults {
     fn wrap<E: Endpoint>(&self, ep: E) -> Faulting<E> {
         Faulting::new(ep, self.generation)
     }
+}
+
+/// A disk that tears the write [`TEAR_NEXT_WRITE`] asks for: its first sector reaches
+/// the disk (and is flushed), then the process faults, so the rest never does. Every
+/// other call goes to the disk.
+pub struct TearingDisk<D> {
+    inner: D,
+}
+
+impl<D: ipc::RawBlockDevice> ipc::RawBlockDevice for TearingDisk<D> {
+    fn sectors(&self) -> u64 {
+        self.inner.sectors()
+    }
+
+    fn readonly(&self) -> bool {
+        self.inner.readonly()
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), ipc::DeviceError> {
+        self.inner.read(sector, buf)
+    }
+
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), ipc::DeviceError> {
+        if TEAR_NEXT_WRITE.swap(false, Ordering::Relaxed) {
+            const SECTOR: usize = 512;
+            let first = SECTOR.min(buf.len());
+            if first < buf.len() {
+                let _ = self.inner.write(sector, &buf[..first]);
+                let _ = self.inner.flush();
+            }
+            fault(&alloc::format!(
+                "in the middle of a disk write: {} of its {} bytes written",
+                if first < buf.len() { first } else { 0 },
+                buf.len()
+            ));
+        }
+        self.inner.write(sector, buf)
+    }
+
+    fn flush(&mut self) -> Result<(), ipc::DeviceError> {
+        self.inner.flush()
+    }
+}
+
+/// The test programs' disks: each as the production program opens it, behind a
+/// [`TearingDisk`].
+pub fn disk_for_tests(capability: Capability) -> Result<user_rt::BoxedDisk, CapabilityError> {
+    let disk = user_hal::disk(capability)?;
+    Ok(user_rt::BoxedDisk(alloc::boxed::Box::new(TearingDisk {
+        inner: disk,
+    })))
 }

@@ -20,7 +20,7 @@ mod riscv {
 
     use ipc::{Capability, CapabilityError, Endpoint, ServiceId};
     use provider_select::{Selected, SelectedHash as Hash};
-    use user_rt::{BoxedNet, Start, UserEndpoint, block_on, exit};
+    use user_rt::{BoxedDisk, BoxedNet, Start, UserEndpoint, block_on, exit};
 
     /// The exit code of a process started for a task this program does not run.
     pub const NOT_HERE: usize = 127;
@@ -66,14 +66,26 @@ mod riscv {
         }
     }
 
+    /// How a program opens its devices: the network device (netstackd's), a disk (by
+    /// capability: statefs's and keystored's). The production program's are
+    /// [`DEVICES`]; the test programs' may stall the network device or tear a disk
+    /// write on purpose.
+    pub struct Devices {
+        /// Opens the network device.
+        pub net: fn() -> Result<BoxedNet, CapabilityError>,
+        /// Opens a disk.
+        pub disk: fn(Capability) -> Result<BoxedDisk, CapabilityError>,
+    }
+
+    /// The production program's devices, as the hardware gives them.
+    pub const DEVICES: Devices = Devices {
+        net: net_device,
+        disk: user_hal::disk,
+    };
+
     /// Runs the service of `start.task`, if this program has it; returns otherwise.
-    /// `open_net` opens the network device for netstackd (the test image's may stall
-    /// it on purpose); `wrap` goes around each service's endpoint.
-    pub fn serve<W: Wrap>(
-        start: Start,
-        open_net: fn() -> Result<BoxedNet, CapabilityError>,
-        wrap: &W,
-    ) {
+    /// `devices` opens the devices; `wrap` goes around each service's endpoint.
+    pub fn serve<W: Wrap>(start: Start, devices: &Devices, wrap: &W) {
         match start.task {
             ServiceId::Logd => block_on(logd::run(
                 wrap.wrap(UserEndpoint::new(ServiceId::Logd)),
@@ -89,7 +101,7 @@ mod riscv {
             ServiceId::Netstackd => {
                 let bootargs = user_rt::bootargs();
                 block_on(netstackd::run(
-                    wrap.wrap(UserEndpoint::new(ServiceId::Netstackd).with_net_device(open_net)),
+                    wrap.wrap(UserEndpoint::new(ServiceId::Netstackd).with_net_device(devices.net)),
                     &bootargs,
                     start.args[0],
                 ))
@@ -99,10 +111,10 @@ mod riscv {
             )),
             ServiceId::Devmgr => devmgr(),
             ServiceId::Statefs => block_on(statefs::run(
-                wrap.wrap(UserEndpoint::new(ServiceId::Statefs).with_disks(user_hal::disk)),
+                wrap.wrap(UserEndpoint::new(ServiceId::Statefs).with_disks(devices.disk)),
             )),
             ServiceId::Keystored => block_on(keystored::run::<Selected, Hash, _>(
-                wrap.wrap(UserEndpoint::new(ServiceId::Keystored).with_disks(user_hal::disk)),
+                wrap.wrap(UserEndpoint::new(ServiceId::Keystored).with_disks(devices.disk)),
                 kernel_core::config::PURPOSES,
             )),
             _ => {}
@@ -174,5 +186,6 @@ mod riscv {
 
 #[cfg(target_arch = "riscv64")]
 pub use riscv::{
-    NET_TRANSMIT_TIMEOUT_US, NOT_HERE, Plain, Wrap, devmgr, net_device, not_here, serve,
+    DEVICES, Devices, NET_TRANSMIT_TIMEOUT_US, NOT_HERE, Plain, Wrap, devmgr, net_device, not_here,
+    serve,
 };

@@ -57,62 +57,133 @@ fn restarted() -> Result<Vec<ipc::ServiceId>, String> {
     Ok(manifest.restart.iter().map(|policy| policy.task).collect())
 }
 
+/// The fault that makes `task` fault at the selftest's call in the `service-busy-fault`
+/// scenario (`supervise=<task>`; `selftest/client/src/supervision.rs` makes the call).
+fn busy_fault(task: ipc::ServiceId) -> Option<&'static str> {
+    Some(match task {
+        ipc::ServiceId::Logd => "fault=logd:on=QUERY@selftest",
+        ipc::ServiceId::Rngd => "fault=rngd:on=GET_ENTROPY@selftest",
+        ipc::ServiceId::Statefs => "fault=statefs:torn=PUT@selftest#2",
+        ipc::ServiceId::Keystored => "fault=keystored:on=GET_PUBKEY@selftest#2",
+        ipc::ServiceId::Netstackd => "fault=netstackd:on=RECV@selftest",
+        ipc::ServiceId::Dsoftbusd => "fault=dsoftbusd:on=DISCOVER@selftest",
+        _ => return None,
+    })
+}
+
 /// Supervision: `-append fault=<service>` makes that service's first process fault as
 /// it starts; the kernel must restart it and the whole ladder pass, QEMU exiting with
 /// success: logd on every image, each other service with a restart policy on one of
-/// them in turn (the
-/// restart is the kernel's, the same on every backend; one boot each keeps the step
-/// short). `-append fault=logd:always` makes every logd process fault; the kernel must
-/// restart it as its policy allows, then stop the device, QEMU exiting with a failure.
+/// them in turn (the restart is the kernel's, the same on every backend; one boot each
+/// keeps the step short). `-append fault=logd:always` makes every logd process fault;
+/// the kernel must restart it as its policy allows, then stop the device, QEMU exiting
+/// with a failure. Then each service with a restart policy faults while busy with the
+/// selftest's call (`service-busy-fault`, one image each, in turn): the call ends at
+/// once, the service recovers, the journal holds the fault, and the ladder passes.
+///
+/// Boots of one image each run side by side, never two on one combination at once
+/// (a combination's boots share its disks).
 pub fn service_restart(images: &[(Combination, PathBuf)]) -> Result<(), String> {
     /// A scenario, its `-append`, whether QEMU must exit with success, the images.
-    type Run<'a> = (&'a str, String, bool, Vec<(Combination, PathBuf)>);
+    type Run<'a> = (&'a str, Vec<String>, bool, Vec<(Combination, PathBuf)>);
     let mut runs: Vec<Run> = vec![
         (
             "service-restart",
-            "fault=logd".into(),
+            vec!["fault=logd".into()],
             true,
             images.to_vec(),
         ),
         (
             "restart-policy-spent",
-            "fault=logd:always".into(),
+            vec!["fault=logd:always".into()],
             false,
             images.to_vec(),
         ),
     ];
-    let others = restarted()?
-        .into_iter()
-        .filter(|task| *task != ipc::ServiceId::Logd);
-    for (index, service) in others.enumerate() {
-        if let Some(image) = images.get((index + 1) % images.len().max(1)) {
+    let supervised = restarted()?;
+    let image_for = |index: usize| images.get(index % images.len().max(1)).cloned();
+    for (index, service) in supervised
+        .iter()
+        .filter(|task| **task != ipc::ServiceId::Logd)
+        .enumerate()
+    {
+        if let Some(image) = image_for(index + 1) {
             runs.push((
                 "service-restart",
-                format!("fault={service}"),
+                vec![format!("fault={service}")],
                 true,
-                vec![image.clone()],
+                vec![image],
             ));
         }
     }
-    for (scenario, append, want_success, images) in runs {
+    for (index, service) in supervised.iter().enumerate() {
+        let fault = busy_fault(*service)
+            .ok_or_else(|| format!("{service} has a restart policy and no busy fault"))?;
+        if let Some(image) = image_for(index) {
+            runs.push((
+                "service-busy-fault",
+                vec![fault.into(), format!("supervise={service}")],
+                true,
+                vec![image],
+            ));
+        }
+    }
+    let one = |(scenario, append, want_success, images): &Run| -> Result<(), String> {
         let mut options = scenarios::options(Some(scenario), None, false);
-        options.net.append = vec![append.clone()];
+        options.net.append.clone_from(append);
         options.timeout = Duration::from_secs(90);
-        for row in boot(&images, &options)? {
+        let append = append.join(" ");
+        for row in boot(images, &options)? {
             let outcome = row.outcome.as_ref().map_err(Clone::clone)?;
             let success = outcome.exit_code == Some(0);
-            if success != want_success {
+            if success != *want_success {
                 return Err(format!(
                     "{}: `{scenario}` with {append}: QEMU's exit status was {:?}",
                     row.combination, outcome.exit_code
                 ));
             }
+            let recovered = std::fs::read_to_string(&outcome.log)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("SELFTEST: "))
+                .filter(|l| l.contains("serving again after"))
+                .and_then(|l| l.split(", restarted, ").nth(1))
+                .and_then(|l| l.split(';').next())
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
             eprintln!(
-                "    {}: {scenario} with {append}: QEMU exited with status {:?} after {:.1} s, as it must",
+                "    {}: {scenario} with {append}: QEMU exited with status {:?} after {:.1} s, as it must{recovered}",
                 row.combination,
                 outcome.exit_code,
                 outcome.wall.as_secs_f64()
             );
+        }
+        Ok(())
+    };
+    // Waves of single-image runs on distinct combinations, side by side.
+    let (batches, mut singles): (Vec<Run>, Vec<Run>) =
+        runs.into_iter().partition(|run| run.3.len() > 1);
+    for run in &batches {
+        one(run)?;
+    }
+    while !singles.is_empty() {
+        let mut wave: Vec<Run> = Vec::new();
+        let mut rest = Vec::new();
+        for run in singles {
+            let combination = run.3[0].0;
+            if wave.iter().any(|w| w.3[0].0 == combination) {
+                rest.push(run);
+            } else {
+                wave.push(run);
+            }
+        }
+        singles = rest;
+        let failures: Vec<String> = crate::jobs::bounded(&wave, crate::jobs::qemu_jobs(), one)
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if !failures.is_empty() {
+            return Err(failures.join("; "));
         }
     }
     Ok(())

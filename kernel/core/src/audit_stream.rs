@@ -10,6 +10,13 @@
 //!   [`AuditLoss::tasks`]; other tasks' records and the kernel's are untouched.
 //!
 //! Records leave in sequence order whichever budget they sit in.
+//!
+//! - **A restarted holder.** logd's journal lives in its process, so a logd that
+//!   faults takes every record it held with it. The stream keeps a copy of the last
+//!   records it handed out (`retained` of them); when the holder's process is replaced
+//!   they go back at the head of the stream, and the new process takes them again.
+//!   Records handed out before those are lost for good and counted as lost, each in
+//!   its budget (a lost kernel record means the trail is incomplete, as above).
 
 use alloc::collections::{BTreeMap, VecDeque};
 
@@ -37,10 +44,34 @@ pub(crate) struct AuditStream {
     task_quota: usize,
     sequence: u64,
     lost: AuditLoss,
+    /// Copies of the last records handed out, oldest first, at most `retained`.
+    delivered: VecDeque<AuditRecord>,
+    retained: usize,
+    /// Records handed out that left `delivered`, each in its budget: lost if the
+    /// holder's process is replaced.
+    aged: AuditLoss,
+}
+
+/// What a restart of the feed's holder did to the stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Redelivered {
+    /// Records put back at the head of the stream for the new process.
+    pub(crate) records: usize,
+    /// Records the old process took that the stream no longer had a copy of: lost.
+    pub(crate) lost: AuditLoss,
+}
+
+/// Counts `record` in its budget of `loss`.
+fn count(loss: &mut AuditLoss, record: &AuditRecord) {
+    if record.origin == ServiceId::Kernel {
+        loss.kernel += 1;
+    } else {
+        loss.tasks += 1;
+    }
 }
 
 impl AuditStream {
-    pub(crate) fn new(kernel_capacity: usize, task_quota: usize) -> Self {
+    pub(crate) fn new(kernel_capacity: usize, task_quota: usize, retained: usize) -> Self {
         Self {
             kernel: VecDeque::new(),
             tasks: BTreeMap::new(),
@@ -48,6 +79,9 @@ impl AuditStream {
             task_quota: task_quota.max(1),
             sequence: 0,
             lost: AuditLoss::default(),
+            delivered: VecDeque::new(),
+            retained,
+            aged: AuditLoss::default(),
         }
     }
 
@@ -82,7 +116,8 @@ impl AuditStream {
         admitted
     }
 
-    /// The held record with the lowest sequence number.
+    /// The held record with the lowest sequence number; a copy stays in the window a
+    /// restarted holder takes again.
     pub(crate) fn pop(&mut self) -> Option<AuditRecord> {
         let oldest_task = self
             .tasks
@@ -90,12 +125,44 @@ impl AuditStream {
             .filter_map(|(origin, queue)| queue.front().map(|r| (r.sequence, *origin)))
             .min();
         let kernel_first = self.kernel.front().map(|r| r.sequence);
-        match (kernel_first, oldest_task) {
+        let record = match (kernel_first, oldest_task) {
             (Some(k), Some((t, _))) if k < t => self.kernel.pop_front(),
             (Some(_), None) => self.kernel.pop_front(),
             (_, Some((_, origin))) => self.tasks.get_mut(&origin)?.pop_front(),
             (None, None) => None,
+        }?;
+        if self.retained > 0 {
+            if self.delivered.len() >= self.retained
+                && let Some(old) = self.delivered.pop_front()
+            {
+                count(&mut self.aged, &old);
+            }
+            self.delivered.push_back(record);
+        } else {
+            count(&mut self.aged, &record);
         }
+        Some(record)
+    }
+
+    /// The feed's holder was replaced by a new process (the old one's journal is
+    /// gone): the retained copies go back at the head of the stream, oldest first, and
+    /// what the old process took before them is counted lost.
+    pub(crate) fn holder_restarted(&mut self) -> Redelivered {
+        let lost = core::mem::take(&mut self.aged);
+        self.lost.kernel += lost.kernel;
+        self.lost.tasks += lost.tasks;
+        let records = self.delivered.len();
+        while let Some(record) = self.delivered.pop_back() {
+            if record.origin == ServiceId::Kernel {
+                self.kernel.push_front(record);
+            } else {
+                self.tasks
+                    .entry(record.origin)
+                    .or_default()
+                    .push_front(record);
+            }
+        }
+        Redelivered { records, lost }
     }
 
     pub(crate) fn lost(&self) -> AuditLoss {
@@ -116,6 +183,7 @@ impl AuditStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
     use ipc::{Action, Verdict};
 
     fn event(subject: ServiceId) -> AuditEvent {
@@ -130,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_task_over_its_quota_only_loses_its_own_records() {
-        let mut stream = AuditStream::new(4, 2);
+        let mut stream = AuditStream::new(4, 2, 0);
         stream.push(ServiceId::Kernel, event(ServiceId::Selftest));
         stream.push(ServiceId::Rngd, event(ServiceId::Rngd));
         for _ in 0..1000 {
@@ -143,7 +211,7 @@ mod tests {
                 tasks: 998
             }
         );
-        let origins: alloc::vec::Vec<_> = core::iter::from_fn(|| stream.pop())
+        let origins: Vec<_> = core::iter::from_fn(|| stream.pop())
             .map(|r| (r.origin, r.sequence))
             .collect();
         assert_eq!(
@@ -160,7 +228,7 @@ mod tests {
 
     #[test]
     fn kernel_records_are_dropped_only_by_kernel_records_and_counted() {
-        let mut stream = AuditStream::new(2, 2);
+        let mut stream = AuditStream::new(2, 2, 0);
         assert_eq!(
             stream.push(ServiceId::Kernel, event(ServiceId::Logd)),
             Admitted::Queued
@@ -179,8 +247,64 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_holder_takes_the_retained_records_again_and_older_ones_are_counted_lost() {
+        let mut stream = AuditStream::new(8, 8, 3);
+        for n in 0..4 {
+            stream.push(ServiceId::Kernel, event(ServiceId::Rngd));
+            stream.push(ServiceId::Statefs, event(ServiceId::Selftest));
+            let _ = n;
+        }
+        // The old process takes five records (sequences 0 to 4), then faults.
+        let taken: Vec<u64> = (0..5).map(|_| stream.pop().unwrap().sequence).collect();
+        assert_eq!(taken, [0, 1, 2, 3, 4]);
+        let again = stream.holder_restarted();
+        // Sequences 0 (kernel) and 1 (statefs) left the window of three.
+        assert_eq!(again.records, 3);
+        assert_eq!(
+            again.lost,
+            AuditLoss {
+                kernel: 1,
+                tasks: 1
+            }
+        );
+        assert_eq!(
+            stream.lost(),
+            AuditLoss {
+                kernel: 1,
+                tasks: 1
+            }
+        );
+        // The new process takes 2, 3, 4 again, then the rest, in order.
+        let all: Vec<u64> = core::iter::from_fn(|| stream.pop().map(|r| r.sequence)).collect();
+        assert_eq!(all, [2, 3, 4, 5, 6, 7]);
+        // The second process faults too: 5, 6 and 7 go back; 2 and 4 (kernel) and 3
+        // (statefs) are gone with it.
+        let again = stream.holder_restarted();
+        assert_eq!(again.records, 3);
+        assert_eq!(
+            again.lost,
+            AuditLoss {
+                kernel: 2,
+                tasks: 1
+            }
+        );
+        assert_eq!(
+            stream.lost(),
+            AuditLoss {
+                kernel: 3,
+                tasks: 2
+            }
+        );
+        let all: Vec<u64> = core::iter::from_fn(|| stream.pop().map(|r| r.sequence)).collect();
+        assert_eq!(all, [5, 6, 7]);
+        // A restart with nothing taken since loses nothing.
+        let again = stream.holder_restarted();
+        assert_eq!((again.records, again.lost), (3, AuditLoss::default()));
+    }
+
+    #[test]
     fn the_sequence_number_wraps_without_panicking() {
-        let mut stream = AuditStream::new(4, 4);
+        let mut stream = AuditStream::new(4, 4, 0);
         stream.set_sequence(u64::MAX);
         stream.push(ServiceId::Kernel, event(ServiceId::Logd));
         stream.push(ServiceId::Kernel, event(ServiceId::Logd));

@@ -37,6 +37,9 @@ pub struct Limits {
     pub kernel_audit_capacity: usize,
     /// Audit records of one task held for logd before that task's oldest is dropped.
     pub task_audit_quota: usize,
+    /// Copies of the last audit records handed to logd that the kernel keeps, so a
+    /// restarted logd takes them again (what logd's faulted process held is gone).
+    pub audit_retained: usize,
     /// Longest console line; longer lines are cut.
     pub console_line_max: usize,
 }
@@ -49,6 +52,7 @@ impl Default for Limits {
             calls_per_task: 4,
             kernel_audit_capacity: 256,
             task_audit_quota: 64,
+            audit_retained: 1024,
             console_line_max: 240,
         }
     }
@@ -186,7 +190,11 @@ impl<P: Platform> Kernel<P> {
                     calls: BTreeMap::new(),
                     next_call: 1,
                     served: BTreeSet::new(),
-                    audit: AuditStream::new(limits.kernel_audit_capacity, limits.task_audit_quota),
+                    audit: AuditStream::new(
+                        limits.kernel_audit_capacity,
+                        limits.task_audit_quota,
+                        limits.audit_retained,
+                    ),
                     entropy_device: DeviceSlot::Absent,
                     disks: BTreeMap::new(),
                     net_device: DeviceSlot::Absent,
@@ -550,14 +558,29 @@ impl<P: Platform> Shared<P> {
     /// held it, can be claimed again; its generation goes up. Returns the new
     /// generation.
     fn service_restarted(&self, id: ServiceId) -> u32 {
-        {
+        let redelivered = {
             let mut state = self.state.borrow_mut();
             if let Some(inbox) = state.inboxes.get_mut(&id) {
                 inbox.clear();
             }
             if state.audit_feed_holder == Some(id) {
                 state.audit_feed_holder = None;
+                Some(state.audit.holder_restarted())
+            } else {
+                None
             }
+        };
+        if let Some(again) = redelivered {
+            let retained = self.limits.audit_retained;
+            let line = alloc::format!(
+                "{}audit: {}'s journal went with its process: the last {} records it took go to the new process again; {} kernel and {} task records it took before them (beyond the {retained} the kernel keeps) are lost",
+                if again.lost.kernel > 0 { "FAIL " } else { "" },
+                id.name(),
+                again.records,
+                again.lost.kernel,
+                again.lost.tasks,
+            );
+            self.kernel_line(&line);
         }
         self.fail_calls_to(id);
         let mut state = self.state.borrow_mut();

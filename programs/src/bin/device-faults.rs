@@ -18,7 +18,11 @@ mod program {
         let faults = crate::fault::Faults {
             generation: start.args[0],
         };
-        user_programs::serve(start, user_programs::net_device, &faults);
+        let devices = user_programs::Devices {
+            net: user_programs::net_device,
+            disk: crate::fault::disk_for_tests,
+        };
+        user_programs::serve(start, &devices, &faults);
         user_programs::not_here()
     }
 

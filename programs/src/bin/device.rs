@@ -6,7 +6,7 @@
 #[cfg(target_arch = "riscv64")]
 mod program {
     fn main(start: user_rt::Start) -> ! {
-        user_programs::serve(start, user_programs::net_device, &user_programs::Plain);
+        user_programs::serve(start, &user_programs::DEVICES, &user_programs::Plain);
         user_programs::not_here()
     }
 

@@ -85,7 +85,11 @@ mod program {
         let faults = crate::fault::Faults {
             generation: start.args[0],
         };
-        user_programs::serve(start, crate::stall::net_device_for_tests, &faults);
+        let devices = user_programs::Devices {
+            net: crate::stall::net_device_for_tests,
+            disk: crate::fault::disk_for_tests,
+        };
+        user_programs::serve(start, &devices, &faults);
         user_programs::not_here()
     }
 

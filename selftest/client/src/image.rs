@@ -62,7 +62,20 @@ pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
         guest_bench::computations::<P, H, E>(ep, counters.own_instructions);
     }
     let spinner = plan.as_ref().is_ok_and(|plan| plan.spin);
+    // A service faulted at the selftest's call, before the ladder runs on its new
+    // process (`supervise=<task>`).
+    let supervised = match crate::supervision::from_bootargs(bootargs) {
+        Ok(Some(task)) => crate::supervision::run(ep, task).await,
+        Ok(None) => true,
+        Err(why) => {
+            ep.console(&format!("FAIL {why}"));
+            false
+        }
+    };
     let mut outcome = crate::run_in_image::<P, H, E>(ep, spinner, counters.structure).await;
+    if !supervised {
+        outcome = Outcome::Failed;
+    }
     hold_served_entropy(ep).await;
     let passed = outcome == Outcome::Passed;
     if bench && passed {

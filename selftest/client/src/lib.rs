@@ -18,6 +18,7 @@ pub mod image;
 mod isolation;
 pub mod remote;
 pub mod soak;
+pub mod supervision;
 
 use alloc::format;
 use alloc::string::String;

@@ -22,13 +22,19 @@ pub fn run_dir(combination: &Combination) -> PathBuf {
 /// and `device-image.elf`, so that runs of different combinations can go side by side.
 /// The same run builds the images' user programs (`programs/`: the same for every
 /// combination today, so cargo builds them once) as `test-programs.elf` and
-/// `device-programs.elf` beside them. Returns the test image's path
+/// `device-programs.elf` beside them, and for the classic combinations (the device
+/// fault scenarios run on them) `device-faults.elf`: linking it costs seconds per
+/// combination, so the others do without. Returns the test image's path
 /// ([`device_image`] gives the other).
 pub fn build(combination: &Combination) -> Result<PathBuf, String> {
-    let built = build_packages(
-        &["os-image", "device-image", USER_PROGRAMS],
-        &combination.features(),
-    )?;
+    let features = combination.features();
+    let mut args = vec!["--features", features.as_str()];
+    if !combination.is_classic() {
+        for bin in ["os-image", "device-image", TEST_PROGRAMS, DEVICE_PROGRAMS] {
+            args.extend(["--bin", bin]);
+        }
+    }
+    let built = build_packages_with(&["os-image", "device-image", USER_PROGRAMS], &args)?;
     let image = copy(combination, &built[0], "os-image.elf")?;
     copy(combination, &built[1], "device-image.elf")?;
     copy_programs(combination)?;
@@ -44,7 +50,8 @@ const DEVICE_FAULTS: &str = "device-faults";
 
 fn copy_programs(combination: &Combination) -> Result<(), String> {
     let release = target_dir().join(RISCV_TARGET).join("release");
-    for program in [TEST_PROGRAMS, DEVICE_PROGRAMS, DEVICE_FAULTS] {
+    let faults = combination.is_classic().then_some(DEVICE_FAULTS);
+    for program in [TEST_PROGRAMS, DEVICE_PROGRAMS].into_iter().chain(faults) {
         copy(
             combination,
             &release.join(program),
@@ -91,10 +98,6 @@ pub fn build_variant(
         copy(combination, &built[0], &format!("os-image-{label}.elf"))?,
         copy(combination, &built[1], &format!("device-image-{label}.elf"))?,
     ))
-}
-
-fn build_packages(packages: &[&str], features: &str) -> Result<Vec<PathBuf>, String> {
-    build_packages_with(packages, &["--features", features])
 }
 
 /// Builds `packages` with `--no-default-features` and `more` arguments (features,

@@ -71,15 +71,27 @@ fn busy_fault(task: ipc::ServiceId) -> Option<&'static str> {
     })
 }
 
+/// Faults of a service while it works for another at start, which must go on across
+/// the restart (`service_api::peer_restarting`): keystored as it signs dsoftbusd's
+/// binding (mid-sign), statefs tearing the first write of keystored's new key, rngd as
+/// it answers netstackd's draw for its seed.
+const CLIENT_FAULTS: [&str; 3] = [
+    "fault=keystored:on=SIGN@dsoftbusd",
+    "fault=statefs:torn=PUT@keystored",
+    "fault=rngd:on=GET_ENTROPY@netstackd",
+];
+
 /// Supervision: `-append fault=<service>` makes that service's first process fault as
 /// it starts; the kernel must restart it and the whole ladder pass, QEMU exiting with
 /// success: logd on every image, each other service with a restart policy on one of
 /// them in turn (the restart is the kernel's, the same on every backend; one boot each
 /// keeps the step short). `-append fault=logd:always` makes every logd process fault;
 /// the kernel must restart it as its policy allows, then stop the device, QEMU exiting
-/// with a failure. Then each service with a restart policy faults while busy with the
-/// selftest's call (`service-busy-fault`, one image each, in turn): the call ends at
-/// once, the service recovers, the journal holds the fault, and the ladder passes.
+/// with a failure. Then [`CLIENT_FAULTS`]: a service faults while another's start
+/// depends on it, and the ladder passes. Then each service with a restart policy
+/// faults while busy with the selftest's call (`service-busy-fault`, one image each,
+/// in turn): the call ends at once, the service recovers, the journal holds the fault,
+/// and the ladder passes.
 ///
 /// Boots of one image each run side by side, never two on one combination at once
 /// (a combination's boots share its disks).
@@ -114,6 +126,11 @@ pub fn service_restart(images: &[(Combination, PathBuf)]) -> Result<(), String> 
                 true,
                 vec![image],
             ));
+        }
+    }
+    for (index, fault) in CLIENT_FAULTS.iter().enumerate() {
+        if let Some(image) = image_for(index + 2) {
+            runs.push(("service-restart", vec![(*fault).into()], true, vec![image]));
         }
     }
     for (index, service) in supervised.iter().enumerate() {

@@ -190,6 +190,28 @@ impl fmt::Display for ClientError {
     }
 }
 
+/// How often a service's start tries again a call that ended because the called
+/// service's process ended mid-call ([`peer_restarting`]): the kernel restarts a
+/// faulted service (at most 3 times in 60 s, then the device stops), so the next try
+/// reaches its new process.
+pub const RESTART_RETRIES: u32 = 4;
+/// How long it waits before each try again.
+pub const RESTART_RETRY_MS: u64 = 20;
+
+/// Whether a call failed because the called service's process ended while the call
+/// was open (the kernel restarts it; its new process may answer a new call).
+pub fn peer_restarting(error: &ClientError) -> bool {
+    matches!(error, ClientError::Ipc(IpcError::PeerGone))
+}
+
+/// Lets the other tasks run for `ms` milliseconds (by the kernel's clock).
+pub async fn pause<E: Endpoint>(ep: &E, ms: u64) {
+    let until = ep.uptime_ms().saturating_add(ms);
+    while ep.uptime_ms() < until {
+        ep.yield_now().await;
+    }
+}
+
 /// Sends `payload` as a request for `operation` to its service and returns the reply
 /// payload, in a buffer that is wiped when dropped.
 ///

@@ -174,6 +174,26 @@ async fn start<P: Provider, H: HashBackend, E: Endpoint>(
     Ok(daemon)
 }
 
+/// [`start`], tried again while a service it calls (rngd, keystored, statefs) faulted
+/// mid-call and is being restarted, [`service_api::RESTART_RETRIES`] times at most.
+async fn start_across_restarts<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    limits: Limits,
+) -> Result<Daemon<P, H>, StartError> {
+    let mut tries = 0;
+    loop {
+        match start::<P, H, E>(ep, limits).await {
+            Err(StartError::Identity(error) | StartError::TrustStore(error))
+                if service_api::peer_restarting(&error) && tries < service_api::RESTART_RETRIES =>
+            {
+                tries += 1;
+                service_api::pause(ep, service_api::RESTART_RETRY_MS).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What woke the daemon.
 enum Event {
     /// A request from a task.
@@ -239,7 +259,7 @@ enum Network {
 
 /// Runs dsoftbusd with `limits` until the machine stops.
 pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: Limits) {
-    let mut daemon = match start::<P, H, E>(&ep, limits).await {
+    let mut daemon = match start_across_restarts::<P, H, E>(&ep, limits).await {
         Ok(daemon) => {
             ep.console(markers::DSOFTBUSD_READY.message);
             let peers = format!("{}", daemon.trusted());

@@ -492,11 +492,33 @@ pub async fn load_or_create<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
 ) -> Result<(SigningKey<P::Sig>, Provenance, TagKey), Failure> {
     let (sealing, tags) = device_keys::<H, E>(ep)?;
+    let mut tries = 0;
+    loop {
+        match restore_or_create::<P, H, E>(ep, &sealing).await {
+            // statefs or rngd faulted mid-call: the kernel restarts it. The record
+            // store's slots keep a write the fault tore from counting, so the next
+            // try restores the key that was stored, or makes the first one; no key
+            // was reported yet.
+            Err(Failure::StateUnavailable(error) | Failure::NoEntropy(error))
+                if service_api::peer_restarting(&error) && tries < service_api::RESTART_RETRIES =>
+            {
+                tries += 1;
+                service_api::pause(ep, service_api::RESTART_RETRY_MS).await;
+            }
+            other => return other.map(|(key, provenance)| (key, provenance, tags)),
+        }
+    }
+}
+
+async fn restore_or_create<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    sealing: &SealingKeys,
+) -> Result<(SigningKey<P::Sig>, Provenance), Failure> {
     match statefs::get(ep, KEYSTORED_DEVICE_KEY).await {
-        Ok(record) => open::<P, H>(&sealing, &record).map(|key| (key, Provenance::Restored, tags)),
-        Err(ClientError::Service(ServiceError::NotFound)) => create::<P, H, E>(ep, &sealing)
+        Ok(record) => open::<P, H>(sealing, &record).map(|key| (key, Provenance::Restored)),
+        Err(ClientError::Service(ServiceError::NotFound)) => create::<P, H, E>(ep, sealing)
             .await
-            .map(|key| (key, Provenance::Created, tags)),
+            .map(|key| (key, Provenance::Created)),
         Err(error) => Err(Failure::StateUnavailable(error)),
     }
 }

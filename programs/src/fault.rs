@@ -16,7 +16,12 @@
 //! | `call=<service>[#n]` | the first | as it makes its `n`th call to `<service>` |
 //! | `torn=<OP>[@<sender>][#n]` | the first | in the middle of the first disk write after it takes its `n`th `OP` request: the write's first sector reaches the disk, then it faults (statefs: a torn record) |
 //!
-//! The last three fault a service while it is busy: with requests of its clients open
+//! `-append fault=by-request` is the soak's: every process of every service faults as
+//! it takes a request from the selftest whose payload is [`BY_REQUEST`] (bytes no
+//! operation takes, so nothing else sends them). The soak picks which service and
+//! when, at random, within the restart policies.
+//!
+//! The named points fault a service while it is busy: with requests of its clients open
 //! (`on=`), with state of its clients in hand (`after=`: netstackd holding the socket
 //! it has just handed out, `after=ACCEPT`), or in the middle of its own work
 //! (`call=`: dsoftbusd between a peer's first handshake message and its answer,
@@ -51,7 +56,13 @@ pub enum When {
     /// The first process, in the middle of the first disk write after its `n`th
     /// request for `op` (from one sender, when named).
     Torn(Operation, Option<ServiceId>, u32),
+    /// Every process, as it takes a request from the selftest whose payload is
+    /// [`BY_REQUEST`].
+    ByRequest,
 }
+
+/// The payload that faults a service under `fault=by-request` (the soak's).
+pub use selftest::supervision::BY_REQUEST;
 
 /// `torn=`: the request was taken; the next disk write is torn. A process is one
 /// thread, and only the process whose plan says `torn=` sets it.
@@ -158,13 +169,21 @@ impl<E: Endpoint> Faulting<E> {
     /// `inner`, faulting as `bootargs` asks for its task's first process
     /// (`generation` 0); every other process gets `inner`'s behaviour unchanged.
     pub fn new(inner: E, generation: usize) -> Self {
-        let when = plan(&user_rt::bootargs(), inner.id()).filter(|when| {
-            generation == 0
-                && matches!(
-                    when,
-                    When::On(..) | When::After(..) | When::Call(..) | When::Torn(..)
-                )
-        });
+        let bootargs = user_rt::bootargs();
+        let when = plan(&bootargs, inner.id())
+            .filter(|when| {
+                generation == 0
+                    && matches!(
+                        when,
+                        When::On(..) | When::After(..) | When::Call(..) | When::Torn(..)
+                    )
+            })
+            .or_else(|| {
+                bootargs
+                    .split_whitespace()
+                    .any(|word| word == "fault=by-request")
+                    .then_some(When::ByRequest)
+            });
         Self {
             inner,
             when,
@@ -194,6 +213,12 @@ impl<E: Endpoint> Faulting<E> {
             operation == Some(op) && sender.is_none_or(|s| s == request.sender)
         };
         match when {
+            When::ByRequest
+                if request.sender == ServiceId::Selftest
+                    && Frame::decode(&request.frame).is_ok_and(|f| f.payload == BY_REQUEST) =>
+            {
+                fault("as it takes the selftest's request to fault")
+            }
             When::On(op, sender, n) if named(op, sender) && self.counts(n) => {
                 fault("as it takes the request its plan names, before answering")
             }

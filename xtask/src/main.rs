@@ -87,6 +87,10 @@ enum Command {
         /// Rounds after the warm-up.
         #[arg(long, default_value_t = 10_000)]
         rounds: usize,
+        /// Fault a random service about every this many rounds (at most twice each;
+        /// `soak.faults=<n> fault=by-request`). 0: no faults.
+        #[arg(long, default_value_t = 0)]
+        fault_every: usize,
         /// Provider combination, or `all`.
         #[arg(long, env = "PROVIDER", default_value = "all")]
         provider: String,
@@ -156,10 +160,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Soak { rounds, provider } => {
+        Command::Soak {
+            rounds,
+            fault_every,
+            provider,
+        } => {
             let combinations = Combination::select(&provider);
+            let faults = (fault_every > 0).then_some(fault_every);
             let outcome = test_os::build_images(&combinations)
-                .and_then(|images| reliability::soak(&images, rounds));
+                .and_then(|images| reliability::soak(&images, rounds, faults));
             match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(why) => {
@@ -437,7 +446,14 @@ fn test() -> ExitCode {
     );
     steps.run(
         "QEMU: a short soak (memory flat, tables bounded), all four combinations",
-        || reliability::soak(&images, reliability::SHORT_SOAK),
+        || {
+            // Two combinations as they are (the leak check undisturbed), two with
+            // every service faulting at rounds of its own.
+            let (plain, faulted) = images.split_at(images.len() / 2);
+            let every = reliability::SHORT_SOAK_FAULT_EVERY;
+            reliability::soak(plain, reliability::SHORT_SOAK, None)?;
+            reliability::soak(faulted, reliability::SHORT_SOAK, Some(every))
+        },
     );
     steps.run(
         "QEMU: the process watchdog stops a spinning process while the ladder passes",

@@ -271,12 +271,31 @@ pub fn entropy_fails_midrun(images: &[(Combination, PathBuf)]) -> Result<(), Str
 /// after the warm-up and show a leak of a few bytes a round.
 pub const SHORT_SOAK: usize = 150;
 
+/// About how many rounds apart the short soak faults a random service: about ten
+/// faults in its warm-up and rounds.
+pub const SHORT_SOAK_FAULT_EVERY: usize = 25;
+
 /// The soak on every image (`-append soak=N`): after the ladder, `rounds` rounds of a
 /// TCP session with ping and an IPC call of every kind; the image itself checks that
-/// the heap stayed flat and the tables bounded. Prints each image's figures.
-pub fn soak(images: &[(Combination, PathBuf)], rounds: usize) -> Result<(), String> {
+/// the heap stayed flat and the tables bounded. With `fault_every`, a random service
+/// faults about every that many rounds (`soak.faults=<n> fault=by-request`); the image
+/// also checks that rounds work again after each restart. Prints each image's figures.
+pub fn soak(
+    images: &[(Combination, PathBuf)],
+    rounds: usize,
+    fault_every: Option<usize>,
+) -> Result<(), String> {
+    if images.is_empty() {
+        return Ok(());
+    }
     let mut options = scenarios::options(Some("soak"), None, false);
     options.net.append = vec![format!("soak={rounds}")];
+    if let Some(every) = fault_every {
+        options.net.append.extend([
+            format!("soak.faults={every}"),
+            "fault=by-request".to_owned(),
+        ]);
+    }
     // The entropy pace allows 50 handshakes a second; the rest is boot and settling.
     options.timeout = Duration::from_secs(60 + (rounds as u64 + 100) / 20);
     let rows = boot(images, &options)?;

@@ -12,14 +12,15 @@
 //! Records leave in sequence order whichever budget they sit in.
 //!
 //! - **A restarted holder.** logd's journal lives in its process, so a logd that
-//!   faults takes every record it held with it. The stream keeps a copy of the last
-//!   records it handed out (`retained` of them); when the holder's process is replaced
-//!   they go back at the head of the stream, and the new process takes them again.
-//!   Records handed out before those are lost for good and counted as lost, each in
-//!   its budget (a lost kernel record means the trail is incomplete, as above).
+//!   faults would take every record it held with it. The stream keeps a copy of what it
+//!   handed out in an [`audit_journal::Journal`] with logd's bounds, which retires
+//!   exactly the records logd's journal retires; when the holder's process is replaced
+//!   the copy goes back at the head of the stream, in sequence order, and the new
+//!   process takes it again: it holds what its previous process held.
 
 use alloc::collections::{BTreeMap, VecDeque};
 
+use audit_journal::{Journal, JournalLimits};
 use ipc::{AuditEvent, AuditLoss, AuditRecord, ServiceId};
 
 /// What happened to a record on its way in.
@@ -44,34 +45,17 @@ pub(crate) struct AuditStream {
     task_quota: usize,
     sequence: u64,
     lost: AuditLoss,
-    /// Copies of the last records handed out, oldest first, at most `retained`.
-    delivered: VecDeque<AuditRecord>,
-    retained: usize,
-    /// Records handed out that left `delivered`, each in its budget: lost if the
-    /// holder's process is replaced.
-    aged: AuditLoss,
-}
-
-/// What a restart of the feed's holder did to the stream.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Redelivered {
-    /// Records put back at the head of the stream for the new process.
-    pub(crate) records: usize,
-    /// Records the old process took that the stream no longer had a copy of: lost.
-    pub(crate) lost: AuditLoss,
-}
-
-/// Counts `record` in its budget of `loss`.
-fn count(loss: &mut AuditLoss, record: &AuditRecord) {
-    if record.origin == ServiceId::Kernel {
-        loss.kernel += 1;
-    } else {
-        loss.tasks += 1;
-    }
+    /// A copy of the holder's journal: every record handed out, under the journal's
+    /// bounds.
+    copy: Journal,
+    /// The copy, handed back after the holder's process was replaced: older than
+    /// every record queued, so it leaves first, outside the budgets (a record arriving
+    /// while the new process starts never pushes one of these out).
+    replay: VecDeque<AuditRecord>,
 }
 
 impl AuditStream {
-    pub(crate) fn new(kernel_capacity: usize, task_quota: usize, retained: usize) -> Self {
+    pub(crate) fn new(kernel_capacity: usize, task_quota: usize, journal: JournalLimits) -> Self {
         Self {
             kernel: VecDeque::new(),
             tasks: BTreeMap::new(),
@@ -79,9 +63,8 @@ impl AuditStream {
             task_quota: task_quota.max(1),
             sequence: 0,
             lost: AuditLoss::default(),
-            delivered: VecDeque::new(),
-            retained,
-            aged: AuditLoss::default(),
+            copy: Journal::new(journal),
+            replay: VecDeque::new(),
         }
     }
 
@@ -116,8 +99,8 @@ impl AuditStream {
         admitted
     }
 
-    /// The held record with the lowest sequence number; a copy stays in the window a
-    /// restarted holder takes again.
+    /// The held record with the lowest sequence number; a copy goes to the copy of the
+    /// holder's journal.
     pub(crate) fn pop(&mut self) -> Option<AuditRecord> {
         let oldest_task = self
             .tasks
@@ -125,44 +108,31 @@ impl AuditStream {
             .filter_map(|(origin, queue)| queue.front().map(|r| (r.sequence, *origin)))
             .min();
         let kernel_first = self.kernel.front().map(|r| r.sequence);
+        if let Some(record) = self.replay.pop_front() {
+            self.copy.push(record);
+            return Some(record);
+        }
         let record = match (kernel_first, oldest_task) {
             (Some(k), Some((t, _))) if k < t => self.kernel.pop_front(),
             (Some(_), None) => self.kernel.pop_front(),
             (_, Some((_, origin))) => self.tasks.get_mut(&origin)?.pop_front(),
             (None, None) => None,
         }?;
-        if self.retained > 0 {
-            if self.delivered.len() >= self.retained
-                && let Some(old) = self.delivered.pop_front()
-            {
-                count(&mut self.aged, &old);
-            }
-            self.delivered.push_back(record);
-        } else {
-            count(&mut self.aged, &record);
-        }
+        self.copy.push(record);
         Some(record)
     }
 
     /// The feed's holder was replaced by a new process (the old one's journal is
-    /// gone): the retained copies go back at the head of the stream, oldest first, and
-    /// what the old process took before them is counted lost.
-    pub(crate) fn holder_restarted(&mut self) -> Redelivered {
-        let lost = core::mem::take(&mut self.aged);
-        self.lost.kernel += lost.kernel;
-        self.lost.tasks += lost.tasks;
-        let records = self.delivered.len();
-        while let Some(record) = self.delivered.pop_back() {
-            if record.origin == ServiceId::Kernel {
-                self.kernel.push_front(record);
-            } else {
-                self.tasks
-                    .entry(record.origin)
-                    .or_default()
-                    .push_front(record);
-            }
-        }
-        Redelivered { records, lost }
+    /// gone): the copy of its journal goes back at the head of the stream, in sequence
+    /// order, for the new process to take. Returns how many records.
+    pub(crate) fn holder_restarted(&mut self) -> usize {
+        // The copy holds what was taken, and what an earlier replacement handed back
+        // and nobody took yet is newer than all of it.
+        let mut again: VecDeque<AuditRecord> = self.copy.take_in_order().into();
+        again.append(&mut self.replay);
+        let records = again.len();
+        self.replay = again;
+        records
     }
 
     pub(crate) fn lost(&self) -> AuditLoss {
@@ -171,7 +141,9 @@ impl AuditStream {
 
     /// Records held, all budgets together.
     pub(crate) fn held(&self) -> usize {
-        self.kernel.len() + self.tasks.values().map(VecDeque::len).sum::<usize>()
+        self.replay.len()
+            + self.kernel.len()
+            + self.tasks.values().map(VecDeque::len).sum::<usize>()
     }
 
     #[cfg(test)]
@@ -198,7 +170,7 @@ mod tests {
 
     #[test]
     fn a_task_over_its_quota_only_loses_its_own_records() {
-        let mut stream = AuditStream::new(4, 2, 0);
+        let mut stream = AuditStream::new(4, 2, audit_journal::LIMITS);
         stream.push(ServiceId::Kernel, event(ServiceId::Selftest));
         stream.push(ServiceId::Rngd, event(ServiceId::Rngd));
         for _ in 0..1000 {
@@ -228,7 +200,7 @@ mod tests {
 
     #[test]
     fn kernel_records_are_dropped_only_by_kernel_records_and_counted() {
-        let mut stream = AuditStream::new(2, 2, 0);
+        let mut stream = AuditStream::new(2, 2, audit_journal::LIMITS);
         assert_eq!(
             stream.push(ServiceId::Kernel, event(ServiceId::Logd)),
             Admitted::Queued
@@ -247,64 +219,64 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_holder_takes_the_retained_records_again_and_older_ones_are_counted_lost() {
-        let mut stream = AuditStream::new(8, 8, 3);
-        for n in 0..4 {
+    fn a_restarted_holder_takes_what_its_journal_held_again_in_order() {
+        let journal = JournalLimits {
+            kernel: 2,
+            per_task: 1,
+        };
+        let mut stream = AuditStream::new(8, 8, journal);
+        for _ in 0..4 {
             stream.push(ServiceId::Kernel, event(ServiceId::Rngd));
             stream.push(ServiceId::Statefs, event(ServiceId::Selftest));
-            let _ = n;
         }
-        // The old process takes five records (sequences 0 to 4), then faults.
-        let taken: Vec<u64> = (0..5).map(|_| stream.pop().unwrap().sequence).collect();
-        assert_eq!(taken, [0, 1, 2, 3, 4]);
-        let again = stream.holder_restarted();
-        // Sequences 0 (kernel) and 1 (statefs) left the window of three.
-        assert_eq!(again.records, 3);
-        assert_eq!(
-            again.lost,
-            AuditLoss {
-                kernel: 1,
-                tasks: 1
-            }
-        );
-        assert_eq!(
-            stream.lost(),
-            AuditLoss {
-                kernel: 1,
-                tasks: 1
-            }
-        );
-        // The new process takes 2, 3, 4 again, then the rest, in order.
+        // The old process takes six records (sequences 0 to 5) into a journal with
+        // the same bounds, then faults.
+        let mut old = Journal::new(journal);
+        for _ in 0..6 {
+            old.push(stream.pop().unwrap());
+        }
+        let held: Vec<u64> = old.take_in_order().iter().map(|r| r.sequence).collect();
+        assert_eq!(held, [2, 4, 5], "rngd's last two, statefs's last one");
+        assert_eq!(stream.holder_restarted(), 3);
+        // The new process takes them again first, then the rest, in order; nothing is
+        // counted lost.
         let all: Vec<u64> = core::iter::from_fn(|| stream.pop().map(|r| r.sequence)).collect();
-        assert_eq!(all, [2, 3, 4, 5, 6, 7]);
-        // The second process faults too: 5, 6 and 7 go back; 2 and 4 (kernel) and 3
-        // (statefs) are gone with it.
-        let again = stream.holder_restarted();
-        assert_eq!(again.records, 3);
-        assert_eq!(
-            again.lost,
-            AuditLoss {
-                kernel: 2,
-                tasks: 1
-            }
-        );
-        assert_eq!(
-            stream.lost(),
-            AuditLoss {
-                kernel: 3,
-                tasks: 2
-            }
-        );
+        assert_eq!(all, [2, 4, 5, 6, 7]);
+        assert_eq!(stream.lost(), AuditLoss::default());
+        // It faults too: its journal held rngd's 4 and 6, statefs's 7.
+        assert_eq!(stream.holder_restarted(), 3);
+        // The third takes one record and faults: the rest of what was handed back
+        // comes after its copy, in order.
+        assert_eq!(stream.pop().map(|r| r.sequence), Some(4));
+        assert_eq!(stream.holder_restarted(), 3);
         let all: Vec<u64> = core::iter::from_fn(|| stream.pop().map(|r| r.sequence)).collect();
-        assert_eq!(all, [5, 6, 7]);
-        // A restart with nothing taken since loses nothing.
-        let again = stream.holder_restarted();
-        assert_eq!((again.records, again.lost), (3, AuditLoss::default()));
+        assert_eq!(all, [4, 6, 7]);
+    }
+
+    #[test]
+    fn records_arriving_while_the_holder_restarts_push_none_of_its_copy_out() {
+        let journal = JournalLimits {
+            kernel: 8,
+            per_task: 8,
+        };
+        let mut stream = AuditStream::new(2, 2, journal);
+        for _ in 0..2 {
+            stream.push(ServiceId::Kernel, event(ServiceId::Rngd));
+        }
+        while stream.pop().is_some() {}
+        assert_eq!(stream.holder_restarted(), 2);
+        // The kernel's budget of two fills while the new process starts.
+        for _ in 0..2 {
+            stream.push(ServiceId::Kernel, event(ServiceId::Rngd));
+        }
+        assert_eq!(stream.lost(), AuditLoss::default());
+        let all: Vec<u64> = core::iter::from_fn(|| stream.pop().map(|r| r.sequence)).collect();
+        assert_eq!(all, [0, 1, 2, 3]);
     }
 
     #[test]
     fn the_sequence_number_wraps_without_panicking() {
-        let mut stream = AuditStream::new(4, 4, 0);
+        let mut stream = AuditStream::new(4, 4, audit_journal::LIMITS);
         stream.set_sequence(u64::MAX);
         stream.push(ServiceId::Kernel, event(ServiceId::Logd));
         stream.push(ServiceId::Kernel, event(ServiceId::Logd));

@@ -37,9 +37,6 @@ pub struct Limits {
     pub kernel_audit_capacity: usize,
     /// Audit records of one task held for logd before that task's oldest is dropped.
     pub task_audit_quota: usize,
-    /// Copies of the last audit records handed to logd that the kernel keeps, so a
-    /// restarted logd takes them again (what logd's faulted process held is gone).
-    pub audit_retained: usize,
     /// Longest console line; longer lines are cut.
     pub console_line_max: usize,
 }
@@ -52,7 +49,6 @@ impl Default for Limits {
             calls_per_task: 4,
             kernel_audit_capacity: 256,
             task_audit_quota: 64,
-            audit_retained: 1024,
             console_line_max: 240,
         }
     }
@@ -193,7 +189,7 @@ impl<P: Platform> Kernel<P> {
                     audit: AuditStream::new(
                         limits.kernel_audit_capacity,
                         limits.task_audit_quota,
-                        limits.audit_retained,
+                        audit_journal::LIMITS,
                     ),
                     entropy_device: DeviceSlot::Absent,
                     disks: BTreeMap::new(),
@@ -570,15 +566,10 @@ impl<P: Platform> Shared<P> {
                 None
             }
         };
-        if let Some(again) = redelivered {
-            let retained = self.limits.audit_retained;
+        if let Some(records) = redelivered {
             let line = alloc::format!(
-                "{}audit: {}'s journal went with its process: the last {} records it took go to the new process again; {} kernel and {} task records it took before them (beyond the {retained} the kernel keeps) are lost",
-                if again.lost.kernel > 0 { "FAIL " } else { "" },
+                "audit: {}'s journal went with its process: the kernel's copy of it ({records} records) goes to the new process",
                 id.name(),
-                again.records,
-                again.lost.kernel,
-                again.lost.tasks,
             );
             self.kernel_line(&line);
         }

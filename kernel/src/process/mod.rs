@@ -146,7 +146,15 @@ pub mod counter {
     /// The structural check over every live address space: `a1` the spaces walked,
     /// `a2` the violations (0 when it holds; the kernel prints the first).
     pub const STRUCTURE: u64 = 3;
+    /// `a1`: the restarts the kernel made so far, every service's; `a2`: the
+    /// kernel's milliseconds at the latest (0 before the first).
+    pub const RESTARTS: u64 = 4;
 }
+
+/// Restarts made so far, every service's, and the kernel's milliseconds at the latest:
+/// for the selftest's soak, which tells a round a fault cut from a failure.
+static RESTARTS_MADE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static LATEST_RESTART_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// The kernel command line, for `bootargs`.
 static BOOTARGS: critical_section::Mutex<core::cell::Cell<&'static str>> =
@@ -1109,6 +1117,14 @@ impl Process {
                 let heap = crate::heap_stats();
                 Ok([heap.in_use as u64, heap.high_water as u64, heap.size as u64])
             }
+            counter::RESTARTS => {
+                use core::sync::atomic::Ordering::Relaxed;
+                Ok([
+                    RESTARTS_MADE.load(Relaxed),
+                    LATEST_RESTART_MS.load(Relaxed),
+                    0,
+                ])
+            }
             counter::STRUCTURE => match structural_check() {
                 Ok(spaces) => Ok([spaces as u64, 0, 0]),
                 Err((first, violations)) => {
@@ -1569,6 +1585,8 @@ impl Restarts {
             crate::shutdown::shutdown(false, None);
         }
         self.recent.push_back(now);
+        RESTARTS_MADE.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        LATEST_RESTART_MS.store(now, core::sync::atomic::Ordering::Relaxed);
         let generation = ep.service_restarted();
         ep.kernel_record(
             Action::Restart {

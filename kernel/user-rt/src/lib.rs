@@ -97,6 +97,12 @@ pub mod counters {
         call3(number::COUNTERS, [2, 0, 0]).map_or([0; 3], |r| r.map(|n| n as u64))
     }
 
+    /// The restarts the kernel made so far (every service's), and its milliseconds at
+    /// the latest (0 before the first).
+    pub fn restarts() -> [u64; 2] {
+        call3(number::COUNTERS, [4, 0, 0]).map_or([0; 2], |[n, at, _]| [n as u64, at as u64])
+    }
+
     /// The kernel's structural check over every live address space: how many spaces
     /// it walked, or how many violations it found (it prints the first). A refused
     /// call counts as one violation: the check did not run.

@@ -59,6 +59,7 @@ mod program {
             task_instructions: counters::task,
             heap: kernel_heap,
             structure,
+            restarts: counters::restarts,
         };
         block_on(async move {
             let ep = UserEndpoint::new(ServiceId::Selftest);

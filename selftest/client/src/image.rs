@@ -31,6 +31,8 @@ pub struct Counters {
     pub heap: fn() -> soak::Heap,
     /// The kernel's structural check over every live address space.
     pub structure: fn() -> Result<(), alloc::string::String>,
+    /// The restarts the kernel made so far, and its milliseconds at the latest.
+    pub restarts: fn() -> [u64; 2],
 }
 
 /// Draws 64 bytes from rngd and keeps them, unwiped, in the heap (leaked) until the
@@ -57,6 +59,12 @@ pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
     counters: Counters,
 ) -> Outcome {
     let bench = bootargs.split_whitespace().any(|arg| arg == "bench");
+    // The soak with a random service faulted about every N rounds (`soak.faults=N`,
+    // with the test program's `fault=by-request`).
+    let soak_faults = bootargs
+        .split_whitespace()
+        .find_map(|arg| arg.strip_prefix("soak.faults="))
+        .map(|every| every.parse::<usize>().ok().filter(|n| *n > 0));
     let plan = remote::Plan::from_bootargs(bootargs);
     if bench {
         guest_bench::computations::<P, H, E>(ep, counters.own_instructions);
@@ -95,7 +103,16 @@ pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
                 remote::serve(ep, seconds).await;
             }
             if let Some(rounds) = plan.soak
-                && !soak::run::<P, H, E>(ep, rounds, counters.heap).await
+                && !soak::run::<P, H, E>(
+                    ep,
+                    rounds,
+                    counters.heap,
+                    soak_faults.flatten().map(|every| soak::Faults {
+                        restarts: counters.restarts,
+                        every,
+                    }),
+                )
+                .await
             {
                 outcome = Outcome::Failed;
             }
@@ -108,6 +125,10 @@ pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
             ep.console(&format!("FAIL the command line's session plan: {why:?}"));
             outcome = Outcome::Failed;
         }
+    }
+    if soak_faults == Some(None) {
+        ep.console("FAIL soak.faults= is not a positive number of rounds");
+        outcome = Outcome::Failed;
     }
     outcome
 }

@@ -6,7 +6,16 @@
 //! `BYE`) and one IPC call of every kind the selftest may make: logd `QUERY`, rngd
 //! `GET_ENTROPY`, keystored `GET_PUBKEY` and `EXPORT_PRIVATE` (refused), statefs `PUT`
 //! and `GET`, dsoftbusd `DISCOVER`, `TRANSPORT` (a malformed first message, refused)
-//! and `STATS`, netstackd `STATUS` (another task's handle, refused) and `STATS`.
+//! and `STATS`, netstackd `WAIT`, `STATUS` (no socket's handle, refused) and `STATS`.
+//!
+//! With `-append soak.faults=<every> fault=by-request` (the second is the test
+//! program's switch) a random service faults about every `<every>` rounds, at a round
+//! drawn at random (from rngd; the schedule's seed is printed): the soak sends it the
+//! request that makes it fault, and each service faults at most [`FAULTS_PER_SERVICE`]
+//! times, so no restart policy is spent. A round that fails within [`CUT_MS`] of a
+//! restart the kernel made is counted as cut by the fault, not as a failure, and the
+//! next rounds must work again within [`RECOVER_MS`]; the soak prints how many
+//! faults it made and how many rounds they cut.
 //!
 //! [`WARM_UP`] rounds run first, so bounded structures that fill as the system runs
 //! (the audit journal, the allocator's free lists) reach their steady size; the heap
@@ -30,6 +39,25 @@ pub const WARM_UP: usize = 100;
 /// fragmentation and buffers that grew to a size they keep (a vector's capacity), not
 /// a leak. A leak of one byte per round shows at 10,000 rounds.
 pub const LEAK_MARGIN: usize = 16 * 1024;
+/// Faults at random rounds: the kernel's restart counter, and about how many rounds
+/// apart.
+#[derive(Clone, Copy)]
+pub struct Faults {
+    /// The restarts the kernel made so far, and its milliseconds at the latest.
+    pub restarts: fn() -> [u64; 2],
+    /// About how many rounds apart.
+    pub every: usize,
+}
+
+/// How often the soak faults each service at most: one fewer than the restart
+/// policy's limit (3 in 60 s), so a fast soak never spends it.
+pub const FAULTS_PER_SERVICE: usize = 2;
+
+/// A round that fails this soon after a restart was cut by the fault.
+pub const CUT_MS: u64 = 3_000;
+/// How soon after a restart rounds must work again.
+pub const RECOVER_MS: u64 = 10_000;
+
 /// How long closing connections get before the heap is read (netstackd lets one
 /// linger 2 s at most).
 const SETTLE_MS: u64 = 3_000;
@@ -120,26 +148,34 @@ impl<P: Provider> Soak<P> {
         api::stats(ep)
             .await
             .map_err(|e| fail("dsoftbusd STATS", e))?;
-        match netstackd::status(ep, Handle(0)).await {
+        // Handle 0 of the generation that answers (a handle carries netstackd's
+        // generation: one of an earlier process would be refused as Restarted).
+        let generation = netstackd::wait(ep, 0)
+            .await
+            .map_err(|e| fail("WAIT", e))?
+            .generation;
+        match netstackd::status(ep, Handle::new(generation, 0)).await {
             Err(ClientError::Service(ServiceError::BadHandle)) => {}
             other => return Err(format!("STATUS of no socket: {other:?}")),
         }
         netstackd::stats(ep)
             .await
             .map_err(|e| fail("netstackd STATS", e))?;
-        self.calls += 12;
+        self.calls += 13;
         Ok(())
     }
 }
 
 /// Runs `rounds` rounds after the warm-up and prints the figures; `heap` reads the
-/// kernel's heap counts. Returns whether memory stayed flat and every table bounded.
+/// kernel's heap counts; with `faults`, a random service faults now and then. Returns whether memory stayed flat and every table bounded (and, with
+/// faults, whether they happened and every one was recovered from).
 pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
     rounds: usize,
     heap: fn() -> Heap,
+    faults: Option<Faults>,
 ) -> bool {
-    let outcome = soak::<P, H, E>(ep, rounds, heap).await;
+    let outcome = soak::<P, H, E>(ep, rounds, heap, faults).await;
     match &outcome {
         Ok(_) => {
             let rounds = format!("{rounds}");
@@ -150,11 +186,127 @@ pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(
     outcome.is_ok()
 }
 
+/// Rounds cut by faults.
+#[derive(Default)]
+struct Cuts {
+    rounds: u64,
+    /// When the latest streak of cut rounds began (0: none going on).
+    since_ms: u64,
+}
+
+/// The faults to come: a small generator (xorshift64*, seeded from rngd: a test's
+/// schedule, not cryptography), the next round, and each service's count.
+struct Schedule {
+    state: u64,
+    next: usize,
+    every: usize,
+    made: [usize; crate::supervision::TASKS.len()],
+}
+
+impl Schedule {
+    fn new(seed: u64, every: usize) -> Self {
+        let mut schedule = Self {
+            state: seed | 1,
+            next: 0,
+            every,
+            made: [0; crate::supervision::TASKS.len()],
+        };
+        schedule.next = schedule.gap();
+        schedule
+    }
+
+    fn draw(&mut self) -> u64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Rounds to the next fault: from half to one and a half times `every`.
+    fn gap(&mut self) -> usize {
+        self.every / 2 + (self.draw() % self.every.max(1) as u64) as usize
+    }
+
+    /// At round `round`: the service to fault now, if it is time and one may still.
+    fn due(&mut self, round: usize) -> Option<ipc::ServiceId> {
+        if round < self.next {
+            return None;
+        }
+        self.next = round + self.gap().max(1);
+        let open: alloc::vec::Vec<usize> = (0..self.made.len())
+            .filter(|i| self.made[*i] < FAULTS_PER_SERVICE)
+            .collect();
+        let pick = *open.get((self.draw() % open.len().max(1) as u64) as usize)?;
+        self.made[pick] += 1;
+        Some(crate::supervision::TASKS[pick])
+    }
+}
+
+impl<P: Provider> Soak<P> {
+    /// A round, and with `restarts` one cut by a fault again until one works: a
+    /// failure that is not within [`CUT_MS`] of a restart, or rounds that do not work
+    /// again within [`RECOVER_MS`], end the soak.
+    async fn round_across_faults<H: HashBackend, E: Endpoint>(
+        &mut self,
+        ep: &E,
+        restarts: Option<fn() -> [u64; 2]>,
+        cuts: &mut Cuts,
+    ) -> Result<(), String> {
+        loop {
+            let failed = match self.round::<H, E>(ep).await {
+                Ok(()) => {
+                    cuts.since_ms = 0;
+                    return Ok(());
+                }
+                Err(why) => why,
+            };
+            let Some(restarts) = restarts else {
+                return Err(failed);
+            };
+            let now = ep.uptime_ms();
+            let [made, latest_ms] = restarts();
+            if made == 0 || now.saturating_sub(latest_ms) > CUT_MS {
+                return Err(format!("{failed} (no restart within {CUT_MS} ms)"));
+            }
+            if cuts.since_ms == 0 {
+                cuts.since_ms = now;
+            } else if now.saturating_sub(cuts.since_ms) > RECOVER_MS {
+                return Err(format!(
+                    "{failed}: rounds did not work again within {RECOVER_MS} ms of a restart"
+                ));
+            }
+            cuts.rounds += 1;
+            // A restarted dsoftbusd no longer trusts this node: tell it again.
+            let _ = api::trust(ep, &self.node.device_key()).await;
+            sleep(ep, 20).await;
+        }
+    }
+}
+
 async fn soak<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
     rounds: usize,
     heap: fn() -> Heap,
+    faults: Option<Faults>,
 ) -> Result<String, String> {
+    let mut cuts = Cuts::default();
+    let restarts = faults.map(|f| f.restarts);
+    let restarts_before = restarts.map_or(0, |r| r()[0]);
+    let mut schedule = match faults {
+        Some(faults) => {
+            let seed = rngd::get_entropy(ep, 8)
+                .await
+                .map_err(|e| format!("GET_ENTROPY: {e}"))?;
+            let seed = u64::from_le_bytes(seed[..8].try_into().map_err(|_| "8 bytes")?);
+            ep.console(&format!(
+                "soak: a random service faults about every {} rounds (schedule seed {seed})",
+                faults.every
+            ));
+            Some(Schedule::new(seed, faults.every))
+        }
+        None => None,
+    };
+    let mut made = 0u64;
     let entropy = rngd::get_entropy(ep, 64)
         .await
         .map_err(|e| format!("GET_ENTROPY: {e}"))?;
@@ -179,7 +331,13 @@ async fn soak<P: Provider, H: HashBackend, E: Endpoint>(
         calls: 0,
     };
     for round in 0..WARM_UP {
-        soak.round::<H, E>(ep)
+        if let Some(task) = schedule.as_mut().and_then(|s| s.due(round)) {
+            crate::supervision::fault_now(ep, task)
+                .await
+                .map_err(|e| format!("warm-up round {round}: faulting {e}"))?;
+            made += 1;
+        }
+        soak.round_across_faults::<H, E>(ep, restarts, &mut cuts)
             .await
             .map_err(|e| format!("warm-up round {round}: {e}"))?;
     }
@@ -188,7 +346,13 @@ async fn soak<P: Provider, H: HashBackend, E: Endpoint>(
     soak.calls = 0;
     let started = ep.uptime_ms();
     for round in 0..rounds {
-        soak.round::<H, E>(ep)
+        if let Some(task) = schedule.as_mut().and_then(|s| s.due(WARM_UP + round)) {
+            crate::supervision::fault_now(ep, task)
+                .await
+                .map_err(|e| format!("round {round}: faulting {e}"))?;
+            made += 1;
+        }
+        soak.round_across_faults::<H, E>(ep, restarts, &mut cuts)
             .await
             .map_err(|e| format!("round {round}: {e}"))?;
         if (round + 1) % 1000 == 0 {
@@ -211,8 +375,9 @@ async fn soak<P: Provider, H: HashBackend, E: Endpoint>(
     let journal = logd::query(ep, &AuditFilter::default())
         .await
         .map_err(|e| format!("QUERY: {e}"))?;
+    let restarted = restarts.map(|r| r()[0].saturating_sub(restarts_before));
     // One line each (a console line holds 240 characters).
-    let figures = [
+    let mut figures = alloc::vec::Vec::from([
         format!(
             "soak: {rounds} rounds in {took} ms: {rounds} sessions with ping, {} IPC calls",
             soak.calls
@@ -235,9 +400,22 @@ async fn soak<P: Provider, H: HashBackend, E: Endpoint>(
             "soak: journal {} held, {} evicted, {} kernel and {} task records lost",
             journal.held, journal.evicted, journal.kernel_lost, journal.task_lost
         ),
-    ];
+    ]);
+    if let Some(restarted) = restarted {
+        figures.push(format!(
+            "soak: {made} services faulted at random rounds, {restarted} restarts, {} rounds cut by them and tried again",
+            cuts.rounds
+        ));
+    }
     for line in &figures {
         ep.console(line);
+    }
+    if let Some(restarted) = restarted
+        && (made == 0 || restarted != made)
+    {
+        return Err(format!(
+            "{made} faults made at random rounds and {restarted} restarts: they must be equal, and more than none"
+        ));
     }
     if after.in_use > before.in_use + LEAK_MARGIN {
         return Err(format!(

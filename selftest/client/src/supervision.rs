@@ -28,6 +28,43 @@ use service_api::{ClientError, ServiceError, dsoftbusd, keystored, logd, rngd, s
 
 use crate::dsoftbus::sleep;
 
+/// The payload that makes a service fault as it takes it, in the test program under
+/// `-append fault=by-request` (the soak's faults at random rounds): no operation takes
+/// these bytes, so no other request carries them.
+pub const BY_REQUEST: &[u8] = b"fault-injection: fault as you take this request";
+
+/// The operation the selftest sends [`BY_REQUEST`] with to `task`, one its policy
+/// allows the selftest.
+pub fn by_request_operation(task: ServiceId) -> Option<Operation> {
+    Some(match task {
+        ServiceId::Logd => Operation::LogdQuery,
+        ServiceId::Rngd => Operation::RngdGetEntropy,
+        ServiceId::Statefs => Operation::StatefsGet,
+        ServiceId::Keystored => Operation::KeystoredGetPubkey,
+        ServiceId::Netstackd => Operation::NetstackdStats,
+        ServiceId::Dsoftbusd => Operation::DsoftbusdStats,
+        _ => return None,
+    })
+}
+
+/// Makes `task` fault now (`fault=by-request`): the call must end as `PeerGone`.
+///
+/// # Errors
+/// What the call ended with instead.
+pub async fn fault_now<E: Endpoint>(ep: &E, task: ServiceId) -> Result<(), String> {
+    let operation = by_request_operation(task)
+        .ok_or_else(|| format!("{} takes no such request", task.name()))?;
+    let frame = ipc::Frame::request(operation, BY_REQUEST)
+        .encode()
+        .map_err(|e| format!("{e:?}"))?;
+    let reply = ep.call(task, &frame).await;
+    match reply {
+        Err(IpcError::PeerGone) => Ok(()),
+        Err(error) => Err(format!("{}: {error}, not PeerGone", task.name())),
+        Ok(_) => Err(format!("{} answered: no fault was injected", task.name())),
+    }
+}
+
 /// The tasks this phase can supervise.
 pub const TASKS: [ServiceId; 6] = [
     ServiceId::Logd,

@@ -23,106 +23,31 @@
 
 extern crate alloc;
 
-use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 
 use ipc::{
-    Action, AuditEvent, AuditFeed, AuditFilter, AuditLoss, AuditRecord, Endpoint, Operation,
-    Request, ServiceId, Verdict,
+    Action, AuditEvent, AuditFeed, AuditFilter, AuditLoss, Endpoint, Operation, Request, ServiceId,
+    Verdict,
 };
 use service_api::logd::QueryReply;
 use service_api::{Incoming, ServiceError, reply_err, reply_ok};
 
-/// How many records the journal keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JournalLimits {
-    /// Records written by the kernel, per subject (the task the decision was about).
-    pub kernel: usize,
-    /// Records written by each task.
-    pub per_task: usize,
-}
+pub use audit_journal::{Journal, JournalLimits};
 
-/// The journal's default bounds.
-pub const DEFAULT_LIMITS: JournalLimits = JournalLimits {
-    kernel: 512,
-    per_task: 128,
-};
+/// The journal's default bounds (the kernel keeps its copy of the journal under the
+/// same, `audit_journal::LIMITS`).
+pub const DEFAULT_LIMITS: JournalLimits = audit_journal::LIMITS;
 
-/// A bounded journal of audit records, with the kernel's records apart.
-#[derive(Debug)]
-pub struct Journal {
-    kernel: BTreeMap<ServiceId, VecDeque<AuditRecord>>,
-    tasks: BTreeMap<ServiceId, VecDeque<AuditRecord>>,
-    limits: JournalLimits,
-    evicted: u64,
-}
-
-impl Journal {
-    /// An empty journal with `limits` (each at least one).
-    pub fn new(limits: JournalLimits) -> Self {
-        Self {
-            kernel: BTreeMap::new(),
-            tasks: BTreeMap::new(),
-            limits: JournalLimits {
-                kernel: limits.kernel.max(1),
-                per_task: limits.per_task.max(1),
-            },
-            evicted: 0,
-        }
-    }
-
-    /// Appends a record, retiring the oldest of the same budget when it is full.
-    pub fn push(&mut self, record: AuditRecord) {
-        let (queue, bound) = if record.origin == ServiceId::Kernel {
-            (
-                self.kernel.entry(record.event.subject).or_default(),
-                self.limits.kernel,
-            )
-        } else {
-            (
-                self.tasks.entry(record.origin).or_default(),
-                self.limits.per_task,
-            )
-        };
-        if queue.len() >= bound {
-            queue.pop_front();
-            self.evicted += 1;
-        }
-        queue.push_back(record);
-    }
-
-    fn records(&self) -> impl Iterator<Item = &AuditRecord> {
-        self.kernel
-            .values()
-            .flatten()
-            .chain(self.tasks.values().flatten())
-    }
-
-    /// Counts the records matching `filter`; `lost` is what the kernel's stream lost
-    /// before the journal saw it.
-    pub fn query(&self, filter: &AuditFilter, lost: AuditLoss) -> QueryReply {
-        let matched = self.records().filter(|r| filter.matches(r)).count();
-        QueryReply {
-            matched: u32::try_from(matched).unwrap_or(u32::MAX),
-            held: u32::try_from(self.held()).unwrap_or(u32::MAX),
-            kernel_lost: lost.kernel,
-            task_lost: lost.tasks,
-            evicted: self.evicted,
-        }
-    }
-
-    /// Records held.
-    pub fn held(&self) -> usize {
-        self.kernel
-            .values()
-            .chain(self.tasks.values())
-            .map(VecDeque::len)
-            .sum::<usize>()
-    }
-
-    /// Records retired by the journal's own bounds.
-    pub fn evicted(&self) -> u64 {
-        self.evicted
+/// Counts the records of `journal` matching `filter`; `lost` is what the kernel's
+/// stream lost before the journal saw it.
+pub fn query(journal: &Journal, filter: &AuditFilter, lost: AuditLoss) -> QueryReply {
+    let matched = journal.records().filter(|r| filter.matches(r)).count();
+    QueryReply {
+        matched: u32::try_from(matched).unwrap_or(u32::MAX),
+        held: u32::try_from(journal.held()).unwrap_or(u32::MAX),
+        kernel_lost: lost.kernel,
+        task_lost: lost.tasks,
+        evicted: journal.evicted(),
     }
 }
 
@@ -171,7 +96,7 @@ fn serve<E: Endpoint>(ep: &E, feed: &mut E::AuditFeed, journal: &mut Journal, re
             reply_ok(
                 ep,
                 request.token,
-                &journal.query(&filter, feed.lost()).encode(),
+                &query(journal, &filter, feed.lost()).encode(),
             )
         }
         Err((error, code)) => {
@@ -193,6 +118,7 @@ fn serve<E: Endpoint>(ep: &E, feed: &mut E::AuditFeed, journal: &mut Journal, re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipc::AuditRecord;
 
     fn subject_record(subject: ServiceId, sequence: u64, verdict: Verdict) -> AuditRecord {
         AuditRecord {
@@ -243,7 +169,7 @@ mod tests {
             kernel: 4,
             tasks: 6,
         };
-        let all = journal.query(&AuditFilter::default(), lost);
+        let all = query(&journal, &AuditFilter::default(), lost);
         assert_eq!(
             all,
             QueryReply {
@@ -259,7 +185,7 @@ mod tests {
             ..AuditFilter::default()
         };
         assert_eq!(
-            journal.query(&denied, lost).matched,
+            query(&journal, &denied, lost).matched,
             1,
             "only sequence 3 is still held: the task's flood did not touch the kernel's"
         );
@@ -281,7 +207,7 @@ mod tests {
             ..AuditFilter::default()
         };
         let lost = AuditLoss::default();
-        assert_eq!(journal.query(&denied, lost).matched, 1, "still held");
+        assert_eq!(query(&journal, &denied, lost).matched, 1, "still held");
         assert_eq!(journal.held(), 3);
         assert_eq!(journal.evicted(), 497);
     }

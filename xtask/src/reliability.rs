@@ -133,18 +133,18 @@ pub fn service_restart(images: &[(Combination, PathBuf)]) -> Result<(), String> 
             runs.push(("service-restart", vec![(*fault).into()], true, vec![image]));
         }
     }
-    for (index, service) in supervised.iter().enumerate() {
-        let fault = busy_fault(*service)
-            .ok_or_else(|| format!("{service} has a restart policy and no busy fault"))?;
-        if let Some(image) = image_for(index) {
-            runs.push((
-                "service-busy-fault",
-                vec![fault.into(), format!("supervise={service}")],
-                true,
-                vec![image],
-            ));
-        }
+    // Every supervised service faults while busy, in turn, in one boot of each image.
+    let mut busy = Vec::new();
+    for service in &supervised {
+        busy.push(
+            busy_fault(*service)
+                .ok_or_else(|| format!("{service} has a restart policy and no busy fault"))?
+                .to_owned(),
+        );
     }
+    let names: Vec<&str> = supervised.iter().map(|s| s.name()).collect();
+    busy.push(format!("supervise={}", names.join(",")));
+    runs.push(("service-busy-fault", busy, true, images.to_vec()));
     let one = |(scenario, append, want_success, images): &Run| -> Result<(), String> {
         let mut options = scenarios::options(Some(scenario), None, false);
         options.net.append.clone_from(append);
@@ -159,15 +159,33 @@ pub fn service_restart(images: &[(Combination, PathBuf)]) -> Result<(), String> 
                     row.combination, outcome.exit_code
                 ));
             }
-            let recovered = std::fs::read_to_string(&outcome.log)
-                .unwrap_or_default()
+            let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
+            let recovered: Vec<String> = log
                 .lines()
-                .find_map(|l| l.strip_prefix("SELFTEST: "))
-                .filter(|l| l.contains("serving again after"))
-                .and_then(|l| l.split(", restarted, ").nth(1))
-                .and_then(|l| l.split(';').next())
-                .map(|l| format!(" ({l})"))
-                .unwrap_or_default();
+                .filter_map(|l| l.strip_prefix("SELFTEST: "))
+                .filter(|l| l.contains("faulted while busy"))
+                .filter_map(|l| {
+                    let task = l.split_whitespace().next()?;
+                    let ms = l.split("serving again after ").nth(1)?.split(';').next()?;
+                    Some(format!("{task} {ms}"))
+                })
+                .collect();
+            let wanted = append
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("supervise="))
+                .map_or(0, |list| list.split(',').count());
+            if recovered.len() != wanted {
+                return Err(format!(
+                    "{}: `{scenario}`: {} services said they recovered, not {wanted}",
+                    row.combination,
+                    recovered.len()
+                ));
+            }
+            let recovered = if recovered.is_empty() {
+                String::new()
+            } else {
+                format!("; serving again after: {}", recovered.join(", "))
+            };
             eprintln!(
                 "    {}: {scenario} with {append}: QEMU exited with status {:?} after {:.1} s, as it must{recovered}",
                 row.combination,

@@ -73,8 +73,13 @@ pub async fn main<P: Provider, H: HashBackend, E: Endpoint>(
     // A service faulted at the selftest's call, before the ladder runs on its new
     // process (`supervise=<task>`).
     let supervised = match crate::supervision::from_bootargs(bootargs) {
-        Ok(Some(task)) => crate::supervision::run(ep, task).await,
-        Ok(None) => true,
+        Ok(tasks) => {
+            let mut held = true;
+            for task in tasks {
+                held &= crate::supervision::run(ep, task).await;
+            }
+            held
+        }
         Err(why) => {
             ep.console(&format!("FAIL {why}"));
             false

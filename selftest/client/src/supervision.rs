@@ -315,19 +315,30 @@ pub async fn run<E: Endpoint>(ep: &E, task: ServiceId) -> bool {
     }
 }
 
-/// `supervise=<task>` of the command line, if any.
+/// `supervise=<task>[,<task>...]` of the command line: the tasks to fault in turn
+/// (none without the word).
 ///
 /// # Errors
-/// The word, when it names no task this phase can supervise.
-pub fn from_bootargs(bootargs: &str) -> Result<Option<ServiceId>, String> {
-    let Some(name) = bootargs
+/// The word, when it names a task this phase cannot fault, or one twice.
+pub fn from_bootargs(bootargs: &str) -> Result<Vec<ServiceId>, String> {
+    let Some(names) = bootargs
         .split_whitespace()
         .find_map(|word| word.strip_prefix("supervise="))
     else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    ServiceId::from_name(name)
-        .filter(|task| TASKS.contains(task))
-        .map(Some)
-        .ok_or_else(|| format!("supervise={name}: not a service this phase can fault"))
+    let mut tasks = Vec::new();
+    for name in names.split(',') {
+        let task = ServiceId::from_name(name)
+            .filter(|task| TASKS.contains(task) && !tasks.contains(task))
+            .ok_or_else(|| {
+                format!("supervise={names}: {name} is not a service this phase can fault once")
+            })?;
+        tasks.push(task);
+    }
+    // In the order of [`TASKS`]: a step may call a service faulted in a later step
+    // (dsoftbusd's asks keystored for the device key), which must not be counted
+    // toward that service's planned call.
+    tasks.sort_by_key(|task| TASKS.iter().position(|t| t == task));
+    Ok(tasks)
 }

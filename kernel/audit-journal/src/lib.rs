@@ -16,7 +16,7 @@
 
 extern crate alloc;
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use ipc::{AuditRecord, ServiceId};
@@ -36,21 +36,31 @@ pub const LIMITS: JournalLimits = JournalLimits {
     per_task: 128,
 };
 
+/// One queue per task, indexed by its id (every record passes through here, in logd
+/// and in the kernel, so the lookup is an index, not a search).
+type PerTask = [VecDeque<AuditRecord>; ServiceId::ALL.len()];
+
 /// A bounded journal of audit records, with the kernel's records apart.
 #[derive(Debug)]
 pub struct Journal {
-    kernel: BTreeMap<ServiceId, VecDeque<AuditRecord>>,
-    tasks: BTreeMap<ServiceId, VecDeque<AuditRecord>>,
+    /// The kernel's records, by subject.
+    kernel: PerTask,
+    /// Each task's own records, by origin.
+    tasks: PerTask,
     limits: JournalLimits,
     evicted: u64,
+}
+
+fn per_task() -> PerTask {
+    core::array::from_fn(|_| VecDeque::new())
 }
 
 impl Journal {
     /// An empty journal with `limits` (each at least one).
     pub fn new(limits: JournalLimits) -> Self {
         Self {
-            kernel: BTreeMap::new(),
-            tasks: BTreeMap::new(),
+            kernel: per_task(),
+            tasks: per_task(),
             limits: JournalLimits {
                 kernel: limits.kernel.max(1),
                 per_task: limits.per_task.max(1),
@@ -63,12 +73,12 @@ impl Journal {
     pub fn push(&mut self, record: AuditRecord) {
         let (queue, bound) = if record.origin == ServiceId::Kernel {
             (
-                self.kernel.entry(record.event.subject).or_default(),
+                &mut self.kernel[record.event.subject as usize],
                 self.limits.kernel,
             )
         } else {
             (
-                self.tasks.entry(record.origin).or_default(),
+                &mut self.tasks[record.origin as usize],
                 self.limits.per_task,
             )
         };
@@ -82,16 +92,16 @@ impl Journal {
     /// Every record held, budget by budget.
     pub fn records(&self) -> impl Iterator<Item = &AuditRecord> {
         self.kernel
-            .values()
+            .iter()
             .flatten()
-            .chain(self.tasks.values().flatten())
+            .chain(self.tasks.iter().flatten())
     }
 
     /// Records held.
     pub fn held(&self) -> usize {
         self.kernel
-            .values()
-            .chain(self.tasks.values())
+            .iter()
+            .chain(self.tasks.iter())
             .map(VecDeque::len)
             .sum::<usize>()
     }
@@ -106,8 +116,8 @@ impl Journal {
     pub fn take_in_order(&mut self) -> Vec<AuditRecord> {
         let mut all: Vec<AuditRecord> = self
             .kernel
-            .values_mut()
-            .chain(self.tasks.values_mut())
+            .iter_mut()
+            .chain(self.tasks.iter_mut())
             .flat_map(core::mem::take)
             .collect();
         all.sort_unstable_by_key(|r| r.sequence);
@@ -131,6 +141,16 @@ mod tests {
                 reason: 0,
                 detail: 0,
             },
+        }
+    }
+
+    #[test]
+    fn every_task_id_indexes_its_own_queue() {
+        let mut seen = [false; ServiceId::ALL.len()];
+        for id in ServiceId::ALL {
+            let at = id as usize;
+            assert!(at < seen.len() && !seen[at], "{id:?}");
+            seen[at] = true;
         }
     }
 

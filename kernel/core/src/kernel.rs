@@ -148,8 +148,9 @@ struct State {
     net_device: DeviceSlot<Box<dyn RawNetDevice>>,
     /// The task that claimed the audit feed (one holder).
     audit_feed_holder: Option<ServiceId>,
-    /// How many times each task's service was restarted (0: never).
-    generations: BTreeMap<ServiceId, u32>,
+    /// How many times each task's service was restarted (0: never), by task id (every
+    /// call reads its caller's: an index, not a search).
+    generations: [u32; ServiceId::ALL.len()],
 }
 
 struct Shared<P: Platform> {
@@ -195,7 +196,7 @@ impl<P: Platform> Kernel<P> {
                     disks: BTreeMap::new(),
                     net_device: DeviceSlot::Absent,
                     audit_feed_holder: None,
-                    generations: BTreeMap::new(),
+                    generations: [0; ServiceId::ALL.len()],
                 }),
             }),
             executor: Executor::default(),
@@ -462,7 +463,7 @@ impl<P: Platform> Shared<P> {
             },
         );
         state.served.insert((service, caller));
-        let sender_generation = state.generations.get(&caller).copied().unwrap_or(0);
+        let sender_generation = state.generations[caller as usize];
         if let Some(inbox) = state.inboxes.get_mut(&service) {
             inbox.push_back(Envelope {
                 call,
@@ -575,7 +576,7 @@ impl<P: Platform> Shared<P> {
         }
         self.fail_calls_to(id);
         let mut state = self.state.borrow_mut();
-        let generation = state.generations.entry(id).or_insert(0);
+        let generation = &mut state.generations[id as usize];
         *generation = generation.wrapping_add(1);
         *generation
     }
@@ -801,13 +802,7 @@ impl<P: Platform> KernelEndpoint<P> {
 
     /// How many times this task's service was restarted.
     pub fn generation(&self) -> u32 {
-        self.shared
-            .state
-            .borrow()
-            .generations
-            .get(&self.id)
-            .copied()
-            .unwrap_or(0)
+        self.shared.state.borrow().generations[self.id as usize]
     }
 
     /// A record written by the kernel (origin [`ServiceId::Kernel`]) about this

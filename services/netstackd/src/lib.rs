@@ -33,7 +33,6 @@ pub mod phy;
 pub mod recovery;
 pub mod stack;
 
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::vec::Vec;
 
@@ -129,7 +128,8 @@ fn answer<E: Endpoint>(
 pub struct Netstackd<D: ipc::RawNetDevice> {
     stack: Stack<D>,
     parked: Vec<Parked>,
-    clients: BTreeMap<ServiceId, u32>,
+    /// By client task id: every request is checked, so an index, not a search.
+    clients: [Option<u32>; ServiceId::ALL.len()],
 }
 
 fn handle_detail(handle: Handle) -> u32 {
@@ -142,7 +142,7 @@ impl<D: ipc::RawNetDevice> Netstackd<D> {
         Self {
             stack,
             parked: Vec::new(),
-            clients: BTreeMap::new(),
+            clients: [None; ServiceId::ALL.len()],
         }
     }
 
@@ -157,7 +157,7 @@ impl<D: ipc::RawNetDevice> Netstackd<D> {
         generation: u32,
         now_ms: u64,
     ) {
-        let seen = self.clients.entry(sender).or_insert(generation);
+        let seen = self.clients[sender as usize].get_or_insert(generation);
         if *seen == generation {
             return;
         }

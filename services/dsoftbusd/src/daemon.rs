@@ -503,19 +503,25 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         }
     }
 
-    /// netstackd faulted and was restarted: every connection through it went with its
-    /// old process. Each is ended here without a call to netstackd (the new process
-    /// never had it): recorded as [`Refusal::NetworkRestarted`], `Failed`; an
-    /// established session's end said on the console; a `CONNECT` that waited for one
-    /// answered `Restarted`. The listener is forgotten: the caller listens again.
-    /// Returns how many connections ended.
+    /// netstackd faulted and was restarted: every connection of its old process (the
+    /// listener's generation) went with it. Each is ended here without a call to
+    /// netstackd (the new process never had it): recorded as
+    /// [`Refusal::NetworkRestarted`], `Failed`; an established session's end said on
+    /// the console; a `CONNECT` that waited for one answered `Restarted`. A connection
+    /// the new process already made (a `CONNECT` served between the restart and the
+    /// daemon learning of it) goes on. The listener is forgotten: the caller listens
+    /// again. Returns how many connections ended.
     pub fn network_restarted<E: Endpoint>(&mut self, ep: &E) -> usize {
-        self.listener = None;
+        let gone = self.listener.take().map(|l| l.generation());
         self.network_lost = false;
         let mut ended = 0;
         let mut index = 0;
         while index < self.table.conns.len() {
-            if !matches!(self.table.conns[index].link, Link::Tcp(_)) {
+            let of_the_old_process = match self.table.conns[index].link {
+                Link::Tcp(handle) => gone.is_none_or(|g| handle.generation() == g),
+                Link::Ipc { .. } => false,
+            };
+            if !of_the_old_process {
                 index += 1;
                 continue;
             }

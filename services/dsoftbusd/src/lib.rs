@@ -58,7 +58,7 @@ use core::pin::Pin;
 use core::task::Poll;
 
 use ipc::policy::SigningPurpose;
-use ipc::{Action, AuditEvent, Endpoint, Operation, Request, ServiceId, Verdict};
+use ipc::{Action, AuditEvent, Endpoint, IpcError, Operation, Request, ServiceId, Verdict};
 use provider_api::{HashBackend, Provider, SecretBytes, VerifyingKey, X25519SecretKey};
 use service_api::dsoftbusd::MAX_TRUSTED;
 use service_api::netstackd::{self, MAX_WAIT_MS, Waited};
@@ -236,9 +236,12 @@ async fn next_event<E: Endpoint>(
 const MAX_WAIT_FAILURES: u32 = 8;
 
 /// How long after a failed `LISTEN` to a restarted netstackd the daemon asks again
-/// (the new process may still be starting; the kernel's restart policy bounds how long
-/// that can go on: past it the device stops).
+/// while the new process is still starting (the kernel's restart policy bounds how
+/// long that can go on: past it the device stops).
 const RELISTEN_EVERY_MS: u64 = 20;
+/// The longest wait between tries when the new process answers and refuses (each try
+/// is a call and an audit record, so the tries slow down).
+const RELISTEN_SLOWEST_MS: u64 = 5_000;
 
 /// Runs dsoftbusd until the machine stops.
 pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: E) {
@@ -251,8 +254,13 @@ enum Network {
     /// Listening, with a `WAIT` kept open.
     Listening,
     /// netstackd was restarted (learned at `since`; `ended` connections went with the
-    /// old process): listen again at `at`.
-    Relisten { since: u64, at: u64, ended: usize },
+    /// old process): listen again at `at`, then `every` ms later.
+    Relisten {
+        since: u64,
+        at: u64,
+        ended: usize,
+        every: u64,
+    },
     /// Not listening, for good: netstackd refused at start, or stopped answering.
     Off,
 }
@@ -280,6 +288,7 @@ pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: L
                 since: now,
                 at: now,
                 ended: 0,
+                every: RELISTEN_EVERY_MS,
             }
         }
         Err(error) => {
@@ -335,8 +344,14 @@ pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: L
                 }
             }
             Event::Relisten => {
-                if let Network::Relisten { since, ended, .. } = network {
-                    network = relisten(&ep, &mut daemon, &port, since, ended).await;
+                if let Network::Relisten {
+                    since,
+                    ended,
+                    every,
+                    ..
+                } = network
+                {
+                    network = relisten(&ep, &mut daemon, &port, since, ended, every).await;
                 }
             }
         }
@@ -357,19 +372,23 @@ pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: L
                 since,
                 at: now,
                 ended: before + ended,
+                every: RELISTEN_EVERY_MS,
             };
         }
     }
 }
 
 /// Asks a restarted netstackd to listen again: says so once it does, or tries again
-/// [`RELISTEN_EVERY_MS`] later.
+/// `every` ms later: [`RELISTEN_EVERY_MS`] while the new process is not serving yet,
+/// twice as long after each refusal it answers, up to [`RELISTEN_SLOWEST_MS`] (said
+/// on the console the first time).
 async fn relisten<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
     daemon: &mut Daemon<P, H>,
     port: &str,
     since: u64,
     ended: usize,
+    every: u64,
 ) -> Network {
     match daemon.listen(ep).await {
         Ok(()) => {
@@ -382,11 +401,29 @@ async fn relisten<P: Provider, H: HashBackend, E: Endpoint>(
             ]));
             Network::Listening
         }
-        Err(_) => Network::Relisten {
-            since,
-            at: ep.uptime_ms().saturating_add(RELISTEN_EVERY_MS),
-            ended,
-        },
+        Err(error) => {
+            let starting = daemon::network_gone(&error)
+                || matches!(
+                    error,
+                    ClientError::Ipc(IpcError::Timeout | IpcError::QueueFull)
+                );
+            let every = if starting {
+                RELISTEN_EVERY_MS
+            } else {
+                if every == RELISTEN_EVERY_MS {
+                    ep.console(&format!(
+                        "not listening again yet: netstackd: {error}; trying again, less often"
+                    ));
+                }
+                every.saturating_mul(2).min(RELISTEN_SLOWEST_MS)
+            };
+            Network::Relisten {
+                since,
+                at: ep.uptime_ms().saturating_add(every),
+                ended,
+                every,
+            }
+        }
     }
 }
 

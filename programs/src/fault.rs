@@ -380,3 +380,22 @@ pub fn disk_for_tests(capability: Capability) -> Result<user_rt::BoxedDisk, Capa
         inner: disk,
     })))
 }
+
+/// Runs the service of `start.task` with the faults the command line plans (this
+/// file's switch around every endpoint and disk), `open_net` opening the network
+/// device; ends a process this program has no code for.
+pub fn serve(
+    start: user_rt::Start,
+    open_net: fn() -> Result<user_rt::BoxedNet, CapabilityError>,
+) -> ! {
+    at_start(&start);
+    let faults = Faults {
+        generation: start.args[0],
+    };
+    let devices = user_programs::Devices {
+        net: open_net,
+        disk: disk_for_tests,
+    };
+    user_programs::serve(start, &devices, &faults);
+    user_programs::not_here()
+}

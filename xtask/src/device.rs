@@ -49,10 +49,22 @@ pub fn on_each(
     images: &[(Combination, PathBuf)],
     scenario: impl Fn(&Combination, &Path, &Path) -> Result<String, String> + Sync,
 ) -> Result<(), String> {
+    each(images, |(combination, path), binary| {
+        scenario(combination, path, binary)
+    })
+}
+
+/// Runs `scenario` (given an item and the host peer's binary) on every item, at most
+/// `jobs::qemu_jobs` at a time: prints each line it returns, and fails naming every
+/// failure.
+fn each<T: Sync>(
+    items: &[T],
+    scenario: impl Fn(&T, &Path) -> Result<String, String> + Sync,
+) -> Result<(), String> {
     qemu::ensure_installed()?;
     let binary = network::build_peer()?;
-    let results = crate::jobs::bounded(images, crate::jobs::qemu_jobs(), |(combination, path)| {
-        scenario(combination, path, &binary)
+    let results = crate::jobs::bounded(items, crate::jobs::qemu_jobs(), |item| {
+        scenario(item, &binary)
     });
     let mut failures = Vec::new();
     for result in results {
@@ -68,9 +80,14 @@ pub fn on_each(
     }
 }
 
-/// The two boots of one combination; a line saying what they showed.
-fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<String, String> {
-    let dir = image::run_dir(combination).join("device");
+/// Fresh disks in `target/qemu/<provider>/<name>/` provisioned, as a factory would, to
+/// trust a new host peer: the disks, the peer's identity file and its device key.
+fn trusting_a_new_peer(
+    combination: &Combination,
+    name: &str,
+    binary: &Path,
+) -> Result<(DiskSet, String, String), String> {
+    let dir = image::run_dir(combination).join(name);
     let disks = DiskSet::fresh(&dir, false)?;
     let identity = dir.join("peer.key");
     let _ = std::fs::remove_file(&identity);
@@ -79,6 +96,47 @@ fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<S
         .trim()
         .to_owned();
     network::trust(&dir, std::slice::from_ref(&peer_key), combination)?;
+    Ok((disks, identity, peer_key))
+}
+
+/// The device key keystored printed on the console at `log` (it prints it before
+/// dsoftbusd listens).
+///
+/// # Errors
+/// No such line yet.
+pub fn logged_device_key(log: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("keystored: device pubkey "))
+        .ok_or("no device pubkey line before dsoftbusd listened")?
+        .trim()
+        .to_owned())
+}
+
+/// The user-mode network with the host's `port` forwarded to dsoftbusd's.
+fn forwarding(port: u16) -> Nic {
+    Nic {
+        network: Network::User {
+            forwards: vec![(port, DSOFTBUS_PORT)],
+        },
+        mac: None,
+    }
+}
+
+/// Prints why a boot named `what` failed and the last lines of its console; the error.
+fn failed(what: &str, outcome: &qemu::Outcome) -> String {
+    eprintln!("    {what}: FAILED: {}", outcome.explanation);
+    eprintln!("    last lines of {}:", outcome.log.display());
+    for line in &outcome.tail {
+        eprintln!("      | {line}");
+    }
+    format!("{what}: {}", outcome.explanation)
+}
+
+/// The two boots of one combination; a line saying what they showed.
+fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<String, String> {
+    let (disks, identity, peer_key) = trusting_a_new_peer(combination, "device", binary)?;
     let first = boot(
         combination,
         path,
@@ -138,14 +196,7 @@ fn boot(
     let (binary_owned, identity_owned, log_owned) =
         (binary.to_path_buf(), identity.to_owned(), log.clone());
     let action = Box::new(move || -> Result<String, String> {
-        // keystored prints the public key before dsoftbusd listens.
-        let text = std::fs::read_to_string(&log_owned).unwrap_or_default();
-        let key = text
-            .lines()
-            .find_map(|l| l.strip_prefix("keystored: device pubkey "))
-            .ok_or("no device pubkey line before dsoftbusd listened")?
-            .trim()
-            .to_owned();
+        let key = logged_device_key(&log_owned)?;
         let addr = format!("127.0.0.1:{port}");
         network::peer(
             &binary_owned,
@@ -164,12 +215,7 @@ fn boot(
             ],
         )
     });
-    let nic = Nic {
-        network: Network::User {
-            forwards: vec![(port, DSOFTBUS_PORT)],
-        },
-        mac: None,
-    };
+    let nic = forwarding(port);
     let programs = image::device_programs_for(path);
     let boot = Boot {
         image: path,
@@ -203,17 +249,9 @@ fn boot(
         }),
     )?;
     if !outcome.passed() {
-        eprintln!(
-            "    {combination} production image ({provenance}): FAILED: {}",
-            outcome.explanation
-        );
-        eprintln!("    last lines of {}:", outcome.log.display());
-        for line in &outcome.tail {
-            eprintln!("      | {line}");
-        }
-        return Err(format!(
-            "{combination} production image ({provenance}): {}",
-            outcome.explanation
+        return Err(failed(
+            &format!("{combination} production image ({provenance})"),
+            &outcome,
         ));
     }
     match &outcome.interaction {
@@ -286,23 +324,9 @@ const OUTAGE_ANSWER_MS: &str = "500";
 /// from the console before the fault). At most `jobs::qemu_jobs` boots at a time;
 /// prints each boot's peer outage and the device's own account of the restart.
 pub fn service_faults(runs: &[(Combination, PathBuf, ServiceFault)]) -> Result<(), String> {
-    qemu::ensure_installed()?;
-    let binary = network::build_peer()?;
-    let results = crate::jobs::bounded(runs, crate::jobs::qemu_jobs(), |(c, path, fault)| {
-        service_fault_boot(c, path, &binary, *fault)
-    });
-    let mut failures = Vec::new();
-    for result in results {
-        match result {
-            Ok(line) => eprintln!("    {line}"),
-            Err(why) => failures.push(why),
-        }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures.join("; "))
-    }
+    each(runs, |(combination, path, fault), binary| {
+        service_fault_boot(combination, path, binary, *fault)
+    })
 }
 
 fn service_fault_boot(
@@ -312,15 +336,7 @@ fn service_fault_boot(
     fault: ServiceFault,
 ) -> Result<String, String> {
     let name = format!("device-{}-fault", fault.task);
-    let dir = image::run_dir(combination).join(&name);
-    let disks = DiskSet::fresh(&dir, false)?;
-    let identity = dir.join("peer.key");
-    let _ = std::fs::remove_file(&identity);
-    let identity = identity.display().to_string();
-    let peer_key = network::peer(binary, &["key", "--identity", &identity])?
-        .trim()
-        .to_owned();
-    network::trust(&dir, std::slice::from_ref(&peer_key), combination)?;
+    let (disks, identity, peer_key) = trusting_a_new_peer(combination, &name, binary)?;
     let contract = contract()?;
     let expectation = contract
         .expectation("full", Some(fault.scenario))
@@ -330,13 +346,7 @@ fn service_fault_boot(
     let suite = network::suite(combination);
     let (binary_owned, log_owned) = (binary.to_path_buf(), log.clone());
     let action = Box::new(move || -> Result<String, String> {
-        let text = std::fs::read_to_string(&log_owned).unwrap_or_default();
-        let key = text
-            .lines()
-            .find_map(|l| l.strip_prefix("keystored: device pubkey "))
-            .ok_or("no device pubkey line before dsoftbusd listened")?
-            .trim()
-            .to_owned();
+        let key = logged_device_key(&log_owned)?;
         let addr = format!("127.0.0.1:{port}");
         let console_log = log_owned.display().to_string();
         network::peer(
@@ -358,12 +368,7 @@ fn service_fault_boot(
             ],
         )
     });
-    let nic = Nic {
-        network: Network::User {
-            forwards: vec![(port, DSOFTBUS_PORT)],
-        },
-        mac: None,
-    };
+    let nic = forwarding(port);
     let programs = image::device_faults_for(path);
     let bootargs = [fault.spec.to_owned()];
     let boot = Boot {
@@ -396,12 +401,7 @@ fn service_fault_boot(
     )?;
     let what = format!("{combination} {} fault", fault.task);
     if !outcome.passed() {
-        eprintln!("    {what}: FAILED: {}", outcome.explanation);
-        eprintln!("    last lines of {}:", outcome.log.display());
-        for line in &outcome.tail {
-            eprintln!("      | {line}");
-        }
-        return Err(format!("{what}: {}", outcome.explanation));
+        return Err(failed(&what, &outcome));
     }
     let peer = match &outcome.interaction {
         Some(Ok(out)) => out.clone(),

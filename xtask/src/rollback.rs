@@ -258,14 +258,7 @@ impl Node<'_> {
         let (good, revoked) = (good.to_owned(), revoked.map(str::to_owned));
         let suite = network::suite(self.combination);
         let action = Box::new(move || -> Result<String, String> {
-            // keystored prints the public key before dsoftbusd listens.
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let key = text
-                .lines()
-                .find_map(|l| l.strip_prefix("keystored: device pubkey "))
-                .ok_or("no device pubkey line before dsoftbusd listened")?
-                .trim()
-                .to_owned();
+            let key = crate::device::logged_device_key(&log)?;
             let addr = format!("127.0.0.1:{port}");
             let session = |identity: &str| {
                 network::peer(

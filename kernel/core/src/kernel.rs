@@ -978,13 +978,7 @@ mod tests {
 
     #[test]
     fn call_ids_wrap_past_zero_and_skip_ids_in_use() {
-        let kernel = Kernel::new(Clock::default(), RULES, &[], Limits::default());
-        kernel
-            .shared
-            .state
-            .borrow_mut()
-            .inboxes
-            .insert(ServiceId::Logd, VecDeque::new());
+        let (kernel, _, _) = logd_and_selftest(&[]);
         let frame = Frame::request(Operation::LogdQuery, &[]).encode().unwrap();
         kernel.shared.state.borrow_mut().next_call = u32::MAX;
         let first = kernel

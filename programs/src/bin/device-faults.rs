@@ -14,16 +14,7 @@ mod fault;
 #[cfg(target_arch = "riscv64")]
 mod program {
     fn main(start: user_rt::Start) -> ! {
-        crate::fault::at_start(&start);
-        let faults = crate::fault::Faults {
-            generation: start.args[0],
-        };
-        let devices = user_programs::Devices {
-            net: user_programs::net_device,
-            disk: crate::fault::disk_for_tests,
-        };
-        user_programs::serve(start, &devices, &faults);
-        user_programs::not_here()
+        crate::fault::serve(start, user_programs::net_device)
     }
 
     user_rt::entry!(main);

@@ -82,16 +82,7 @@ mod program {
         if start.task == ServiceId::Selftest {
             selftest()
         }
-        crate::fault::at_start(&start);
-        let faults = crate::fault::Faults {
-            generation: start.args[0],
-        };
-        let devices = user_programs::Devices {
-            net: crate::stall::net_device_for_tests,
-            disk: crate::fault::disk_for_tests,
-        };
-        user_programs::serve(start, &devices, &faults);
-        user_programs::not_here()
+        crate::fault::serve(start, crate::stall::net_device_for_tests)
     }
 
     user_rt::entry!(main);

@@ -26,6 +26,7 @@ use service_api::netstackd::{self, Handle, SocketAddr};
 use service_api::{ClientError, ServiceError, keystored, logd, rngd};
 
 use crate::Checks;
+use service_api::pause as sleep;
 
 /// dsoftbusd's port on the loopback interface.
 const DSOFTBUSD: SocketAddr = SocketAddr::loopback(wire::PORT);
@@ -168,14 +169,6 @@ impl Sessions {
         .map(|_| ());
         expect_refusal(outcome, expected, what)?;
         self.good::<P, H, E>(ep, setup).await
-    }
-}
-
-/// Waits `ms` of uptime, letting the other tasks run.
-pub(crate) async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
-    let until = ep.uptime_ms() + ms;
-    while ep.uptime_ms() < until {
-        ep.yield_now().await;
     }
 }
 

@@ -22,6 +22,7 @@ use alloc::format;
 
 use ipc::{Endpoint, ServiceId};
 use provider_api::{HashBackend, Provider};
+use service_api::pause as sleep;
 
 /// The cost of reading the counter, to subtract from every count.
 fn read_overhead(instructions_retired: fn() -> u64) -> u64 {
@@ -177,13 +178,6 @@ async fn entropy<P: Provider, E: Endpoint>(
 
 /// Sessions per handshake row.
 pub const HANDSHAKES: usize = 5;
-
-async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
-    let until = ep.uptime_ms() + ms;
-    while ep.uptime_ms() < until {
-        ep.yield_now().await;
-    }
-}
 
 fn median(mut counts: alloc::vec::Vec<u64>) -> u64 {
     counts.sort_unstable();

@@ -103,7 +103,7 @@ pub(crate) async fn audit_records<E: Endpoint>(checks: &mut Checks<'_, E>, spinn
                     "after {WAIT_MS} ms the journal holds {counts:?} of the intruder's records, want {expected:?}"
                 ));
             }
-            Ok(_) => crate::dsoftbus::sleep(ep, 100).await,
+            Ok(_) => service_api::pause(ep, 100).await,
             Err(why) => break Err(why),
         }
     };

@@ -25,6 +25,7 @@ use alloc::string::String;
 use ipc::Endpoint;
 use provider_api::{HashBackend, Provider};
 use service_api::netstackd::SocketAddr;
+use service_api::pause as sleep;
 use service_api::{ClientError, ServiceError, dsoftbusd as api};
 
 /// The longest `serve`: the kernel stops the machine at 600 s.
@@ -141,13 +142,6 @@ fn outcome(result: &Result<api::Connected, ClientError>) -> &'static str {
         Err(ClientError::Service(ServiceError::TimedOut)) => "timed-out",
         Err(ClientError::Service(ServiceError::Busy)) => "busy",
         Err(_) => "failed",
-    }
-}
-
-async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
-    let until = ep.uptime_ms() + ms;
-    while ep.uptime_ms() < until {
-        ep.yield_now().await;
     }
 }
 

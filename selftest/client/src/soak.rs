@@ -31,6 +31,7 @@ use dsoftbusd::sessions::LIMITS;
 use ipc::{AuditFilter, Endpoint};
 use provider_api::{HashBackend, Provider, SecretBytes, VerifyingKey};
 use service_api::netstackd::{self, Handle, MAX_SOCKETS_PER_CALLER, SocketAddr};
+use service_api::pause as sleep;
 use service_api::{ClientError, ServiceError, dsoftbusd as api, keystored, logd, rngd, statefs};
 
 /// Rounds before the heap is first read.
@@ -75,13 +76,6 @@ pub struct Heap {
     pub high_water: usize,
     /// The heap's size.
     pub size: usize,
-}
-
-async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
-    let until = ep.uptime_ms() + ms;
-    while ep.uptime_ms() < until {
-        ep.yield_now().await;
-    }
 }
 
 struct Soak<P: Provider> {

@@ -26,7 +26,7 @@ use ipc::{Action, AuditFilter, Endpoint, IpcError, Operation, ServiceId, Verdict
 use service_api::netstackd::{self, SocketAddr};
 use service_api::{ClientError, ServiceError, dsoftbusd, keystored, logd, rngd, statefs};
 
-use crate::dsoftbus::sleep;
+use service_api::pause as sleep;
 
 /// The payload that makes a service fault as it takes it, in the test program under
 /// `-append fault=by-request` (the soak's faults at random rounds): no operation takes

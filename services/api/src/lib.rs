@@ -204,6 +204,27 @@ pub fn peer_restarting(error: &ClientError) -> bool {
     matches!(error, ClientError::Ipc(IpcError::PeerGone))
 }
 
+/// Runs `attempt` again while it fails as `restarting` says (a service it called
+/// ended mid-call), at most [`RESTART_RETRIES`] more times, [`RESTART_RETRY_MS`]
+/// apart; returns the last outcome.
+pub async fn across_restarts<E: Endpoint, T, Err, F: Future<Output = Result<T, Err>>>(
+    ep: &E,
+    mut attempt: impl FnMut() -> F,
+    restarting: impl Fn(&Err) -> bool,
+) -> Result<T, Err> {
+    let mut outcome = attempt().await;
+    for _ in 0..RESTART_RETRIES {
+        match &outcome {
+            Err(error) if restarting(error) => {
+                pause(ep, RESTART_RETRY_MS).await;
+                outcome = attempt().await;
+            }
+            _ => break,
+        }
+    }
+    outcome
+}
+
 /// Lets the other tasks run for `ms` milliseconds (by the kernel's clock).
 pub async fn pause<E: Endpoint>(ep: &E, ms: u64) {
     let until = ep.uptime_ms().saturating_add(ms);

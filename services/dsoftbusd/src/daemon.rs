@@ -528,22 +528,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             let conn = self.table.conns.remove(index);
             ended += 1;
             let refusal = Refusal::NetworkRestarted;
-            let (subject, operation) = match &conn.outgoing {
-                Some(outgoing) => (outgoing.caller, Operation::DsoftbusdConnect),
-                None => (ServiceId::Dsoftbusd, Operation::DsoftbusdTransport),
-            };
-            ep.audit(record(
-                subject,
-                operation,
-                Verdict::Failed,
-                refusal as u16,
-                conn.detail(),
-            ));
-            if let Some(peer) = conn.peer.filter(|_| conn.announced) {
-                ep.console(
-                    &markers::DSOFTBUSD_SESSION_CLOSED.render(&[&hex(&peer), refusal.word()]),
-                );
-            }
+            account_end(ep, &conn, Verdict::Failed, refusal);
             if let Some(outgoing) = conn.outgoing {
                 let _ = reply_err(ep, outgoing.token, connect_error(refusal));
             }
@@ -952,20 +937,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         if let Some(last) = &end.last {
             let _ = send_frame(ep, handle, last).await;
         }
-        let (subject, operation) = match &conn.outgoing {
-            Some(outgoing) => (outgoing.caller, Operation::DsoftbusdConnect),
-            None => (ServiceId::Dsoftbusd, Operation::DsoftbusdTransport),
-        };
-        ep.audit(record(
-            subject,
-            operation,
-            end.verdict,
-            refusal as u16,
-            conn.detail(),
-        ));
-        if let Some(peer) = conn.peer.filter(|_| conn.announced) {
-            ep.console(&markers::DSOFTBUSD_SESSION_CLOSED.render(&[&hex(&peer), refusal.word()]));
-        }
+        account_end(ep, &conn, end.verdict, refusal);
         let closed = netstackd::close(ep, handle, !graceful).await;
         self.note(&closed);
         if let Some(outgoing) = conn.outgoing {
@@ -1170,6 +1142,30 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
 }
 
 /// Sends one frame, whole, or says the peer is not taking bytes.
+/// Records why a connection over TCP ended (for the task that asked for it, when it
+/// was a `CONNECT`), and says so on the console when its session was established.
+fn account_end<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    conn: &Conn<P, H>,
+    verdict: Verdict,
+    refusal: Refusal,
+) {
+    let (subject, operation) = match &conn.outgoing {
+        Some(outgoing) => (outgoing.caller, Operation::DsoftbusdConnect),
+        None => (ServiceId::Dsoftbusd, Operation::DsoftbusdTransport),
+    };
+    ep.audit(record(
+        subject,
+        operation,
+        verdict,
+        refusal as u16,
+        conn.detail(),
+    ));
+    if let Some(peer) = conn.peer.filter(|_| conn.announced) {
+        ep.console(&markers::DSOFTBUSD_SESSION_CLOSED.render(&[&hex(&peer), refusal.word()]));
+    }
+}
+
 async fn send_frame<E: Endpoint>(ep: &E, handle: Handle, frame: &[u8]) -> Result<(), End> {
     match netstackd::send(ep, handle, frame, 0).await {
         Ok(sent) if sent == frame.len() => Ok(()),

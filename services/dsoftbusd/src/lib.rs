@@ -180,18 +180,11 @@ async fn start_across_restarts<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
     limits: Limits,
 ) -> Result<Daemon<P, H>, StartError> {
-    let mut tries = 0;
-    loop {
-        match start::<P, H, E>(ep, limits).await {
-            Err(StartError::Identity(error) | StartError::TrustStore(error))
-                if service_api::peer_restarting(&error) && tries < service_api::RESTART_RETRIES =>
-            {
-                tries += 1;
-                service_api::pause(ep, service_api::RESTART_RETRY_MS).await;
-            }
-            other => return other,
-        }
-    }
+    let restarting = |error: &StartError| {
+        matches!(error, StartError::Identity(cause) | StartError::TrustStore(cause)
+            if service_api::peer_restarting(cause))
+    };
+    service_api::across_restarts(ep, || start::<P, H, E>(ep, limits), restarting).await
 }
 
 /// What woke the daemon.

@@ -492,22 +492,20 @@ pub async fn load_or_create<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
 ) -> Result<(SigningKey<P::Sig>, Provenance, TagKey), Failure> {
     let (sealing, tags) = device_keys::<H, E>(ep)?;
-    let mut tries = 0;
-    loop {
-        match restore_or_create::<P, H, E>(ep, &sealing).await {
-            // statefs or rngd faulted mid-call: the kernel restarts it. The record
-            // store's slots keep a write the fault tore from counting, so the next
-            // try restores the key that was stored, or makes the first one; no key
-            // was reported yet.
-            Err(Failure::StateUnavailable(error) | Failure::NoEntropy(error))
-                if service_api::peer_restarting(&error) && tries < service_api::RESTART_RETRIES =>
-            {
-                tries += 1;
-                service_api::pause(ep, service_api::RESTART_RETRY_MS).await;
-            }
-            other => return other.map(|(key, provenance)| (key, provenance, tags)),
-        }
-    }
+    // statefs or rngd faulted mid-call: the kernel restarts it. The record store's
+    // slots keep a write the fault tore from counting, so the next try restores the
+    // key that was stored, or makes the first one; no key was reported yet.
+    let restarting = |failure: &Failure| {
+        matches!(failure, Failure::StateUnavailable(error) | Failure::NoEntropy(error)
+            if service_api::peer_restarting(error))
+    };
+    service_api::across_restarts(
+        ep,
+        || restore_or_create::<P, H, E>(ep, &sealing),
+        restarting,
+    )
+    .await
+    .map(|(key, provenance)| (key, provenance, tags))
 }
 
 async fn restore_or_create<P: Provider, H: HashBackend, E: Endpoint>(

@@ -574,16 +574,13 @@ pub async fn run<E: Endpoint>(ep: E, bootargs: &str, generation: usize) {
             NetConfig::default()
         }
     };
-    let mut drawn = rngd::get_entropy(&ep, 8).await;
     // rngd faulted mid-call: the kernel restarts it; its new process answers.
-    let mut tries = 0;
-    while drawn.as_ref().is_err_and(service_api::peer_restarting)
-        && tries < service_api::RESTART_RETRIES
-    {
-        tries += 1;
-        service_api::pause(&ep, service_api::RESTART_RETRY_MS).await;
-        drawn = rngd::get_entropy(&ep, 8).await;
-    }
+    let drawn = service_api::across_restarts(
+        &ep,
+        || rngd::get_entropy(&ep, 8),
+        service_api::peer_restarting,
+    )
+    .await;
     let seed = match drawn {
         Ok(bytes) => {
             let mut seed = [0u8; 8];

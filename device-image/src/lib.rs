@@ -27,20 +27,6 @@ mod riscv {
     use kernel::process::Program;
     use kernel_core::{Kernel, SpawnError};
 
-    /// Says on the console when more than one backend per axis is compiled in (the
-    /// `--all-features` rule: the first in provider-select's table wins).
-    pub fn announce_backends() {
-        if provider_select::AMBIGUOUS {
-            let compiled: Vec<&str> = provider_select::compiled_in().collect();
-            let line = format!(
-                "more than one backend per axis compiled in ({}); using {}",
-                compiled.join(", "),
-                provider_select::selected_name()
-            );
-            kernel::console_line("KERNEL", &line);
-        }
-    }
-
     /// Spawns every service; returns the refusals (each a failure the caller prints).
     /// `program` is the image's user program
     /// ([`kernel::process::load_user_program`]), whose processes run the services
@@ -73,4 +59,4 @@ mod riscv {
 }
 
 #[cfg(target_arch = "riscv64")]
-pub use riscv::{announce_backends, report_refused, spawn_services};
+pub use riscv::{report_refused, spawn_services};

@@ -4,7 +4,7 @@
 //!
 //! 1. reads the flattened device tree the firmware passes in `a1` ([`device_tree`]):
 //!    memory, the timebase, the UART, the virtio-mmio slots and the test finisher;
-//! 2. brings up the UART console and prints the provider banner;
+//! 2. brings up the UART console;
 //! 3. puts the heap (a maintained allocator, `embedded-alloc`) above the image, out
 //!    of the device tree blob and every reserved memory region;
 //! 4. reads every virtio-mmio slot's header (no driver) and finds the entropy
@@ -13,7 +13,9 @@
 //!    user-mode process claims (the kernel opens no driver: the device manager tells
 //!    the disks apart by serial in user mode);
 //! 5. creates the kernel with the compiled-in policy and manifest, lets the image
-//!    spawn its tasks, runs them until the selftest finishes, and shuts the machine
+//!    load its user program (whose `.combination` section names the provider
+//!    combination the kernel prints in its banner: the kernel has no crypto and is
+//!    built once for every combination) and spawn its tasks, runs them until the selftest finishes, and shuts the machine
 //!    down through SBI with a status that says whether everything passed.
 //!
 //! A panic prints `KERNEL: panic in task <name>: <message>` and a trap prints the
@@ -111,13 +113,8 @@ pub fn console_line(prefix: &str, line: &str) {
 }
 
 /// Brings the machine up to the point where the image spawns its tasks: device tree,
-/// console, heap, clock, watchdog, devices, policy. `provider` names the provider
-/// combination compiled in (the banner marker).
-fn start(
-    hart_id: usize,
-    device_tree: usize,
-    provider: impl core::fmt::Display,
-) -> (Kernel<RiscvPlatform>, BootInfo, Option<usize>) {
+/// console, heap, clock, watchdog, devices, policy.
+fn start(hart_id: usize, device_tree: usize) -> (Kernel<RiscvPlatform>, BootInfo, Option<usize>) {
     let machine = match device_tree::read(device_tree) {
         Ok(machine) => machine,
         Err(why) => {
@@ -132,11 +129,6 @@ fn start(
     console::init(machine.uart);
     let heap = machine.heap_range(heap::image_end());
     heap::init(heap.clone());
-    let provider = alloc::format!("{provider}");
-    console::line(
-        "KERNEL",
-        format_args!("{}", markers::KERNEL_PROVIDER.render(&[&provider])),
-    );
     console::line(
         "KERNEL",
         format_args!("hart {hart_id}, device tree at {device_tree:#x}"),
@@ -256,18 +248,17 @@ fn start(
     (kernel, info, machine.test_finisher)
 }
 
-/// Boots the machine and runs the test image. `provider` names the provider
-/// combination compiled in (the banner marker); `image` spawns the tasks, including the
+/// Boots the machine and runs the test image. `image` loads the user program (whose
+/// provider combination is the banner marker) and spawns the tasks, including the
 /// main task (the selftest, [`ServiceId::Selftest`]), and returns the verdict it will
 /// set. The machine shuts down when the main task finishes or after
 /// [`RUN_DEADLINE_S`].
 pub fn boot(
     hart_id: usize,
     device_tree: usize,
-    provider: impl core::fmt::Display,
     image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo) -> MainVerdict,
 ) -> ! {
-    let (mut kernel, info, test_finisher) = start(hart_id, device_tree, provider);
+    let (mut kernel, info, test_finisher) = start(hart_id, device_tree);
     let verdict = image(&mut kernel, info);
     console::line(
         "KERNEL",
@@ -322,10 +313,9 @@ pub fn boot(
 pub fn boot_device(
     hart_id: usize,
     device_tree: usize,
-    provider: impl core::fmt::Display,
     image: impl FnOnce(&mut Kernel<RiscvPlatform>, BootInfo),
 ) -> ! {
-    let (mut kernel, info, test_finisher) = start(hart_id, device_tree, provider);
+    let (mut kernel, info, test_finisher) = start(hart_id, device_tree);
     image(&mut kernel, info);
     console::line(
         "KERNEL",

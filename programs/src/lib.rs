@@ -121,6 +121,20 @@ mod riscv {
         }
     }
 
+    /// Says on the console when more than one backend per axis is compiled in (the
+    /// `--all-features` rule: the first in provider-select's table wins). The device
+    /// manager says it, once per boot.
+    fn announce_backends() {
+        if provider_select::AMBIGUOUS {
+            let compiled: Vec<&str> = provider_select::compiled_in().collect();
+            say(&alloc::format!(
+                "more than one backend per axis compiled in ({}); using {}",
+                compiled.join(", "),
+                provider_select::selected_name()
+            ));
+        }
+    }
+
     fn say(line: &str) {
         let _ = user_rt::console(line.as_bytes());
     }
@@ -131,6 +145,7 @@ mod riscv {
     /// and two disks with one serial are a failure: neither is used. Then it says it
     /// is done, and exits.
     pub fn devmgr() -> ! {
+        announce_backends();
         let mut found: Vec<(usize, Option<Capability>)> = Vec::new();
         while let Some((va, device)) = user_hal::next_block_device() {
             let capability = match &device {

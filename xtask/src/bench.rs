@@ -140,6 +140,7 @@ pub fn guest(images: &[(Combination, PathBuf)]) -> Result<BTreeMap<Combination, 
         scenario: Some("bench".into()),
         state_dir: None,
         no_otp: false,
+        matrix_profile: false,
         net: Default::default(),
     };
     let rows = test_os::boot_all(images, &options, false)?;

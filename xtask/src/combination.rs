@@ -158,14 +158,10 @@ impl Combination {
         self.to_string().replace('/', "_")
     }
 
-    /// The cargo features of this combination's image: provider-select's feature per
-    /// axis, passed through (the image forwards none), with the network stack.
+    /// The cargo features of this combination's user programs: provider-select's
+    /// feature per axis, passed through (`user-programs` forwards none). The kernels
+    /// take none: they are the same for every combination.
     pub fn features(&self) -> String {
-        format!("net,{}", self.backend_features())
-    }
-
-    /// provider-select's feature per axis for this combination.
-    fn backend_features(&self) -> String {
         format!(
             "provider-select/sig-{},provider-select/kx-{},provider-select/aead-{},provider-select/hash-{}",
             self.sig, self.kx, self.aead, self.hash
@@ -224,7 +220,7 @@ mod tests {
         assert_eq!(split.to_string(), "compact/dalek+aes-gcm+sha256");
         assert_eq!(
             split.features(),
-            "net,provider-select/sig-compact,provider-select/kx-dalek,provider-select/aead-aes-gcm,provider-select/hash-sha256"
+            "provider-select/sig-compact,provider-select/kx-dalek,provider-select/aead-aes-gcm,provider-select/hash-sha256"
         );
         assert_eq!(Combination::parse("dalek+chacha+md5"), None);
         assert_eq!(Combination::parse("dalek"), None);

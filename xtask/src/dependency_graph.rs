@@ -23,7 +23,7 @@ const FORBIDDEN: &str = "getrandom";
 
 pub fn check_no_getrandom(combinations: &[Combination]) -> Result<(), String> {
     for combination in combinations {
-        let features = combination.features();
+        let features = format!("os-image/net,{}", combination.features());
         let tree = command(
             "cargo",
             &[

@@ -1,6 +1,7 @@
 //! Building the OS image of a provider combination, and measuring it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use object::{Object, ObjectSection};
 
@@ -16,29 +17,61 @@ pub fn run_dir(combination: &Combination) -> PathBuf {
     target_dir().join("qemu").join(combination.dir_name())
 }
 
-/// Builds the test image and the production image of `combination` (release,
-/// riscv64, only that combination's backends) in one cargo run, which compiles the
-/// crates they share once, and copies them to `target/qemu/<provider>/os-image.elf`
-/// and `device-image.elf`, so that runs of different combinations can go side by side.
-/// The same run builds the images' user programs (`programs/`: the same for every
-/// combination today, so cargo builds them once) as `test-programs.elf` and
-/// `device-programs.elf` beside them, and for the classic combinations (the device
-/// fault scenarios run on them) `device-faults.elf`: linking it costs seconds per
-/// combination, so the others do without. Returns the test image's path
+/// How a combination's user programs are built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// As a device ships them: cargo's `release` profile (opt-level "s", fat LTO, one
+    /// codegen unit; the backend crates at opt-level 3). Measured images, the
+    /// classic combinations' scenarios, `test-os` by hand.
+    Release,
+    /// The matrix's quick build, `[profile.matrix]` in the root `Cargo.toml`: the
+    /// same backend crates as `Release`, compiled once and shared by every
+    /// combination, no LTO, and the user-program crate (where the services' generic
+    /// code meets the combination's backends) at opt-level 0. A combination's
+    /// programs build in about 2 s instead of 11 (docs/decisions/0014-matrix.md).
+    Matrix,
+}
+
+impl Profile {
+    /// cargo's name of the profile.
+    pub fn cargo_name(self) -> &'static str {
+        match self {
+            Self::Release => "release",
+            Self::Matrix => "matrix",
+        }
+    }
+
+    /// Where cargo puts what it builds with this profile.
+    fn out_dir(self) -> PathBuf {
+        target_dir().join(RISCV_TARGET).join(self.cargo_name())
+    }
+}
+
+/// Builds `combination`'s test and production user programs with `profile` and
+/// copies them, with the two kernels (built once per run: they have no crypto and are
+/// the same for every combination), to `target/qemu/<provider>/`: `os-image.elf` and
+/// `device-image.elf`, `test-programs.elf` and `device-programs.elf`, so that runs of
+/// different combinations can go side by side. For the classic combinations (the
+/// device fault scenarios run on them) also `device-faults.elf`: linking it costs
+/// seconds per combination, so the others do without. Returns the test image's path
 /// ([`device_image`] gives the other).
-pub fn build(combination: &Combination) -> Result<PathBuf, String> {
+pub fn build_with(combination: &Combination, profile: Profile) -> Result<PathBuf, String> {
     let features = combination.features();
     let mut args = vec!["--features", features.as_str()];
     if !combination.is_classic() {
-        for bin in ["os-image", "device-image", TEST_PROGRAMS, DEVICE_PROGRAMS] {
+        for bin in [TEST_PROGRAMS, DEVICE_PROGRAMS] {
             args.extend(["--bin", bin]);
         }
     }
-    let built = build_packages_with(&["os-image", "device-image", USER_PROGRAMS], &args)?;
-    let image = copy(combination, &built[0], "os-image.elf")?;
-    copy(combination, &built[1], "device-image.elf")?;
-    copy_programs(combination)?;
+    build_programs(profile, &args)?;
+    let image = copy_kernels(combination, "")?.0;
+    copy_programs(combination, profile)?;
     Ok(image)
+}
+
+/// [`build_with`] as a device ships it ([`Profile::Release`]).
+pub fn build(combination: &Combination) -> Result<PathBuf, String> {
+    build_with(combination, Profile::Release)
 }
 
 /// The package of the user programs, and its two binaries.
@@ -47,14 +80,48 @@ const TEST_PROGRAMS: &str = "test-programs";
 const DEVICE_PROGRAMS: &str = "device-programs";
 /// The production services with fault injection: for the device fault scenario alone.
 const DEVICE_FAULTS: &str = "device-faults";
+/// The two kernels: the test image's and the production image's.
+const KERNELS: [&str; 2] = ["os-image", "device-image"];
 
-fn copy_programs(combination: &Combination) -> Result<(), String> {
-    let release = target_dir().join(RISCV_TARGET).join("release");
+/// Builds the two kernels (release, `net`, no backend: the kernel's graph holds no
+/// crypto) once per run; returns their paths.
+fn kernels() -> Result<[PathBuf; 2], String> {
+    static BUILT: Mutex<Option<[PathBuf; 2]>> = Mutex::new(None);
+    let mut built = BUILT.lock().map_err(|_| "a kernel build panicked")?;
+    if let Some(paths) = built.as_ref() {
+        return Ok(paths.clone());
+    }
+    let mut args = vec!["build", "--release", "--target", RISCV_TARGET];
+    for package in KERNELS {
+        args.extend(["--package", package]);
+    }
+    args.extend([
+        "--no-default-features",
+        "--features",
+        "os-image/net,device-image/net",
+    ]);
+    cargo(&args)?;
+    let paths = KERNELS.map(|k| Profile::Release.out_dir().join(k));
+    *built = Some(paths.clone());
+    Ok(paths)
+}
+
+/// Copies the kernels into `combination`'s directory as `os-image<suffix>.elf` and
+/// `device-image<suffix>.elf`.
+fn copy_kernels(combination: &Combination, suffix: &str) -> Result<(PathBuf, PathBuf), String> {
+    let [test, device] = kernels()?;
+    Ok((
+        copy(combination, &test, &format!("os-image{suffix}.elf"))?,
+        copy(combination, &device, &format!("device-image{suffix}.elf"))?,
+    ))
+}
+
+fn copy_programs(combination: &Combination, profile: Profile) -> Result<(), String> {
     let faults = combination.is_classic().then_some(DEVICE_FAULTS);
     for program in [TEST_PROGRAMS, DEVICE_PROGRAMS].into_iter().chain(faults) {
         copy(
             combination,
-            &release.join(program),
+            &profile.out_dir().join(program),
             &format!("{program}.elf"),
         )?;
     }
@@ -83,35 +150,36 @@ pub fn device_image(combination: &Combination) -> PathBuf {
     run_dir(combination).join("device-image.elf")
 }
 
-/// Builds `combination`'s test and production images with `args` (its features and a
-/// knob's, or `--config` values), as `os-image-<label>.elf` and
-/// `device-image-<label>.elf`.
+/// Builds `combination`'s user programs with `args` (its features and a knob's, or
+/// `--config` values) in the release profile, beside the kernels as
+/// `os-image-<label>.elf` and `device-image-<label>.elf` (the kernels are the same;
+/// the programs beside them are the variant's).
 pub fn build_variant(
     combination: &Combination,
     args: &[String],
     label: &str,
 ) -> Result<(PathBuf, PathBuf), String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let built = build_packages_with(&["os-image", "device-image", USER_PROGRAMS], &args)?;
-    copy_programs(combination)?;
-    Ok((
-        copy(combination, &built[0], &format!("os-image-{label}.elf"))?,
-        copy(combination, &built[1], &format!("device-image-{label}.elf"))?,
-    ))
+    build_programs(Profile::Release, &args)?;
+    copy_programs(combination, Profile::Release)?;
+    copy_kernels(combination, &format!("-{label}"))
 }
 
-/// Builds `packages` with `--no-default-features` and `more` arguments (features,
-/// `--config` values); returns each binary's path.
-fn build_packages_with(packages: &[&str], more: &[&str]) -> Result<Vec<PathBuf>, String> {
-    let mut args = vec!["build", "--release", "--target", RISCV_TARGET];
-    for package in packages {
-        args.extend(["--package", package]);
-    }
-    args.push("--no-default-features");
+/// Builds the user programs with `profile`, `--no-default-features` and `more`
+/// arguments (features, `--bin`s, `--config` values).
+fn build_programs(profile: Profile, more: &[&str]) -> Result<(), String> {
+    let mut args = vec![
+        "build",
+        "--profile",
+        profile.cargo_name(),
+        "--target",
+        RISCV_TARGET,
+        "--package",
+        USER_PROGRAMS,
+        "--no-default-features",
+    ];
     args.extend(more);
-    cargo(&args)?;
-    let release = target_dir().join(RISCV_TARGET).join("release");
-    Ok(packages.iter().map(|p| release.join(p)).collect())
+    cargo(&args)
 }
 
 fn copy(combination: &Combination, built: &Path, name: &str) -> Result<PathBuf, String> {

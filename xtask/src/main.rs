@@ -31,6 +31,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::combination::Combination;
+use crate::image::Profile;
 use crate::steps::{StatusOk, Steps};
 
 /// Build, test and boot the riscv64 device-identity and Noise-session OS.
@@ -399,6 +400,7 @@ fn test() -> ExitCode {
         scenario: None,
         state_dir: None,
         no_otp: false,
+        matrix_profile: false,
         net: Default::default(),
     };
     let mut all_images = Vec::new();
@@ -406,7 +408,16 @@ fn test() -> ExitCode {
     steps.run(
         &format!("build the riscv64 images ({count} combinations)"),
         || {
-            all_images = test_os::build_images(Combination::all())?;
+            // The classic four as a device ships them (their scenarios and the
+            // benchmarks use them); every other combination with the matrix's quick
+            // profile (image::Profile::Matrix).
+            all_images = test_os::build_images_with(Combination::all(), |c| {
+                if c.is_classic() {
+                    Profile::Release
+                } else {
+                    Profile::Matrix
+                }
+            })?;
             Ok(())
         },
     );

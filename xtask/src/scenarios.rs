@@ -36,6 +36,7 @@ pub fn options(scenario: Option<&str>, rng_file: Option<PathBuf>, no_rng: bool) 
         scenario: scenario.map(str::to_owned),
         state_dir: None,
         no_otp: false,
+        matrix_profile: false,
         net: Default::default(),
     }
 }

@@ -10,7 +10,7 @@ use marker_contract::Contract;
 
 use crate::combination::Combination;
 use crate::disks::DiskSet;
-use crate::image;
+use crate::image::{self, Profile};
 use crate::qemu::{self, Boot, Interaction, Network, Nic, Outcome, RngBacking};
 use crate::steps::workspace_root;
 use crate::toolchain;
@@ -49,6 +49,11 @@ pub struct TestOsOptions {
     /// Boot without the OTP disk (keystored must fail closed).
     #[arg(long, env = "NO_OTP", value_parser = BoolishValueParser::new())]
     pub no_otp: bool,
+    /// Build the user programs with the matrix's quick profile (`[profile.matrix]`,
+    /// as `cargo xtask test` builds every non-classic combination) instead of as a
+    /// device ships them.
+    #[arg(long, env = "MATRIX_PROFILE", value_parser = BoolishValueParser::new())]
+    pub matrix_profile: bool,
     #[command(flatten)]
     pub net: NetOptions,
 }
@@ -267,22 +272,40 @@ impl Row {
     }
 }
 
-/// Builds the image of every requested combination, one after the other (they share
-/// one target directory); returns each with its path.
+/// Builds the image of every requested combination as a device ships it, one after
+/// the other (they share one target directory); returns each with its path.
 pub fn build_images(combinations: &[Combination]) -> Result<Vec<(Combination, PathBuf)>, String> {
+    build_images_with(combinations, |_| Profile::Release)
+}
+
+/// Builds the image of every requested combination, each with the profile `profile`
+/// gives it; returns each with its path.
+pub fn build_images_with(
+    combinations: &[Combination],
+    profile: impl Fn(&Combination) -> Profile,
+) -> Result<Vec<(Combination, PathBuf)>, String> {
     toolchain::ensure_riscv_target()?;
     combinations
         .iter()
         .map(|combination| {
-            eprintln!("    building the {combination} image");
-            image::build(combination).map(|path| (*combination, path))
+            let profile = profile(combination);
+            eprintln!(
+                "    building the {combination} programs ({})",
+                profile.cargo_name()
+            );
+            image::build_with(combination, profile).map(|path| (*combination, path))
         })
         .collect()
 }
 
 /// Builds and boots every requested combination; returns the rows.
 pub fn test_os(options: &TestOsOptions, stream: bool) -> Result<Vec<Row>, String> {
-    let images = build_images(&options.combinations()?)?;
+    let profile = if options.matrix_profile {
+        Profile::Matrix
+    } else {
+        Profile::Release
+    };
+    let images = build_images_with(&options.combinations()?, |_| profile)?;
     boot_all(&images, options, stream)
 }
 

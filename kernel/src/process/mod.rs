@@ -286,13 +286,23 @@ pub enum LoadError {
     BadEntry,
     /// No memory left for its frames.
     OutOfMemory,
+    /// No `.combination` section naming its provider combination (1 to
+    /// [`COMBINATION_CAPACITY`] printable ASCII bytes, zero-padded): `user_rt::entry!`
+    /// puts it there.
+    NoCombination,
 }
+
+/// The longest provider combination name a program may carry.
+pub const COMBINATION_CAPACITY: usize = 64;
 
 impl core::fmt::Display for LoadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::NotAnExecutable => f.write_str("not a riscv64 executable ELF"),
             Self::Malformed => f.write_str("malformed ELF headers"),
+            Self::NoCombination => f.write_str(
+                "no .combination section with a printable name of its provider combination",
+            ),
             Self::BadSegment { vaddr } => write!(
                 f,
                 "segment at {vaddr:#x} is outside the program window, writable and executable, or overlapping"
@@ -349,6 +359,32 @@ struct ProgramPage {
 pub struct Program {
     entry: u64,
     pages: Vec<ProgramPage>,
+    combination: String,
+}
+
+/// The name in the program's `.combination` section: the bytes before the first zero,
+/// 1 to [`COMBINATION_CAPACITY`] of them, printable ASCII without spaces.
+fn combination_of(
+    file: &elf::ElfBytes<'_, elf::endian::LittleEndian>,
+    image: &[u8],
+) -> Option<String> {
+    let (headers, names) = file.section_headers_with_strtab().ok()?;
+    let (headers, names) = (headers?, names?);
+    let section = headers
+        .iter()
+        .find(|h| names.get(h.sh_name as usize).ok() == Some(".combination"))?;
+    let start = usize::try_from(section.sh_offset).ok()?;
+    let len = usize::try_from(section.sh_size).ok()?;
+    let bytes = image.get(start..start.checked_add(len)?)?;
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    let name = &bytes[..end];
+    if name.is_empty()
+        || name.len() > COMBINATION_CAPACITY
+        || !name.iter().all(u8::is_ascii_graphic)
+    {
+        return None;
+    }
+    core::str::from_utf8(name).ok().map(String::from)
 }
 
 fn down(at: u64) -> u64 {
@@ -450,7 +486,18 @@ impl Program {
         if !runs {
             return Err(LoadError::BadEntry);
         }
-        Ok(Self { entry, pages })
+        let combination = combination_of(&file, image).ok_or(LoadError::NoCombination)?;
+        Ok(Self {
+            entry,
+            pages,
+            combination,
+        })
+    }
+
+    /// The provider combination the program was built with, such as `dalek+chacha`:
+    /// the kernel is the same for every combination, its user program is not.
+    pub fn combination(&self) -> &str {
+        &self.combination
     }
 
     /// The address of the program's first executable page (for the intruder, which
@@ -1395,6 +1442,13 @@ pub fn load_user_program(boot: &crate::BootInfo) -> Option<alloc::rc::Rc<Program
                     image.len(),
                     program.pages.len(),
                     program.entry
+                ),
+            );
+            crate::console::line(
+                "KERNEL",
+                format_args!(
+                    "{}",
+                    markers::KERNEL_PROVIDER.render(&[program.combination()])
                 ),
             );
             Some(alloc::rc::Rc::new(program))

@@ -325,15 +325,26 @@ unsafe impl critical_section::Impl for OneThread {
     unsafe fn release(_: critical_section::RawRestoreState) {}
 }
 
-/// Defines the program's entry: `entry!(main)` with `fn main(start: Start) -> !`.
+/// Defines the program's entry: `entry!(main, combination = NAME)` with
+/// `fn main(start: Start) -> !` and `NAME` the program's provider combination as
+/// zero-padded bytes (`provider_select::SELECTED_NAME_BYTES`).
+///
+/// The name goes in the ELF section `.combination`, which `user.ld` keeps out of every
+/// loaded segment: the kernel, built once for every combination, reads it from the
+/// file it loads and prints it in its banner (docs/syscalls.md).
 #[macro_export]
 macro_rules! entry {
-    ($main:path) => {
+    ($main:path, combination = $name:expr) => {
         #[allow(unsafe_code)]
         #[unsafe(no_mangle)]
         extern "Rust" fn __user_main(start: $crate::Start) -> ! {
             $main(start)
         }
+
+        #[allow(unsafe_code)]
+        #[unsafe(link_section = ".combination")]
+        #[used]
+        static __COMBINATION: [u8; $name.len()] = $name;
     };
 }
 

@@ -17,7 +17,7 @@ mod program {
         crate::fault::serve(start, user_programs::net_device)
     }
 
-    user_rt::entry!(main);
+    user_rt::entry!(main, combination = provider_select::SELECTED_NAME_BYTES);
 }
 
 #[cfg(not(target_arch = "riscv64"))]

@@ -10,7 +10,7 @@ mod program {
         user_programs::not_here()
     }
 
-    user_rt::entry!(main);
+    user_rt::entry!(main, combination = provider_select::SELECTED_NAME_BYTES);
 }
 
 #[cfg(not(target_arch = "riscv64"))]

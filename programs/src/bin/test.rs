@@ -85,7 +85,7 @@ mod program {
         crate::fault::serve(start, crate::stall::net_device_for_tests)
     }
 
-    user_rt::entry!(main);
+    user_rt::entry!(main, combination = provider_select::SELECTED_NAME_BYTES);
 }
 
 #[cfg(not(target_arch = "riscv64"))]

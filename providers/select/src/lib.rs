@@ -40,7 +40,10 @@
 
 use core::fmt;
 
-use provider_api::{HashAlgorithm, HashBackend, Provider, ProviderName, Suite};
+use provider_api::{
+    AeadBackend, HashAlgorithm, HashBackend, KeyAgreementBackend, Provider, ProviderName,
+    SignatureBackend, Suite,
+};
 
 /// One axis: a type alias for the first enabled backend of the table, a compile error
 /// when none is enabled, and the table as data.
@@ -152,6 +155,53 @@ pub fn selected_name() -> CombinationName {
     }
 }
 
+/// Room for a combination's name in [`SELECTED_NAME_BYTES`].
+pub const NAME_CAPACITY: usize = 64;
+
+/// The selected combination's name ([`selected_name`]'s text) as bytes, padded with
+/// zeros to [`NAME_CAPACITY`]: a constant, so a user program can carry it in its ELF
+/// file for the kernel, which is built once for every combination, to print in its
+/// banner (`user_rt::entry!`).
+pub const SELECTED_NAME_BYTES: [u8; NAME_CAPACITY] = name_bytes(
+    <SelectedSig as SignatureBackend>::NAME,
+    <SelectedKx as KeyAgreementBackend>::NAME,
+    <SelectedAead as AeadBackend>::NAME,
+    SelectedHash::ALGORITHM,
+);
+
+/// `sig[/kx]+aead[+hash]`, as [`CombinationName`]'s `Display`, zero-padded.
+const fn name_bytes(sig: &str, kx: &str, aead: &str, hash: HashAlgorithm) -> [u8; NAME_CAPACITY] {
+    let mut out = [0u8; NAME_CAPACITY];
+    let mut at = push(&mut out, 0, sig);
+    if !same(sig, kx) {
+        at = push(&mut out, at, "/");
+        at = push(&mut out, at, kx);
+    }
+    at = push(&mut out, at, "+");
+    at = push(&mut out, at, aead);
+    if !matches!(hash, HashAlgorithm::Blake2s256) {
+        at = push(&mut out, at, "+");
+        push(&mut out, at, hash.short_name());
+    }
+    out
+}
+
+/// Copies `text` into `out` at `at`; returns the new end. A name longer than
+/// [`NAME_CAPACITY`] fails the build (const evaluation panics).
+const fn push(out: &mut [u8; NAME_CAPACITY], at: usize, text: &str) -> usize {
+    let bytes = text.as_bytes();
+    assert!(
+        at + bytes.len() < NAME_CAPACITY,
+        "combination name too long"
+    );
+    let mut i = 0;
+    while i < bytes.len() {
+        out[at + i] = bytes[i];
+        i += 1;
+    }
+    at + bytes.len()
+}
+
 /// Every backend compiled in, as its feature name, in table order.
 pub fn compiled_in() -> impl Iterator<Item = &'static str> {
     BACKENDS
@@ -176,6 +226,17 @@ mod tests {
             assert!(enabled >= 1, "{axis}: {compiled:?}");
         }
         assert_eq!(super::AMBIGUOUS, compiled.len() > 4);
+    }
+
+    #[test]
+    fn the_name_bytes_spell_the_selected_name() {
+        let bytes = super::SELECTED_NAME_BYTES;
+        let end = bytes.iter().position(|b| *b == 0).unwrap();
+        assert!(bytes[end..].iter().all(|b| *b == 0));
+        let text = core::str::from_utf8(&bytes[..end]).unwrap();
+        assert_eq!(text, super::selected_name().to_string());
+        let split = super::name_bytes("dalek", "libcrux", "chacha", super::HashAlgorithm::Sha256);
+        assert!(split.starts_with(b"dalek/libcrux+chacha+sha256\0"));
     }
 
     #[test]

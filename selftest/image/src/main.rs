@@ -1,4 +1,4 @@
-//! The bootable riscv64 test image for one provider combination.
+//! The bootable riscv64 test image's kernel: one for every provider combination.
 //!
 //! The device's services, spawned by the same function as the production image's
 //! (`device_image::spawn_services`); the selftest, the image's main process, whose exit
@@ -6,11 +6,11 @@
 //! user-mode process of the boot's user program (`test-programs`, QEMU's `-initrd`):
 //! this image is the kernel, and the selftest's code and the crypto are the program's.
 //!
-//! Built by `cargo xtask test-os` (or `run`) with `--no-default-features`, `net` and
-//! one backend per axis (provider-select's features, which the user program is built
-//! with too). The kernel prints the combination in its banner marker; the harness
-//! checks it is the one it asked for. On the host this binary only says how to build
-//! it.
+//! Built once by `cargo xtask test-os` (or `run`) with `--no-default-features` and
+//! `net`; the user program is built per combination (one backend per axis,
+//! provider-select's features) and names its combination in its ELF file, which the
+//! kernel prints in its banner marker; the harness checks it is the one it asked for.
+//! On the host this binary only says how to build it.
 
 #![cfg_attr(target_arch = "riscv64", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -22,9 +22,7 @@ mod image {
 
     #[riscv_rt::entry]
     fn main(hart_id: usize, device_tree: usize) -> ! {
-        let provider = provider_select::selected_name();
-        kernel::boot(hart_id, device_tree, provider, |kernel, boot| {
-            device_image::announce_backends();
+        kernel::boot(hart_id, device_tree, |kernel, boot| {
             let program = kernel::process::load_user_program(&boot);
             let services = device_image::spawn_services(kernel, program.clone());
             let verdict = MainVerdict::default();
@@ -55,9 +53,9 @@ mod image {
 #[cfg(not(target_arch = "riscv64"))]
 fn main() {
     eprintln!(
-        "os-image is the riscv64 OS image ({}); build and boot it with `cargo xtask run` \
-         or `cargo xtask test-os`",
-        provider_select::selected_name()
+        "os-image is the riscv64 test kernel (the same for every provider combination; \
+         its user program, test-programs, holds the crypto); build and boot it with \
+         `cargo xtask run` or `cargo xtask test-os`"
     );
     std::process::exit(2);
 }

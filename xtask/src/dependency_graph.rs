@@ -4,12 +4,13 @@
 //! - No `getrandom` reaches the OS image or its user programs: there is no operating
 //!   system to ask for randomness, entropy comes from the virtio-rng device through
 //!   rngd, and a `getrandom` in the graph would mean some crate has a second,
-//!   unaudited path to "randomness" (or fails to link). Once per combination.
-//! - The kernel crate holds no cryptography, no network stack and no driver: no
-//!   provider-api, no backend, no hash crate, no smoltcp, no virtio-drivers and none
-//!   of `drivers/`, no service. Those run in the processes of the user program.
+//!   unaudited path to "randomness" (or fails to link). Checked once with every
+//!   backend of provider-select's table compiled in, a superset of every combination.
+//! - The kernels hold no cryptography, no network stack and no driver: no crate of
+//!   provider-select's graph with every backend (but `zeroize`), no smoltcp, no
+//!   virtio-drivers and none of `drivers/`, no service. Those run in the processes of
+//!   the user program. (This is what lets one kernel serve every combination.)
 
-use crate::combination::Combination;
 use crate::steps::{StatusOk, command};
 use crate::toolchain::RISCV_TARGET;
 
@@ -21,66 +22,62 @@ const PROGRAMS_CRATE: &str = "user-programs";
 /// The crate that must not appear.
 const FORBIDDEN: &str = "getrandom";
 
-pub fn check_no_getrandom(combinations: &[Combination]) -> Result<(), String> {
-    for combination in combinations {
-        let features = format!("os-image/net,{}", combination.features());
-        let tree = command(
-            "cargo",
-            &[
-                "tree",
-                "--target",
-                RISCV_TARGET,
-                "--edges",
-                "normal",
-                "--package",
-                IMAGE_CRATE,
-                "--package",
-                PROGRAMS_CRATE,
-                "--no-default-features",
-                "--features",
-                &features,
-                "--prefix",
-                "none",
-                "--format",
-                "{p}",
-            ],
-        )
-        .output_ok()?;
-        let packages = package_names(&tree);
-        if packages.len() < 5 {
-            return Err(format!(
-                "{combination}: cargo tree listed only {packages:?}; the check would prove nothing"
-            ));
-        }
-        if let Some(found) = packages.iter().find(|name| **name == FORBIDDEN) {
-            return Err(format!(
-                "{combination}: {found} is in the riscv64 graph of {IMAGE_CRATE} and {PROGRAMS_CRATE}"
-            ));
-        }
-        eprintln!(
-            "    {combination}: {} packages in the riscv64 graph, no {FORBIDDEN}",
-            packages.len()
-        );
+/// `cargo tree` of `packages` with `features` (normal edges, no proc-macros, the
+/// riscv64 target): the package names, deduplicated.
+fn riscv_graph(packages: &[&str], features: &str) -> Result<Vec<String>, String> {
+    let mut args = vec![
+        "tree",
+        "--target",
+        RISCV_TARGET,
+        "--edges",
+        "normal,no-proc-macro",
+        "--no-default-features",
+        "--features",
+        features,
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+    ];
+    for package in packages {
+        args.extend(["--package", package]);
     }
+    let tree = command("cargo", &args).output_ok()?;
+    let names: Vec<String> = package_names(&tree)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if names.len() < 5 {
+        return Err(format!(
+            "cargo tree listed only {names:?} for {packages:?}; the check would prove nothing"
+        ));
+    }
+    Ok(names)
+}
+
+/// No `getrandom` in the riscv64 graph of the kernels and the user programs with
+/// every backend of provider-select's table compiled in (`all-backends`): a superset
+/// of every combination's graph, in one `cargo tree`.
+pub fn check_no_getrandom() -> Result<(), String> {
+    let packages = riscv_graph(
+        &[IMAGE_CRATE, PROGRAMS_CRATE],
+        "os-image/net,provider-select/all-backends",
+    )?;
+    if packages.iter().any(|name| name == FORBIDDEN) {
+        return Err(format!(
+            "{FORBIDDEN} is in the riscv64 graph of {IMAGE_CRATE} and {PROGRAMS_CRATE} with every backend"
+        ));
+    }
+    eprintln!(
+        "    every backend: {} packages in the riscv64 graph of the images and their programs, no {FORBIDDEN}",
+        packages.len()
+    );
     Ok(())
 }
 
-/// What the kernel crate's graph must not hold.
+/// What the kernels' graph must not hold besides the backends' graph: the network
+/// stack, the drivers and the services, which run in the user program's processes.
 const NOT_IN_KERNEL: &[&str] = &[
-    "provider-api",
-    "provider-select",
-    "provider-dalek",
-    "provider-compact",
-    "provider-chacha",
-    "provider-aes-gcm",
-    "provider-aes-gcm-siv",
-    "provider-hash",
-    "curve25519-dalek",
-    "ed25519-dalek",
-    "ed25519-compact",
-    "x25519-dalek",
-    "chacha20poly1305",
-    "aes-gcm",
     "smoltcp",
     "virtio-drivers",
     "virtio-rng",
@@ -97,42 +94,35 @@ const NOT_IN_KERNEL: &[&str] = &[
     "dsoftbusd",
 ];
 
-/// Checks the kernel crate's riscv64 graph holds none of [`NOT_IN_KERNEL`].
+/// Crates of the backends' graph a kernel may hold: `zeroize` wipes memory and is
+/// no cryptography.
+const SHARED_WITH_BACKENDS: &[&str] = &["zeroize"];
+
+/// The two kernels (`os-image`, `device-image`, built once for every combination)
+/// hold no crate of provider-select's graph with every backend (provider-api, the
+/// backend crates and everything they use, but `zeroize`) and none of
+/// [`NOT_IN_KERNEL`].
 pub fn check_kernel_graph() -> Result<(), String> {
-    let tree = command(
-        "cargo",
-        &[
-            "tree",
-            "--target",
-            RISCV_TARGET,
-            "--edges",
-            "normal",
-            "--package",
-            "kernel",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-        ],
-    )
-    .output_ok()?;
-    let packages = package_names(&tree);
-    if packages.len() < 5 {
-        return Err(format!(
-            "cargo tree listed only {packages:?} for the kernel; the check would prove nothing"
-        ));
-    }
-    let found: Vec<&str> = packages
+    let kernels = riscv_graph(
+        &[IMAGE_CRATE, "device-image"],
+        "os-image/net,device-image/net",
+    )?;
+    let crypto = riscv_graph(&["provider-select"], "all-backends")?;
+    let found: Vec<&str> = kernels
         .iter()
-        .copied()
-        .filter(|name| NOT_IN_KERNEL.contains(name))
+        .map(String::as_str)
+        .filter(|name| {
+            NOT_IN_KERNEL.contains(name)
+                || (crypto.iter().any(|c| c == name) && !SHARED_WITH_BACKENDS.contains(name))
+        })
         .collect();
     if !found.is_empty() {
-        return Err(format!("the kernel's riscv64 graph holds {found:?}"));
+        return Err(format!("the kernels' riscv64 graph holds {found:?}"));
     }
     eprintln!(
-        "    kernel: {} packages in its riscv64 graph, none of {} forbidden (crypto, smoltcp, drivers, services)",
-        packages.len(),
+        "    kernels: {} packages in their riscv64 graph, none of the backends' {} (but zeroize) nor of {} more (network stack, drivers, services)",
+        kernels.len(),
+        crypto.len(),
         NOT_IN_KERNEL.len()
     );
     Ok(())

@@ -31,19 +31,19 @@ use crate::test_os::contract;
 /// dsoftbusd's TCP port.
 pub const DSOFTBUS_PORT: u16 = 7411;
 
-/// The Noise suite of `combination`'s image.
+/// The Noise suite of `combination`'s image: its AEAD backend's algorithm (from
+/// provider-select's table) and its hash, by their Noise names.
 pub fn suite(combination: &Combination) -> String {
-    let cipher = match combination.aead {
-        "chacha" => "ChaChaPoly",
-        "aes-gcm" => "AESGCM",
-        other => panic!("no Noise cipher name for the {other} backend"),
-    };
+    let cipher = provider_select::aead_algorithm(combination.aead)
+        .and_then(|algorithm| algorithm.noise())
+        .map(|(name, _)| name)
+        .unwrap_or_else(|| panic!("no Noise cipher for the {} backend", combination.aead));
     let hash = match combination.hash {
-        "blake2s" => "BLAKE2s",
-        "sha256" => "SHA256",
+        "blake2s" => provider_api::HashAlgorithm::Blake2s256,
+        "sha256" => provider_api::HashAlgorithm::Sha256,
         other => panic!("no Noise hash name for the {other} backend"),
     };
-    format!("Noise_XK_25519_{cipher}_{hash}")
+    format!("Noise_XK_25519_{cipher}_{}", hash.noise_name())
 }
 
 /// Builds `dsoftbus-peer` and returns its path.

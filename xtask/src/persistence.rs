@@ -337,9 +337,7 @@ pub fn run(images: &[(Combination, PathBuf)], rng_a: &Path, rng_b: &Path) -> Res
 
 /// The standard name keystored prints for a combination's AEAD.
 fn aead_name(aead: &str) -> Result<&'static str, String> {
-    match aead {
-        "chacha" => Ok(provider_api::AeadAlgorithm::ChaCha20Poly1305.name()),
-        "aes-gcm" => Ok(provider_api::AeadAlgorithm::Aes256Gcm.name()),
-        other => Err(format!("no AEAD name known for backend {other:?}")),
-    }
+    provider_select::aead_algorithm(aead)
+        .map(provider_api::AeadAlgorithm::name)
+        .ok_or_else(|| format!("no AEAD backend named {aead:?} in provider-select's table"))
 }

@@ -1,15 +1,20 @@
 //! The conformance kit: one suite, written once, that every provider-api backend runs.
 //!
-//! The checks are generic functions over the backend traits. The macros stamp out a
-//! `#[test]` module per backend, in the way rustls compiles its shared test files once
-//! per provider, so a new backend gets the whole suite with one line:
+//! The checks are generic functions over the backend traits. One macro per trait
+//! stamps out a `#[test]` module for one backend, in the way rustls compiles its shared
+//! test files once per provider (`signature_backend_tests!`,
+//! `key_agreement_backend_tests!`, `aead_backend_tests!`, `hash_backend_tests!`; and
+//! `cross_*_tests!` for two backends of an axis). The workspace's test runs them over
+//! provider-select's one table of backends, so a backend added there gets the whole
+//! suite, and the cross checks against every other backend of its axis, with no line
+//! here:
 //!
 //! ```ignore
-//! provider_conformance::curve_backend_tests!(dalek, provider_dalek::Dalek);
-//! provider_conformance::aead_backend_tests!(chacha, provider_chacha::ChaCha20Poly1305);
-//! provider_conformance::cross_curve_tests!(dalek_compact, provider_dalek::Dalek, provider_compact::Compact);
-//! provider_conformance::cross_aead_tests!(chacha_aes_gcm, provider_chacha::ChaCha20Poly1305, provider_aes_gcm::Aes256Gcm);
+//! provider_select::backend_table!(provider_conformance::every_backend_tests);
 //! ```
+//!
+//! A backend outside the table (`provider-aes-gcm-siv`, not a Noise cipher) is one
+//! line: `provider_conformance::aead_backend_tests!(aes_gcm_siv, provider_aes_gcm_siv::Aes256GcmSiv);`.
 //!
 //! What runs (see `docs/adding-a-backend.md`):
 //! - known-answer vectors: RFC 8032 (Ed25519), RFC 7748 (X25519, including the
@@ -97,13 +102,12 @@ pub(crate) fn unhex_array<const N: usize>(text: &str) -> [u8; N] {
         .unwrap_or_else(|v: Vec<u8>| panic!("test vector of {} bytes, want {N}: {text}", v.len()))
 }
 
-/// The whole single-backend suite for a [`provider_api::CurveBackend`] (Ed25519 and
-/// X25519), as a test module named `$name`.
+/// The whole single-backend suite for a [`provider_api::SignatureBackend`] (Ed25519),
+/// as a test module named `$name`.
 #[macro_export]
-macro_rules! curve_backend_tests {
+macro_rules! signature_backend_tests {
     ($name:ident, $backend:ty) => {
         mod $name {
-            use super::*;
             const NAME: &str = stringify!($name);
             #[test]
             fn ed25519_rfc8032() {
@@ -130,6 +134,17 @@ macro_rules! curve_backend_tests {
                 $crate::signing::crafted_signatures::<$backend>()
                     .report(NAME, "ed25519 crafted R and S");
             }
+        }
+    };
+}
+
+/// The whole single-backend suite for a [`provider_api::KeyAgreementBackend`]
+/// (X25519), as a test module named `$name`.
+#[macro_export]
+macro_rules! key_agreement_backend_tests {
+    ($name:ident, $backend:ty) => {
+        mod $name {
+            const NAME: &str = stringify!($name);
             #[test]
             fn x25519_rfc7748() {
                 $crate::key_agreement::rfc7748::<$backend>().report(NAME, "x25519 rfc7748");
@@ -201,12 +216,12 @@ macro_rules! hash_backend_tests {
     };
 }
 
-/// The cross-backend checks between two curve backends, as a test module.
+/// The cross-backend checks of two Ed25519 backends (`$a` signs, `$b` verifies), as
+/// a test module.
 #[macro_export]
-macro_rules! cross_curve_tests {
+macro_rules! cross_signature_tests {
     ($name:ident, $a:ty, $b:ty) => {
         mod $name {
-            use super::*;
             const NAME: &str = stringify!($name);
             #[test]
             fn signatures_verify_across_backends() {
@@ -216,6 +231,16 @@ macro_rules! cross_curve_tests {
             fn speccheck_verdicts_agree_across_backends() {
                 $crate::cross::speccheck_agreement::<$a, $b>().report(NAME, "cross speccheck");
             }
+        }
+    };
+}
+
+/// The cross-backend check of two X25519 backends, as a test module.
+#[macro_export]
+macro_rules! cross_key_agreement_tests {
+    ($name:ident, $a:ty, $b:ty) => {
+        mod $name {
+            const NAME: &str = stringify!($name);
             #[test]
             fn shared_secrets_agree_across_backends() {
                 $crate::cross::shared_secrets::<$a, $b>().report(NAME, "cross x25519");
@@ -224,17 +249,54 @@ macro_rules! cross_curve_tests {
     };
 }
 
-/// The cross-backend checks between two different AEAD backends, as a test module.
+/// The cross-backend check of two AEAD backends, as a test module: one algorithm's
+/// backends interoperate, two algorithms' refuse each other's messages.
 #[macro_export]
 macro_rules! cross_aead_tests {
     ($name:ident, $a:ty, $b:ty) => {
         mod $name {
-            use super::*;
             const NAME: &str = stringify!($name);
             #[test]
-            fn aeads_reject_each_others_ciphertexts() {
-                $crate::cross::aeads_reject_each_other::<$a, $b>().report(NAME, "cross aead");
+            fn aeads_across_backends() {
+                $crate::cross::aeads_across_backends::<$a, $b>().report(NAME, "cross aead");
             }
         }
+    };
+}
+
+/// The whole kit over every backend of provider-select's table, which this macro
+/// receives (`provider_select::backend_table!(provider_conformance::every_backend_tests)`):
+/// each backend's suite, one module per backend named as in the table, and the cross
+/// checks of every ordered pair of backends of an axis (`cross_<axis>::<a>::<b>`, a
+/// backend with itself included). A backend added to the table is in every test here
+/// with no line in the kit.
+#[macro_export]
+macro_rules! every_backend_tests {
+    (
+        $sig_axis:literal $sig_alias:ident [$($sig:ident $sig_feature:literal => $sig_ty:ty),+ $(,)?];
+        $kx_axis:literal $kx_alias:ident [$($kx:ident $kx_feature:literal => $kx_ty:ty),+ $(,)?];
+        $aead_axis:literal $aead_alias:ident [$($aead:ident $aead_feature:literal => $aead_ty:ty),+ $(,)?];
+        $hash_axis:literal $hash_alias:ident [$($hash:ident $hash_feature:literal => $hash_ty:ty),+ $(,)?];
+    ) => {
+        $($crate::signature_backend_tests!($sig, $sig_ty);)+
+        $($crate::key_agreement_backend_tests!($kx, $kx_ty);)+
+        $($crate::aead_backend_tests!($aead, $aead_ty);)+
+        $($crate::hash_backend_tests!($hash, $hash_ty);)+
+        mod cross_sig {
+            $crate::every_backend_tests!(@pairs cross_signature_tests [$($sig $sig_ty),+] [$($sig $sig_ty),+]);
+        }
+        mod cross_kx {
+            $crate::every_backend_tests!(@pairs cross_key_agreement_tests [$($kx $kx_ty),+] [$($kx $kx_ty),+]);
+        }
+        mod cross_aead {
+            $crate::every_backend_tests!(@pairs cross_aead_tests [$($aead $aead_ty),+] [$($aead $aead_ty),+]);
+        }
+    };
+    (@pairs $tests:ident [] [$($b:ident $b_ty:ty),+]) => {};
+    (@pairs $tests:ident [$a:ident $a_ty:ty $(, $rest:ident $rest_ty:ty)*] [$($b:ident $b_ty:ty),+]) => {
+        mod $a {
+            $($crate::$tests!($b, $a_ty, $b_ty);)+
+        }
+        $crate::every_backend_tests!(@pairs $tests [$($rest $rest_ty),*] [$($b $b_ty),+]);
     };
 }

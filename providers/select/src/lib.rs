@@ -2,9 +2,9 @@
 //!
 //! | axis | features | backends |
 //! |---|---|---|
-//! | Ed25519 | `sig-dalek`, `sig-compact` | `provider-dalek`, `provider-compact` |
-//! | X25519 | `kx-dalek`, `kx-compact` | `provider-dalek`, `provider-compact` |
-//! | AEAD | `aead-chacha`, `aead-aes-gcm` | `provider-chacha`, `provider-aes-gcm` |
+//! | Ed25519 | `sig-dalek`, `sig-compact`, `sig-libcrux` | `provider-dalek`, `provider-compact`, `provider-libcrux` |
+//! | X25519 | `kx-dalek`, `kx-compact`, `kx-libcrux` | `provider-dalek`, `provider-compact`, `provider-libcrux` |
+//! | AEAD | `aead-chacha`, `aead-aes-gcm`, `aead-libcrux-chacha` | `provider-chacha`, `provider-aes-gcm`, `provider-libcrux` |
 //! | hash | `hash-blake2s`, `hash-sha256` | `provider-hash` |
 //!
 //! With exactly one feature per axis, [`Selected`] and [`SelectedHash`] are that
@@ -28,9 +28,10 @@
 //! only when it differs from the Ed25519 one, the hash only when it is not BLAKE2s
 //! (`compact/dalek+aes-gcm+sha256`).
 //!
-//! **Adding a backend** is one line in an axis's table below (the `select!` call) and
-//! one feature in `Cargo.toml`; the guard, the precedence, [`AMBIGUOUS`] and
-//! [`BACKENDS`] follow from the table. An AEAD must be a
+//! **Adding a backend** is one line in an axis's table ([`backend_table`]), one
+//! feature in `Cargo.toml` and, for a new crate, one `pub use` in [`backends`]; the
+//! guard, the precedence, [`AMBIGUOUS`], [`BACKENDS`], the conformance kit's tests
+//! and the host tests that run on every backend follow from the table. An AEAD must be a
 //! [`provider_api::NoiseAead`]: [`Selected`] is a provider, and a provider's AEAD is
 //! one Noise can name, so selecting any other fails to compile with that trait's
 //! message.
@@ -48,7 +49,7 @@ use provider_api::{
 /// One axis: a type alias for the first enabled backend of the table, a compile error
 /// when none is enabled, and the table as data.
 macro_rules! select {
-    ($($alias:ident: $axis:literal [$($feature:literal => $ty:ty),+ $(,)?];)+) => {
+    ($($axis:literal $alias:ident [$($module:ident $feature:literal => $ty:ty),+ $(,)?];)+) => {
         $(
             select!(@pick $alias [] $($feature => $ty),+);
             #[cfg(not(any($(feature = $feature),+)))]
@@ -72,23 +73,85 @@ macro_rules! select {
     (@pick $alias:ident [$($earlier:literal)*]) => {};
 }
 
-select! {
-    SelectedSig: "Ed25519" [
-        "sig-dalek" => provider_dalek::Dalek,
-        "sig-compact" => provider_compact::Compact,
-    ];
-    SelectedKx: "X25519" [
-        "kx-dalek" => provider_dalek::Dalek,
-        "kx-compact" => provider_compact::Compact,
-    ];
-    SelectedAead: "AEAD" [
-        "aead-chacha" => provider_chacha::ChaCha20Poly1305,
-        "aead-aes-gcm" => provider_aes_gcm::Aes256Gcm,
-    ];
-    SelectedHash: "hash" [
-        "hash-blake2s" => provider_hash::Blake2s,
-        "hash-sha256" => provider_hash::Sha256,
-    ];
+/// The one list of backends: every backend of every axis, in precedence order, as a
+/// module name, its feature and its type. Everything that enumerates backends takes
+/// it from here: this crate's selection ([`Selected`], [`BACKENDS`]), the conformance
+/// kit (`provider_conformance::every_backend_tests`), the host tests that run on
+/// every backend, the benchmarks, and `cargo xtask` (which reads the features from
+/// `Cargo.toml`). It hands the table to the macro it is given:
+/// `provider_select::backend_table!(provider_conformance::every_backend_tests);`.
+/// A backend's type is named through [`backends`], which holds only the backend crates
+/// whose features are on.
+#[macro_export]
+macro_rules! backend_table {
+    ($($callback:tt)*) => {
+        $($callback)*! {
+            "Ed25519" SelectedSig [
+                sig_dalek "sig-dalek" => $crate::backends::provider_dalek::Dalek,
+                sig_compact "sig-compact" => $crate::backends::provider_compact::Compact,
+                sig_libcrux "sig-libcrux" => $crate::backends::provider_libcrux::Libcrux,
+            ];
+            "X25519" SelectedKx [
+                kx_dalek "kx-dalek" => $crate::backends::provider_dalek::Dalek,
+                kx_compact "kx-compact" => $crate::backends::provider_compact::Compact,
+                kx_libcrux "kx-libcrux" => $crate::backends::provider_libcrux::Libcrux,
+            ];
+            "AEAD" SelectedAead [
+                aead_chacha "aead-chacha" => $crate::backends::provider_chacha::ChaCha20Poly1305,
+                aead_aes_gcm "aead-aes-gcm" => $crate::backends::provider_aes_gcm::Aes256Gcm,
+                aead_libcrux_chacha "aead-libcrux-chacha" => $crate::backends::provider_libcrux::LibcruxChaCha20Poly1305,
+            ];
+            "hash" SelectedHash [
+                hash_blake2s "hash-blake2s" => $crate::backends::provider_hash::Blake2s,
+                hash_sha256 "hash-sha256" => $crate::backends::provider_hash::Sha256,
+            ];
+        }
+    };
+}
+
+/// The backend crates whose features are on, for [`backend_table`]'s paths.
+pub mod backends {
+    #[cfg(feature = "aead-aes-gcm")]
+    pub use provider_aes_gcm;
+    #[cfg(feature = "aead-chacha")]
+    pub use provider_chacha;
+    #[cfg(any(feature = "sig-compact", feature = "kx-compact"))]
+    pub use provider_compact;
+    #[cfg(any(feature = "sig-dalek", feature = "kx-dalek"))]
+    pub use provider_dalek;
+    pub use provider_hash;
+    #[cfg(any(
+        feature = "sig-libcrux",
+        feature = "kx-libcrux",
+        feature = "aead-libcrux-chacha"
+    ))]
+    pub use provider_libcrux;
+}
+
+backend_table!(select);
+
+/// The AEAD algorithm of the compiled-in AEAD backend named `name` (its
+/// [`AeadBackend::NAME`], as combination names spell it): `None` for a name no
+/// compiled-in backend has. Tools that must name a combination's cipher (the host
+/// peer's Noise suite, keystored's sealed format) ask here instead of keeping a list.
+pub fn aead_algorithm(name: &str) -> Option<provider_api::AeadAlgorithm> {
+    macro_rules! lookup {
+        (
+            $sig_axis:literal $sig_alias:ident [$($sig:tt)*];
+            $kx_axis:literal $kx_alias:ident [$($kx:tt)*];
+            $aead_axis:literal $aead_alias:ident [$($module:ident $feature:literal => $ty:ty),+ $(,)?];
+            $hash_axis:literal $hash_alias:ident [$($hash:tt)*];
+        ) => {
+            $(
+                #[cfg(feature = $feature)]
+                if name == <$ty as AeadBackend>::NAME {
+                    return Some(<$ty as AeadBackend>::ALGORITHM);
+                }
+            )+
+        };
+    }
+    backend_table!(lookup);
+    None
 }
 
 /// The selected provider: Ed25519, X25519 and the AEAD.

@@ -9,14 +9,14 @@ use dsoftbusd::sessions::{LIMITS, Limits};
 use dsoftbusd::wire::{self, Hello, HelloReply, HelloStatus};
 use host_runner::{Disks, Entropy, HostSystem};
 use ipc::{Action, AuditFilter, Endpoint, Operation, ServiceId, Verdict};
-use provider_aes_gcm::Aes256Gcm;
 use provider_api::{
     Bundle, HashBackend, Provider, SecretBytes, Seed, VerifyingKey, X25519PublicKey,
 };
-use provider_chacha::ChaCha20Poly1305;
-use provider_compact::Compact;
-use provider_dalek::Dalek;
 use provider_hash::{Blake2s, Sha256};
+use provider_select::backends::provider_aes_gcm::Aes256Gcm;
+use provider_select::backends::provider_chacha::ChaCha20Poly1305;
+use provider_select::backends::provider_compact::Compact;
+use provider_select::backends::provider_dalek::Dalek;
 use service_api::dsoftbusd::{discover, trust};
 use service_api::netstackd::{self, SocketAddr};
 use service_api::{ClientError, ServiceError, keystored, logd};

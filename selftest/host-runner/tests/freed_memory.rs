@@ -38,12 +38,8 @@ use dsoftbusd::client::{Believed, Node, connect, connect_tcp};
 use dsoftbusd::wire;
 use host_runner::{Disks, Entropy, HostSystem, SharedDisk};
 use ipc::{Endpoint, ServiceId};
-use provider_aes_gcm::Aes256Gcm;
-use provider_api::{Bundle, Provider, SecretBytes, Seed, VerifyingKey, X25519PublicKey};
-use provider_chacha::ChaCha20Poly1305;
-use provider_compact::Compact;
-use provider_dalek::Dalek;
-use provider_hash::Blake2s;
+use provider_api::{Provider, SecretBytes, Seed, Suite, VerifyingKey, X25519PublicKey};
+use provider_select::backends::provider_hash::Blake2s;
 use service_api::dsoftbusd::{discover, trust};
 use service_api::netstackd::SocketAddr;
 use service_api::{keystored, rngd};
@@ -381,24 +377,38 @@ fn no_freed_heap_block_holds_a_secret_on_any_backend() {
     }
 
     type Run = fn() -> usize;
-    let runs: [(&str, Run); 4] = [
+    /// Every backend of every axis of provider-select's table at least once: each
+    /// with the first backend of the other two axes (a backend added to the table is
+    /// run here with no line in this file).
+    macro_rules! covering_runs {
         (
-            "dalek+chacha",
-            run_with_known_entropy::<Bundle<Dalek, ChaCha20Poly1305>>,
-        ),
-        (
-            "dalek+aes-gcm",
-            run_with_known_entropy::<Bundle<Dalek, Aes256Gcm>>,
-        ),
-        (
-            "compact+chacha",
-            run_with_known_entropy::<Bundle<Compact, ChaCha20Poly1305>>,
-        ),
-        (
-            "compact+aes-gcm",
-            run_with_known_entropy::<Bundle<Compact, Aes256Gcm>>,
-        ),
-    ];
+            $sig_axis:literal $sig_alias:ident [$sig0:ident $sig0_feature:literal => $sig0_ty:ty $(, $sig:ident $sig_feature:literal => $sig_ty:ty)* $(,)?];
+            $kx_axis:literal $kx_alias:ident [$kx0:ident $kx0_feature:literal => $kx0_ty:ty $(, $kx:ident $kx_feature:literal => $kx_ty:ty)* $(,)?];
+            $aead_axis:literal $aead_alias:ident [$aead0:ident $aead0_feature:literal => $aead0_ty:ty $(, $aead:ident $aead_feature:literal => $aead_ty:ty)* $(,)?];
+            $hash_axis:literal $hash_alias:ident $hashes:tt;
+        ) => {
+            [
+                (
+                    concat!($sig0_feature, " ", $kx0_feature, " ", $aead0_feature),
+                    run_with_known_entropy::<Suite<$sig0_ty, $kx0_ty, $aead0_ty>> as Run,
+                ),
+                $((
+                    concat!($sig_feature, " ", $kx0_feature, " ", $aead0_feature),
+                    run_with_known_entropy::<Suite<$sig_ty, $kx0_ty, $aead0_ty>> as Run,
+                ),)*
+                $((
+                    concat!($sig0_feature, " ", $kx_feature, " ", $aead0_feature),
+                    run_with_known_entropy::<Suite<$sig0_ty, $kx_ty, $aead0_ty>> as Run,
+                ),)*
+                $((
+                    concat!($sig0_feature, " ", $kx0_feature, " ", $aead_feature),
+                    run_with_known_entropy::<Suite<$sig0_ty, $kx0_ty, $aead_ty>> as Run,
+                ),)*
+            ]
+        };
+    }
+    let runs = provider_select::backend_table!(covering_runs);
+    assert!(runs.len() >= 7, "the table's backends: {}", runs.len());
     for (name, run) in runs {
         let before = BLOCKS_INSPECTED.load(Ordering::Relaxed);
         let leaks = run();

@@ -404,11 +404,11 @@ macro_rules! identity_suite {
     };
 }
 
-use provider_aes_gcm::Aes256Gcm;
 use provider_api::{Bundle, Suite};
-use provider_chacha::ChaCha20Poly1305;
-use provider_compact::Compact;
-use provider_dalek::Dalek;
+use provider_select::backends::provider_aes_gcm::Aes256Gcm;
+use provider_select::backends::provider_chacha::ChaCha20Poly1305;
+use provider_select::backends::provider_compact::Compact;
+use provider_select::backends::provider_dalek::Dalek;
 
 identity_suite!(dalek_chacha, Bundle<Dalek, ChaCha20Poly1305>);
 identity_suite!(dalek_aes_gcm, Bundle<Dalek, Aes256Gcm>);

@@ -14,9 +14,9 @@ use ipc::{
     Action, AuditFilter, DeviceError, Endpoint, Operation, RawNetDevice, ServiceId, Verdict,
 };
 use provider_api::{Bundle, SecretBytes, Seed, VerifyingKey};
-use provider_chacha::ChaCha20Poly1305;
-use provider_dalek::Dalek;
 use provider_hash::Blake2s;
+use provider_select::backends::provider_chacha::ChaCha20Poly1305;
+use provider_select::backends::provider_dalek::Dalek;
 use service_api::netstackd::{self, SocketAddr};
 use service_api::{ClientError, ServiceError, keystored};
 

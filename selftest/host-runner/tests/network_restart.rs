@@ -15,7 +15,10 @@ use provider_api::{Bundle, Provider, SecretBytes, Seed, X25519SecretKey};
 use service_api::netstackd::{self, Handle, Request as Net, SocketAddr, encode_ready};
 use service_api::{Incoming, reply_ok};
 
-type P = Bundle<provider_dalek::Dalek, provider_chacha::ChaCha20Poly1305>;
+type P = Bundle<
+    provider_select::backends::provider_dalek::Dalek,
+    provider_select::backends::provider_chacha::ChaCha20Poly1305,
+>;
 
 struct Clock(std::time::Instant);
 

@@ -4,12 +4,12 @@
 
 use host_runner::{Disks, Entropy, HostSystem, ImageHash, SharedDisk};
 use ipc::ServiceId;
-use provider_aes_gcm::Aes256Gcm;
 use provider_api::{Bundle, HashBackend, Provider};
-use provider_chacha::ChaCha20Poly1305;
-use provider_compact::Compact;
-use provider_dalek::Dalek;
 use provider_hash::{Blake2s, Sha256};
+use provider_select::backends::provider_aes_gcm::Aes256Gcm;
+use provider_select::backends::provider_chacha::ChaCha20Poly1305;
+use provider_select::backends::provider_compact::Compact;
+use provider_select::backends::provider_dalek::Dalek;
 use service_api::statefs::{DSOFTBUSD_TRUST_STORE, KEYSTORED_DEVICE_KEY};
 use service_api::{ClientError, ServiceError, keystored};
 use state_format::faults;

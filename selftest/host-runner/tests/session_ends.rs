@@ -16,9 +16,9 @@ use host_runner::{Entropy, HostClock, HostSystem};
 use ipc::Endpoint;
 use ipc::ServiceId;
 use provider_api::{Bundle, SecretBytes, Seed, VerifyingKey};
-use provider_chacha::ChaCha20Poly1305;
-use provider_dalek::Dalek;
 use provider_hash::Blake2s;
+use provider_select::backends::provider_chacha::ChaCha20Poly1305;
+use provider_select::backends::provider_dalek::Dalek;
 use service_api::netstackd::{self, SocketAddr, SocketState};
 use service_api::{dsoftbusd as dsoftbusd_api, keystored};
 

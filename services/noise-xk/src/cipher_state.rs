@@ -149,7 +149,7 @@ impl<A: NoiseAead> Transport<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provider_chacha::ChaCha20Poly1305;
+    use provider_select::backends::provider_chacha::ChaCha20Poly1305;
 
     #[test]
     fn the_nonce_counter_refuses_to_wrap() {
@@ -174,7 +174,7 @@ mod tests {
             [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(
-            CipherState::<provider_aes_gcm::Aes256Gcm>::nonce(1),
+            CipherState::<provider_select::backends::provider_aes_gcm::Aes256Gcm>::nonce(1),
             [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
         );
     }

@@ -207,25 +207,37 @@ macro_rules! interop {
     };
 }
 
-use provider_aes_gcm::Aes256Gcm;
-use provider_chacha::ChaCha20Poly1305;
-use provider_compact::Compact;
-use provider_dalek::Dalek;
-use provider_hash::{Blake2s, Sha256};
+/// Every suite provider-select's table can build: each X25519 backend with each AEAD
+/// and each hash (`<kx>::<aead>::<hash>`), so a backend added to the table meets snow
+/// here with no line in this file.
+macro_rules! every_suite {
+    (
+        $sig_axis:literal $sig_alias:ident $sigs:tt;
+        $kx_axis:literal $kx_alias:ident [$($kx:ident $kx_feature:literal => $kx_ty:ty),+ $(,)?];
+        $aead_axis:literal $aead_alias:ident $aeads:tt;
+        $hash_axis:literal $hash_alias:ident $hashes:tt;
+    ) => {
+        $(mod $kx {
+            use super::*;
+            every_suite!(@aead $kx_ty, $aeads, $hashes);
+        })+
+    };
+    (@aead $kx_ty:ty, [$($aead:ident $aead_feature:literal => $aead_ty:ty),+ $(,)?], $hashes:tt) => {
+        $(mod $aead {
+            use super::*;
+            every_suite!(@hash $kx_ty, $aead_ty, $hashes);
+        })+
+    };
+    (@hash $kx_ty:ty, $aead_ty:ty, [$($hash:ident $hash_feature:literal => $hash_ty:ty),+ $(,)?]) => {
+        $(interop!($hash, $kx_ty, $aead_ty, $hash_ty);)+
+    };
+}
 
-interop!(dalek_chachapoly_blake2s, Dalek, ChaCha20Poly1305, Blake2s);
-interop!(dalek_aesgcm_blake2s, Dalek, Aes256Gcm, Blake2s);
-interop!(dalek_chachapoly_sha256, Dalek, ChaCha20Poly1305, Sha256);
-interop!(dalek_aesgcm_sha256, Dalek, Aes256Gcm, Sha256);
-interop!(
-    compact_chachapoly_blake2s,
-    Compact,
-    ChaCha20Poly1305,
-    Blake2s
-);
-interop!(compact_aesgcm_blake2s, Compact, Aes256Gcm, Blake2s);
-interop!(compact_chachapoly_sha256, Compact, ChaCha20Poly1305, Sha256);
-interop!(compact_aesgcm_sha256, Compact, Aes256Gcm, Sha256);
+provider_select::backend_table!(every_suite);
+
+use provider_select::backends::provider_aes_gcm::Aes256Gcm;
+use provider_select::backends::provider_chacha::ChaCha20Poly1305;
+use provider_select::backends::provider_hash::{Blake2s, Sha256};
 
 #[test]
 fn protocol_names_follow_the_backends() {

@@ -245,11 +245,11 @@ macro_rules! suite {
     };
 }
 
-use provider_aes_gcm::Aes256Gcm;
-use provider_chacha::ChaCha20Poly1305;
-use provider_compact::Compact;
-use provider_dalek::Dalek;
-use provider_hash::{Blake2s, Sha256};
+use provider_select::backends::provider_aes_gcm::Aes256Gcm;
+use provider_select::backends::provider_chacha::ChaCha20Poly1305;
+use provider_select::backends::provider_compact::Compact;
+use provider_select::backends::provider_dalek::Dalek;
+use provider_select::backends::provider_hash::{Blake2s, Sha256};
 
 // Every bit for one suite; every 5th bit for the others.
 suite!(

@@ -507,7 +507,9 @@ fn test() -> ExitCode {
     );
     steps.run(
         "benchmarks compile and run once (criterion test mode)",
-        || steps::cargo(&["test", "--package", "provider-bench", "--benches"]),
+        // The workspace's feature set, as the host tests had it: cargo reuses what
+        // they compiled and builds only the bench targets.
+        || steps::cargo(&["test", "--workspace", "--all-features", "--benches"]),
     );
     steps.run(
         "QEMU: guest bench counts repeat on two runs (all four; heap-bound rows within 0.1%, the IPC round trip within 0.5%)",

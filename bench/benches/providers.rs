@@ -13,15 +13,15 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use host_runner::{Entropy, HostSystem};
 use ipc::ServiceId;
-use provider_aes_gcm::Aes256Gcm;
 use provider_api::{
     AeadBackend, Bundle, HashAlgorithm, HashBackend, KeyAgreementBackend, NoiseAead, Provider,
     SignatureBackend, Suite,
 };
-use provider_chacha::ChaCha20Poly1305;
-use provider_compact::Compact;
-use provider_dalek::Dalek;
-use provider_hash::{Blake2s, Sha256};
+use provider_select::backends::provider_aes_gcm::Aes256Gcm;
+use provider_select::backends::provider_chacha::ChaCha20Poly1305;
+use provider_select::backends::provider_compact::Compact;
+use provider_select::backends::provider_dalek::Dalek;
+use provider_select::backends::provider_hash::Blake2s;
 use signature::{Signer, Verifier};
 
 /// Runs every `bench-ops` workload of `P` under `<name>/<label>`, for the operations
@@ -284,8 +284,12 @@ fn is_identity(name: &str) -> bool {
     name.starts_with("identity/")
 }
 
-fn is_curve(name: &str) -> bool {
-    name.starts_with("ed25519/") || name.starts_with("x25519/")
+fn is_signing(name: &str) -> bool {
+    name.starts_with("ed25519/")
+}
+
+fn is_key_agreement(name: &str) -> bool {
+    name.starts_with("x25519/")
 }
 
 fn is_aead(name: &str) -> bool {
@@ -296,21 +300,92 @@ fn is_session(name: &str) -> bool {
     name.starts_with("noise/")
 }
 
+/// Every backend's primitives, labelled with its name: each Ed25519 backend's
+/// operations, each X25519 backend's, each AEAD's (with the first backend of the other
+/// axes, which the operations do not use); every combination's session paths; and
+/// snow's handshake on every suite. All from provider-select's one table, so a backend
+/// added there is measured with no line here.
+macro_rules! every_backend {
+    (
+        $sig_axis:literal $sig_alias:ident [$sig0:ident $sig0_feature:literal => $sig0_ty:ty $(, $sig:ident $sig_feature:literal => $sig_ty:ty)* $(,)?];
+        $kx_axis:literal $kx_alias:ident [$kx0:ident $kx0_feature:literal => $kx0_ty:ty $(, $kx:ident $kx_feature:literal => $kx_ty:ty)* $(,)?];
+        $aead_axis:literal $aead_alias:ident [$aead0:ident $aead0_feature:literal => $aead0_ty:ty $(, $aead:ident $aead_feature:literal => $aead_ty:ty)* $(,)?];
+        $hash_axis:literal $hash_alias:ident [$($hash:ident $hash_feature:literal => $hash_ty:ty),+ $(,)?];
+    ) => {
+        fn primitives(c: &mut Criterion) {
+            type Sig0 = $sig0_ty;
+            type Kx0 = $kx0_ty;
+            type Aead0 = $aead0_ty;
+            ours::<Suite<Sig0, Kx0, Aead0>, Blake2s>(c, <Sig0 as SignatureBackend>::NAME, is_signing);
+            $(ours::<Suite<$sig_ty, Kx0, Aead0>, Blake2s>(c, <$sig_ty as SignatureBackend>::NAME, is_signing);)*
+            ours::<Suite<Sig0, Kx0, Aead0>, Blake2s>(c, <Kx0 as KeyAgreementBackend>::NAME, is_key_agreement);
+            $(ours::<Suite<Sig0, $kx_ty, Aead0>, Blake2s>(c, <$kx_ty as KeyAgreementBackend>::NAME, is_key_agreement);)*
+            ours::<Suite<Sig0, Kx0, Aead0>, Blake2s>(c, <Aead0 as AeadBackend>::NAME, is_aead);
+            $(ours::<Suite<Sig0, Kx0, $aead_ty>, Blake2s>(c, <$aead_ty as AeadBackend>::NAME, is_aead);)*
+        }
+
+        fn sessions(c: &mut Criterion) {
+            sessions_by_kx::<$sig0_ty>(c);
+            $(sessions_by_kx::<$sig_ty>(c);)*
+        }
+
+        fn sessions_by_kx<S: SignatureBackend + 'static>(c: &mut Criterion) {
+            sessions_by_aead::<S, $kx0_ty>(c);
+            $(sessions_by_aead::<S, $kx_ty>(c);)*
+        }
+
+        fn sessions_by_aead<S: SignatureBackend + 'static, K: KeyAgreementBackend + 'static>(
+            c: &mut Criterion,
+        ) {
+            sessions_by_hash::<S, K, $aead0_ty>(c);
+            $(sessions_by_hash::<S, K, $aead_ty>(c);)*
+        }
+
+        fn sessions_by_hash<
+            S: SignatureBackend + 'static,
+            K: KeyAgreementBackend + 'static,
+            A: NoiseAead,
+        >(
+            c: &mut Criterion,
+        ) {
+            $(ours::<Suite<S, K, A>, $hash_ty>(c, &label::<S, K, A, $hash_ty>(), is_session);)+
+        }
+
+        /// snow's XK on each suite, labelled `<aead>[+<hash>]` (an AEAD backend's name:
+        /// two backends of one algorithm get one row each, on the same suite).
+        fn for_each_suite(c: &mut Criterion) {
+            snow_by_hash::<$aead0_ty>(c);
+            $(snow_by_hash::<$aead_ty>(c);)*
+        }
+
+        fn snow_by_hash<A: NoiseAead>(c: &mut Criterion) {
+            $(snow_handshake::<A, $hash_ty>(c, &suite_label::<A, $hash_ty>());)+
+        }
+    };
+}
+
+provider_select::backend_table!(every_backend);
+
+/// snow's row label for a suite: `<aead>[+<hash>]`.
+fn suite_label<A: AeadBackend, H: HashBackend>() -> String {
+    if H::ALGORITHM == HashAlgorithm::Blake2s256 {
+        A::NAME.to_owned()
+    } else {
+        format!("{}+{}", A::NAME, H::ALGORITHM.short_name())
+    }
+}
+
 fn benches(c: &mut Criterion) {
-    // Primitives per backend: the curve ops with one AEAD, the AEAD ops with one curve.
-    ours::<Bundle<Dalek, ChaCha20Poly1305>, Blake2s>(c, "dalek", is_curve);
-    ours::<Bundle<Compact, ChaCha20Poly1305>, Blake2s>(c, "compact", is_curve);
+    // Primitives per backend of every axis, and the crates called directly.
+    primitives(c);
     curve_direct(c);
-    ours::<Bundle<Dalek, ChaCha20Poly1305>, Blake2s>(c, "chacha", is_aead);
-    ours::<Bundle<Dalek, Aes256Gcm>, Blake2s>(c, "aes-gcm", is_aead);
     aead_direct::<chacha20poly1305::ChaCha20Poly1305>(c, "chacha-direct");
     aead_direct::<aes_gcm::Aes256Gcm>(c, "aes-gcm-direct");
     // An AEAD that is not Noise's: measured as a primitive only.
     aead_only::<provider_aes_gcm_siv::Aes256GcmSiv>(c, "aes-gcm-siv");
     aead_direct::<aes_gcm_siv::Aes256GcmSiv>(c, "aes-gcm-siv-direct");
-    // Sessions on every combination (each axis's backends listed once, below), and
-    // snow on each suite.
-    sessions_by_sig(c);
+    // Sessions on every combination, and snow on each suite.
+    sessions(c);
     for_each_suite(c);
     // The identity paths per classic combination.
     ours::<Bundle<Dalek, ChaCha20Poly1305>, Blake2s>(c, "dalek+chacha", is_identity);
@@ -334,42 +409,6 @@ fn label<S: SignatureBackend, K: KeyAgreementBackend, A: AeadBackend, H: HashBac
         name = format!("{name}+{}", H::ALGORITHM.short_name());
     }
     name
-}
-
-fn sessions_by_sig(c: &mut Criterion) {
-    sessions_by_kx::<Dalek>(c);
-    sessions_by_kx::<Compact>(c);
-}
-
-fn sessions_by_kx<S: SignatureBackend + 'static>(c: &mut Criterion) {
-    sessions_by_aead::<S, Dalek>(c);
-    sessions_by_aead::<S, Compact>(c);
-}
-
-fn sessions_by_aead<S: SignatureBackend + 'static, K: KeyAgreementBackend + 'static>(
-    c: &mut Criterion,
-) {
-    sessions_by_hash::<S, K, ChaCha20Poly1305>(c);
-    sessions_by_hash::<S, K, Aes256Gcm>(c);
-}
-
-fn sessions_by_hash<
-    S: SignatureBackend + 'static,
-    K: KeyAgreementBackend + 'static,
-    A: NoiseAead,
->(
-    c: &mut Criterion,
-) {
-    ours::<Suite<S, K, A>, Blake2s>(c, &label::<S, K, A, Blake2s>(), is_session);
-    ours::<Suite<S, K, A>, Sha256>(c, &label::<S, K, A, Sha256>(), is_session);
-}
-
-/// snow's XK on each suite, labelled `<aead>[+<hash>]`.
-fn for_each_suite(c: &mut Criterion) {
-    snow_handshake::<ChaCha20Poly1305, Blake2s>(c, "chacha");
-    snow_handshake::<Aes256Gcm, Blake2s>(c, "aes-gcm");
-    snow_handshake::<ChaCha20Poly1305, Sha256>(c, "chacha+sha256");
-    snow_handshake::<Aes256Gcm, Sha256>(c, "aes-gcm+sha256");
 }
 
 criterion_group!(providers, benches);

@@ -33,6 +33,13 @@ pub struct Combination {
 /// The axes in the order of a combination's fields, with the backend each one's
 /// short names leave out.
 const AXES: [&str; 4] = ["sig", "kx", "aead", "hash"];
+/// The four original combinations (see [`Combination::is_classic`]).
+const CLASSIC: [&str; 4] = [
+    "dalek+chacha",
+    "dalek+aes-gcm",
+    "compact+chacha",
+    "compact+aes-gcm",
+];
 /// The hash a name leaves out.
 const DEFAULT_HASH: &str = "blake2s";
 
@@ -120,9 +127,49 @@ impl Combination {
         })
     }
 
-    /// One curve crate for both curves, and BLAKE2s.
+    /// One of the four original combinations: one curve crate for both curves (dalek
+    /// or compact), ChaCha20-Poly1305 or AES-256-GCM by RustCrypto, and BLAKE2s. The
+    /// scenarios about services, not backends, run on these (a list by name: backends
+    /// added later join the matrix, not this set).
     pub fn is_classic(&self) -> bool {
-        self.sig == self.kx && self.hash == DEFAULT_HASH
+        CLASSIC.contains(&self.to_string().as_str())
+    }
+
+    /// A covering set for tables with one column per combination: the classic four,
+    /// then for each backend none of them has, the first classic combination with that
+    /// backend in its place (every backend of every axis appears at least once).
+    pub fn covering() -> Vec<Combination> {
+        let mut out: Vec<Combination> = Self::classic().to_vec();
+        let first = out[0];
+        for (axis, backends) in backends() {
+            for backend in backends {
+                let present = out.iter().any(|c| c.axis(axis) == *backend);
+                if !present {
+                    let mut c = first;
+                    c.set_axis(axis, backend);
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    fn axis(&self, axis: &str) -> &'static str {
+        match axis {
+            "sig" => self.sig,
+            "kx" => self.kx,
+            "aead" => self.aead,
+            _ => self.hash,
+        }
+    }
+
+    fn set_axis(&mut self, axis: &str, backend: &'static str) {
+        match axis {
+            "sig" => self.sig = backend,
+            "kx" => self.kx = backend,
+            "aead" => self.aead = backend,
+            _ => self.hash = backend,
+        }
     }
 
     /// The combination named `name`, in its short form or with every part written
@@ -226,6 +273,16 @@ mod tests {
         assert_eq!(Combination::parse("dalek"), None);
         for c in all {
             assert_eq!(Combination::parse(&c.to_string()), Some(*c), "{c}");
+        }
+        let covering = Combination::covering();
+        assert_eq!(covering[..4], *Combination::classic());
+        for (axis, backends) in b {
+            for backend in backends {
+                assert!(
+                    covering.iter().any(|c| c.axis(axis) == *backend),
+                    "{axis} {backend} not in {covering:?}"
+                );
+            }
         }
     }
 }

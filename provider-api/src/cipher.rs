@@ -158,6 +158,11 @@ impl core::error::Error for AeadError {}
 pub trait AeadBackend: 'static {
     /// A short name for reports and banners, such as `chacha` or `aes-gcm`.
     const NAME: &'static str;
+    /// Whether the backend's cryptography is formally verified code (proofs of memory
+    /// safety and functional correctness against a specification, as HACL*'s), for
+    /// reports and the README's table. Checks an adapter adds on public encodings
+    /// need not be; the backend's docs say which. `false` unless a backend says so.
+    const FORMALLY_VERIFIED: bool = false;
     /// Which algorithm this is.
     const ALGORITHM: AeadAlgorithm;
     /// The backend's keyed cipher, which must wipe its key schedule on drop.

@@ -62,6 +62,11 @@ impl HashAlgorithm {
 pub trait HashBackend: 'static {
     /// The name Noise protocol names use: `BLAKE2s` or `SHA256`.
     const NAME: &'static str;
+    /// Whether the backend's cryptography is formally verified code (proofs of memory
+    /// safety and functional correctness against a specification, as HACL*'s), for
+    /// reports and the README's table. Checks an adapter adds on public encodings
+    /// need not be; the backend's docs say which. `false` unless a backend says so.
+    const FORMALLY_VERIFIED: bool = false;
     /// Which algorithm this is.
     const ALGORITHM: HashAlgorithm;
 

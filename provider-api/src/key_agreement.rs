@@ -72,6 +72,11 @@ impl ZeroizeOnDrop for SharedSecret {}
 pub trait KeyAgreementBackend {
     /// A short name for reports and banners, such as `dalek` or `compact`.
     const NAME: &'static str;
+    /// Whether the backend's cryptography is formally verified code (proofs of memory
+    /// safety and functional correctness against a specification, as HACL*'s), for
+    /// reports and the README's table. Checks an adapter adds on public encodings
+    /// need not be; the backend's docs say which. `false` unless a backend says so.
+    const FORMALLY_VERIFIED: bool = false;
     /// The backend's secret scalar; must zeroize on drop and expose no bytes.
     type SecretKey: ZeroizeOnDrop;
 

@@ -133,6 +133,11 @@ impl core::error::Error for SignatureError {}
 pub trait SignatureBackend {
     /// A short name for reports and banners, such as `dalek` or `compact`.
     const NAME: &'static str;
+    /// Whether the backend's cryptography is formally verified code (proofs of memory
+    /// safety and functional correctness against a specification, as HACL*'s), for
+    /// reports and the README's table. Checks an adapter adds on public encodings
+    /// need not be; the backend's docs say which. `false` unless a backend says so.
+    const FORMALLY_VERIFIED: bool = false;
     /// Whether the backend checks the equation cofactored (`[8](R' - R) = 0`) rather
     /// than cofactorless. The only verdict this changes under the rule is on a
     /// signature whose `R` carries a small-order component (see the module's rule);

@@ -576,7 +576,7 @@ fn every_combination(
     );
     let _ = writeln!(
         out,
-        "| combination | handshake | handshake+binding | repeat peer (cached binding) | repeat vs plain | transport round trip | handshake vs snow (same suite) | guest handshake+binding | guest repeat peer | guest repeat vs plain | guest transport round trip | test image (bytes) | production image (bytes) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| combination | formally verified | handshake | handshake+binding | repeat peer (cached binding) | repeat vs plain | transport round trip | handshake vs snow (same suite) | guest handshake+binding | guest repeat peer | guest repeat vs plain | guest transport round trip | test image (bytes) | production image (bytes) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let g = |c: &Combination, op: &str| {
         guest
@@ -587,7 +587,8 @@ fn every_combination(
     for c in Combination::all() {
         let _ = writeln!(
             out,
-            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            c.verified(),
             cell(host, &format!("noise/handshake/{c}")),
             cell(host, &format!("noise/handshake+binding/{c}")),
             cell(host, &format!("noise/handshake+binding-repeat/{c}")),

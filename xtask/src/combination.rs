@@ -154,6 +154,30 @@ impl Combination {
         out
     }
 
+    /// The axes whose backend declares itself formally verified (provider-select's
+    /// `formally_verified`), such as `Ed25519, X25519, AEAD`, or `none`.
+    pub fn verified(&self) -> String {
+        let names = [
+            ("sig", "Ed25519"),
+            ("kx", "X25519"),
+            ("aead", "AEAD"),
+            ("hash", "hash"),
+        ];
+        let verified: Vec<&str> = names
+            .iter()
+            .filter(|(axis, _)| {
+                provider_select::formally_verified(&format!("{axis}-{}", self.axis(axis)))
+                    .unwrap_or(false)
+            })
+            .map(|(_, name)| *name)
+            .collect();
+        if verified.is_empty() {
+            "none".into()
+        } else {
+            verified.join(", ")
+        }
+    }
+
     fn axis(&self, axis: &str) -> &'static str {
         match axis {
             "sig" => self.sig,
@@ -274,6 +298,22 @@ mod tests {
         for c in all {
             assert_eq!(Combination::parse(&c.to_string()), Some(*c), "{c}");
         }
+        assert_eq!(
+            Combination::parse("dalek+chacha").unwrap().verified(),
+            "none"
+        );
+        assert_eq!(
+            Combination::parse("libcrux+libcrux-chacha")
+                .unwrap()
+                .verified(),
+            "Ed25519, X25519, AEAD"
+        );
+        assert_eq!(
+            Combination::parse("compact/libcrux+aes-gcm+sha256")
+                .unwrap()
+                .verified(),
+            "X25519"
+        );
         let covering = Combination::covering();
         assert_eq!(covering[..4], *Combination::classic());
         for (axis, backends) in b {

@@ -130,6 +130,47 @@ pub mod backends {
 
 backend_table!(select);
 
+/// Whether the compiled-in backend of feature `feature` (`sig-libcrux`, ...) declares
+/// itself formally verified (its trait's `FORMALLY_VERIFIED`); `None` for a feature no
+/// compiled-in backend has.
+pub fn formally_verified(feature: &str) -> Option<bool> {
+    macro_rules! lookup {
+        (
+            $sig_axis:literal $sig_alias:ident [$($sig:ident $sig_feature:literal => $sig_ty:ty),+ $(,)?];
+            $kx_axis:literal $kx_alias:ident [$($kx:ident $kx_feature:literal => $kx_ty:ty),+ $(,)?];
+            $aead_axis:literal $aead_alias:ident [$($aead:ident $aead_feature:literal => $aead_ty:ty),+ $(,)?];
+            $hash_axis:literal $hash_alias:ident [$($hash:ident $hash_feature:literal => $hash_ty:ty),+ $(,)?];
+        ) => {
+            $(
+                #[cfg(feature = $sig_feature)]
+                if feature == $sig_feature {
+                    return Some(<$sig_ty as SignatureBackend>::FORMALLY_VERIFIED);
+                }
+            )+
+            $(
+                #[cfg(feature = $kx_feature)]
+                if feature == $kx_feature {
+                    return Some(<$kx_ty as KeyAgreementBackend>::FORMALLY_VERIFIED);
+                }
+            )+
+            $(
+                #[cfg(feature = $aead_feature)]
+                if feature == $aead_feature {
+                    return Some(<$aead_ty as AeadBackend>::FORMALLY_VERIFIED);
+                }
+            )+
+            $(
+                #[cfg(feature = $hash_feature)]
+                if feature == $hash_feature {
+                    return Some(<$hash_ty as HashBackend>::FORMALLY_VERIFIED);
+                }
+            )+
+        };
+    }
+    backend_table!(lookup);
+    None
+}
+
 /// The AEAD algorithm of the compiled-in AEAD backend named `name` (its
 /// [`AeadBackend::NAME`], as combination names spell it): `None` for a name no
 /// compiled-in backend has. Tools that must name a combination's cipher (the host

@@ -63,7 +63,26 @@ pub fn build_with(combination: &Combination, profile: Profile) -> Result<PathBuf
             args.extend(["--bin", bin]);
         }
     }
-    build_programs(profile, &args)?;
+    // The first release build of a run builds the kernels in the same cargo run, so
+    // that they compile beside the programs' crates instead of after them.
+    let mut kernels_built = KERNELS_BUILT
+        .lock()
+        .map_err(|_| "a kernel build panicked")?;
+    if profile == Profile::Release && !*kernels_built {
+        args.extend(["--features", KERNEL_FEATURES]);
+        for package in KERNELS {
+            args.extend(["--package", package]);
+            if !combination.is_classic() {
+                args.extend(["--bin", package]);
+            }
+        }
+        build_programs(profile, &args)?;
+        *kernels_built = true;
+        drop(kernels_built);
+    } else {
+        drop(kernels_built);
+        build_programs(profile, &args)?;
+    }
     let image = copy_kernels(combination, "")?.0;
     copy_programs(combination, profile)?;
     Ok(image)
@@ -83,27 +102,27 @@ const DEVICE_FAULTS: &str = "device-faults";
 /// The two kernels: the test image's and the production image's.
 const KERNELS: [&str; 2] = ["os-image", "device-image"];
 
+/// The kernels' features: the network stack's process, no backend.
+const KERNEL_FEATURES: &str = "os-image/net,device-image/net";
+/// Whether this run has built the kernels.
+static KERNELS_BUILT: Mutex<bool> = Mutex::new(false);
+
 /// Builds the two kernels (release, `net`, no backend: the kernel's graph holds no
-/// crypto) once per run; returns their paths.
+/// crypto) once per run, unless a release build of programs did; returns their paths.
 fn kernels() -> Result<[PathBuf; 2], String> {
-    static BUILT: Mutex<Option<[PathBuf; 2]>> = Mutex::new(None);
-    let mut built = BUILT.lock().map_err(|_| "a kernel build panicked")?;
-    if let Some(paths) = built.as_ref() {
-        return Ok(paths.clone());
+    let mut built = KERNELS_BUILT
+        .lock()
+        .map_err(|_| "a kernel build panicked")?;
+    if !*built {
+        let mut args = vec!["build", "--release", "--target", RISCV_TARGET];
+        for package in KERNELS {
+            args.extend(["--package", package]);
+        }
+        args.extend(["--no-default-features", "--features", KERNEL_FEATURES]);
+        cargo(&args)?;
+        *built = true;
     }
-    let mut args = vec!["build", "--release", "--target", RISCV_TARGET];
-    for package in KERNELS {
-        args.extend(["--package", package]);
-    }
-    args.extend([
-        "--no-default-features",
-        "--features",
-        "os-image/net,device-image/net",
-    ]);
-    cargo(&args)?;
-    let paths = KERNELS.map(|k| Profile::Release.out_dir().join(k));
-    *built = Some(paths.clone());
-    Ok(paths)
+    Ok(KERNELS.map(|k| Profile::Release.out_dir().join(k)))
 }
 
 /// Copies the kernels into `combination`'s directory as `os-image<suffix>.elf` and

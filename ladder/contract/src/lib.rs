@@ -357,6 +357,33 @@ impl Contract {
                     )));
                 }
             }
+            // A run must see each task's markers in ladder order, so a scenario that
+            // lists two of one task's markers the other way round can never pass.
+            // (Scenario markers have no place in the ladder: only phase markers count.)
+            let phase_markers: Vec<&Marker> = contract
+                .phases
+                .iter()
+                .flat_map(|p| p.markers.iter())
+                .collect();
+            let place = |id: &str| {
+                phase_markers.iter().position(|m| m.id == id).map(|at| {
+                    let text = &phase_markers[at].text;
+                    (text.split(':').next().unwrap_or("").to_owned(), at)
+                })
+            };
+            for (at, later) in scenario.expect.iter().enumerate() {
+                for earlier in &scenario.expect[..at] {
+                    if let (Some((a, pa)), Some((b, pb))) = (place(earlier), place(later))
+                        && a == b
+                        && pa > pb
+                    {
+                        return Err(ContractError(format!(
+                            "scenario `{}` expects `{earlier}` before `{later}`, but the ladder has {a}'s markers the other way round",
+                            scenario.name
+                        )));
+                    }
+                }
+            }
             for id in &scenario.forbidden {
                 if !ids.contains(id) {
                     return Err(ContractError(format!(
@@ -843,6 +870,28 @@ mod tests {
             );
         }
         assert_eq!(failure_in("rngd: ready, no FAIL here", &patterns), None);
+    }
+
+    #[test]
+    fn a_scenario_listing_one_tasks_markers_out_of_ladder_order_is_refused() {
+        let scenario = |expect: &str| {
+            format!(
+                "{CONTRACT}
+                [[scenario]]
+                name = \"device\"
+                description = \"no selftest\"
+                expect = [{expect}]
+                forbidden = []
+                "
+            )
+        };
+        Contract::parse(&scenario(
+            "\"LOGD_READY\", \"KERNEL_PROVIDER\", \"RNGD_READY\"",
+        ))
+        .expect("another task's marker may come first");
+        let err = Contract::parse(&scenario("\"KEY\", \"SELFTEST_KEY\", \"SELFTEST_IPC\""))
+            .expect_err("SELFTEST's markers the other way round");
+        assert!(err.0.contains("SELFTEST_KEY"), "{err}");
     }
 
     #[test]

@@ -40,12 +40,16 @@
 //! `provider-compact` decodes with `ed25519_compact::PublicKey::validate` (canonical,
 //! not small order) plus curve25519-dalek's `is_torsion_free`, which ed25519-compact
 //! cannot express; its `verify` (canonical S, R not small order) checks the equation
-//! cofactored (`[8](R' - R) = 0`).
+//! cofactored (`[8](R' - R) = 0`). `provider-libcrux` decodes with curve25519-dalek
+//! (as dalek does: decompress, re-encoding, small order, `is_torsion_free`; libcrux
+//! has no key decoding), refuses a non-canonical or small-order R itself (HACL*'s
+//! `verify` accepts a small-order R), and lets libcrux's `verify` check `S < L` and
+//! the equation, cofactorless.
 //!
 //! **The one remaining difference.** With a prime-order `A` the two equations differ
 //! only on a signature whose nonce point carries a small-order component,
 //! `R = [r]B + T` with `S = r + k·a`. The cofactored check (compact) accepts it, the
-//! cofactorless one (dalek) refuses it. Making one takes the private scalar `a` (adding
+//! cofactorless ones (dalek, libcrux) refuse it. Making one takes the private scalar `a` (adding
 //! `T` to a genuine signature's `R` changes `k` and breaks both equations), so it is
 //! always the key holder's own signature over that message: accepting it admits
 //! nothing the key holder did not sign, and refusing it only refuses a key holder who

@@ -293,7 +293,7 @@ pub enum LoadError {
 }
 
 /// The longest provider combination name a program may carry.
-pub const COMBINATION_CAPACITY: usize = 64;
+pub const COMBINATION_CAPACITY: usize = program_combination::CAPACITY;
 
 impl core::fmt::Display for LoadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -360,31 +360,6 @@ pub struct Program {
     entry: u64,
     pages: Vec<ProgramPage>,
     combination: String,
-}
-
-/// The name in the program's `.combination` section: the bytes before the first zero,
-/// 1 to [`COMBINATION_CAPACITY`] of them, printable ASCII without spaces.
-fn combination_of(
-    file: &elf::ElfBytes<'_, elf::endian::LittleEndian>,
-    image: &[u8],
-) -> Option<String> {
-    let (headers, names) = file.section_headers_with_strtab().ok()?;
-    let (headers, names) = (headers?, names?);
-    let section = headers
-        .iter()
-        .find(|h| names.get(h.sh_name as usize).ok() == Some(".combination"))?;
-    let start = usize::try_from(section.sh_offset).ok()?;
-    let len = usize::try_from(section.sh_size).ok()?;
-    let bytes = image.get(start..start.checked_add(len)?)?;
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    let name = &bytes[..end];
-    if name.is_empty()
-        || name.len() > COMBINATION_CAPACITY
-        || !name.iter().all(u8::is_ascii_graphic)
-    {
-        return None;
-    }
-    core::str::from_utf8(name).ok().map(String::from)
 }
 
 fn down(at: u64) -> u64 {
@@ -486,7 +461,9 @@ impl Program {
         if !runs {
             return Err(LoadError::BadEntry);
         }
-        let combination = combination_of(&file, image).ok_or(LoadError::NoCombination)?;
+        let combination = program_combination::read(&file, image)
+            .map(String::from)
+            .ok_or(LoadError::NoCombination)?;
         Ok(Self {
             entry,
             pages,

@@ -185,12 +185,10 @@ impl KeyAgreementBackend for Libcrux {
         secret: &LibcruxX25519Secret,
         peer: &X25519PublicKey,
     ) -> Result<SecretBytes<X25519_LEN>, KeyAgreementError> {
-        let mut shared = [0; X25519_LEN];
-        let result = libcrux_curve25519::ecdh(&mut shared, &peer.0, &secret.0);
-        let out = SecretBytes::new(shared);
-        shared.zeroize();
-        match result {
-            Ok(()) => Ok(out),
+        // Filled in place on the heap: no copy of the shared secret on the stack.
+        let mut shared = SecretBytes::<X25519_LEN>::zeroed();
+        match libcrux_curve25519::ecdh(shared.expose_secret_mut(), &peer.0, &secret.0) {
+            Ok(()) => Ok(shared),
             Err(_) => Err(KeyAgreementError::LowOrderPeerKey),
         }
     }
@@ -239,6 +237,17 @@ impl KeyInit for ChaChaCipher {
     }
 }
 
+/// A copy of `bytes` for libcrux's input (it cannot read and write one buffer), or an
+/// error when the heap cannot hold it: a peer chooses the length, and a failed
+/// allocation must refuse the message, not abort the service.
+fn copy_of(bytes: &[u8]) -> aead::Result<Vec<u8>> {
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(bytes.len())
+        .map_err(|_| aead::Error)?;
+    copy.extend_from_slice(bytes);
+    Ok(copy)
+}
+
 /// The nonce as the array libcrux takes.
 fn nonce_array(nonce: &aead::Nonce<ChaChaCipher>) -> aead::Result<&[u8; 12]> {
     nonce.as_slice().try_into().map_err(|_| aead::Error)
@@ -252,7 +261,7 @@ impl AeadInOut for ChaChaCipher {
         mut buffer: InOutBuf<'_, '_, u8>,
     ) -> aead::Result<aead::Tag<Self>> {
         let nonce = nonce_array(nonce)?;
-        let mut input: Vec<u8> = buffer.get_in().to_vec();
+        let mut input = copy_of(buffer.get_in())?;
         let mut tag = [0u8; 16];
         let result = libcrux_chacha20poly1305::encrypt_detached(
             &self.0,
@@ -277,7 +286,7 @@ impl AeadInOut for ChaChaCipher {
     ) -> aead::Result<()> {
         let nonce = nonce_array(nonce)?;
         let tag: &[u8; 16] = tag.as_slice().try_into().map_err(|_| aead::Error)?;
-        let input: Vec<u8> = buffer.get_in().to_vec();
+        let input = copy_of(buffer.get_in())?;
         let result = libcrux_chacha20poly1305::decrypt_detached(
             &self.0,
             buffer.get_out(),

@@ -291,7 +291,8 @@ const fn name_bytes(sig: &str, kx: &str, aead: &str, hash: HashAlgorithm) -> [u8
 }
 
 /// Copies `text` into `out` at `at`; returns the new end. A name longer than
-/// [`NAME_CAPACITY`] fails the build (const evaluation panics).
+/// [`NAME_CAPACITY`], or with a byte that is not printable ASCII, fails the build
+/// (const evaluation panics).
 const fn push(out: &mut [u8; NAME_CAPACITY], at: usize, text: &str) -> usize {
     let bytes = text.as_bytes();
     assert!(
@@ -300,6 +301,12 @@ const fn push(out: &mut [u8; NAME_CAPACITY], at: usize, text: &str) -> usize {
     );
     let mut i = 0;
     while i < bytes.len() {
+        // The kernel refuses a program whose name is not printable ASCII without
+        // spaces: a backend `NAME` that is not fails the build here instead.
+        assert!(
+            bytes[i].is_ascii_graphic(),
+            "a backend name that is not printable ASCII"
+        );
         out[at + i] = bytes[i];
         i += 1;
     }

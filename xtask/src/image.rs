@@ -58,9 +58,13 @@ impl Profile {
 pub fn build_with(combination: &Combination, profile: Profile) -> Result<PathBuf, String> {
     let features = combination.features();
     let mut args = vec!["--features", features.as_str()];
+    // The matrix's quick builds make the production program only for the covering
+    // set (Combination::covering) that `cargo xtask test` boots it on.
+    let production = profile == Profile::Release || Combination::covering().contains(combination);
     if !combination.is_classic() {
-        for bin in [TEST_PROGRAMS, DEVICE_PROGRAMS] {
-            args.extend(["--bin", bin]);
+        args.extend(["--bin", TEST_PROGRAMS]);
+        if production {
+            args.extend(["--bin", DEVICE_PROGRAMS]);
         }
     }
     // The first release build of a run builds the kernels in the same cargo run, so
@@ -84,7 +88,7 @@ pub fn build_with(combination: &Combination, profile: Profile) -> Result<PathBuf
         build_programs(profile, &args)?;
     }
     let image = copy_kernels(combination, "")?.0;
-    copy_programs(combination, profile)?;
+    copy_programs(combination, profile, production)?;
     Ok(image)
 }
 
@@ -135,9 +139,24 @@ fn copy_kernels(combination: &Combination, suffix: &str) -> Result<(PathBuf, Pat
     ))
 }
 
-fn copy_programs(combination: &Combination, profile: Profile) -> Result<(), String> {
+/// Copies the programs just built; without `production`, removes an older
+/// production program of the combination instead, so that none built from other
+/// sources is ever booted as its.
+fn copy_programs(
+    combination: &Combination,
+    profile: Profile,
+    production: bool,
+) -> Result<(), String> {
     let faults = combination.is_classic().then_some(DEVICE_FAULTS);
-    for program in [TEST_PROGRAMS, DEVICE_PROGRAMS].into_iter().chain(faults) {
+    if !production {
+        let stale = run_dir(combination).join(format!("{DEVICE_PROGRAMS}.elf"));
+        if stale.exists() {
+            std::fs::remove_file(&stale)
+                .map_err(|e| format!("cannot remove {}: {e}", stale.display()))?;
+        }
+    }
+    let production = production.then_some(DEVICE_PROGRAMS);
+    for program in [TEST_PROGRAMS].into_iter().chain(production).chain(faults) {
         copy(
             combination,
             &profile.out_dir().join(program),
@@ -180,7 +199,7 @@ pub fn build_variant(
 ) -> Result<(PathBuf, PathBuf), String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     build_programs(Profile::Release, &args)?;
-    copy_programs(combination, Profile::Release)?;
+    copy_programs(combination, Profile::Release, true)?;
     copy_kernels(combination, &format!("-{label}"))
 }
 

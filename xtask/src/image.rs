@@ -69,10 +69,8 @@ pub fn build_with(combination: &Combination, profile: Profile) -> Result<PathBuf
     }
     // The first release build of a run builds the kernels in the same cargo run, so
     // that they compile beside the programs' crates instead of after them.
-    let mut kernels_built = KERNELS_BUILT
-        .lock()
-        .map_err(|_| "a kernel build panicked")?;
-    if profile == Profile::Release && !*kernels_built {
+    let with_kernels = profile == Profile::Release && !kernels_built()?;
+    if with_kernels {
         args.extend(["--features", KERNEL_FEATURES]);
         for package in KERNELS {
             args.extend(["--package", package]);
@@ -80,12 +78,12 @@ pub fn build_with(combination: &Combination, profile: Profile) -> Result<PathBuf
                 args.extend(["--bin", package]);
             }
         }
-        build_programs(profile, &args)?;
-        *kernels_built = true;
-        drop(kernels_built);
-    } else {
-        drop(kernels_built);
-        build_programs(profile, &args)?;
+    }
+    build_programs(profile, &args)?;
+    if with_kernels {
+        *KERNELS_BUILT
+            .lock()
+            .map_err(|_| "a kernel build panicked")? = true;
     }
     let image = copy_kernels(combination, "")?.0;
     copy_programs(combination, profile, production)?;
@@ -110,6 +108,13 @@ const KERNELS: [&str; 2] = ["os-image", "device-image"];
 const KERNEL_FEATURES: &str = "os-image/net,device-image/net";
 /// Whether this run has built the kernels.
 static KERNELS_BUILT: Mutex<bool> = Mutex::new(false);
+
+/// Whether this run has built the kernels yet.
+fn kernels_built() -> Result<bool, String> {
+    Ok(*KERNELS_BUILT
+        .lock()
+        .map_err(|_| "a kernel build panicked")?)
+}
 
 /// Builds the two kernels (release, `net`, no backend: the kernel's graph holds no
 /// crypto) once per run, unless a release build of programs did; returns their paths.

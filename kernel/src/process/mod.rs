@@ -287,13 +287,10 @@ pub enum LoadError {
     /// No memory left for its frames.
     OutOfMemory,
     /// No `.combination` section naming its provider combination (1 to
-    /// [`COMBINATION_CAPACITY`] printable ASCII bytes, zero-padded): `user_rt::entry!`
+    /// [`program_combination::CAPACITY`] printable ASCII bytes, zero-padded): `user_rt::entry!`
     /// puts it there.
     NoCombination,
 }
-
-/// The longest provider combination name a program may carry.
-pub const COMBINATION_CAPACITY: usize = program_combination::CAPACITY;
 
 impl core::fmt::Display for LoadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -287,7 +287,7 @@ impl AeadInOut for ChaChaCipher {
         let nonce = nonce_array(nonce)?;
         let tag: &[u8; 16] = tag.as_slice().try_into().map_err(|_| aead::Error)?;
         let input = copy_of(buffer.get_in())?;
-        let result = libcrux_chacha20poly1305::decrypt_detached(
+        libcrux_chacha20poly1305::decrypt_detached(
             &self.0,
             buffer.get_out(),
             &input,
@@ -295,7 +295,7 @@ impl AeadInOut for ChaChaCipher {
             associated_data,
             nonce,
         )
-        .map(|_| ());
-        result.map_err(|_| aead::Error)
+        .map(|_| ())
+        .map_err(|_| aead::Error)
     }
 }

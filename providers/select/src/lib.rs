@@ -130,17 +130,18 @@ pub mod backends {
 
 backend_table!(select);
 
-/// Whether the compiled-in backend of feature `feature` (`sig-libcrux`, ...) declares
-/// itself formally verified (its trait's `FORMALLY_VERIFIED`); `None` for a feature no
-/// compiled-in backend has.
-pub fn formally_verified(feature: &str) -> Option<bool> {
-    macro_rules! lookup {
-        (
-            $sig_axis:literal $sig_alias:ident [$($sig:ident $sig_feature:literal => $sig_ty:ty),+ $(,)?];
-            $kx_axis:literal $kx_alias:ident [$($kx:ident $kx_feature:literal => $kx_ty:ty),+ $(,)?];
-            $aead_axis:literal $aead_alias:ident [$($aead:ident $aead_feature:literal => $aead_ty:ty),+ $(,)?];
-            $hash_axis:literal $hash_alias:ident [$($hash:ident $hash_feature:literal => $hash_ty:ty),+ $(,)?];
-        ) => {
+/// The table's lookups for tools: one expansion of the table for both.
+macro_rules! lookups {
+    (
+        $sig_axis:literal $sig_alias:ident [$($sig:ident $sig_feature:literal => $sig_ty:ty),+ $(,)?];
+        $kx_axis:literal $kx_alias:ident [$($kx:ident $kx_feature:literal => $kx_ty:ty),+ $(,)?];
+        $aead_axis:literal $aead_alias:ident [$($aead:ident $aead_feature:literal => $aead_ty:ty),+ $(,)?];
+        $hash_axis:literal $hash_alias:ident [$($hash:ident $hash_feature:literal => $hash_ty:ty),+ $(,)?];
+    ) => {
+        /// Whether the compiled-in backend of feature `feature` (`sig-libcrux`, ...)
+        /// declares itself formally verified (its trait's `FORMALLY_VERIFIED`); `None`
+        /// for a feature no compiled-in backend has.
+        pub fn formally_verified(feature: &str) -> Option<bool> {
             $(
                 #[cfg(feature = $sig_feature)]
                 if feature == $sig_feature {
@@ -165,35 +166,27 @@ pub fn formally_verified(feature: &str) -> Option<bool> {
                     return Some(<$hash_ty as HashBackend>::FORMALLY_VERIFIED);
                 }
             )+
-        };
-    }
-    backend_table!(lookup);
-    None
-}
+            None
+        }
 
-/// The AEAD algorithm of the compiled-in AEAD backend named `name` (its
-/// [`AeadBackend::NAME`], as combination names spell it): `None` for a name no
-/// compiled-in backend has. Tools that must name a combination's cipher (the host
-/// peer's Noise suite, keystored's sealed format) ask here instead of keeping a list.
-pub fn aead_algorithm(name: &str) -> Option<provider_api::AeadAlgorithm> {
-    macro_rules! lookup {
-        (
-            $sig_axis:literal $sig_alias:ident [$($sig:tt)*];
-            $kx_axis:literal $kx_alias:ident [$($kx:tt)*];
-            $aead_axis:literal $aead_alias:ident [$($module:ident $feature:literal => $ty:ty),+ $(,)?];
-            $hash_axis:literal $hash_alias:ident [$($hash:tt)*];
-        ) => {
+        /// The AEAD algorithm of the compiled-in AEAD backend named `name` (its
+        /// [`AeadBackend::NAME`], as combination names spell it): `None` for a name no
+        /// compiled-in backend has. Tools that must name a combination's cipher (the
+        /// host peer's Noise suite, keystored's sealed format) ask here instead of
+        /// keeping a list.
+        pub fn aead_algorithm(name: &str) -> Option<provider_api::AeadAlgorithm> {
             $(
-                #[cfg(feature = $feature)]
-                if name == <$ty as AeadBackend>::NAME {
-                    return Some(<$ty as AeadBackend>::ALGORITHM);
+                #[cfg(feature = $aead_feature)]
+                if name == <$aead_ty as AeadBackend>::NAME {
+                    return Some(<$aead_ty as AeadBackend>::ALGORITHM);
                 }
             )+
-        };
-    }
-    backend_table!(lookup);
-    None
+            None
+        }
+    };
 }
+
+backend_table!(lookups);
 
 /// The selected provider: Ed25519, X25519 and the AEAD.
 pub type Selected = Suite<SelectedSig, SelectedKx, SelectedAead>;

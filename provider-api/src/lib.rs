@@ -32,6 +32,10 @@
 //! Protocols that need a hash (Noise) use a [`HashBackend`]: hash, HMAC and HKDF on
 //! BLAKE2s or SHA-256, implemented by `provider-hash`.
 //!
+//! Pairing uses a [`PakeBackend`]: SPAKE2+ (RFC 9383) on P-256 ([`pake`]), implemented
+//! by `provider-spake2plus`. It is not an axis of the matrix: one backend serves every
+//! combination (docs/decisions/0015-pairing.md).
+//!
 //! Entropy comes in through the [`EntropySource`] trait ([`entropy`]), which fills a
 //! buffer completely or fails with a typed error; [`EntropyRng`] adapts any source for
 //! RustCrypto APIs that want a `rand_core` 0.10 crypto RNG.
@@ -48,6 +52,7 @@ pub mod cipher;
 pub mod entropy;
 pub mod hash;
 pub mod key_agreement;
+pub mod pake;
 pub mod provider;
 pub mod secret;
 pub mod signing;
@@ -60,6 +65,7 @@ pub use hash::{HASH_LEN, HashAlgorithm, HashBackend};
 pub use key_agreement::{
     KeyAgreementBackend, KeyAgreementError, SharedSecret, X25519PublicKey, X25519SecretKey,
 };
+pub use pake::{PakeBackend, PakeContext, PakeError};
 pub use provider::{Bundle, CurveBackend, Provider, ProviderName, Suite};
 pub use secret::{SecretBytes, Seed};
 pub use signing::{

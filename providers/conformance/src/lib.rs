@@ -37,6 +37,7 @@ pub mod aead;
 pub mod cross;
 pub mod hash;
 pub mod key_agreement;
+pub mod pake;
 pub mod signing;
 mod vectors;
 
@@ -100,6 +101,29 @@ pub(crate) fn unhex_array<const N: usize>(text: &str) -> [u8; N] {
     unhex(text)
         .try_into()
         .unwrap_or_else(|v: Vec<u8>| panic!("test vector of {} bytes, want {N}: {text}", v.len()))
+}
+
+/// The whole suite for a [`provider_api::PakeBackend`] (SPAKE2+), as a test module
+/// named `$name`.
+#[macro_export]
+macro_rules! pake_backend_tests {
+    ($name:ident, $backend:ty) => {
+        mod $name {
+            const NAME: &str = stringify!($name);
+            #[test]
+            fn spake2plus_rfc9383() {
+                $crate::pake::rfc9383::<$backend>().report(NAME, "spake2+ rfc9383");
+            }
+            #[test]
+            fn spake2plus_share_refusals() {
+                $crate::pake::share_refusals::<$backend>().report(NAME, "spake2+ share refusals");
+            }
+            #[test]
+            fn spake2plus_properties() {
+                $crate::pake::properties::<$backend>().report(NAME, "spake2+ properties");
+            }
+        }
+    };
 }
 
 /// The whole single-backend suite for a [`provider_api::SignatureBackend`] (Ed25519),

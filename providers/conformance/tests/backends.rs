@@ -17,3 +17,6 @@ provider_conformance::cross_aead_tests!(
     provider_select::backends::provider_aes_gcm::Aes256Gcm,
     provider_aes_gcm_siv::Aes256GcmSiv
 );
+
+// The PAKE of pairing: one backend for every combination, not an axis.
+provider_conformance::pake_backend_tests!(spake2plus, provider_spake2plus::Spake2Plus);

@@ -117,6 +117,16 @@ pub trait PakeBackend: 'static {
     /// The prover's state after `shareP` was made, waiting for `shareV`.
     type Prover;
 
+    /// The password hash of registration and of a prover: PBKDF2 (RFC 8018) with
+    /// HMAC-SHA256, `iterations` rounds, over `input` (RFC 9383's `len(pw) || pw ||
+    /// len(idProver) || idProver || len(idVerifier) || idVerifier`), giving
+    /// [`PAKE_PBKDF_OUTPUT_LEN`] bytes. A verifier never runs it: it holds the record.
+    fn password_hash(
+        input: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> SecretBytes<PAKE_PBKDF_OUTPUT_LEN>;
+
     /// The verifier record for a password hash's output (registration).
     ///
     /// # Errors

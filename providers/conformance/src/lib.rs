@@ -115,6 +115,10 @@ macro_rules! pake_backend_tests {
                 $crate::pake::rfc9383::<$backend>().report(NAME, "spake2+ rfc9383");
             }
             #[test]
+            fn spake2plus_password_hash() {
+                $crate::pake::password_hash::<$backend>().report(NAME, "pbkdf2-hmac-sha256");
+            }
+            #[test]
             fn spake2plus_share_refusals() {
                 $crate::pake::share_refusals::<$backend>().report(NAME, "spake2+ share refusals");
             }

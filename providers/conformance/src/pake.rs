@@ -109,6 +109,59 @@ pub fn rfc9383<B: PakeBackend>() -> Tally {
     tally
 }
 
+/// The password hash: PBKDF2-HMAC-SHA256 known answers (RFC 7914 section 11's two
+/// cases, and one of the pairing's shape: 8 digits, empty identities, 1,000 rounds,
+/// 80 bytes, computed with Python's `hashlib.pbkdf2_hmac`).
+pub fn password_hash<B: PakeBackend>() -> Tally {
+    let mut tally = Tally::default();
+    let rfc7914 = [
+        (
+            &b"passwd"[..],
+            &b"salt"[..],
+            1u32,
+            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc49ca9cccf179b645991664b39d77ef317c71b845b1e30bd509112041d3a19783",
+        ),
+        (
+            b"Password",
+            b"NaCl",
+            80_000,
+            "4ddcd8f60b98be21830cee5ef22701f9641a4418d04c0414aeff08876b34ab56a1d425a1225833549adb841b51c9b3176a272bdebba1d078478f62b397f33c8d",
+        ),
+    ];
+    for (password, salt, iterations, expected) in rfc7914 {
+        // The RFC gives 64 bytes; PBKDF2's blocks do not depend on the length asked,
+        // so they are the first 64 of the 80.
+        let output = B::password_hash(password, salt, iterations);
+        assert_eq!(
+            &output.expose_secret()[..64],
+            &unhex(expected)[..],
+            "RFC 7914, c = {iterations}"
+        );
+        tally.valid_accepted += 1;
+    }
+    let mut input = Vec::new();
+    input.extend_from_slice(&8u64.to_le_bytes());
+    input.extend_from_slice(b"20202021");
+    input.extend_from_slice(&[0u8; 16]);
+    let salt: Vec<u8> = (0u8..16).collect();
+    assert_eq!(
+        B::password_hash(&input, &salt, 1000)
+            .expose_secret()
+            .to_vec(),
+        unhex(
+            "97342e460956b840f39464556352bc22d98158bd90d23c39f8d1c378acd5b196755de88d049a554f3016f3fb504dba4542afa4048868ab70822085e34df2659cccbb2ef7a74f7d58db2cbe266e0fc8ab"
+        ),
+        "the pairing's shape"
+    );
+    assert_ne!(
+        B::password_hash(&input, &salt, 999).expose_secret(),
+        B::password_hash(&input, &salt, 1000).expose_secret(),
+        "the rounds count"
+    );
+    tally.valid_accepted += 2;
+    tally
+}
+
 /// Shares the verifier and the prover must refuse, each with its typed error.
 pub fn share_refusals<B: PakeBackend>() -> Tally {
     let mut tally = Tally::default();

@@ -2,6 +2,8 @@
 //! HMAC-SHA256`, on the `spake2plus` crate (`no_std`, no `alloc`, P-256 from RustCrypto's
 //! `p256`, checked against the RFC's vectors in both roles).
 //!
+//! The password hash is PBKDF2-HMAC-SHA256 (`pbkdf2`, `sha2`), as Matter's PASE uses.
+//!
 //! What the adapter adds: the caller's entropy (64 bytes from rngd) is the one draw of
 //! the run's scalar, served by [`OneDraw`]; the crate's errors become
 //! [`PakeError`]s; and every secret it hands out (the record, the shared key) goes into a
@@ -101,6 +103,16 @@ impl PakeBackend for Spake2Plus {
     type Verifier = Verifier<P256Sha256>;
     type VerifierConfirming = VerifierConfirming<P256Sha256>;
     type Prover = Prover<P256Sha256>;
+
+    fn password_hash(
+        input: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> SecretBytes<PAKE_PBKDF_OUTPUT_LEN> {
+        let mut output = SecretBytes::zeroed();
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(input, salt, iterations, output.expose_secret_mut());
+        output
+    }
 
     fn record_from_pbkdf_output(
         output: &SecretBytes<PAKE_PBKDF_OUTPUT_LEN>,

@@ -15,6 +15,7 @@ extern crate alloc;
 pub mod faults;
 pub mod memory;
 pub mod otp;
+pub mod pairing;
 pub mod sealed;
 pub mod store;
 pub mod trust;

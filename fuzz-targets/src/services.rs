@@ -94,7 +94,10 @@ pub fn keystored_service(data: &[u8]) {
     };
     let key = SigningKey::<Dalek>::from_seed(&Seed::new([3; 32])).expect("nonzero seed");
     let public = key.verifying_key().to_bytes();
-    let mut keystored = keystored::Keystored::<Provider, Blake2s>::new(key, None, &PURPOSES);
+    let mut keystored =
+        keystored::Keystored::<Provider, Blake2s, provider_spake2plus::Spake2Plus>::new(
+            key, None, &PURPOSES,
+        );
     let _ = keystored.handle(sender, frame);
     let answer = keystored.handle(
         ServiceId::Selftest,

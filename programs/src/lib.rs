@@ -19,7 +19,7 @@ mod riscv {
     use alloc::vec::Vec;
 
     use ipc::{Capability, CapabilityError, Endpoint, ServiceId};
-    use provider_select::{Selected, SelectedHash as Hash};
+    use provider_select::{Selected, SelectedHash as Hash, SelectedPake as Pake};
     use user_rt::{BoxedDisk, BoxedNet, Start, UserEndpoint, block_on, exit};
 
     /// The exit code of a process started for a task this program does not run.
@@ -113,7 +113,7 @@ mod riscv {
             ServiceId::Statefs => block_on(statefs::run(
                 wrap.wrap(UserEndpoint::new(ServiceId::Statefs).with_disks(devices.disk)),
             )),
-            ServiceId::Keystored => block_on(keystored::run::<Selected, Hash, _>(
+            ServiceId::Keystored => block_on(keystored::run::<Selected, Hash, Pake, _>(
                 wrap.wrap(UserEndpoint::new(ServiceId::Keystored).with_disks(devices.disk)),
                 kernel_core::config::PURPOSES,
             )),

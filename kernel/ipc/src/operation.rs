@@ -26,6 +26,19 @@ pub enum Operation {
     /// keystored: check the authentication tag of a trust-store record, with a key
     /// derived from the device-unique secret.
     KeystoredVerifyTrustStore = 0x0304,
+    /// keystored: whether a pairing verifier is provisioned, the failed attempts, and
+    /// the password hash's parameters a prover needs.
+    KeystoredPairingStatus = 0x0305,
+    /// keystored: one SPAKE2+ run as the verifier, counted as a failed attempt on disk
+    /// before it answers: the prover's share in, the device's share and confirmation out.
+    KeystoredPairingStart = 0x0306,
+    /// keystored: the prover's confirmation of the run started; the shared key out.
+    KeystoredPairingFinish = 0x0307,
+    /// keystored: a trust store holding the given keys, one version above the rollback
+    /// counter, tagged with the device's key.
+    KeystoredTagTrustStore = 0x0308,
+    /// keystored: clears the failed-attempt count (a trusted peer reopened pairing).
+    KeystoredPairingReopen = 0x0309,
     /// dsoftbusd: its Noise static public key and its device public key.
     DsoftbusdDiscover = 0x0401,
     /// dsoftbusd: add a peer's device public key to the allowlist.
@@ -64,13 +77,18 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 23] = [
+    pub const ALL: [Operation; 28] = [
         Self::LogdQuery,
         Self::RngdGetEntropy,
         Self::KeystoredGetPubkey,
         Self::KeystoredSign,
         Self::KeystoredExportPrivate,
         Self::KeystoredVerifyTrustStore,
+        Self::KeystoredPairingStatus,
+        Self::KeystoredPairingStart,
+        Self::KeystoredPairingFinish,
+        Self::KeystoredTagTrustStore,
+        Self::KeystoredPairingReopen,
         Self::DsoftbusdDiscover,
         Self::DsoftbusdTrust,
         Self::DsoftbusdTransport,
@@ -98,7 +116,12 @@ impl Operation {
             Self::KeystoredGetPubkey
             | Self::KeystoredSign
             | Self::KeystoredExportPrivate
-            | Self::KeystoredVerifyTrustStore => ServiceId::Keystored,
+            | Self::KeystoredVerifyTrustStore
+            | Self::KeystoredPairingStatus
+            | Self::KeystoredPairingStart
+            | Self::KeystoredPairingFinish
+            | Self::KeystoredTagTrustStore
+            | Self::KeystoredPairingReopen => ServiceId::Keystored,
             Self::DsoftbusdDiscover
             | Self::DsoftbusdTrust
             | Self::DsoftbusdTransport
@@ -126,6 +149,11 @@ impl Operation {
             Self::KeystoredSign => "SIGN",
             Self::KeystoredExportPrivate => "EXPORT_PRIVATE",
             Self::KeystoredVerifyTrustStore => "VERIFY_TRUST_STORE",
+            Self::KeystoredPairingStatus => "PAIRING_STATUS",
+            Self::KeystoredPairingStart => "PAIRING_START",
+            Self::KeystoredPairingFinish => "PAIRING_FINISH",
+            Self::KeystoredTagTrustStore => "TAG_TRUST_STORE",
+            Self::KeystoredPairingReopen => "PAIRING_REOPEN",
             Self::DsoftbusdDiscover => "DISCOVER",
             Self::DsoftbusdTrust => "TRUST",
             Self::DsoftbusdTransport => "TRANSPORT",

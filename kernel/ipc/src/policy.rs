@@ -72,16 +72,20 @@ pub enum SigningPurpose {
     /// The identity binding of a Noise static key: the message is the binding prefix
     /// followed by exactly a 32-byte X25519 public key.
     NoiseStaticBinding = 1,
+    /// The confirmation of a pairing: the message is the pairing prefix, a role byte
+    /// (1 the prover, 2 the verifier) and a 32-byte transcript hash.
+    PairingConfirm = 2,
 }
 
 impl SigningPurpose {
     /// Every purpose.
-    pub const ALL: [SigningPurpose; 1] = [Self::NoiseStaticBinding];
+    pub const ALL: [SigningPurpose; 2] = [Self::NoiseStaticBinding, Self::PairingConfirm];
 
     /// The name used in the policy file.
     pub const fn name(self) -> &'static str {
         match self {
             Self::NoiseStaticBinding => "noise-static-binding",
+            Self::PairingConfirm => "pairing-confirm",
         }
     }
 

@@ -188,6 +188,10 @@ macro_rules! lookups {
 
 backend_table!(lookups);
 
+/// The PAKE of pairing: one backend for every combination, not an axis
+/// (docs/decisions/0015-pairing.md).
+pub type SelectedPake = provider_spake2plus::Spake2Plus;
+
 /// The selected provider: Ed25519, X25519 and the AEAD.
 pub type Selected = Suite<SelectedSig, SelectedKx, SelectedAead>;
 

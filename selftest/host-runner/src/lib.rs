@@ -459,7 +459,7 @@ impl HostSystem {
         }
         system.spawn(ServiceId::Statefs, statefs::run);
         with_hash!(hash, H => system.spawn(ServiceId::Keystored, |ep| {
-            keystored::run::<P, H, _>(ep, kernel_core::config::PURPOSES)
+            keystored::run::<P, H, provider_spake2plus::Spake2Plus, _>(ep, kernel_core::config::PURPOSES)
         }));
         // Without a network device netstackd serves its loopback interface alone.
         system.spawn(ServiceId::Netstackd, move |ep| {

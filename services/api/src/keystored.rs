@@ -16,6 +16,24 @@
 //!   An empty payload asks about a disk with no store: accepted while the counter is
 //!   at 0 (or absent), `RolledBack` once it moved (a store existed and was removed).
 //!
+//! Pairing (`docs/protocol.md`, section 11), all granted to dsoftbusd alone:
+//!
+//! - `PAIRING_STATUS`: empty payload; reply [`PairingStatus`] (25 bytes).
+//! - `PAIRING_START`: payload: the prover's share (65 bytes), then the PAKE context
+//!   (at most [`MAX_PAKE_CONTEXT`] bytes); reply: the device's share (65) and its
+//!   confirmation (32). keystored counts the run as a failed attempt on the state disk
+//!   *before* it answers (a run the prover abandons stays counted), and refuses with
+//!   `NotFound` when no verifier is provisioned, `Closed` once the count reached the
+//!   limit, `Unavailable` when the count cannot be written or no entropy came.
+//! - `PAIRING_FINISH`: payload: the prover's confirmation (32 bytes); reply: the
+//!   32-byte shared key. A confirmation that does not match is `AuthenticationFailed`
+//!   (the attempt stays counted); with no run started, `NoSession`. A run finishes once.
+//! - `TAG_TRUST_STORE`: payload: the device keys (32 bytes each, at most 16); reply: a
+//!   trust-store record holding them, version one above the rollback counter, tagged.
+//!   The caller stores it and has it verified (`VERIFY_TRUST_STORE`), which advances
+//!   the counter. Each key must obey the verification rule (`InvalidKey`).
+//! - `PAIRING_REOPEN`: empty payload; the failed-attempt count goes back to 0.
+//!
 //! Without a key (keystored failed closed) every call but `EXPORT_PRIVATE` is
 //! answered with `NoKey`.
 
@@ -29,6 +47,17 @@ use crate::{ClientError, ServiceError};
 /// The domain-separation prefix of a Noise static-key binding: the message is this
 /// prefix followed by the 32-byte X25519 static public key.
 pub const NOISE_BINDING_PREFIX: &[u8] = b"dsoftbus/v1 noise static key binding\0";
+
+/// The domain-separation prefix of a pairing confirmation: the message is this prefix,
+/// a role byte ([`PAIRING_ROLE_PROVER`] or [`PAIRING_ROLE_VERIFIER`]) and the
+/// 32-byte transcript hash of the run.
+pub const PAIRING_CONFIRM_PREFIX: &[u8] = b"dsoftbus/v1 pairing confirm\0";
+/// The role byte of the side that knew the setup code.
+pub const PAIRING_ROLE_PROVER: u8 = 1;
+/// The role byte of the side that holds the verifier (the device whose code it was).
+pub const PAIRING_ROLE_VERIFIER: u8 = 2;
+/// The longest PAKE context `PAIRING_START` takes.
+pub const MAX_PAKE_CONTEXT: usize = 128;
 
 /// The message keystored signs for `purpose` over `data`.
 ///
@@ -45,8 +74,152 @@ pub fn purpose_message(purpose: SigningPurpose, data: &[u8]) -> Result<Vec<u8>, 
             message.extend_from_slice(data);
             Ok(message)
         }
+        SigningPurpose::PairingConfirm => match data {
+            [
+                role @ (PAIRING_ROLE_PROVER | PAIRING_ROLE_VERIFIER),
+                hash @ ..,
+            ] if hash.len() == 32 => {
+                let mut message = Vec::with_capacity(PAIRING_CONFIRM_PREFIX.len() + 33);
+                message.extend_from_slice(PAIRING_CONFIRM_PREFIX);
+                message.push(*role);
+                message.extend_from_slice(hash);
+                Ok(message)
+            }
+            _ => Err(ServiceError::MalformedRequest),
+        },
         _ => Err(ServiceError::PurposeDenied),
     }
+}
+
+/// keystored's answer to `PAIRING_STATUS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PairingStatus {
+    /// A verifier is provisioned (and opened under this device's key).
+    pub provisioned: bool,
+    /// Failed attempts counted.
+    pub failed: u16,
+    /// The count at which keystored refuses every run.
+    pub limit: u16,
+    /// The password hash's rounds (0 when not provisioned).
+    pub iterations: u32,
+    /// The password hash's salt (zero when not provisioned).
+    pub salt: [u8; 16],
+}
+
+impl PairingStatus {
+    /// Encoded length.
+    pub const LEN: usize = 25;
+
+    /// Whether a run may start now.
+    pub fn open(&self) -> bool {
+        self.provisioned && self.failed < self.limit
+    }
+
+    /// `provisioned: u8 || failed: u16le || limit: u16le || iterations: u32le || salt`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.push(u8::from(self.provisioned));
+        out.extend_from_slice(&self.failed.to_le_bytes());
+        out.extend_from_slice(&self.limit.to_le_bytes());
+        out.extend_from_slice(&self.iterations.to_le_bytes());
+        out.extend_from_slice(&self.salt);
+        out
+    }
+
+    /// Decodes [`PairingStatus::encode`].
+    ///
+    /// # Errors
+    /// `MalformedReply`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ClientError> {
+        let bytes: &[u8; Self::LEN] = bytes.try_into().map_err(|_| ClientError::MalformedReply)?;
+        let provisioned = match bytes[0] {
+            0 => false,
+            1 => true,
+            _ => return Err(ClientError::MalformedReply),
+        };
+        let mut salt = [0u8; 16];
+        salt.copy_from_slice(&bytes[9..]);
+        Ok(Self {
+            provisioned,
+            failed: u16::from_le_bytes([bytes[1], bytes[2]]),
+            limit: u16::from_le_bytes([bytes[3], bytes[4]]),
+            iterations: u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]),
+            salt,
+        })
+    }
+}
+
+/// Asks keystored whether pairing is provisioned, and its count.
+///
+/// # Errors
+/// [`ClientError`].
+pub async fn pairing_status<E: Endpoint>(ep: &E) -> Result<PairingStatus, ClientError> {
+    let reply = crate::call(ep, Operation::KeystoredPairingStatus, &[]).await?;
+    PairingStatus::decode(&reply)
+}
+
+/// Starts a SPAKE2+ run as the verifier: the device's share and confirmation.
+///
+/// # Errors
+/// [`ClientError`].
+pub async fn pairing_start<E: Endpoint>(
+    ep: &E,
+    share_p: &[u8; 65],
+    context: &[u8],
+) -> Result<([u8; 65], [u8; 32]), ClientError> {
+    let mut payload = Vec::with_capacity(65 + context.len());
+    payload.extend_from_slice(share_p);
+    payload.extend_from_slice(context);
+    let reply = crate::call(ep, Operation::KeystoredPairingStart, &payload).await?;
+    let (share, confirm) = reply
+        .split_first_chunk::<65>()
+        .ok_or(ClientError::MalformedReply)?;
+    let confirm = <[u8; 32]>::try_from(confirm).map_err(|_| ClientError::MalformedReply)?;
+    Ok((*share, confirm))
+}
+
+/// Finishes the run with the prover's confirmation: the shared key, wiped on drop.
+///
+/// # Errors
+/// [`ClientError`]; a wrong confirmation is [`ServiceError::AuthenticationFailed`].
+pub async fn pairing_finish<E: Endpoint>(
+    ep: &E,
+    confirm_p: &[u8; 32],
+) -> Result<provider_api::SecretBytes<32>, ClientError> {
+    let reply = crate::call(ep, Operation::KeystoredPairingFinish, confirm_p).await?;
+    provider_api::SecretBytes::from_fill(|key: &mut [u8; 32]| {
+        key.copy_from_slice(
+            reply
+                .get(..32)
+                .filter(|_| reply.len() == 32)
+                .ok_or(ClientError::MalformedReply)?,
+        );
+        Ok(())
+    })
+}
+
+/// A trust store holding `keys`, tagged by keystored one version above the counter.
+///
+/// # Errors
+/// [`ClientError`].
+pub async fn tag_trust_store<E: Endpoint>(
+    ep: &E,
+    keys: &[[u8; 32]],
+) -> Result<Vec<u8>, ClientError> {
+    let payload: Vec<u8> = keys.iter().flatten().copied().collect();
+    crate::call(ep, Operation::KeystoredTagTrustStore, &payload)
+        .await
+        .map(|reply| reply.to_vec())
+}
+
+/// Clears the failed-attempt count.
+///
+/// # Errors
+/// [`ClientError`].
+pub async fn pairing_reopen<E: Endpoint>(ep: &E) -> Result<(), ClientError> {
+    crate::call(ep, Operation::KeystoredPairingReopen, &[])
+        .await
+        .map(|_| ())
 }
 
 /// Encodes a `SIGN` request.

@@ -22,6 +22,11 @@ pub const MAX_RECORDS: usize = 8;
 
 /// keystored's record: the sealed device-key seed.
 pub const KEYSTORED_DEVICE_KEY: u16 = 1;
+/// keystored's record: the sealed pairing verifier (`state_format::pairing`), written by
+/// the factory.
+pub const KEYSTORED_PAIRING_VERIFIER: u16 = 2;
+/// keystored's record: pairing's failed-attempt count.
+pub const KEYSTORED_PAIRING_ATTEMPTS: u16 = 3;
 /// dsoftbusd's record: the trust store.
 pub const DSOFTBUSD_TRUST_STORE: u16 = 1;
 

@@ -37,6 +37,12 @@
 //! rollback index once it accepted a newer image. Without a counter every trust store
 //! is refused: rollback protection is not silently dropped.
 //!
+//! **The verifier of pairing** ([`pairing`]): the factory seals a SPAKE2+ verifier
+//! for the device's setup code on the state disk (record 2); keystored opens it at
+//! start and runs the verifier's side of each pairing for dsoftbusd, counting failed
+//! attempts on the disk (record 3) before it answers; it also tags the trust stores
+//! pairing writes (`TAG_TRUST_STORE`), so dsoftbusd never holds the tag key.
+//!
 //! **Interface** (`service_api::keystored`): `GET_PUBKEY`; `SIGN(purpose, data)`;
 //! `EXPORT_PRIVATE`, always refused with its own error and an audit record;
 //! `VERIFY_TRUST_STORE(record)`, whether a trust store's tag is this device's and its
@@ -47,6 +53,8 @@
 
 extern crate alloc;
 
+pub mod pairing;
+
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -54,19 +62,27 @@ use alloc::vec::Vec;
 use core::fmt::Write as _;
 use core::marker::PhantomData;
 
+use provider_api::pake::PAKE_RANDOM_LEN;
+use zeroize::Zeroize;
+
 use ipc::policy::{PurposeGrant, SigningPurpose, purpose_granted};
 use ipc::{
     Action, AuditEvent, Capability, CapabilityError, Endpoint, Operation, RawBlockDevice,
     ServiceId, Verdict,
 };
-use provider_api::{HashBackend, Provider, Seed, SigningKey};
+use provider_api::{HashBackend, PakeBackend, Provider, Seed, SigningKey, VerifyingKey};
 use rollback_counter::CounterError;
 use service_api::keystored::purpose_message;
-use service_api::statefs::KEYSTORED_DEVICE_KEY;
+use service_api::statefs::{
+    KEYSTORED_DEVICE_KEY, KEYSTORED_PAIRING_ATTEMPTS, KEYSTORED_PAIRING_VERIFIER,
+};
 use service_api::{ClientError, Incoming, ServiceError, reply_err, reply_ok, rngd, statefs};
 use state_format::otp::{self, OtpError};
+use state_format::pairing::{MAX_FAILED_ATTEMPTS, VERIFIER_PLAINTEXT_LEN, Verifier};
 use state_format::sealed::{self, SealingKeys, UnsealError};
 use state_format::trust::{self, TagKey, TrustStoreError};
+
+use crate::pairing::{Effect, Pairing};
 
 /// The sequence number of the first (and, today, only) sealing of the device key.
 const FIRST_SEALING: u32 = 1;
@@ -156,6 +172,9 @@ impl Failure {
 /// The audit reason of keystored's health record when it has no usable rollback
 /// counter (it keeps its key; trust stores are refused).
 pub const NO_COUNTER_REASON: u16 = 9;
+/// The audit reason of keystored's health record when a pairing verifier is on the
+/// disk but does not open here (pairing is off; the key is kept).
+pub const PAIRING_OFF_REASON: u16 = 10;
 
 /// Why keystored has no rollback counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,21 +221,27 @@ impl RollbackCounter {
     }
 }
 
-/// The device key and the trust-store tag key, or none when keystored failed closed.
-pub struct Keystored<P: Provider, H: HashBackend> {
+/// The device key and the trust-store tag key, or none when keystored failed closed;
+/// and the verifier of pairing.
+pub struct Keystored<P: Provider, H: HashBackend, K: PakeBackend> {
     key: Option<SigningKey<P::Sig>>,
     trust: Option<TagKey>,
     counter: Option<RollbackCounter>,
     purposes: &'static [PurposeGrant],
+    pairing: Pairing<K>,
     hash: PhantomData<H>,
 }
 
-/// A handled request: the reply payload or error, and its audit record.
+/// A handled request: the reply payload or error, its audit record, and what must
+/// reach the disk before the reply goes out.
 pub struct Handled {
-    /// The reply payload (public data only) or the error.
+    /// The reply payload or the error. Public data, but for `PAIRING_FINISH`'s shared
+    /// key: the service loop wipes every payload once sent.
     pub reply: Result<Vec<u8>, ServiceError>,
     /// The record of the decision.
     pub audit: AuditEvent,
+    /// A failed-attempt count to write first.
+    pub effect: Effect,
 }
 
 /// Lower-case hex, for the public key marker.
@@ -236,7 +261,7 @@ fn seed_from(bytes: &[u8]) -> Option<Seed> {
     .ok()
 }
 
-impl<P: Provider, H: HashBackend> Keystored<P, H> {
+impl<P: Provider, H: HashBackend, K: PakeBackend> Keystored<P, H, K> {
     /// keystored with `key` (and the trust-store tag key, when there is an OTP secret),
     /// signing for the callers and purposes of `purposes`.
     pub fn new(
@@ -249,8 +274,20 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
             trust,
             counter: None,
             purposes,
+            pairing: Pairing::new(None, 0),
             hash: PhantomData,
         }
+    }
+
+    /// keystored verifying pairings with `pairing`.
+    pub fn with_pairing(mut self, pairing: Pairing<K>) -> Self {
+        self.pairing = pairing;
+        self
+    }
+
+    /// The verifier of pairing.
+    pub fn pairing_mut(&mut self) -> &mut Pairing<K> {
+        &mut self.pairing
     }
 
     /// keystored holding the device's rollback counter (without one, every trust
@@ -267,6 +304,7 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
             trust: None,
             counter: None,
             purposes,
+            pairing: Pairing::new(None, 0),
             hash: PhantomData,
         }
     }
@@ -300,6 +338,7 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
                 return Handled {
                     reply: Err(error),
                     audit: audit(code, Verdict::Rejected, error.code(), frame.len()),
+                    effect: Effect::None,
                 };
             }
         };
@@ -308,6 +347,12 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
         let refuse = |error: ServiceError, verdict, detail: usize| Handled {
             reply: Err(error),
             audit: audit(code, verdict, error.code(), detail),
+            effect: Effect::None,
+        };
+        let allow = |reply: Vec<u8>, detail: usize| Handled {
+            reply: Ok(reply),
+            audit: audit(code, Verdict::Allowed, 0, detail),
+            effect: Effect::None,
         };
         let key = match (incoming.operation, &self.key) {
             (Operation::KeystoredExportPrivate, _) => {
@@ -317,10 +362,9 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
             (_, Some(key)) => key,
         };
         match incoming.operation {
-            Operation::KeystoredGetPubkey if incoming.payload.is_empty() => Handled {
-                reply: Ok(key.verifying_key().to_bytes().to_vec()),
-                audit: audit(code, Verdict::Allowed, 0, 0),
-            },
+            Operation::KeystoredGetPubkey if incoming.payload.is_empty() => {
+                allow(key.verifying_key().to_bytes().to_vec(), 0)
+            }
             Operation::KeystoredSign => {
                 let Some((purpose, data)) = incoming.payload.split_first_chunk::<2>() else {
                     return refuse(ServiceError::MalformedRequest, Verdict::Rejected, size);
@@ -334,10 +378,10 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
                     return refuse(ServiceError::PurposeDenied, Verdict::Denied, detail);
                 };
                 match purpose_message(purpose, data) {
-                    Ok(message) => Handled {
-                        reply: Ok(key.sign(&message).to_bytes().to_vec()),
-                        audit: audit(code, Verdict::Allowed, 0, usize::from(purpose.code())),
-                    },
+                    Ok(message) => allow(
+                        key.sign(&message).to_bytes().to_vec(),
+                        usize::from(purpose.code()),
+                    ),
                     Err(error) => refuse(error, Verdict::Rejected, usize::from(purpose.code())),
                 }
             }
@@ -349,10 +393,7 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
                     Some(value) if value > 0 => {
                         refuse(ServiceError::RolledBack, Verdict::Rejected, value as usize)
                     }
-                    value => Handled {
-                        reply: Ok(Vec::new()),
-                        audit: audit(code, Verdict::Allowed, 0, value.unwrap_or(0) as usize),
-                    },
+                    value => allow(Vec::new(), value.unwrap_or(0) as usize),
                 }
             }
             Operation::KeystoredVerifyTrustStore => {
@@ -368,10 +409,7 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
                             None => Err(ServiceError::Unavailable),
                         };
                         match admitted {
-                            Ok(()) => Handled {
-                                reply: Ok(Vec::new()),
-                                audit: audit(code, Verdict::Allowed, 0, version),
-                            },
+                            Ok(()) => allow(Vec::new(), version),
                             Err(error @ ServiceError::RolledBack) => {
                                 refuse(error, Verdict::Rejected, version)
                             }
@@ -387,7 +425,82 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
                     Err(_) => refuse(ServiceError::MalformedRequest, Verdict::Rejected, size),
                 }
             }
-            Operation::KeystoredGetPubkey => {
+            Operation::KeystoredTagTrustStore => {
+                let Some(tag_key) = &self.trust else {
+                    return refuse(ServiceError::NoKey, Verdict::Failed, size);
+                };
+                let Some(counter) = &self.counter else {
+                    return refuse(ServiceError::Unavailable, Verdict::Failed, size);
+                };
+                if size % 32 != 0 {
+                    return refuse(ServiceError::MalformedRequest, Verdict::Rejected, size);
+                }
+                if size / 32 > trust::MAX_PEERS {
+                    return refuse(ServiceError::Full, Verdict::Rejected, size / 32);
+                }
+                let keys: Vec<[u8; 32]> = incoming
+                    .payload
+                    .chunks_exact(32)
+                    .map(|chunk| chunk.try_into().unwrap_or([0; 32]))
+                    .collect();
+                if keys
+                    .iter()
+                    .any(|k| VerifyingKey::<P::Sig>::from_bytes(k).is_err())
+                {
+                    return refuse(ServiceError::InvalidKey, Verdict::Rejected, size / 32);
+                }
+                let Some(version) = counter
+                    .value()
+                    .checked_add(1)
+                    .filter(|v| *v <= rollback_counter::BITS)
+                else {
+                    return refuse(ServiceError::Full, Verdict::Failed, size / 32);
+                };
+                // The detail is the store's version.
+                allow(
+                    trust::encode::<H>(tag_key, version, &keys),
+                    version as usize,
+                )
+            }
+            // The detail of a pairing record is the failed-attempt count after it.
+            Operation::KeystoredPairingStatus if incoming.payload.is_empty() => allow(
+                self.pairing.status().encode(),
+                usize::from(self.pairing.failed()),
+            ),
+            Operation::KeystoredPairingStart => {
+                let (reply, effect) = self.pairing.start(incoming.payload);
+                let failed = usize::from(self.pairing.failed());
+                let mut handled = match reply {
+                    Ok(reply) => allow(reply, failed),
+                    Err(error @ (ServiceError::NotFound | ServiceError::Unavailable)) => {
+                        refuse(error, Verdict::Failed, failed)
+                    }
+                    Err(error @ ServiceError::Closed) => refuse(error, Verdict::Denied, failed),
+                    Err(error) => refuse(error, Verdict::Rejected, failed),
+                };
+                handled.effect = effect;
+                handled
+            }
+            Operation::KeystoredPairingFinish => {
+                let (reply, effect) = self.pairing.finish(incoming.payload);
+                let failed = usize::from(self.pairing.failed());
+                let mut handled = match reply {
+                    Ok(reply) => allow(reply, failed),
+                    Err(error) => refuse(error, Verdict::Rejected, failed),
+                };
+                handled.effect = effect;
+                handled
+            }
+            Operation::KeystoredPairingReopen if incoming.payload.is_empty() => {
+                let effect = self.pairing.reopen();
+                Handled {
+                    effect,
+                    ..allow(Vec::new(), 0)
+                }
+            }
+            Operation::KeystoredGetPubkey
+            | Operation::KeystoredPairingStatus
+            | Operation::KeystoredPairingReopen => {
                 refuse(ServiceError::MalformedRequest, Verdict::Rejected, size)
             }
             _ => refuse(ServiceError::UnknownOperation, Verdict::Rejected, size),
@@ -395,17 +508,78 @@ impl<P: Provider, H: HashBackend> Keystored<P, H> {
     }
 }
 
+/// The keys keystored derives from the device secret.
+pub struct DeviceKeys {
+    /// The device-key record's sealing keys.
+    pub sealing: SealingKeys,
+    /// The trust-store tag key.
+    pub tags: TagKey,
+    /// The pairing verifier record's sealing keys.
+    pub verifier: SealingKeys,
+}
+
 /// Reads the device secret and derives the sealing keys and the trust-store tag key;
 /// the secret itself is dropped (zeroized) here.
-fn device_keys<H: HashBackend, E: Endpoint>(ep: &E) -> Result<(SealingKeys, TagKey), Failure> {
+fn device_keys<H: HashBackend, E: Endpoint>(ep: &E) -> Result<DeviceKeys, Failure> {
     let mut disk = ep
         .claim_disk(Capability::OtpDisk)
         .map_err(|_| Failure::NoOtp)?;
     let secret = otp::read_secret(&mut disk).map_err(Failure::OtpUnusable)?;
-    Ok((
-        SealingKeys::derive::<H>(&secret, KEYSTORED_DEVICE_KEY),
-        TagKey::derive::<H>(&secret),
-    ))
+    Ok(DeviceKeys {
+        sealing: SealingKeys::derive::<H>(&secret, KEYSTORED_DEVICE_KEY),
+        tags: TagKey::derive::<H>(&secret),
+        verifier: SealingKeys::derive::<H>(&secret, KEYSTORED_PAIRING_VERIFIER),
+    })
+}
+
+/// Why pairing is off on this device (said once at start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairingOff {
+    /// No verifier record: the factory gave this device no setup code.
+    NotProvisioned,
+    /// A verifier record that does not open here, or does not parse.
+    Refused(UnsealError),
+    /// statefs could not say.
+    Unreadable,
+}
+
+/// Opens the sealed pairing verifier.
+///
+/// # Errors
+/// [`UnsealError`] (a plaintext that does not parse is `Malformed`).
+pub fn open_verifier<P: Provider, H: HashBackend>(
+    keys: &SealingKeys,
+    record: &[u8],
+) -> Result<Verifier, UnsealError> {
+    let mut plaintext = provider_api::SecretBytes::<VERIFIER_PLAINTEXT_LEN>::zeroed();
+    sealed::unseal::<P::Aead, H>(
+        keys,
+        KEYSTORED_PAIRING_VERIFIER,
+        record,
+        plaintext.expose_secret_mut(),
+    )?;
+    Verifier::from_plaintext(plaintext.expose_secret()).map_err(|_| UnsealError::Malformed)
+}
+
+/// The verifier and the failed-attempt count on the state disk. A count that does
+/// not read is the limit (pairing closed), never 0.
+async fn load_pairing<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: &E,
+    keys: &SealingKeys,
+) -> (Result<Verifier, PairingOff>, u16) {
+    let verifier = match statefs::get(ep, KEYSTORED_PAIRING_VERIFIER).await {
+        Ok(record) => open_verifier::<P, H>(keys, &record).map_err(PairingOff::Refused),
+        Err(ClientError::Service(ServiceError::NotFound)) => Err(PairingOff::NotProvisioned),
+        Err(_) => Err(PairingOff::Unreadable),
+    };
+    let failed = match statefs::get(ep, KEYSTORED_PAIRING_ATTEMPTS).await {
+        Ok(record) => {
+            state_format::pairing::decode_attempts(&record).unwrap_or(MAX_FAILED_ATTEMPTS)
+        }
+        Err(ClientError::Service(ServiceError::NotFound)) => 0,
+        Err(_) => MAX_FAILED_ATTEMPTS,
+    };
+    (verifier, failed)
 }
 
 /// Opens the sealed device-key record and derives the key: what a restore does once
@@ -490,8 +664,8 @@ async fn create<P: Provider, H: HashBackend, E: Endpoint>(
 /// [`Failure`]; nothing is written on any failure but a storing one.
 pub async fn load_or_create<P: Provider, H: HashBackend, E: Endpoint>(
     ep: &E,
-) -> Result<(SigningKey<P::Sig>, Provenance, TagKey), Failure> {
-    let (sealing, tags) = device_keys::<H, E>(ep)?;
+) -> Result<(SigningKey<P::Sig>, Provenance, DeviceKeys), Failure> {
+    let keys = device_keys::<H, E>(ep)?;
     // statefs or rngd faulted mid-call: the kernel restarts it. The record store's
     // slots keep a write the fault tore from counting, so the next try restores the
     // key that was stored, or makes the first one; no key was reported yet.
@@ -501,11 +675,11 @@ pub async fn load_or_create<P: Provider, H: HashBackend, E: Endpoint>(
     };
     service_api::across_restarts(
         ep,
-        || restore_or_create::<P, H, E>(ep, &sealing),
+        || restore_or_create::<P, H, E>(ep, &keys.sealing),
         restarting,
     )
     .await
-    .map(|(key, provenance)| (key, provenance, tags))
+    .map(|(key, provenance)| (key, provenance, keys))
 }
 
 async fn restore_or_create<P: Provider, H: HashBackend, E: Endpoint>(
@@ -534,13 +708,38 @@ where
 
 /// Runs keystored until the machine stops; it signs for `purposes` (the compiled-in
 /// `[[purpose]]` table).
-pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: E, purposes: &'static [PurposeGrant])
-where
+pub async fn run<P: Provider, H: HashBackend, K: PakeBackend, E: Endpoint>(
+    ep: E,
+    purposes: &'static [PurposeGrant],
+) where
     E::Disk: 'static,
 {
     let mut keystored = match load_or_create::<P, H, E>(&ep).await {
-        Ok((key, provenance, tags)) => {
-            let keystored = Keystored::<P, H>::new(key, Some(tags), purposes);
+        Ok((key, provenance, keys)) => {
+            let (verifier, failed) = load_pairing::<P, H, E>(&ep, &keys.verifier).await;
+            match &verifier {
+                Ok(_) => ep.console(
+                    &markers::KEYSTORED_PAIRING
+                        .render(&[&format!("{failed}"), &format!("{MAX_FAILED_ATTEMPTS}")]),
+                ),
+                Err(PairingOff::NotProvisioned) => {
+                    ep.console("keystored: no setup code provisioned: pairing off");
+                }
+                Err(why) => {
+                    ep.console(&format!(
+                        "keystored: pairing verifier refused ({why:?}): pairing off"
+                    ));
+                    ep.audit(AuditEvent {
+                        subject: ServiceId::Keystored,
+                        action: Action::Health,
+                        verdict: Verdict::Failed,
+                        reason: PAIRING_OFF_REASON,
+                        detail: 0,
+                    });
+                }
+            }
+            let keystored = Keystored::<P, H, K>::new(key, Some(keys.tags), purposes)
+                .with_pairing(Pairing::new(verifier.ok(), failed));
             let public = keystored.public_key().map(|k| hex(&k)).unwrap_or_default();
             ep.console(&markers::KEYSTORED_DEVICE_PUBKEY.render(&[&public]));
             ep.console(&markers::KEYSTORED_DEVICE_KEY.render(&[provenance.word()]));
@@ -577,13 +776,48 @@ where
         }
     };
     loop {
+        // The next pairing run's scalar is drawn ahead, so a run's answer waits on no
+        // other service but statefs.
+        if keystored.pairing_mut().wants_random()
+            && let Ok(random) = rngd::get_entropy(&ep, PAKE_RANDOM_LEN as u16).await
+            && let Ok(random) =
+                provider_api::SecretBytes::from_fill(|r: &mut [u8; PAKE_RANDOM_LEN]| {
+                    r.copy_from_slice(random.get(..PAKE_RANDOM_LEN).ok_or(())?);
+                    Ok::<(), ()>(())
+                })
+        {
+            keystored.pairing_mut().give_random(random);
+        }
         let request = ep.receive().await;
-        let handled = keystored.handle(request.sender, &request.frame);
+        let mut handled = keystored.handle(request.sender, &request.frame);
+        if let Effect::Count(count) = handled.effect {
+            // The count reaches the disk before the answer that lets a prover test its
+            // guess; if it cannot, the run is refused.
+            let written = statefs::put(
+                &ep,
+                KEYSTORED_PAIRING_ATTEMPTS,
+                &state_format::pairing::encode_attempts(count),
+            )
+            .await;
+            if written.is_err() && handled.reply.is_ok() {
+                keystored.pairing_mut().abandon();
+                if let Ok(mut payload) =
+                    core::mem::replace(&mut handled.reply, Err(ServiceError::Unavailable))
+                {
+                    payload.zeroize();
+                }
+                handled.audit.verdict = Verdict::Failed;
+                handled.audit.reason = ServiceError::Unavailable.code();
+            }
+        }
         ep.audit(handled.audit);
         let _ = match &handled.reply {
             Ok(payload) => reply_ok(&ep, request.token, payload),
             Err(error) => reply_err(&ep, request.token, *error),
         };
+        if let Ok(mut payload) = handled.reply {
+            payload.zeroize();
+        }
     }
 }
 
@@ -606,7 +840,7 @@ mod tests {
     use service_api::keystored::{NOISE_BINDING_PREFIX, encode_sign};
 
     type P = Bundle<Dalek, ChaCha20Poly1305>;
-    type Store = Keystored<P, Blake2s>;
+    type Store = Keystored<P, Blake2s, provider_spake2plus::Spake2Plus>;
 
     static PURPOSES: &[PurposeGrant] = &[PurposeGrant {
         caller: ServiceId::Dsoftbusd,
@@ -887,5 +1121,219 @@ mod tests {
             verify(&mut without, &store(9)).reply,
             Err(ServiceError::Unavailable)
         );
+    }
+
+    // Pairing: keystored is the verifier, a prover built here is the peer.
+    mod pairing_runs {
+        use super::*;
+        use provider_api::pake::{PAKE_RANDOM_LEN, PakeBackend, PakeContext};
+        use provider_spake2plus::Spake2Plus;
+        use state_format::pairing::{ITERATIONS, SetupCode};
+
+        const CONTEXT: &[u8] = b"test context";
+
+        fn verifier(code: u32) -> Verifier {
+            Verifier::register::<Spake2Plus>(&SetupCode::new(code).unwrap(), [5; 16], ITERATIONS)
+                .unwrap()
+        }
+
+        fn provisioned(failed: u16) -> Store {
+            let (counter, _) = counter_at(3);
+            let mut store = keystored([1; 32])
+                .with_counter(counter)
+                .with_pairing(Pairing::new(Some(verifier(20_202_021)), failed));
+            store
+                .pairing_mut()
+                .give_random(SecretBytes::new([9; PAKE_RANDOM_LEN]));
+            store
+        }
+
+        fn call(store: &mut Store, operation: Operation, payload: &[u8]) -> Handled {
+            store.handle(ServiceId::Dsoftbusd, &frame(operation, payload))
+        }
+
+        /// One run with `code`: the outcome of FINISH (or of START when it failed).
+        fn run(store: &mut Store, code: u32) -> (Handled, Option<Vec<u8>>) {
+            let status = service_api::keystored::PairingStatus::decode(
+                call(store, Operation::KeystoredPairingStatus, &[])
+                    .reply
+                    .as_ref()
+                    .unwrap(),
+            )
+            .unwrap();
+            let output = SetupCode::new(code)
+                .unwrap()
+                .pbkdf_output::<Spake2Plus>(&status.salt, status.iterations);
+            let context = PakeContext {
+                context: CONTEXT,
+                prover_id: &[],
+                verifier_id: &[],
+            };
+            let (prover, share_p) =
+                Spake2Plus::prover_start(&output, &context, &SecretBytes::new([3; 64])).unwrap();
+            let mut payload = share_p.to_vec();
+            payload.extend_from_slice(CONTEXT);
+            let started = call(store, Operation::KeystoredPairingStart, &payload);
+            store
+                .pairing_mut()
+                .give_random(SecretBytes::new([9; PAKE_RANDOM_LEN]));
+            let Ok(reply) = &started.reply else {
+                return (started, None);
+            };
+            match Spake2Plus::prover_finish(prover, &reply[..65], &reply[65..]) {
+                Ok(proved) => {
+                    let key = proved.key.expose_secret().to_vec();
+                    (
+                        call(store, Operation::KeystoredPairingFinish, &proved.confirm),
+                        Some(key),
+                    )
+                }
+                // A wrong code: the prover sends no confirmation; it sends garbage.
+                Err(_) => (
+                    call(store, Operation::KeystoredPairingFinish, &[0; 32]),
+                    None,
+                ),
+            }
+        }
+
+        #[test]
+        fn the_right_code_gives_both_sides_one_key_and_is_not_counted() {
+            let mut store = provisioned(2);
+            let (finished, key) = run(&mut store, 20_202_021);
+            assert_eq!(finished.reply.as_ref().ok(), key.as_ref());
+            assert_eq!(
+                finished.effect,
+                Effect::Count(2),
+                "the run's count taken back"
+            );
+            assert_eq!(store.pairing_mut().failed(), 2);
+            assert_eq!(
+                call(&mut store, Operation::KeystoredPairingFinish, &[0; 32]).reply,
+                Err(ServiceError::NoSession),
+                "a run finishes once"
+            );
+        }
+
+        #[test]
+        fn a_wrong_code_is_counted_before_the_answer_and_answered_alike() {
+            let mut store = provisioned(0);
+            let (finished, key) = run(&mut store, 20_202_022);
+            assert!(
+                key.is_none(),
+                "the prover refused the device's confirmation"
+            );
+            assert_eq!(finished.reply, Err(ServiceError::AuthenticationFailed));
+            assert_eq!(store.pairing_mut().failed(), 1);
+            // START's own effect was the raised count, written before its answer.
+            let status = call(&mut store, Operation::KeystoredPairingStatus, &[]);
+            assert_eq!(status.audit.detail, 1);
+            // Garbage as the prover's share: refused, and counted all the same.
+            let mut payload = vec![4u8; 65];
+            payload.extend_from_slice(CONTEXT);
+            let garbage = call(&mut store, Operation::KeystoredPairingStart, &payload);
+            assert_eq!(garbage.reply, Err(ServiceError::AuthenticationFailed));
+            assert_eq!(garbage.effect, Effect::Count(2));
+            for short in [&[][..], &[4u8; 64][..]] {
+                let refused = call(&mut store, Operation::KeystoredPairingStart, short);
+                assert_eq!(refused.reply, Err(ServiceError::MalformedRequest));
+                assert_eq!(refused.effect, Effect::None);
+            }
+        }
+
+        #[test]
+        fn the_limit_closes_pairing_even_for_the_right_code_until_reopened() {
+            let mut store = provisioned(MAX_FAILED_ATTEMPTS - 1);
+            let (finished, _) = run(&mut store, 11_223_344);
+            assert_eq!(finished.reply, Err(ServiceError::AuthenticationFailed));
+            let (closed, key) = run(&mut store, 20_202_021);
+            assert!(key.is_none());
+            assert_eq!(closed.reply, Err(ServiceError::Closed));
+            assert_eq!(
+                closed.effect,
+                Effect::None,
+                "a refused start counts nothing"
+            );
+            let reopened = call(&mut store, Operation::KeystoredPairingReopen, &[]);
+            assert_eq!(reopened.effect, Effect::Count(0));
+            let (finished, key) = run(&mut store, 20_202_021);
+            assert_eq!(finished.reply.ok(), key);
+        }
+
+        #[test]
+        fn without_a_verifier_or_entropy_no_run_starts() {
+            let mut store = keystored([1; 32]);
+            let status = call(&mut store, Operation::KeystoredPairingStatus, &[]);
+            let status =
+                service_api::keystored::PairingStatus::decode(status.reply.as_ref().unwrap())
+                    .unwrap();
+            assert!(!status.provisioned && !status.open());
+            let payload = [4u8; 65];
+            assert_eq!(
+                call(&mut store, Operation::KeystoredPairingStart, &payload).reply,
+                Err(ServiceError::NotFound)
+            );
+            let mut store = provisioned(0);
+            let _ = call(&mut store, Operation::KeystoredPairingStart, &payload);
+            // The draw was used and not replaced.
+            assert_eq!(
+                call(&mut store, Operation::KeystoredPairingStart, &payload).reply,
+                Err(ServiceError::Unavailable)
+            );
+        }
+
+        #[test]
+        fn tagged_stores_are_one_above_the_counter_and_hold_only_valid_keys() {
+            let mut store = provisioned(0);
+            let peer = key_from_entropy::<P>(&[8; 32])
+                .unwrap()
+                .verifying_key()
+                .to_bytes();
+            let tagged = call(&mut store, Operation::KeystoredTagTrustStore, &peer);
+            let record = tagged.reply.unwrap();
+            let decoded = trust::decode::<Blake2s>(&tags(0x07), &record).unwrap();
+            assert_eq!(decoded.rollback_version, 4);
+            assert_eq!(decoded.peers, vec![peer]);
+            assert!(verify(&mut store, &record).reply.is_ok(), "and it verifies");
+            let empty = call(&mut store, Operation::KeystoredTagTrustStore, &[]);
+            assert_eq!(
+                trust::decode::<Blake2s>(&tags(0x07), &empty.reply.unwrap())
+                    .unwrap()
+                    .rollback_version,
+                5,
+                "the counter moved to the store verified"
+            );
+            let mut small_order = [0u8; 32];
+            small_order[0] = 1;
+            assert_eq!(
+                call(&mut store, Operation::KeystoredTagTrustStore, &small_order).reply,
+                Err(ServiceError::InvalidKey)
+            );
+            assert_eq!(
+                call(&mut store, Operation::KeystoredTagTrustStore, &[0; 31]).reply,
+                Err(ServiceError::MalformedRequest)
+            );
+            assert_eq!(
+                call(&mut store, Operation::KeystoredTagTrustStore, &[0; 32 * 17]).reply,
+                Err(ServiceError::Full)
+            );
+        }
+
+        #[test]
+        fn pairing_confirmations_are_signed_only_in_their_shape() {
+            let message = purpose_message(SigningPurpose::PairingConfirm, &[2; 33]).unwrap();
+            assert!(message.starts_with(b"dsoftbus/v1 pairing confirm\0"));
+            assert_eq!(message.len(), 28 + 33);
+            for bad in [
+                &[3u8; 33][..],
+                &[2u8; 32][..],
+                &[2u8; 34][..],
+                &[0u8; 33][..],
+            ] {
+                assert_eq!(
+                    purpose_message(SigningPurpose::PairingConfirm, bad).err(),
+                    Some(ServiceError::MalformedRequest)
+                );
+            }
+        }
     }
 }

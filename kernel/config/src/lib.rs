@@ -551,7 +551,7 @@ mod tests {
             ),
             (
                 "[[allow]]\ncaller = \"dsoftbusd\"\nservice = \"keystored\"\noperations = [\"SIGN\"]\n[[purpose]]\ncaller = \"dsoftbusd\"\npurposes = [\"anything\"]\n",
-                "unknown signing purpose `anything` (known: noise-static-binding)",
+                "unknown signing purpose `anything` (known: noise-static-binding, pairing-confirm)",
             ),
         ];
         for (text, expected) in cases {

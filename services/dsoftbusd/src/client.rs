@@ -598,6 +598,27 @@ impl<A: NoiseAead> TcpSession<A> {
         self.transport.decrypt(message)
     }
 
+    /// Sends `plaintext` as the next transport message and returns dsoftbusd's answer,
+    /// decrypted (`PAIROPEN` and `UNPAIR` are answered `DONE` or `REFUSED`).
+    ///
+    /// # Errors
+    /// [`ConnectError`].
+    pub async fn request<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, ConnectError> {
+        let message = self
+            .transport
+            .encrypt(plaintext)
+            .map_err(ConnectError::Noise)?;
+        self.send_raw(ep, &message)
+            .await
+            .map_err(ConnectError::Refused)?;
+        let answer = self.recv_raw(ep).await?;
+        self.open(&answer).map_err(ConnectError::Noise)
+    }
+
     /// Sends `PING<data>` and returns the data of dsoftbusd's `PONG`.
     ///
     /// # Errors

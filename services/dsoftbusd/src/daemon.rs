@@ -6,6 +6,7 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use ipc::policy::SigningPurpose;
 use ipc::{Endpoint, IpcError, Operation, ReplyToken, ServiceId, Verdict};
 use noise_xk::{Initiator, NoiseError, Responder};
 use provider_api::{
@@ -13,11 +14,15 @@ use provider_api::{
     X25519SecretKey,
 };
 use service_api::dsoftbusd::{Connected, MAX_TRUSTED, decode_connect, decode_transport};
+use service_api::keystored::PairingStatus;
 use service_api::netstackd::{
     self, Accepted, Handle, MAX_IO, READY_ACCEPTABLE, READY_CLOSED, READY_CONNECTED,
     READY_READABLE, Ready,
 };
-use service_api::{ClientError, ServiceError, reply_err, reply_ok, rngd};
+use service_api::statefs::DSOFTBUSD_TRUST_STORE;
+use service_api::{ClientError, ServiceError, keystored, reply_err, reply_ok, rngd, statefs};
+
+use crate::pairing::{self as pair, IdentityKeys, PairHello, PairReply, PairStatus};
 
 use crate::binding::{Binding, BindingError};
 use crate::sessions::{
@@ -104,6 +109,12 @@ fn connect_error(refusal: Refusal) -> ServiceError {
             ServiceError::Unavailable
         }
         Refusal::NetworkRestarted => ServiceError::Restarted,
+        // Pairing connections are never a CONNECT's; a session a peer forgot is closed.
+        Refusal::PairingRefused | Refusal::PairingIdentity => ServiceError::AuthenticationFailed,
+        Refusal::PairingClosed | Refusal::Paired | Refusal::PairingStore => {
+            ServiceError::Unavailable
+        }
+        Refusal::Unpaired => ServiceError::Closed,
     }
 }
 
@@ -169,6 +180,27 @@ pub struct Daemon<P: Provider, H: HashBackend> {
     /// now on. (A draw that failed because rngd's process ended is not this: the
     /// kernel restarts rngd.)
     entropy_failed: bool,
+    /// The device keys of the persistent trust store, as on the disk (the allowlist
+    /// holds them and the ones `TRUST` added for this boot).
+    pub(crate) stored: Vec<[u8; 32]>,
+    /// Pairing: keystored's status at start, and until when the window is open.
+    pairing: Window,
+}
+
+/// The pairing window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Window {
+    /// keystored holds a verifier (the factory gave the device a setup code).
+    provisioned: bool,
+    /// The password hash's rounds and salt, for the pair reply.
+    iterations: u32,
+    salt: [u8; 16],
+    /// Open until this uptime (milliseconds).
+    open_until: Option<u64>,
+    /// Runs keystored will still start before its failed-attempt limit: keystored
+    /// keeps the count and refuses past it; this mirror lets the window close, and a
+    /// hello be answered CLOSED, as soon as the last attempt failed.
+    attempts_left: u16,
 }
 
 impl<P: Provider, H: HashBackend> Daemon<P, H> {
@@ -189,7 +221,83 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             listener: None,
             network_lost: false,
             entropy_failed: false,
+            stored: Vec::new(),
+            pairing: Window::default(),
         }
+    }
+
+    /// Takes keystored's pairing status at start: the window opens when the device
+    /// trusts nobody yet (its trust store is empty) and keystored can run a pairing.
+    /// Returns the seconds it is open for, if it opened.
+    pub fn start_pairing(&mut self, status: &PairingStatus, now_ms: u64) -> Option<u64> {
+        self.pairing = Window {
+            provisioned: status.provisioned,
+            iterations: status.iterations,
+            salt: status.salt,
+            open_until: None,
+            attempts_left: status.limit.saturating_sub(status.failed),
+        };
+        (self.stored.is_empty() && status.open()).then(|| self.open_window(now_ms))
+    }
+
+    fn open_window(&mut self, now_ms: u64) -> u64 {
+        self.pairing.open_until = Some(now_ms.saturating_add(pair::WINDOW_MS));
+        pair::WINDOW_MS / 1000
+    }
+
+    fn close_window<E: Endpoint>(&mut self, ep: &E, why: &str) {
+        if self.pairing.open_until.take().is_some() {
+            ep.console(&markers::DSOFTBUSD_PAIRING_WINDOW_CLOSED.render(&[why]));
+        }
+    }
+
+    /// Whether the pairing window is open now (closing it, and saying so, once its
+    /// time is up).
+    fn window_open<E: Endpoint>(&mut self, ep: &E, now_ms: u64) -> bool {
+        match self.pairing.open_until {
+            Some(until) if now_ms < until => true,
+            Some(_) => {
+                self.close_window(ep, "expired");
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Writes a trust store holding `keys`: keystored tags it one version above the
+    /// rollback counter, statefs writes it (crash-safe: a torn write leaves the store
+    /// before), keystored checks it and advances the counter. The allowlist follows
+    /// what the disk holds once the write succeeded.
+    async fn persist_trust<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        keys: Vec<[u8; 32]>,
+    ) -> Result<(), ClientError> {
+        let store = keystored::tag_trust_store(ep, &keys).await?;
+        statefs::put(ep, DSOFTBUSD_TRUST_STORE, &store).await?;
+        let added: Vec<[u8; 32]> = keys
+            .iter()
+            .filter(|k| !self.stored.contains(k))
+            .copied()
+            .collect();
+        let removed: Vec<[u8; 32]> = self
+            .stored
+            .iter()
+            .filter(|k| !keys.contains(k))
+            .copied()
+            .collect();
+        self.allowlist.retain(|k| !removed.contains(&k.to_bytes()));
+        for key in &added {
+            if let Ok(key) = VerifyingKey::from_bytes(key)
+                && !self.allowlist.contains(&key)
+            {
+                self.allowlist.push(key);
+            }
+        }
+        self.stored = keys;
+        // A store above the counter is accepted at the next boot too (and the counter
+        // advanced then): the disk already holds the new list.
+        keystored::verify_trust_store(ep, &store).await
     }
 
     /// The Noise protocol name this daemon speaks.
@@ -678,6 +786,11 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
     ) -> Result<Vec<Vec<u8>>, End> {
         let phase = core::mem::replace(&mut self.table.conns[at].phase, Phase::Gone);
         match phase {
+            Phase::AwaitHello if body.starts_with(pair::MAGIC) => {
+                self.pair_hello(ep, at, body, now_ms)
+            }
+            Phase::PairAwaitShare => self.pake_1(ep, at, body).await,
+            Phase::PairAwaitConfirm(transcript) => self.pake_3(ep, at, &transcript, body).await,
             Phase::AwaitHello => {
                 let suite = self.suite.clone();
                 let reply = |status, static_key| {
@@ -769,23 +882,68 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                         return self.undecryptable(ep, at);
                     }
                 };
-                let conn = &mut self.table.conns[at];
+                let peer = self.table.conns[at].peer.unwrap_or_default();
+                // Pairing's operations are a trusted peer's: trusted now, not only when
+                // its session began.
+                let trusted = self.allowlist.iter().any(|k| k.to_bytes() == peer);
+                let mut ended: Vec<Handle> = Vec::new();
+                let mut unpaired_self = false;
                 let answer = match AppMessage::parse(&plaintext) {
                     Some(AppMessage::Ping(data)) => AppMessage::Pong(data).encode(),
                     Some(AppMessage::Bye) => {
-                        conn.phase = Phase::Established(transport);
+                        self.table.conns[at].phase = Phase::Established(transport);
                         return Err(End {
                             refusal: Refusal::Closed,
                             verdict: Verdict::Allowed,
                             last: None,
                         });
                     }
+                    Some(AppMessage::PairOpen) if trusted => {
+                        self.pair_open(ep, &peer, now_ms).await.encode()
+                    }
+                    Some(AppMessage::Unpair(key)) if trusted => {
+                        let answer = self.unpair(ep, &peer, key).await;
+                        if answer == AppMessage::Done {
+                            unpaired_self = key == peer;
+                            ended = self.sessions_of(key);
+                        }
+                        answer.encode()
+                    }
+                    Some(AppMessage::PairOpen | AppMessage::Unpair(_)) => {
+                        AppMessage::Refused.encode()
+                    }
                     _ => AppMessage::Unknown.encode(),
                 };
                 let sealed = transport
                     .encrypt(&answer)
-                    .map_err(|_| End::failed(Refusal::Transport))?;
-                conn.phase = Phase::Established(transport);
+                    .map_err(|_| End::failed(Refusal::Transport));
+                // The connection is found again: a call above may have ended others.
+                let Link::Tcp(own) = self.table.conns[at].link else {
+                    return Err(End::rejected(Refusal::Malformed));
+                };
+                self.table.conns[at].phase = Phase::Established(transport);
+                let sealed = sealed?;
+                // The sessions of a key forgotten end now (the asker's own with its
+                // answer).
+                for handle in ended.into_iter().filter(|h| *h != own) {
+                    self.end(
+                        ep,
+                        handle,
+                        End {
+                            refusal: Refusal::Unpaired,
+                            verdict: Verdict::Allowed,
+                            last: None,
+                        },
+                    )
+                    .await;
+                }
+                if unpaired_self {
+                    return Err(End {
+                        refusal: Refusal::Unpaired,
+                        verdict: Verdict::Allowed,
+                        last: Some(wire::frame(&sealed)),
+                    });
+                }
                 Ok(alloc::vec![wire::frame(&sealed)])
             }
             Phase::AwaitHelloReply => self.initiator_hello_reply(ep, at, body, now_ms).await,
@@ -896,6 +1054,260 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             }
             Phase::Connecting | Phase::Gone => Err(End::rejected(Refusal::Malformed)),
         }
+    }
+
+    // ---------------------------------------------------------------- pairing
+
+    /// Whether a connection other than `at` is pairing now (one pairing at a time).
+    fn pairing_elsewhere(&self, at: usize) -> bool {
+        self.table.conns.iter().enumerate().any(|(i, c)| {
+            i != at && matches!(c.phase, Phase::PairAwaitShare | Phase::PairAwaitConfirm(_))
+        })
+    }
+
+    /// The TCP connections whose established session is with `device_key`.
+    fn sessions_of(&self, device_key: &[u8]) -> Vec<Handle> {
+        self.table
+            .conns
+            .iter()
+            .filter(|c| {
+                matches!(c.phase, Phase::Established(_) | Phase::Gone)
+                    && c.peer.is_some_and(|p| p == device_key)
+            })
+            .filter_map(|c| match c.link {
+                Link::Tcp(handle) => Some(handle),
+                Link::Ipc { .. } => None,
+            })
+            .collect()
+    }
+
+    fn pairing_refused<E: Endpoint>(&self, ep: &E, refusal: Refusal) -> End {
+        ep.console(&markers::DSOFTBUSD_PAIRING_REFUSED.render(&[refusal.word()]));
+        End::rejected(refusal)
+    }
+
+    /// A pair hello: the window, the suite, one pairing at a time, then the password
+    /// hash's parameters.
+    fn pair_hello<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        at: usize,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<Vec<u8>>, End> {
+        let suite = self.suite.clone();
+        let reply = |status, params| {
+            wire::frame(
+                &PairReply {
+                    status,
+                    suite: suite.clone(),
+                    params,
+                }
+                .encode(),
+            )
+        };
+        let Ok(hello) = PairHello::decode(body) else {
+            return Err(End {
+                last: Some(reply(PairStatus::Unsupported, None)),
+                ..End::rejected(Refusal::Malformed)
+            });
+        };
+        if !self.pairing.provisioned || self.entropy_failed {
+            return Err(End {
+                last: Some(reply(PairStatus::Unavailable, None)),
+                ..End::rejected(Refusal::PairingClosed)
+            });
+        }
+        if self.pairing.attempts_left == 0 {
+            self.close_window(ep, "attempts");
+        }
+        if !self.window_open(ep, now_ms) {
+            return Err(End {
+                last: Some(reply(PairStatus::Closed, None)),
+                ..End::rejected(Refusal::PairingClosed)
+            });
+        }
+        if hello.suite != self.suite {
+            let theirs = wire::suite_for_console::<H>(&hello.suite);
+            ep.console(&markers::DSOFTBUSD_SUITE_MISMATCH.render(&[&self.suite, &theirs]));
+            return Err(End {
+                last: Some(reply(PairStatus::SuiteMismatch, None)),
+                ..End::rejected(Refusal::SuiteMismatch)
+            });
+        }
+        if self.pairing_elsewhere(at) {
+            return Err(End {
+                last: Some(reply(PairStatus::Busy, None)),
+                ..End::rejected(Refusal::HalfOpenFull)
+            });
+        }
+        let params = Some((self.pairing.iterations, self.pairing.salt));
+        self.table.conns[at].phase = Phase::PairAwaitShare;
+        Ok(alloc::vec![reply(PairStatus::Ok, params)])
+    }
+
+    /// `pake 1`: keystored answers as the verifier (and counts the attempt first).
+    async fn pake_1<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        at: usize,
+        body: &[u8],
+    ) -> Result<Vec<Vec<u8>>, End> {
+        let Ok(share_p) = <&[u8; pair::SHARE_LEN]>::try_from(body) else {
+            return Err(self.pairing_refused(ep, Refusal::Malformed));
+        };
+        let context = pair::pake_context(&self.suite);
+        let (share_v, confirm_v) = match keystored::pairing_start(ep, share_p, &context).await {
+            Ok(answer) => {
+                self.pairing.attempts_left = self.pairing.attempts_left.saturating_sub(1);
+                answer
+            }
+            Err(ClientError::Service(ServiceError::Closed)) => {
+                self.pairing.attempts_left = 0;
+                self.close_window(ep, "attempts");
+                return Err(self.pairing_refused(ep, Refusal::PairingClosed));
+            }
+            Err(error) => {
+                // keystored counts a share the PAKE refuses like any failed run.
+                if error == ClientError::Service(ServiceError::AuthenticationFailed) {
+                    self.pairing.attempts_left = self.pairing.attempts_left.saturating_sub(1);
+                    if self.pairing.attempts_left == 0 {
+                        self.close_window(ep, "attempts");
+                    }
+                }
+                return Err(self.pairing_refused(ep, Refusal::PairingRefused));
+            }
+        };
+        let transcript = [&share_p[..], &share_v, &confirm_v].concat();
+        self.table.conns[at].phase = Phase::PairAwaitConfirm(transcript);
+        Ok(alloc::vec![wire::frame(
+            &[&share_v[..], &confirm_v].concat()
+        )])
+    }
+
+    /// `pake 3`: keystored checks the prover's confirmation and gives the shared key;
+    /// the prover's identity opens under it and is checked; the trust store is written;
+    /// then the device's own identity goes back in `pake 4`, and the window closes.
+    async fn pake_3<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        at: usize,
+        transcript: &[u8],
+        body: &[u8],
+    ) -> Result<Vec<Vec<u8>>, End> {
+        if body.len() != pair::PAKE_3_LEN || transcript.len() != pair::SHARE_LEN + pair::PAKE_2_LEN
+        {
+            return Err(self.pairing_refused(ep, Refusal::Malformed));
+        }
+        let (confirm_p, sealed) = body.split_at(pair::CONFIRM_LEN);
+        let mut confirm = [0u8; pair::CONFIRM_LEN];
+        confirm.copy_from_slice(confirm_p);
+        let Ok(shared) = keystored::pairing_finish(ep, &confirm).await else {
+            if self.pairing.attempts_left == 0 {
+                self.close_window(ep, "attempts");
+            }
+            return Err(self.pairing_refused(ep, Refusal::PairingRefused));
+        };
+        // keystored took the run's count back.
+        self.pairing.attempts_left = self.pairing.attempts_left.saturating_add(1);
+        let mut share_p = [0u8; pair::SHARE_LEN];
+        share_p.copy_from_slice(&transcript[..pair::SHARE_LEN]);
+        let mut share_v = [0u8; pair::SHARE_LEN];
+        share_v.copy_from_slice(&transcript[pair::SHARE_LEN..2 * pair::SHARE_LEN]);
+        let mut confirm_v = [0u8; pair::CONFIRM_LEN];
+        confirm_v.copy_from_slice(&transcript[2 * pair::SHARE_LEN..]);
+        let th = pair::transcript_hash::<H>(&share_p, &share_v, &confirm_v, &confirm);
+        let keys = IdentityKeys::derive::<H>(&shared, &th);
+        drop(shared);
+        let peer =
+            match pair::open_identity::<Aead<P>, Sig<P>>(&keys.prover, &th, pair::PROVER, sealed) {
+                Ok(key) => key.to_bytes(),
+                Err(_) => return Err(self.pairing_refused(ep, Refusal::PairingIdentity)),
+            };
+        let signature = keystored::sign(
+            ep,
+            SigningPurpose::PairingConfirm,
+            &[&[pair::VERIFIER][..], &th].concat(),
+        )
+        .await
+        .map_err(|_| self.pairing_refused(ep, Refusal::PairingStore))?;
+        let mut keys_after = self.stored.clone();
+        if !keys_after.contains(&peer) {
+            if keys_after.len() >= state_format::trust::MAX_PEERS {
+                return Err(self.pairing_refused(ep, Refusal::PairingStore));
+            }
+            keys_after.push(peer);
+            if self.persist_trust(ep, keys_after).await.is_err() && !self.stored.contains(&peer) {
+                return Err(self.pairing_refused(ep, Refusal::PairingStore));
+            }
+        }
+        let pake_4 = pair::seal_identity::<Aead<P>>(
+            &keys.verifier,
+            &th,
+            &self.binding.device_key,
+            &signature,
+        );
+        self.table.conns[at].peer = Some(peer);
+        self.close_window(ep, "paired");
+        ep.console(&markers::DSOFTBUSD_PAIRED.render(&[&hex(&peer)]));
+        Err(End {
+            refusal: Refusal::Paired,
+            verdict: Verdict::Allowed,
+            last: Some(wire::frame(&pake_4)),
+        })
+    }
+
+    /// `PAIROPEN` from trusted `peer`: the failed-attempt count back to 0, the window
+    /// open for [`pair::WINDOW_MS`].
+    async fn pair_open<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        peer: &[u8; 32],
+        now_ms: u64,
+    ) -> AppMessage<'static> {
+        if !self.pairing.provisioned || keystored::pairing_reopen(ep).await.is_err() {
+            return AppMessage::Refused;
+        }
+        let seconds = self.open_window(now_ms);
+        self.pairing.attempts_left = state_format::pairing::MAX_FAILED_ATTEMPTS;
+        ep.audit(record(
+            ServiceId::Dsoftbusd,
+            Operation::DsoftbusdTransport,
+            Verdict::Allowed,
+            Refusal::PairingClosed as u16,
+            fingerprint(peer),
+        ));
+        ep.console(&markers::DSOFTBUSD_PAIRING_WINDOW_OPEN.render(&[&alloc::format!("{seconds}")]));
+        AppMessage::Done
+    }
+
+    /// `UNPAIR` from trusted `peer`: `key` leaves the trust store, on the disk and in
+    /// memory together.
+    async fn unpair<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        peer: &[u8; 32],
+        key: &[u8],
+    ) -> AppMessage<'static> {
+        let Ok(key) = <[u8; 32]>::try_from(key) else {
+            return AppMessage::Refused;
+        };
+        if !self.stored.contains(&key) {
+            return AppMessage::Refused;
+        }
+        let keys: Vec<[u8; 32]> = self.stored.iter().filter(|k| **k != key).copied().collect();
+        if self.persist_trust(ep, keys).await.is_err() && self.stored.contains(&key) {
+            return AppMessage::Refused;
+        }
+        ep.audit(record(
+            ServiceId::Dsoftbusd,
+            Operation::DsoftbusdTransport,
+            Verdict::Allowed,
+            Refusal::Unpaired as u16,
+            fingerprint(peer),
+        ));
+        ep.console(&markers::DSOFTBUSD_UNPAIRED.render(&[&hex(&key)]));
+        AppMessage::Done
     }
 
     /// A transport message of connection `at` that did not decrypt: the session is

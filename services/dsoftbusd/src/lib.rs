@@ -24,7 +24,16 @@
 //! dsoftbusd fails closed with a marker that says which: `trust store refused` (tag,
 //! hash or key), `trust store rolled back` (older than the counter), `trust store
 //! corrupt` (the record store cannot read it intact). It prints how many peers it
-//! trusts. `TRUST` adds a peer for this boot only: the persistent store is the factory's.
+//! trusts. `TRUST` adds a peer for this boot only.
+//!
+//! **Pairing** ([`pairing`], `docs/protocol.md` section 11): a peer that knows the
+//! device's setup code becomes trusted without the factory. The window opens at start
+//! when the trust store is empty (15 minutes), or when a trusted peer asks
+//! (`PAIROPEN`); keystored runs the PAKE as the verifier and counts failed attempts;
+//! dsoftbusd checks the peer's identity under the PAKE's key, has keystored tag a new
+//! trust store, writes it and advances the rollback counter, then sends the device's
+//! identity. A trusted peer can also remove a key (`UNPAIR`): the store and the
+//! allowlist change together, and that key's sessions end.
 //!
 //! **Untrusted peers** meet a hardened table ([`sessions`]): sessions belong to a
 //! connection; half-open handshakes have their own quota, per source too, and a
@@ -46,6 +55,7 @@ extern crate alloc;
 pub mod binding;
 pub mod client;
 pub mod daemon;
+pub mod pairing;
 pub mod sessions;
 pub mod wire;
 
@@ -171,6 +181,11 @@ async fn start<P: Provider, H: HashBackend, E: Endpoint>(
     daemon.allowlist = trust_store::<P, E>(ep)
         .await
         .map_err(StartError::TrustStore)?;
+    daemon.stored = daemon
+        .allowlist
+        .iter()
+        .map(VerifyingKey::to_bytes)
+        .collect();
     Ok(daemon)
 }
 
@@ -261,10 +276,18 @@ enum Network {
 /// Runs dsoftbusd with `limits` until the machine stops.
 pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: Limits) {
     let mut daemon = match start_across_restarts::<P, H, E>(&ep, limits).await {
-        Ok(daemon) => {
+        Ok(mut daemon) => {
             ep.console(markers::DSOFTBUSD_READY.message);
             let peers = format!("{}", daemon.trusted());
             ep.console(&markers::DSOFTBUSD_TRUSTED_PEERS.render(&[&peers]));
+            // Pairing: no setup code, or keystored not answering, is pairing off.
+            if let Ok(status) = keystored::pairing_status(&ep).await
+                && let Some(seconds) = daemon.start_pairing(&status, ep.uptime_ms())
+            {
+                ep.console(
+                    &markers::DSOFTBUSD_PAIRING_WINDOW_OPEN.render(&[&format!("{seconds}")]),
+                );
+            }
             daemon
         }
         Err(error) => return fail_closed(ep, error).await,

@@ -118,11 +118,25 @@ pub enum Refusal {
     ConnectionClosed = 23,
     /// netstackd faulted and was restarted: the connection went with its old process.
     NetworkRestarted = 24,
+    /// Pairing: the PAKE did not confirm (a wrong setup code, or a share or
+    /// confirmation that does not verify), or keystored refused the run.
+    PairingRefused = 25,
+    /// Pairing: the prover's sealed identity did not open, or its key or signature
+    /// failed.
+    PairingIdentity = 26,
+    /// Pairing: the window is closed (a pair hello answered CLOSED).
+    PairingClosed = 27,
+    /// Pairing: the peer was added to the trust store (an `Allowed` record).
+    Paired = 28,
+    /// Pairing: the trust store could not be written; nothing was added.
+    PairingStore = 29,
+    /// A trusted peer had a device key removed from the trust store (`Allowed`).
+    Unpaired = 30,
 }
 
 impl Refusal {
     /// Every reason, in code order.
-    pub const ALL: [Refusal; 24] = [
+    pub const ALL: [Refusal; 30] = [
         Self::Message1,
         Self::Message2,
         Self::Message3,
@@ -147,6 +161,12 @@ impl Refusal {
         Self::NoEntropy,
         Self::ConnectionClosed,
         Self::NetworkRestarted,
+        Self::PairingRefused,
+        Self::PairingIdentity,
+        Self::PairingClosed,
+        Self::Paired,
+        Self::PairingStore,
+        Self::Unpaired,
     ];
 
     /// One word for the console's `session with ... closed (<word>)` line.
@@ -176,6 +196,12 @@ impl Refusal {
             Self::NoEntropy => "no-entropy",
             Self::ConnectionClosed => "connection-closed",
             Self::NetworkRestarted => "network-restarted",
+            Self::PairingRefused => "confirmation",
+            Self::PairingIdentity => "identity",
+            Self::PairingClosed => "window-closed",
+            Self::Paired => "paired",
+            Self::PairingStore => "store",
+            Self::Unpaired => "unpaired",
         }
     }
 }
@@ -267,6 +293,11 @@ pub enum Phase<P: Provider, H: HashBackend> {
     AwaitPong(Transport<Aead<P>>),
     /// Both: the session is up.
     Established(Transport<Aead<P>>),
+    /// Pairing, the device: the pair reply sent, waiting for the prover's share.
+    PairAwaitShare,
+    /// Pairing, the device: `pake 2` sent, waiting for `pake 3`; the transcript so
+    /// far (`shareP || shareV || confirmV`).
+    PairAwaitConfirm(Vec<u8>),
     /// Taken out while a step runs (never seen between steps).
     Gone,
 }
@@ -325,10 +356,18 @@ impl<P: Provider, H: HashBackend> Conn<P, H> {
         self.peer.as_ref().map_or(self.source.detail(), fingerprint)
     }
 
+    /// The handshake's time: a pairing's is longer.
+    fn handshake_ms(&self, limits: &Limits) -> u64 {
+        match self.phase {
+            Phase::PairAwaitShare | Phase::PairAwaitConfirm(_) => crate::pairing::DEADLINE_MS,
+            _ => limits.handshake_ms,
+        }
+    }
+
     /// When its deadline falls: the handshake's, or the idle timeout's.
     pub fn deadline(&self, limits: &Limits) -> u64 {
         if self.phase.half_open() {
-            self.opened_ms.saturating_add(limits.handshake_ms)
+            self.opened_ms.saturating_add(self.handshake_ms(limits))
         } else {
             self.last_ms.saturating_add(limits.idle_ms)
         }
@@ -337,7 +376,7 @@ impl<P: Provider, H: HashBackend> Conn<P, H> {
     /// Whether its deadline passed: the handshake's, or the idle timeout.
     pub fn expired(&self, now_ms: u64, limits: &Limits) -> Option<Refusal> {
         if self.phase.half_open() {
-            (now_ms >= self.opened_ms.saturating_add(limits.handshake_ms))
+            (now_ms >= self.opened_ms.saturating_add(self.handshake_ms(limits)))
                 .then_some(Refusal::HandshakeTimeout)
         } else {
             (now_ms >= self.last_ms.saturating_add(limits.idle_ms)).then_some(Refusal::IdleTimeout)

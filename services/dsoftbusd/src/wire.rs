@@ -148,14 +148,14 @@ pub fn suite_for_console<H: HashBackend>(suite: &str) -> String {
     out
 }
 
-fn suite_field(out: &mut Vec<u8>, suite: &str) {
+pub(crate) fn suite_field(out: &mut Vec<u8>, suite: &str) {
     let bytes = suite.as_bytes();
     let len = bytes.len().min(MAX_SUITE);
     out.push(len as u8);
     out.extend_from_slice(&bytes[..len]);
 }
 
-fn read_suite(bytes: &[u8]) -> Result<(String, &[u8]), WireError> {
+pub(crate) fn read_suite(bytes: &[u8]) -> Result<(String, &[u8]), WireError> {
     let (&len, rest) = bytes.split_first().ok_or(WireError::MalformedHello)?;
     let len = usize::from(len);
     if len == 0 || len > MAX_SUITE || rest.len() < len {
@@ -302,6 +302,15 @@ pub enum AppMessage<'a> {
     Bye,
     /// The answer to a message the receiver does not know.
     Unknown,
+    /// A trusted peer asks the device to open its pairing window (section 11).
+    PairOpen,
+    /// A trusted peer asks the device to forget the device key that follows.
+    Unpair(&'a [u8]),
+    /// The device's answer: it did what `PAIROPEN` or `UNPAIR` asked.
+    Done,
+    /// The device's answer: it could not (the key was not trusted, or the store could
+    /// not be written, or no setup code is provisioned).
+    Refused,
 }
 
 /// `READY`.
@@ -314,6 +323,14 @@ pub const PONG: &[u8] = b"PONG";
 pub const BYE: &[u8] = b"BYE";
 /// The answer to an unknown message.
 pub const UNKNOWN: &[u8] = b"UNKNOWN";
+/// Opens the device's pairing window.
+pub const PAIR_OPEN: &[u8] = b"PAIROPEN";
+/// The prefix of a request to forget a device key.
+pub const UNPAIR: &[u8] = b"UNPAIR";
+/// Done.
+pub const DONE: &[u8] = b"DONE";
+/// Refused.
+pub const REFUSED: &[u8] = b"REFUSED";
 
 impl<'a> AppMessage<'a> {
     /// Reads a plaintext: `READY`, `BYE` and `UNKNOWN` exactly, `PING`/`PONG` as
@@ -323,7 +340,13 @@ impl<'a> AppMessage<'a> {
             READY => Some(Self::Ready),
             BYE => Some(Self::Bye),
             UNKNOWN => Some(Self::Unknown),
+            PAIR_OPEN => Some(Self::PairOpen),
+            DONE => Some(Self::Done),
+            REFUSED => Some(Self::Refused),
             _ => {
+                if let Some(key) = plaintext.strip_prefix(UNPAIR) {
+                    return Some(Self::Unpair(key));
+                }
                 if let Some(data) = plaintext.strip_prefix(PING) {
                     Some(Self::Ping(data))
                 } else {
@@ -341,6 +364,10 @@ impl<'a> AppMessage<'a> {
             Self::Pong(data) => [PONG, data].concat(),
             Self::Bye => BYE.to_vec(),
             Self::Unknown => UNKNOWN.to_vec(),
+            Self::PairOpen => PAIR_OPEN.to_vec(),
+            Self::Unpair(key) => [UNPAIR, key].concat(),
+            Self::Done => DONE.to_vec(),
+            Self::Refused => REFUSED.to_vec(),
         }
     }
 }

@@ -723,12 +723,10 @@ pub async fn run<P: Provider, H: HashBackend, K: PakeBackend, E: Endpoint>(
                         .render(&[&format!("{failed}"), &format!("{MAX_FAILED_ATTEMPTS}")]),
                 ),
                 Err(PairingOff::NotProvisioned) => {
-                    ep.console("keystored: no setup code provisioned: pairing off");
+                    ep.console("no setup code provisioned: pairing off");
                 }
                 Err(why) => {
-                    ep.console(&format!(
-                        "keystored: pairing verifier refused ({why:?}): pairing off"
-                    ));
+                    ep.console(&format!("pairing verifier refused ({why:?}): pairing off"));
                     ep.audit(AuditEvent {
                         subject: ServiceId::Keystored,
                         action: Action::Health,

@@ -16,11 +16,13 @@
 //! copy of the state disk gives neither the verifier nor a way to test guesses of the
 //! code against it (27 bits would fall to any password hash).
 
-use provider_api::SecretBytes;
+use ipc::RawBlockDevice;
 use provider_api::pake::{PAKE_PBKDF_OUTPUT_LEN, PAKE_RECORD_LEN, PakeBackend};
+use provider_api::{AeadBackend, HashBackend, SecretBytes};
 use zeroize::Zeroize;
 
-use crate::store::RecordKey;
+use crate::sealed::{SealingKeys, seal};
+use crate::store::{RecordKey, RecordStore, StoreError};
 
 /// keystored's record id of the sealed verifier.
 pub const VERIFIER_RECORD_ID: u16 = 2;
@@ -265,6 +267,56 @@ impl Verifier {
             record,
         })
     }
+}
+
+/// Why the factory could not provision a setup code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProvisionError {
+    /// The password hash gave a zero scalar (never for a real hash).
+    Pake(provider_api::PakeError),
+    /// The record store refused a record.
+    Store(StoreError),
+}
+
+impl core::fmt::Display for ProvisionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Pake(error) => write!(f, "verifier: {error}"),
+            Self::Store(error) => write!(f, "record store: {error}"),
+        }
+    }
+}
+
+/// What the factory does to give a device its setup code: the verifier for `code`
+/// (with `salt` and `iterations`) sealed under the device's OTP-derived key for record
+/// [`VERIFIER_RECORD_ID`] with the image's AEAD `A` and hash `H` and a fresh `nonce`,
+/// stored; and the failed-attempt count set to 0. The code itself is not stored.
+///
+/// # Errors
+/// [`ProvisionError`].
+pub fn provision<K: PakeBackend, A: AeadBackend, H: HashBackend, D: RawBlockDevice>(
+    records: &mut RecordStore<D>,
+    otp: &SecretBytes<32>,
+    code: &SetupCode,
+    salt: [u8; SALT_LEN],
+    iterations: u32,
+    nonce: &[u8; 12],
+) -> Result<(), ProvisionError> {
+    let verifier = Verifier::register::<K>(code, salt, iterations).map_err(ProvisionError::Pake)?;
+    let keys = SealingKeys::derive::<H>(otp, VERIFIER_RECORD_ID);
+    let sealed = seal::<A, H>(
+        &keys,
+        VERIFIER_RECORD_ID,
+        1,
+        nonce,
+        verifier.to_plaintext().expose_secret(),
+    );
+    records
+        .put(VERIFIER_RECORD, &sealed)
+        .map_err(ProvisionError::Store)?;
+    records
+        .put(ATTEMPTS_RECORD, &encode_attempts(0))
+        .map_err(ProvisionError::Store)
 }
 
 /// The failed-attempt record: `PAIR`, version 1, 0, the count (2 bytes, little-endian).

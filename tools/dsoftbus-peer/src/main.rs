@@ -10,12 +10,18 @@
 //! - `dsoftbus-peer session --addr HOST:PORT --device-key HEX` opens sessions to the
 //!   device whose key is `HEX` (as its `keystored: device pubkey` line prints it),
 //!   pings, ends each with `BYE`, and prints the handshake wall times.
+//! - `dsoftbus-peer pair --addr HOST:PORT --code 1234-5678` pairs with the device whose
+//!   setup code that is (section 11: SPAKE2+ with `spake2plus`), prints the device key
+//!   it proved and keeps it in the paired file, so that `session` then needs no
+//!   `--device-key`. `unpair` asks the device to forget this peer (or `--key`), and
+//!   `reopen` to open its pairing window, over a session.
 //! - `dsoftbus-peer faults ...` mounts each network fault, each followed by a good
 //!   session.
 //! - `dsoftbus-peer idle ...` opens a session, pings once, then stays silent and
 //!   measures when the device ends it (section 7: `BYE` after 30 s, then the close).
 
 mod faults;
+mod pairing;
 mod session;
 mod wire;
 
@@ -44,6 +50,9 @@ struct Identity {
     /// This peer's identity key file (made when missing).
     #[arg(long, default_value = "target/dsoftbus-peer.key")]
     identity: PathBuf,
+    /// The devices this peer paired with: one `<addr> <device key>` line each.
+    #[arg(long, default_value = "target/dsoftbus-peer.paired")]
+    paired: PathBuf,
 }
 
 #[derive(Args)]
@@ -53,9 +62,10 @@ struct Target {
     /// The device's address, such as 127.0.0.1:7411.
     #[arg(long)]
     addr: SocketAddr,
-    /// The device key the device must prove (64 hex digits).
+    /// The device key the device must prove (64 hex digits); by default the one this
+    /// peer paired with at `--addr`.
     #[arg(long)]
-    device_key: String,
+    device_key: Option<String>,
     /// The Noise protocol name to speak (the device's: ChaChaPoly or AESGCM).
     #[arg(long, default_value = "Noise_XK_25519_ChaChaPoly_BLAKE2s")]
     suite: String,
@@ -114,6 +124,34 @@ enum Command {
         #[arg(long)]
         console_log: Option<PathBuf>,
     },
+    /// Pair with a device by its setup code (section 11), print the device key it
+    /// proved, and keep it for `session`.
+    Pair {
+        #[command(flatten)]
+        identity: Identity,
+        /// The device's address.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// The device's setup code, as its label prints it (`1234-5678`).
+        #[arg(long)]
+        code: String,
+        /// The suite to speak (the device's).
+        #[arg(long, default_value = "Noise_XK_25519_ChaChaPoly_BLAKE2s")]
+        suite: String,
+    },
+    /// Ask the device, over a session, to forget this peer (or `--key`).
+    Unpair {
+        #[command(flatten)]
+        target: Target,
+        /// The device key to remove (64 hex digits); this peer's own by default.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Ask the device, over a session, to open its pairing window.
+    Reopen {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Mount the network faults (all, or the ones named), each followed by a good
     /// session.
     Faults {
@@ -163,11 +201,55 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn device_key(text: &str) -> Result<[u8; 32], String> {
+fn hex_key(text: &str) -> Result<[u8; 32], String> {
     let mut key = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut key)
-        .map_err(|_| format!("--device-key {text:?} is not 64 hex digits"))?;
+        .map_err(|_| format!("{text:?} is not 64 hex digits"))?;
     Ok(key)
+}
+
+/// The device key a session to `target` expects: `--device-key`, or the one this peer
+/// paired with at its address.
+fn expected_key(target: &Target) -> Result<[u8; 32], String> {
+    if let Some(text) = &target.device_key {
+        return hex_key(text).map_err(|e| format!("--device-key: {e}"));
+    }
+    let paired = &target.identity.paired;
+    let text = std::fs::read_to_string(paired).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.split_once(' '))
+        .find(|(addr, _)| *addr == target.addr.to_string())
+        .map(|(_, key)| hex_key(key))
+        .transpose()?
+        .ok_or_else(|| {
+            format!(
+                "no --device-key, and no pairing with {} in {}: run `pair` first",
+                target.addr,
+                paired.display()
+            )
+        })
+}
+
+/// Keeps `device_key` as the device at `addr` in `paired` (replacing an older line).
+fn save_paired(
+    paired: &Path,
+    addr: SocketAddr,
+    device_key: Option<&[u8; 32]>,
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(paired).unwrap_or_default();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|line| !line.starts_with(&format!("{addr} ")))
+        .map(String::from)
+        .collect();
+    if let Some(key) = device_key {
+        lines.push(format!("{addr} {}", hex::encode(key)));
+    }
+    if let Some(dir) = paired.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(paired, body).map_err(|e| format!("{}: {e}", paired.display()))
 }
 
 fn millis(d: Duration) -> String {
@@ -339,7 +421,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 identity: identity(&target.identity.identity)?,
                 suite: target.suite.clone(),
             };
-            let expected = device_key(&target.device_key)?;
+            let expected = expected_key(&target)?;
             let mut times = Vec::new();
             let mut patience = Patience::default();
             for n in 0..sessions {
@@ -384,7 +466,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 identity: identity(&target.identity.identity)?,
                 suite: target.suite.clone(),
             };
-            let expected = device_key(&target.device_key)?;
+            let expected = expected_key(&target)?;
             let mut session =
                 connect_patiently(&peer, &target, &expected, &mut Patience::default())
                     .map_err(|e| format!("idle session: {e}"))?;
@@ -422,7 +504,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 identity: identity(&target.identity.identity)?,
                 suite: target.suite.clone(),
             };
-            let expected = device_key(&target.device_key)?;
+            let expected = expected_key(&target)?;
             let outage = outage(
                 &peer,
                 &target,
@@ -453,12 +535,84 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Pair {
+            identity: id,
+            addr,
+            code,
+            suite,
+        } => {
+            let key = identity(&id.identity)?;
+            let digits = pairing::digits(&code)?;
+            let paired =
+                pairing::pair(addr, &suite, digits, &key).map_err(|e| format!("pair: {e}"))?;
+            save_paired(&id.paired, addr, Some(&paired.device_key))?;
+            println!("paired with {}", hex::encode(paired.device_key));
+            println!(
+                "measure pair_ms {} password_hash_ms {}",
+                millis(paired.total),
+                millis(paired.password_hash)
+            );
+            Ok(())
+        }
+        Command::Unpair { target, key } => {
+            let peer = Peer {
+                identity: identity(&target.identity.identity)?,
+                suite: target.suite.clone(),
+            };
+            let own = peer.identity.verifying_key().to_bytes();
+            let key = match key {
+                Some(text) => hex_key(&text).map_err(|e| format!("--key: {e}"))?,
+                None => own,
+            };
+            let expected = expected_key(&target)?;
+            let mut session =
+                connect_patiently(&peer, &target, &expected, &mut Patience::default())
+                    .map_err(|e| format!("unpair: {e}"))?;
+            let answer = session
+                .request(&[&b"UNPAIR"[..], &key].concat())
+                .map_err(|e| format!("unpair: {e}"))?;
+            if answer != b"DONE" {
+                return Err(format!(
+                    "unpair: the device answered {}",
+                    String::from_utf8_lossy(&answer)
+                ));
+            }
+            if key == own {
+                save_paired(&target.identity.paired, target.addr, None)?;
+            } else {
+                let _ = session.bye();
+            }
+            println!("unpaired {}", hex::encode(key));
+            Ok(())
+        }
+        Command::Reopen { target } => {
+            let peer = Peer {
+                identity: identity(&target.identity.identity)?,
+                suite: target.suite.clone(),
+            };
+            let expected = expected_key(&target)?;
+            let mut session =
+                connect_patiently(&peer, &target, &expected, &mut Patience::default())
+                    .map_err(|e| format!("reopen: {e}"))?;
+            let answer = session
+                .request(b"PAIROPEN")
+                .map_err(|e| format!("reopen: {e}"))?;
+            let _ = session.bye();
+            if answer != b"DONE" {
+                return Err(format!(
+                    "reopen: the device answered {}",
+                    String::from_utf8_lossy(&answer)
+                ));
+            }
+            println!("pairing window open");
+            Ok(())
+        }
         Command::Faults { target, only } => {
             let peer = Peer {
                 identity: identity(&target.identity.identity)?,
                 suite: target.suite.clone(),
             };
-            let expected = device_key(&target.device_key)?;
+            let expected = expected_key(&target)?;
             let list = if only.is_empty() {
                 Fault::ALL.to_vec()
             } else {

@@ -217,6 +217,19 @@ impl Session {
         Ok(())
     }
 
+    /// Sends `plaintext` and returns the device's answer, decrypted.
+    ///
+    /// # Errors
+    /// [`SessionError`].
+    pub fn request(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
+        self.send(plaintext)?;
+        let answer = wire::read_frame(&mut self.stream, "the answer")?;
+        let mut buffer = vec![0u8; answer.len()];
+        let len = self.transport.read_message(&answer, &mut buffer)?;
+        buffer.truncate(len);
+        Ok(buffer)
+    }
+
     /// Sends `PING<data>` and checks the `PONG<data>` that answers it.
     ///
     /// # Errors

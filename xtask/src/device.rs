@@ -32,7 +32,7 @@ use crate::test_os::contract;
 /// sessions take seconds on an idle host; the rest is room for TCG on a loaded 2-core
 /// host (a boot that runs out says which markers were missing, and the peer names the
 /// answer it waited for).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Sessions the peer opens per boot.
 const SESSIONS: &str = "3";
 
@@ -115,7 +115,7 @@ pub fn logged_device_key(log: &Path) -> Result<String, String> {
 }
 
 /// The user-mode network with the host's `port` forwarded to dsoftbusd's.
-fn forwarding(port: u16) -> Nic {
+pub(crate) fn forwarding(port: u16) -> Nic {
     Nic {
         network: Network::User {
             forwards: vec![(port, DSOFTBUS_PORT)],
@@ -125,7 +125,7 @@ fn forwarding(port: u16) -> Nic {
 }
 
 /// Prints why a boot named `what` failed and the last lines of its console; the error.
-fn failed(what: &str, outcome: &qemu::Outcome) -> String {
+pub(crate) fn failed(what: &str, outcome: &qemu::Outcome) -> String {
     eprintln!("    {what}: FAILED: {}", outcome.explanation);
     eprintln!("    last lines of {}:", outcome.log.display());
     for line in &outcome.tail {

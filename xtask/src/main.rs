@@ -16,6 +16,7 @@ mod fuzz;
 mod image;
 mod jobs;
 mod network;
+mod pairing;
 mod persistence;
 mod provision;
 mod qemu;
@@ -112,6 +113,14 @@ enum Command {
     TestDevice {
         /// Provider combination, `classic` or `all`.
         #[arg(long, env = "PROVIDER", default_value = "all")]
+        provider: String,
+    },
+    /// The pairing scenario alone: each requested combination's production image on
+    /// fresh disks with a setup code and no trusted peer; the host peer tries a wrong
+    /// code, pairs with the right one, holds sessions; reboot; it unpairs.
+    TestPairing {
+        /// Provider combination, `classic` or `all`.
+        #[arg(long, env = "PROVIDER", default_value = "classic")]
         provider: String,
     },
     /// The netstackd fault scenario alone: each requested combination's production
@@ -215,14 +224,22 @@ fn main() -> ExitCode {
             }
         }
         Command::Provision(options) => match provision::run(&options) {
-            Ok(peers) => {
+            Ok(done) => {
                 eprintln!(
                     "xtask provision: {} trusts {} peer(s)",
                     options.state_dir.display(),
-                    peers.len()
+                    done.peers.len()
                 );
-                for peer in peers {
+                for peer in done.peers {
                     println!("{}", hex_key(&peer));
+                }
+                if let Some(code) = done.setup_code {
+                    // The label: printed this once, stored nowhere.
+                    eprintln!(
+                        "xtask provision: setup code (the device's label; it is stored nowhere, \
+                         keep it): {}",
+                        String::from_utf8_lossy(&code.label())
+                    );
                 }
                 ExitCode::SUCCESS
             }
@@ -233,6 +250,9 @@ fn main() -> ExitCode {
         },
         Command::TestDevice { provider } => {
             on_production_images("test-device", &provider, device::run)
+        }
+        Command::TestPairing { provider } => {
+            on_production_images("test-pairing", &provider, pairing::run)
         }
         Command::TestDeviceFault { provider } => {
             on_production_images("test-device-fault", &provider, |images| {
@@ -515,6 +535,10 @@ fn test() -> ExitCode {
     steps.run(
         "QEMU: a revoked peer stays revoked (one flipped byte, the older store, an older disk), the four classic combinations",
         || rollback::run(&classic_device_images),
+    );
+    steps.run(
+        "QEMU: pairing with a setup code, the four classic combinations (a wrong code refused and counted, the right one pairs, sessions with no factory trust; reboot: still trusted, still counted; unpair, refused)",
+        || pairing::run(&classic_device_images),
     );
     steps.run(
         "benchmarks compile and run once (criterion test mode)",

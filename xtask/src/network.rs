@@ -82,6 +82,7 @@ pub fn trust(dir: &Path, keys: &[String], combination: &Combination) -> Result<(
         trust: keys.to_vec(),
         untrust: Vec::new(),
         provider: combination.to_string(),
+        setup_code: None,
     })
     .map(|_| ())
 }

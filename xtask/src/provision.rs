@@ -10,6 +10,13 @@
 //!
 //! Every key is checked under provider-api's verification rule (a canonical point of
 //! prime order) before it joins the store, and refused with the reason otherwise.
+//!
+//! `--setup-code` gives the node a setup code for pairing (`docs/protocol.md` section
+//! 11): a random 8-digit code (or the one given), of which only the SPAKE2+ verifier
+//! is stored, sealed under the node's OTP-derived key with the image's AEAD and hash
+//! (`state_format::pairing::provision`); the code is printed once, as the label a
+//! device carries, and stored nowhere. Provisioning it again replaces the verifier and
+//! sets the failed-attempt count back to 0.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt as _;
@@ -18,6 +25,7 @@ use std::path::{Path, PathBuf};
 use ipc::{DeviceError, RawBlockDevice, SECTOR_SIZE, ServiceId};
 use provider_api::{HashBackend, SecretBytes, SignatureError, VerifyingKey};
 use service_api::statefs::DSOFTBUSD_TRUST_STORE;
+use state_format::pairing::{self, SetupCode};
 use state_format::store::{RecordKey, RecordStore, StoreError};
 use state_format::trust::{self, MAX_PEERS, TagKey};
 
@@ -128,6 +136,82 @@ pub struct ProvisionOptions {
     /// tagged with its Noise hash (an image refuses a store tagged with another).
     #[arg(long, env = "PROVIDER", default_value = "dalek+chacha")]
     pub provider: String,
+    /// Give the node a setup code for pairing: a random one, or the one given
+    /// (`1234-5678`). Printed once, as the device's label; only its verifier is stored.
+    #[arg(long, value_name = "CODE", num_args = 0..=1, default_missing_value = "random")]
+    pub setup_code: Option<String>,
+}
+
+/// What provisioning did.
+#[derive(Debug)]
+pub struct Provisioned {
+    /// The peers the node trusts now.
+    pub peers: Vec<[u8; 32]>,
+    /// The setup code given to the node, to print once.
+    pub setup_code: Option<SetupCode>,
+}
+
+/// `n` bytes from the host's `/dev/urandom`.
+fn host_random<const N: usize>() -> Result<[u8; N], String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; N];
+    File::open("/dev/urandom")
+        .and_then(|mut urandom| urandom.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(bytes)
+}
+
+/// The code to provision: the one given, or a random one.
+fn setup_code(given: &str) -> Result<SetupCode, String> {
+    if given != "random" {
+        return SetupCode::parse(given).map_err(|e| format!("--setup-code {given:?}: {e}"));
+    }
+    let words = host_random::<256>()?;
+    SetupCode::from_random(
+        words
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes"))),
+    )
+    .ok_or_else(|| "64 random words gave no valid setup code".to_string())
+}
+
+/// Seals the verifier of `code` on the node's state disk with the image's AEAD.
+fn provision_code<H: HashBackend>(
+    options: &ProvisionOptions,
+    disks: &DiskSet,
+    code: &SetupCode,
+) -> Result<(), String> {
+    let otp = otp_secret(disks.otp.as_deref().ok_or("no OTP disk")?)?;
+    let state = disks.state.as_deref().ok_or("no state disk")?;
+    let mut store = RecordStore::open(FileDisk::open(state)?)
+        .map_err(|e| format!("{}: {e}", state.display()))?;
+    let combination = Combination::parse(&options.provider).ok_or("no single combination")?;
+    let algorithm = provider_select::aead_algorithm(combination.aead)
+        .ok_or_else(|| format!("no AEAD backend named {:?}", combination.aead))?;
+    let salt = host_random::<{ pairing::SALT_LEN }>()?;
+    let nonce = host_random::<12>()?;
+    type Pake = provider_select::SelectedPake;
+    let sealed =
+        match algorithm {
+            provider_api::AeadAlgorithm::ChaCha20Poly1305 => {
+                pairing::provision::<
+                    Pake,
+                    provider_select::backends::provider_chacha::ChaCha20Poly1305,
+                    H,
+                    _,
+                >(&mut store, &otp, code, salt, pairing::ITERATIONS, &nonce)
+            }
+            provider_api::AeadAlgorithm::Aes256Gcm => {
+                pairing::provision::<
+                    Pake,
+                    provider_select::backends::provider_aes_gcm::Aes256Gcm,
+                    H,
+                    _,
+                >(&mut store, &otp, code, salt, pairing::ITERATIONS, &nonce)
+            }
+            other => return Err(format!("no image seals with {}", other.name())),
+        };
+    sealed.map_err(|e| format!("cannot provision the setup code: {e}"))
 }
 
 impl ProvisionOptions {
@@ -252,13 +336,24 @@ fn apply<H: HashBackend>(
 ///
 /// # Errors
 /// What went wrong, in a sentence.
-pub fn run(options: &ProvisionOptions) -> Result<Vec<[u8; 32]>, String> {
+pub fn run(options: &ProvisionOptions) -> Result<Provisioned, String> {
     let hash = options.hash()?;
     let disks = DiskSet::in_dir(&options.state_dir, false)?;
-    match hash {
-        Hash::Blake2s => apply::<provider_hash::Blake2s>(options, &disks),
-        Hash::Sha256 => apply::<provider_hash::Sha256>(options, &disks),
+    let code = options.setup_code.as_deref().map(setup_code).transpose()?;
+    let peers = match hash {
+        Hash::Blake2s => apply::<provider_hash::Blake2s>(options, &disks)?,
+        Hash::Sha256 => apply::<provider_hash::Sha256>(options, &disks)?,
+    };
+    if let Some(code) = &code {
+        match hash {
+            Hash::Blake2s => provision_code::<provider_hash::Blake2s>(options, &disks, code)?,
+            Hash::Sha256 => provision_code::<provider_hash::Sha256>(options, &disks, code)?,
+        }
     }
+    Ok(Provisioned {
+        peers,
+        setup_code: code,
+    })
 }
 
 #[cfg(test)]
@@ -294,10 +389,11 @@ mod tests {
             trust,
             untrust,
             provider: "dalek+chacha".into(),
+            setup_code: None,
         };
-        let peers = run(&options(vec![key(1), key(2)], vec![])).unwrap();
+        let peers = run(&options(vec![key(1), key(2)], vec![])).unwrap().peers;
         assert_eq!(peers.len(), 2);
-        let peers = run(&options(vec![key(3)], vec![key(1)])).unwrap();
+        let peers = run(&options(vec![key(3)], vec![key(1)])).unwrap().peers;
         assert_eq!(peers.len(), 2);
         assert!(
             run(&options(
@@ -357,7 +453,7 @@ mod tests {
         let state_dir = dir.to_str().unwrap();
         let args = ["provision", "--state-dir", state_dir, "--trust", &peer];
         let cli = Cli::parse_from(args.iter().chain(&["--provider", "dalek+chacha+sha256"]));
-        assert_eq!(run(&cli.provision).unwrap().len(), 1);
+        assert_eq!(run(&cli.provision).unwrap().peers.len(), 1);
         let otp = otp_secret(&dir.join("otp.img")).unwrap();
         let mut store = RecordStore::open(FileDisk::open(&dir.join("state.img")).unwrap()).unwrap();
         let record = store.get(TRUST_STORE).unwrap();
@@ -374,7 +470,112 @@ mod tests {
         );
         // Without a single combination there is no hash to choose.
         let cli = Cli::parse_from(args.iter().chain(&["--provider", "all"]));
-        assert!(run(&cli.provision).unwrap_err().contains("one combination"));
+        assert!(
+            run(&cli.provision)
+                .err()
+                .unwrap()
+                .contains("one combination")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--setup-code`: the verifier the image opens (its AEAD, its hash, this node's
+    /// OTP), the count at 0, and nowhere on the disks the code's digits.
+    #[test]
+    fn a_setup_code_is_stored_as_its_sealed_verifier_only() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            provision: ProvisionOptions,
+        }
+        let dir = std::env::temp_dir().join(format!("provision-code-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state_dir = dir.to_str().unwrap();
+        for (provider, aes) in [("dalek+chacha", false), ("compact+aes-gcm+sha256", true)] {
+            let _ = std::fs::remove_dir_all(&dir);
+            let args = [
+                "provision",
+                "--state-dir",
+                state_dir,
+                "--provider",
+                provider,
+                "--setup-code",
+            ];
+            let done = run(&Cli::parse_from(args).provision).unwrap();
+            let code = done.setup_code.expect("a code");
+            let otp = otp_secret(&dir.join("otp.img")).unwrap();
+            let mut store =
+                RecordStore::open(FileDisk::open(&dir.join("state.img")).unwrap()).unwrap();
+            let record = store.get(pairing::VERIFIER_RECORD).unwrap();
+            let opened = if aes {
+                let keys = state_format::sealed::SealingKeys::derive::<provider_hash::Sha256>(
+                    &otp,
+                    pairing::VERIFIER_RECORD_ID,
+                );
+                let mut plaintext = [0u8; pairing::VERIFIER_PLAINTEXT_LEN];
+                state_format::sealed::unseal::<
+                    provider_select::backends::provider_aes_gcm::Aes256Gcm,
+                    provider_hash::Sha256,
+                >(&keys, pairing::VERIFIER_RECORD_ID, &record, &mut plaintext)
+                .map(|()| plaintext)
+            } else {
+                let keys = state_format::sealed::SealingKeys::derive::<provider_hash::Blake2s>(
+                    &otp,
+                    pairing::VERIFIER_RECORD_ID,
+                );
+                let mut plaintext = [0u8; pairing::VERIFIER_PLAINTEXT_LEN];
+                state_format::sealed::unseal::<
+                    provider_select::backends::provider_chacha::ChaCha20Poly1305,
+                    provider_hash::Blake2s,
+                >(&keys, pairing::VERIFIER_RECORD_ID, &record, &mut plaintext)
+                .map(|()| plaintext)
+            };
+            let verifier = pairing::Verifier::from_plaintext(&opened.unwrap()).unwrap();
+            let again = pairing::Verifier::register::<provider_select::SelectedPake>(
+                &code,
+                verifier.salt,
+                verifier.iterations,
+            )
+            .unwrap();
+            assert_eq!(
+                again.record.expose_secret(),
+                verifier.record.expose_secret()
+            );
+            assert_eq!(
+                pairing::decode_attempts(&store.get(pairing::ATTEMPTS_RECORD).unwrap()),
+                Some(0)
+            );
+            let disk = std::fs::read(dir.join("state.img")).unwrap();
+            assert!(
+                !disk.windows(8).any(|w| w == code.digits()),
+                "the code's digits are not on the disk"
+            );
+        }
+        // A code given is kept; a trivial one is refused.
+        let _ = std::fs::remove_dir_all(&dir);
+        let args = [
+            "provision",
+            "--state-dir",
+            state_dir,
+            "--setup-code",
+            "2020-2021",
+        ];
+        let done = run(&Cli::parse_from(args).provision).unwrap();
+        assert_eq!(&done.setup_code.unwrap().label(), b"2020-2021");
+        let args = [
+            "provision",
+            "--state-dir",
+            state_dir,
+            "--setup-code",
+            "1234-5678",
+        ];
+        assert!(
+            run(&Cli::parse_from(args).provision)
+                .err()
+                .unwrap()
+                .contains("guess")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

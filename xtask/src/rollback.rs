@@ -71,6 +71,7 @@ impl Node<'_> {
             trust: trust.to_vec(),
             untrust: untrust.to_vec(),
             provider: self.combination.to_string(),
+            setup_code: None,
         })
         .map(|_| ())
     }

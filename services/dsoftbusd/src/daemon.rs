@@ -1248,8 +1248,8 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             &signature,
         );
         self.table.conns[at].peer = Some(peer);
-        self.close_window(ep, "paired");
         ep.console(&markers::DSOFTBUSD_PAIRED.render(&[&hex(&peer)]));
+        self.close_window(ep, "paired");
         Err(End {
             refusal: Refusal::Paired,
             verdict: Verdict::Allowed,

@@ -22,6 +22,7 @@
 
 mod net;
 mod noise;
+mod pairing;
 mod services;
 mod storage;
 mod wire;
@@ -135,6 +136,21 @@ pub const TARGETS: &[Target] = &[
         run: noise::transport,
     },
     Target {
+        name: "pairing_messages",
+        what: "pairing's hellos, requests and sealed identities",
+        run: pairing::pairing_messages,
+    },
+    Target {
+        name: "pairing_verifier",
+        what: "keystored's SPAKE2+ verifier fed a prover's share and confirmation",
+        run: pairing::pairing_verifier,
+    },
+    Target {
+        name: "keystored_pairing",
+        what: "keystored's pairing operations: it keeps serving",
+        run: pairing::keystored_pairing,
+    },
+    Target {
         name: "net_frames",
         what: "Ethernet frames from the wire into netstackd's stack",
         run: net::frames,
@@ -146,6 +162,7 @@ pub const TARGETS: &[Target] = &[
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     let mut seeds = noise::seeds(target);
     seeds.extend(storage::seeds(target));
+    seeds.extend(pairing::seeds(target));
     seeds
 }
 

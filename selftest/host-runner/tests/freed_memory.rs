@@ -25,6 +25,14 @@
 //! uses, three Noise sessions over IPC and three over TCP through netstackd's loopback
 //! interface, each with a ping, and the teardown (which frees every key).
 //!
+//! **Pairing** (`docs/protocol.md` section 11) adds secrets that rngd does not serve:
+//! the device's SPAKE2+ verifier (`w0` and `L`, which keystored unseals at every
+//! start), the setup code's password input and the password hash's output (the
+//! prover's), the PAKE's shared key and the two identity keys derived from it (each
+//! recorded as the prover in the test learns it, before the device computes its own).
+//! The state disk is provisioned with a setup code, and the first boot's traffic ends
+//! with a pairing over TCP.
+//!
 //! **The detector itself** is proven on the live path in every run: a block holding
 //! 16 bytes of the first thing rngd served, freed by the test task mid-run, must be
 //! found (and is then not counted as a leak).
@@ -44,6 +52,105 @@ use service_api::dsoftbusd::{discover, trust};
 use service_api::netstackd::SocketAddr;
 use service_api::{keystored, rngd};
 use state_format::memory::MemoryDisk;
+use state_format::pairing::{ITERATIONS, SetupCode, Verifier};
+use state_format::store::RecordStore;
+
+use dsoftbusd::client::Stream;
+use dsoftbusd::pairing::{self as pair, IdentityKeys, PairHello, PairReply};
+use provider_api::pake::{PakeBackend, PakeContext};
+use provider_spake2plus::Spake2Plus;
+
+/// The setup code the state disk is provisioned with.
+const CODE: u32 = 31_415_926;
+/// The salt it is provisioned with.
+const SALT: [u8; 16] = [0x5c; 16];
+
+fn record_secret(bytes: &[u8]) {
+    SECRETS.lock().expect("lock").record(bytes);
+}
+
+/// A pairing with the right code over TCP, as a prover; every secret of the run
+/// recorded as soon as the prover has it. Returns whether the device paired.
+async fn pairing_traffic<P: Provider, E: Endpoint>(ep: &E) -> Result<bool, String> {
+    let suite = noise_xk::protocol_name::<P::Aead, Blake2s>();
+    let code = SetupCode::new(CODE).map_err(|e| e.to_string())?;
+    record_secret(&code.password_input().expose_secret()[..16]);
+    let mut stream = Stream::open(ep, SocketAddr::loopback(wire::PORT))
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .send(
+            ep,
+            &PairHello {
+                suite: suite.clone(),
+            }
+            .encode(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = stream
+        .recv(ep)
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .ok_or("closed")?;
+    let reply = PairReply::decode(&reply).map_err(|e| e.to_string())?;
+    let (iterations, salt) = reply.params.ok_or("no parameters: the window is closed")?;
+    let output = code.pbkdf_output::<Spake2Plus>(&salt, iterations);
+    record_secret(output.expose_secret());
+    let context = pair::pake_context(&suite);
+    let pake_context = PakeContext {
+        context: &context,
+        prover_id: &[],
+        verifier_id: &[],
+    };
+    let random = rngd::get_entropy(ep, 64).await.map_err(|e| e.to_string())?;
+    let random = SecretBytes::<64>::from_fill(|r: &mut [u8; 64]| {
+        r.copy_from_slice(&random);
+        Ok::<(), ()>(())
+    })
+    .map_err(|()| "entropy")?;
+    let (prover, share_p) =
+        Spake2Plus::prover_start(&output, &pake_context, &random).map_err(|e| e.to_string())?;
+    stream.send(ep, &share_p).await.map_err(|e| e.to_string())?;
+    let pake_2 = stream
+        .recv(ep)
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .ok_or("closed")?;
+    let proved = Spake2Plus::prover_finish(prover, &pake_2[..65], &pake_2[65..])
+        .map_err(|e| e.to_string())?;
+    record_secret(proved.key.expose_secret());
+    let share_v: [u8; 65] = pake_2[..65].try_into().map_err(|_| "pake 2")?;
+    let confirm_v: [u8; 32] = pake_2[65..].try_into().map_err(|_| "pake 2")?;
+    let th = pair::transcript_hash::<Blake2s>(&share_p, &share_v, &confirm_v, &proved.confirm);
+    let keys = IdentityKeys::derive::<Blake2s>(&proved.key, &th);
+    record_secret(keys.prover.expose_secret());
+    record_secret(keys.verifier.expose_secret());
+    let identity = provider_api::SigningKey::<P::Sig>::from_seed(&Seed::new([0x44; 32]))
+        .map_err(|e| e.to_string())?;
+    let signature = identity
+        .sign(&pair::confirm_message(pair::PROVER, &th))
+        .to_bytes();
+    let sealed = pair::seal_identity::<P::Aead>(
+        &keys.prover,
+        &th,
+        &identity.verifying_key().to_bytes(),
+        &signature,
+    );
+    stream
+        .send(ep, &[&proved.confirm[..], &sealed].concat())
+        .await
+        .map_err(|e| e.to_string())?;
+    let pake_4 = stream
+        .recv(ep)
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .ok_or("closed")?;
+    Ok(
+        pair::open_identity::<P::Aead, P::Sig>(&keys.verifier, &th, pair::VERIFIER, &pake_4)
+            .is_ok(),
+    )
+}
 
 /// The length of a window that counts as a leak.
 const WINDOW: usize = 16;
@@ -226,10 +333,10 @@ fn stream(seed: u64, len: usize) -> Vec<u8> {
 fn plant_a_freed_copy() -> bool {
     let window: Option<[u8; WINDOW]> = {
         let secrets = SECRETS.lock().expect("lock");
-        // The recording starts with the device stream and the OTP; rngd's first reply
-        // follows them.
-        (secrets.len >= STREAM_LEN + 32 + WINDOW).then(|| {
-            let at = STREAM_LEN + 32;
+        // The recording starts with the device stream, the OTP and the verifier; rngd's
+        // first reply follows them.
+        (secrets.len >= BEFORE_RNGD + WINDOW).then(|| {
+            let at = BEFORE_RNGD;
             secrets.bytes[at..at + WINDOW].try_into().expect("a window")
         })
     };
@@ -304,6 +411,9 @@ async fn secret_traffic<P: Provider, E: Endpoint>(ep: &E) -> Result<bool, String
 
 /// The device stream's length.
 const STREAM_LEN: usize = 64 * 1024;
+/// What is recorded before rngd serves anything: the device stream, the OTP secret,
+/// the verifier record.
+const BEFORE_RNGD: usize = STREAM_LEN + 32 + provider_api::pake::PAKE_RECORD_LEN;
 
 /// One backend pair: two boots on one disk; the leaks found.
 fn run_with_known_entropy<P: Provider>() -> usize {
@@ -311,15 +421,29 @@ fn run_with_known_entropy<P: Provider>() -> usize {
     let otp = Disks::otp(secret);
     let state = SharedDisk::new(MemoryDisk::new(512));
     let counter = Disks::counter();
+    // The factory's setup code: its verifier sealed on the state disk.
+    let code = SetupCode::new(CODE).expect("a valid code");
+    let verifier = Verifier::register::<Spake2Plus>(&code, SALT, ITERATIONS).expect("a verifier");
+    state_format::pairing::provision::<Spake2Plus, P::Aead, Blake2s, _>(
+        &mut RecordStore::open(state.clone()).expect("a fresh store"),
+        &SecretBytes::new(secret),
+        &code,
+        SALT,
+        ITERATIONS,
+        &[0x12; 12],
+    )
+    .expect("provisioned");
     {
         let mut secrets = SECRETS.lock().expect("lock");
         secrets.clear();
         secrets.record(&stream(0x5eed, STREAM_LEN));
         secrets.record(&secret);
+        secrets.record(verifier.record.expose_secret());
     }
+    drop(verifier);
     LEAKS.store(0, Ordering::Relaxed);
     INSPECTING.store(true, Ordering::Relaxed);
-    let mut outcomes = Vec::new();
+    let mut outcomes: Vec<Result<bool, String>> = Vec::new();
     // First boot creates and seals the device key; the second restores it.
     for provenance in ["created", "restored"] {
         let bytes = stream(0x5eed, STREAM_LEN);
@@ -333,11 +457,26 @@ fn run_with_known_entropy<P: Provider>() -> usize {
             SECRETS.lock().expect("lock").record(served);
         });
         let mut system = HostSystem::boot_tapped::<P>(Entropy::Bytes(bytes), disks, tap);
+        let pairs = provenance == "created";
         outcomes.push(system.run_as(ServiceId::Selftest, |ep| async move {
-            secret_traffic::<P, _>(&ep).await
+            let planted = secret_traffic::<P, _>(&ep).await?;
+            // The first boot's window is open (the store is empty): pair.
+            if pairs && !pairing_traffic::<P, _>(&ep).await? {
+                return Err("the device's identity did not check".into());
+            }
+            Ok(planted)
         }));
         let line = format!("keystored: device key {provenance}");
         let printed = system.console().contains(&line);
+        if pairs {
+            assert!(
+                system
+                    .console()
+                    .iter()
+                    .any(|l| l.starts_with("dsoftbusd: paired with ")),
+                "the pairing ran"
+            );
+        }
         drop(system); // teardown frees the keys: they must be wiped too
         assert!(printed, "no {line:?}");
     }
@@ -350,9 +489,9 @@ fn run_with_known_entropy<P: Provider>() -> usize {
     let secrets = SECRETS.lock().expect("lock");
     assert!(!secrets.overflowed, "the recording overflowed");
     assert!(
-        secrets.len > STREAM_LEN + 32 + 1000,
+        secrets.len > BEFORE_RNGD + 1000,
         "rngd served only {} bytes",
-        secrets.len - STREAM_LEN - 32
+        secrets.len - BEFORE_RNGD
     );
     LEAKS.load(Ordering::Relaxed)
 }

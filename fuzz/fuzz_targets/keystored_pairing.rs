@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    (fuzz_targets::target("keystored_pairing").expect("a target of fuzz-targets").run)(data);
+});

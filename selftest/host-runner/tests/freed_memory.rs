@@ -558,7 +558,8 @@ fn no_freed_heap_block_holds_a_secret_on_any_backend() {
             0,
             "{name}: {leaks} freed blocks held a secret; the first was {} bytes, holding \
              the recording at offset {} (0..{STREAM_LEN}: the device stream, then 32 of \
-             the OTP secret, then what rngd served)",
+             the OTP secret, 97 of the pairing verifier, then what rngd served and \
+             pairing's secrets, as they came)",
             FIRST_LEAK_SIZE.load(Ordering::Relaxed),
             FIRST_LEAK_OFFSET.load(Ordering::Relaxed)
         );

@@ -12,6 +12,9 @@
 //! 2. **Reboot.** The same disks: the wrong code's attempt is still counted (1 of
 //!    20), the store holds the peer (trusted peers 1), the window stays closed, the
 //!    peer's sessions work; then it unpairs itself and its next session is refused.
+//!
+//! Then both consoles are searched for the setup code (digits and label) and the
+//! verifier (`w0` and `L` in hex): none may appear.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +57,7 @@ fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<S
         provider: combination.to_string(),
         setup_code: Some("random".into()),
     })?;
+    let never_logged = provisioned.never_logged.clone();
     let code = provisioned
         .setup_code
         .map(|c| String::from_utf8_lossy(&c.label()).into_owned())
@@ -143,8 +147,23 @@ fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<S
             }
         }),
     )?;
+    for name in ["first", "reboot"] {
+        let log = image::run_dir(combination).join(format!("pairing-{name}.log"));
+        let text = std::fs::read_to_string(&log)
+            .map_err(|e| format!("cannot read {}: {e}", log.display()))?;
+        if let Some(leak) = never_logged
+            .iter()
+            .find(|secret| text.contains(secret.as_str()))
+        {
+            return Err(format!(
+                "{combination}: {} holds a secret of pairing ({} characters of the code or verifier)",
+                log.display(),
+                leak.len()
+            ));
+        }
+    }
     Ok(format!(
-        "{combination}: a wrong code refused and counted, paired with the setup code ({}), sessions without the factory; after a reboot the peer still trusted and the attempt still counted, then {}",
+        "{combination}: a wrong code refused and counted, paired with the setup code ({}), sessions without the factory; after a reboot the peer still trusted and the attempt still counted, then {}; neither console holds the code or the verifier",
         first.trim(),
         second.trim()
     ))

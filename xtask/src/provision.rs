@@ -149,6 +149,10 @@ pub struct Provisioned {
     pub peers: Vec<[u8; 32]>,
     /// The setup code given to the node, to print once.
     pub setup_code: Option<SetupCode>,
+    /// With a setup code: text that must never appear in the node's console, in the
+    /// forms a leak would take (the code's digits and label, the verifier's `w0` and
+    /// `L` in hex).
+    pub never_logged: Vec<String>,
 }
 
 /// `n` bytes from the host's `/dev/urandom`.
@@ -180,7 +184,7 @@ fn provision_code<H: HashBackend>(
     options: &ProvisionOptions,
     disks: &DiskSet,
     code: &SetupCode,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let otp = otp_secret(disks.otp.as_deref().ok_or("no OTP disk")?)?;
     let state = disks.state.as_deref().ok_or("no state disk")?;
     let mut store = RecordStore::open(FileDisk::open(state)?)
@@ -211,7 +215,16 @@ fn provision_code<H: HashBackend>(
             }
             other => return Err(format!("no image seals with {}", other.name())),
         };
-    sealed.map_err(|e| format!("cannot provision the setup code: {e}"))
+    sealed.map_err(|e| format!("cannot provision the setup code: {e}"))?;
+    let verifier = pairing::Verifier::register::<Pake>(code, salt, pairing::ITERATIONS)
+        .map_err(|e| format!("verifier: {e}"))?;
+    let record = verifier.record.expose_secret();
+    Ok(vec![
+        String::from_utf8_lossy(&code.digits()).into_owned(),
+        String::from_utf8_lossy(&code.label()).into_owned(),
+        hex::encode(&record[..32]),
+        hex::encode(&record[32..]),
+    ])
 }
 
 impl ProvisionOptions {
@@ -344,15 +357,17 @@ pub fn run(options: &ProvisionOptions) -> Result<Provisioned, String> {
         Hash::Blake2s => apply::<provider_hash::Blake2s>(options, &disks)?,
         Hash::Sha256 => apply::<provider_hash::Sha256>(options, &disks)?,
     };
-    if let Some(code) = &code {
-        match hash {
+    let never_logged = match &code {
+        Some(code) => match hash {
             Hash::Blake2s => provision_code::<provider_hash::Blake2s>(options, &disks, code)?,
             Hash::Sha256 => provision_code::<provider_hash::Sha256>(options, &disks, code)?,
-        }
-    }
+        },
+        None => Vec::new(),
+    };
     Ok(Provisioned {
         peers,
         setup_code: code,
+        never_logged,
     })
 }
 

@@ -16,7 +16,9 @@
 //! is stored, sealed under the node's OTP-derived key with the image's AEAD and hash
 //! (`state_format::pairing::provision`); the code is printed once, as the label a
 //! device carries, and stored nowhere. Provisioning it again replaces the verifier and
-//! sets the failed-attempt count back to 0.
+//! sets the failed-attempt count back to 0. A node without a trust store gets an empty
+//! one with its code, so that the device's first pairing updates a record that exists
+//! (docs/state-disk.md says why).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt as _;
@@ -325,7 +327,13 @@ fn apply<H: HashBackend>(
         .iter()
         .map(|k| device_key(k))
         .collect::<Result<Vec<_>, _>>()?;
-    if trust.is_empty() && untrust.is_empty() {
+    // A node given a setup code with no trust store gets an empty one now: the
+    // device's first pairing then updates a record that exists, and a power cut during
+    // that write leaves this store standing (a torn first version of a record would
+    // leave damage the record store cannot tell from any record: `corrupt`).
+    let first_store =
+        options.setup_code.is_some() && matches!(store.get(TRUST_STORE), Err(StoreError::NotFound));
+    if trust.is_empty() && untrust.is_empty() && !first_store {
         return Ok(peers);
     }
     peers.retain(|peer| !untrust.contains(peer));
@@ -560,6 +568,13 @@ mod tests {
             assert_eq!(
                 pairing::decode_attempts(&store.get(pairing::ATTEMPTS_RECORD).unwrap()),
                 Some(0)
+            );
+            // An empty trust store came with the code (a torn first pairing write then
+            // leaves it standing), at the counter's first value.
+            let record = store.get(TRUST_STORE).expect("an empty trust store");
+            assert_eq!(
+                trust::parse_unverified(&record).map(|t| (t.peers.len(), t.rollback_version)),
+                Ok((0, 1))
             );
             let disk = std::fs::read(dir.join("state.img")).unwrap();
             assert!(

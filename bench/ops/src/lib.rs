@@ -20,6 +20,7 @@
 extern crate alloc;
 
 pub mod identity;
+pub mod pairing;
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -351,6 +352,7 @@ pub fn all<P: Provider, H: HashBackend>() -> Vec<Box<dyn Workload>> {
     let mut out = primitives::<P>();
     out.extend(handshakes::<P, H>());
     out.extend(identity::workloads::<P, H>());
+    out.extend(pairing::workloads::<P, H>());
     out
 }
 
@@ -371,7 +373,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), count, "names are unique");
-        assert_eq!(count, 19);
+        assert_eq!(count, 23);
     }
 
     #[test]

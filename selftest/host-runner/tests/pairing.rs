@@ -46,13 +46,17 @@ struct Device {
 }
 
 impl Device {
-    /// A device the factory gave the setup code [`CODE`] and no trusted peer.
+    /// A device the factory gave the setup code [`CODE`] and an empty trust store
+    /// (`cargo xtask provision --setup-code` on fresh disks).
     fn provisioned() -> Self {
         let device = Self {
             state: SharedDisk::new(MemoryDisk::new(512)),
             counter: Disks::counter(),
         };
         let mut records = RecordStore::open(device.state.clone()).unwrap();
+        let tags = state_format::trust::TagKey::derive::<H>(&SecretBytes::new(OTP));
+        let mut counter = rollback_counter::SetOnly::new(device.counter.clone());
+        state_format::trust::provision::<H, _, _>(&mut records, &mut counter, &tags, &[]).unwrap();
         state_format::pairing::provision::<Spake2Plus, A, H, _>(
             &mut records,
             &SecretBytes::new(OTP),
@@ -258,8 +262,8 @@ fn the_right_code_pairs_the_trust_survives_a_reboot_and_unpairing_ends_it() {
     );
     assert_eq!(
         device.counter(),
-        1,
-        "the new store's version is the counter's"
+        2,
+        "the new store's version is the counter's (the factory's empty store was 1)"
     );
     // The window closed with the pairing: another peer is told so.
     let closed = system.run_as(ServiceId::Selftest, |ep| async move {
@@ -305,7 +309,7 @@ fn the_right_code_pairs_the_trust_survives_a_reboot_and_unpairing_ends_it() {
     );
     assert!(after, "the unpaired peer's next session is refused");
     assert!(printed(&system, "dsoftbusd: unpaired "));
-    assert_eq!(device.counter(), 2);
+    assert_eq!(device.counter(), 3);
 }
 
 async fn session_refused<E: Endpoint>(ep: &E, node: &Node<P>, device: [u8; 32]) -> bool {
@@ -494,4 +498,68 @@ fn a_device_without_a_setup_code_answers_unavailable() {
         &system,
         "keystored: no setup code provisioned: pairing off"
     ));
+}
+
+/// A power cut while the device writes the store pairing made: the disk as it was
+/// before the pairing, but for the first `torn` bytes of the new store's slot (and
+/// the counter not yet advanced). The previous store (empty) stands: the device
+/// starts, trusts nobody, opens its window again, and the next pairing works.
+#[test]
+fn a_store_write_torn_during_pairing_leaves_the_previous_store() {
+    use state_format::store::slot_sector;
+    use state_format::trust::RECORD;
+    let device = Device::provisioned();
+    drop(device.boot_settled()); // the first boot creates the device key
+    let before_state = device.state.bytes();
+    let before_counter = device.counter.bytes();
+    let mut system = device.boot();
+    let outcome = system.run_as(ServiceId::Selftest, |ep| async move {
+        pair(&ep, &identity(1), CODE, Spoil::Nothing).await
+    });
+    assert!(matches!(outcome, Outcome::Paired(_)), "{outcome:?}");
+    drop(system);
+    let after = device.state.bytes();
+    let (entry, slot, header) = RecordStore::open(SharedDisk::new(MemoryDisk::from_bytes(
+        after.clone(),
+        false,
+    )))
+    .unwrap()
+    .locate(RECORD)
+    .expect("the store pairing wrote");
+    let start = usize::try_from(slot_sector(entry, slot)).unwrap() * ipc::SECTOR_SIZE;
+    // The bytes the slot's CRC covers: with all of them written the new store is
+    // complete (the rest of the slot is padding).
+    let covered = state_format::store::SLOT_HEADER_LEN + usize::from(header.len);
+    for torn in [1, 20, covered / 2, covered - 1, covered, 2047] {
+        let mut bytes = before_state.clone();
+        bytes[start..start + torn].copy_from_slice(&after[start..start + torn]);
+        let cut = Device {
+            state: SharedDisk::new(MemoryDisk::from_bytes(bytes, false)),
+            counter: SharedDisk::new(MemoryDisk::from_bytes(before_counter.clone(), false)),
+        };
+        let mut system = cut.boot();
+        let outcome = system.run_as(ServiceId::Selftest, |ep| async move {
+            pair(&ep, &identity(1), CODE, Spoil::Nothing).await
+        });
+        let console = system.console();
+        if torn < covered {
+            // The previous store stands: nobody trusted, the window open again.
+            assert!(
+                console.iter().any(|l| l == "dsoftbusd: trusted peers 0"),
+                "torn at {torn}: {console:#?}"
+            );
+            assert!(
+                matches!(outcome, Outcome::Paired(_)),
+                "torn at {torn}: {outcome:?}\n{console:#?}"
+            );
+        } else {
+            // The new store was whole: accepted, above the counter, which it advances.
+            assert!(
+                console.iter().any(|l| l == "dsoftbusd: trusted peers 1"),
+                "whole at {torn}: {console:#?}"
+            );
+            assert_eq!(outcome, Outcome::Status(PairStatus::Closed));
+            assert_eq!(cut.counter(), 2);
+        }
+    }
 }

@@ -517,7 +517,7 @@ fn a_peers_suite_name_never_reaches_the_console_as_it_came() {
         assert!(!line.contains("FAIL") && !line.contains("panic"), "{line}");
     }
     let contract =
-        marker_contract::Contract::parse(include_str!("../../../ladder/markers.toml")).unwrap();
+        marker_contract::Contract::parse(include_str!("../../../../ladder/markers.toml")).unwrap();
     for line in &console {
         assert_eq!(
             marker_contract::failure_in(line, &contract.failure_patterns),

@@ -9,7 +9,7 @@ use ipc::{
 use marker_contract::{Contract, Ladder};
 use service_api::{ClientError, ServiceError, keystored, logd, rngd};
 
-const CONTRACT: &str = include_str!("../../../ladder/markers.toml");
+const CONTRACT: &str = include_str!("../../../../ladder/markers.toml");
 
 /// Records in logd's journal matching (origin, subject, action, verdict).
 async fn count<E: Endpoint>(

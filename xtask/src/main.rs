@@ -425,33 +425,85 @@ fn test() -> ExitCode {
     };
     let mut all_images = Vec::new();
     let count = Combination::all().len();
-    steps.run(
-        &format!("build the riscv64 images ({count} combinations)"),
-        || {
-            // The classic four as a device ships them (their scenarios and the
-            // benchmarks use them); every other combination with the matrix's quick
-            // profile (image::Profile::Matrix).
-            all_images = test_os::build_images_with(Combination::all(), |c| {
-                if c.is_classic() {
-                    Profile::Release
-                } else {
-                    Profile::Matrix
+    // The ladder boots start while the images are still being built: one QEMU beside
+    // cargo (whose matrix builds leave a core idle much of the time: cargo's start,
+    // single-threaded links), each image as soon as it exists; what is left when the
+    // builds end boots side by side as before. The two steps' times say what each
+    // took; the ladder's table has every combination.
+    let built: std::sync::Mutex<std::collections::VecDeque<(Combination, std::path::PathBuf)>> =
+        std::sync::Mutex::new(std::collections::VecDeque::new());
+    let building = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let early = scope.spawn(|| {
+            let mut rows = Vec::new();
+            loop {
+                let next = built.lock().expect("queue").pop_front();
+                match next {
+                    Some(image) => {
+                        match test_os::boot_all(std::slice::from_ref(&image), &qemu, false) {
+                            Ok(mut booted) => rows.append(&mut booted),
+                            Err(why) => return Err(why),
+                        }
+                    }
+                    None if building.load(std::sync::atomic::Ordering::SeqCst) => {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    None => return Ok(rows),
                 }
-            })?;
-            Ok(())
-        },
-    );
-    steps.run(
-        &format!("QEMU: full marker ladder, every combination ({count})"),
-        || {
-            let rows = test_os::boot_all(&all_images, &qemu, false)?;
-            if test_os::report(&rows, &qemu) {
-                Ok(())
-            } else {
-                Err("the marker ladder failed; see above".into())
+                if !building.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Ok(rows);
+                }
             }
-        },
-    );
+        });
+        steps.run(
+            &format!("build the riscv64 images ({count} combinations; the ladder boots begin beside the builds)"),
+            || {
+                // The classic four as a device ships them (their scenarios and the
+                // benchmarks use them); every other combination with the matrix's quick
+                // profile (image::Profile::Matrix).
+                let result = test_os::build_images_each(
+                    Combination::all(),
+                    |c| {
+                        if c.is_classic() {
+                            Profile::Release
+                        } else {
+                            Profile::Matrix
+                        }
+                    },
+                    |image| built.lock().expect("queue").push_back(image.clone()),
+                );
+                building.store(false, std::sync::atomic::Ordering::SeqCst);
+                all_images = result?;
+                Ok(())
+            },
+        );
+        building.store(false, std::sync::atomic::Ordering::SeqCst);
+        let early = early.join().expect("the early boots' thread");
+        steps.run(
+            &format!("QEMU: full marker ladder, every combination ({count})"),
+            || {
+                let mut rows = early?;
+                let rest: Vec<_> = built.lock().expect("queue").drain(..).collect();
+                eprintln!(
+                    "    {} booted beside the builds, {} after them",
+                    rows.len(),
+                    rest.len()
+                );
+                rows.extend(test_os::boot_all(&rest, &qemu, false)?);
+                rows.sort_by_key(|row| {
+                    Combination::all()
+                        .iter()
+                        .position(|c| *c == row.combination)
+                        .unwrap_or(usize::MAX)
+                });
+                if test_os::report(&rows, &qemu) {
+                    Ok(())
+                } else {
+                    Err("the marker ladder failed; see above".into())
+                }
+            },
+        );
+    });
     // The production image boots on a covering set of the matrix: the classic four,
     // and one combination for each backend they do not have (decision 14: every
     // combination's crypto is proven by its ladder; the production program is the

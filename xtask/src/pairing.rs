@@ -10,8 +10,9 @@
 //!    dsoftbusd must name the peer's key. Then sessions with no `--device-key` (the
 //!    peer uses the key it paired with) and no factory trust.
 //! 2. **Reboot.** The same disks: the wrong code's attempt is still counted (1 of
-//!    20), the store holds the peer (trusted peers 1), the window stays closed, the
-//!    peer's sessions work; then it unpairs itself and its next session is refused.
+//!    20), the store holds the peer (trusted peers 1), the window stays closed (a
+//!    pairing with the right code hears CLOSED), the peer's sessions work; then it
+//!    unpairs itself and its next session is refused.
 //!
 //! Then both consoles are searched for the setup code (digits and label) and the
 //! verifier (`w0` and `L` in hex): none may appear.
@@ -62,6 +63,7 @@ fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<S
         .setup_code
         .map(|c| String::from_utf8_lossy(&c.label()).into_owned())
         .ok_or("provisioning gave no setup code")?;
+    let code_again = code.clone();
     let identity = dir.join("peer.key");
     let paired = dir.join("peer.paired");
     let _ = std::fs::remove_file(&identity);
@@ -119,7 +121,8 @@ fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<S
         }),
     )?;
 
-    // Reboot: the trust kept, the count kept; the peer unpairs itself.
+    // Reboot: the trust kept, the count kept, the window closed; the peer unpairs
+    // itself.
     let second_files = files.clone();
     let second = boot(
         combination,
@@ -136,6 +139,12 @@ fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<S
                 &["session", "--addr", &addr, "--sessions", "1"],
                 &["--suite"],
             )?;
+            // The window is closed (the store is not empty): even the right code hears
+            // CLOSED, at the hello.
+            match second_files.run(&["pair", "--addr", &addr, "--code", &code_again], &[]) {
+                Err(why) if why.contains("CLOSED") => {}
+                other => return Err(format!("a pairing outside the window: {other:?}")),
+            }
             second_files.run(&["unpair", "--addr", &addr], &["--suite"])?;
             // The device key named: the device must refuse, not this peer's forgetting.
             match second_files.run(
@@ -163,7 +172,7 @@ fn both_boots(combination: &Combination, path: &Path, binary: &Path) -> Result<S
         }
     }
     Ok(format!(
-        "{combination}: a wrong code refused and counted, paired with the setup code ({}), sessions without the factory; after a reboot the peer still trusted and the attempt still counted, then {}; neither console holds the code or the verifier",
+        "{combination}: a wrong code refused and counted, paired with the setup code ({}), sessions without the factory; after a reboot the peer still trusted, the attempt still counted and the window closed (CLOSED to the right code), then {}; neither console holds the code or the verifier",
         first.trim(),
         second.trim()
     ))

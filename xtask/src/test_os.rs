@@ -278,6 +278,28 @@ pub fn build_images(combinations: &[Combination]) -> Result<Vec<(Combination, Pa
     build_images_with(combinations, |_| Profile::Release)
 }
 
+/// As [`build_images_with`], calling `each` with every image as soon as it is built.
+pub fn build_images_each(
+    combinations: &[Combination],
+    profile: impl Fn(&Combination) -> Profile,
+    each: impl Fn(&(Combination, PathBuf)),
+) -> Result<Vec<(Combination, PathBuf)>, String> {
+    toolchain::ensure_riscv_target()?;
+    combinations
+        .iter()
+        .map(|combination| {
+            let profile = profile(combination);
+            eprintln!(
+                "    building the {combination} programs ({})",
+                profile.cargo_name()
+            );
+            let image = image::build_with(combination, profile).map(|path| (*combination, path))?;
+            each(&image);
+            Ok(image)
+        })
+        .collect()
+}
+
 /// Builds the image of every requested combination, each with the profile `profile`
 /// gives it; returns each with its path.
 pub fn build_images_with(

@@ -773,18 +773,29 @@ pub async fn run<P: Provider, H: HashBackend, K: PakeBackend, E: Endpoint>(
             Keystored::failed_closed(purposes)
         }
     };
+    // rngd said it closed for good (its source failed): no pairing run can be made,
+    // and keystored stops asking (each refused draw would be one more audit record).
+    let mut entropy_closed = false;
     loop {
         // The next pairing run's scalar is drawn ahead, so a run's answer waits on no
         // other service but statefs.
-        if keystored.pairing_mut().wants_random()
-            && let Ok(random) = rngd::get_entropy(&ep, PAKE_RANDOM_LEN as u16).await
-            && let Ok(random) =
-                provider_api::SecretBytes::from_fill(|r: &mut [u8; PAKE_RANDOM_LEN]| {
-                    r.copy_from_slice(random.get(..PAKE_RANDOM_LEN).ok_or(())?);
-                    Ok::<(), ()>(())
-                })
-        {
-            keystored.pairing_mut().give_random(random);
+        if keystored.pairing_mut().wants_random() && !entropy_closed {
+            match rngd::get_entropy(&ep, PAKE_RANDOM_LEN as u16).await {
+                Ok(random) => {
+                    if let Ok(random) =
+                        provider_api::SecretBytes::from_fill(|r: &mut [u8; PAKE_RANDOM_LEN]| {
+                            r.copy_from_slice(random.get(..PAKE_RANDOM_LEN).ok_or(())?);
+                            Ok::<(), ()>(())
+                        })
+                    {
+                        keystored.pairing_mut().give_random(random);
+                    }
+                }
+                Err(ClientError::Service(
+                    ServiceError::HealthTestFailed | ServiceError::Unavailable,
+                )) => entropy_closed = true,
+                Err(_) => {}
+            }
         }
         let request = ep.receive().await;
         let mut handled = keystored.handle(request.sender, &request.frame);

@@ -598,6 +598,31 @@ impl<A: NoiseAead> TcpSession<A> {
         self.transport.decrypt(message)
     }
 
+    /// Seals `plaintexts` as the next transport messages and sends them in one write
+    /// (several frames in one TCP segment, as a peer may).
+    ///
+    /// # Errors
+    /// [`ConnectError`].
+    pub async fn send_together<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        plaintexts: &[&[u8]],
+    ) -> Result<(), ConnectError> {
+        let mut bytes = Vec::new();
+        for plaintext in plaintexts {
+            let message = self
+                .transport
+                .encrypt(plaintext)
+                .map_err(ConnectError::Noise)?;
+            bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(&message);
+        }
+        self.stream
+            .send_bytes(ep, &bytes)
+            .await
+            .map_err(ConnectError::Refused)
+    }
+
     /// Sends `plaintext` as the next transport message and returns dsoftbusd's answer,
     /// decrypted (`PAIROPEN` and `UNPAIR` are answered `DONE` or `REFUSED`).
     ///

@@ -347,7 +347,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         if self.allowlist.iter().any(|key| key.to_bytes() == bytes) {
             return Ok(());
         }
-        if self.allowlist.len() == MAX_TRUSTED {
+        if self.allowlist.len() >= MAX_TRUSTED {
             return Err((ServiceError::RequestTooLarge, 0));
         }
         let key = VerifyingKey::from_bytes(&bytes).map_err(|error| match error {
@@ -752,6 +752,11 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         };
         let mut rest = bytes;
         while !rest.is_empty() {
+            // Found again for every frame: a step may have ended other connections
+            // (`UNPAIR` ends the forgotten key's sessions), which moves this one.
+            let Some(at) = self.table.find(Link::Tcp(handle)) else {
+                break;
+            };
             let (body, used) =
                 self.table.conns[at]
                     .reader
@@ -1156,6 +1161,11 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         let Ok(share_p) = <&[u8; pair::SHARE_LEN]>::try_from(body) else {
             return Err(self.pairing_refused(ep, Refusal::Malformed));
         };
+        // The window may have closed since the hello (its time, or another peer's
+        // pairing): no run starts outside it.
+        if !self.window_open(ep, ep.uptime_ms()) {
+            return Err(self.pairing_refused(ep, Refusal::PairingClosed));
+        }
         let context = pair::pake_context(&self.suite);
         let (share_v, confirm_v) = match keystored::pairing_start(ep, share_p, &context).await {
             Ok(answer) => {
@@ -1233,7 +1243,10 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         .map_err(|_| self.pairing_refused(ep, Refusal::PairingStore))?;
         let mut keys_after = self.stored.clone();
         if !keys_after.contains(&peer) {
-            if keys_after.len() >= state_format::trust::MAX_PEERS {
+            let in_memory = self.allowlist.iter().any(|k| k.to_bytes() == peer);
+            if keys_after.len() >= state_format::trust::MAX_PEERS
+                || (!in_memory && self.allowlist.len() >= MAX_TRUSTED)
+            {
                 return Err(self.pairing_refused(ep, Refusal::PairingStore));
             }
             keys_after.push(peer);

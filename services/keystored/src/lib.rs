@@ -492,10 +492,13 @@ impl<P: Provider, H: HashBackend, K: PakeBackend> Keystored<P, H, K> {
                 handled
             }
             Operation::KeystoredPairingReopen if incoming.payload.is_empty() => {
-                let effect = self.pairing.reopen();
-                Handled {
-                    effect,
-                    ..allow(Vec::new(), 0)
+                match self.pairing.reopen() {
+                    Ok(effect) => Handled {
+                        effect,
+                        ..allow(Vec::new(), 0)
+                    },
+                    Err(error @ ServiceError::Denied) => refuse(error, Verdict::Denied, 0),
+                    Err(error) => refuse(error, Verdict::Failed, 0),
                 }
             }
             Operation::KeystoredGetPubkey
@@ -798,6 +801,7 @@ pub async fn run<P: Provider, H: HashBackend, K: PakeBackend, E: Endpoint>(
             }
         }
         let request = ep.receive().await;
+        let before = keystored.pairing_mut().failed();
         let mut handled = keystored.handle(request.sender, &request.frame);
         if let Effect::Count(count) = handled.effect {
             // The count reaches the disk before the answer that lets a prover test its
@@ -808,6 +812,11 @@ pub async fn run<P: Provider, H: HashBackend, K: PakeBackend, E: Endpoint>(
                 &state_format::pairing::encode_attempts(count),
             )
             .await;
+            if written.is_err() {
+                // Never a count below what the disk holds (a reopen or a confirmed
+                // run that could not be written), never an answer it did not record.
+                keystored.pairing_mut().count_not_written(before);
+            }
             if written.is_err() && handled.reply.is_ok() {
                 keystored.pairing_mut().abandon();
                 if let Ok(mut payload) =
@@ -1266,6 +1275,27 @@ mod tests {
             assert_eq!(reopened.effect, Effect::Count(0));
             let (finished, key) = run(&mut store, 20_202_021);
             assert_eq!(finished.reply.ok(), key);
+        }
+
+        #[test]
+        fn reopens_are_bounded_per_boot_and_a_count_not_written_is_put_back() {
+            let mut store = provisioned(MAX_FAILED_ATTEMPTS);
+            for _ in 0..pairing::REOPENS_PER_BOOT {
+                let reopened = call(&mut store, Operation::KeystoredPairingReopen, &[]);
+                assert_eq!(reopened.effect, Effect::Count(0));
+                // A write that failed puts the count back where the disk has it.
+                store.pairing_mut().count_not_written(MAX_FAILED_ATTEMPTS);
+                assert_eq!(store.pairing_mut().failed(), MAX_FAILED_ATTEMPTS);
+            }
+            let spent = call(&mut store, Operation::KeystoredPairingReopen, &[]);
+            assert_eq!(spent.reply, Err(ServiceError::Denied));
+            assert_eq!(spent.effect, Effect::None);
+            assert_eq!(store.pairing_mut().failed(), MAX_FAILED_ATTEMPTS);
+            let mut unprovisioned = keystored([1; 32]);
+            assert_eq!(
+                call(&mut unprovisioned, Operation::KeystoredPairingReopen, &[]).reply,
+                Err(ServiceError::NotFound)
+            );
         }
 
         #[test]

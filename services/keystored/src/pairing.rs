@@ -39,7 +39,15 @@ pub struct Pairing<K: PakeBackend> {
     pending: Option<K::VerifierConfirming>,
     /// Entropy for the next run's scalar, drawn ahead by the service loop.
     random: Option<SecretBytes<PAKE_RANDOM_LEN>>,
+    /// `PAIRING_REOPEN`s left this boot: keystored takes dsoftbusd's word that a
+    /// trusted peer asked, so a compromised dsoftbusd could otherwise reset the count
+    /// for ever; with this budget it gets at most `(1 + REOPENS_PER_BOOT) x 20`
+    /// guesses per boot of the device.
+    reopens_left: u8,
 }
+
+/// How many times per boot the failed-attempt count may be set back to 0.
+pub const REOPENS_PER_BOOT: u8 = 3;
 
 impl<K: PakeBackend> Pairing<K> {
     /// Pairing with `verifier` (none: not provisioned) and `failed` attempts counted.
@@ -49,6 +57,7 @@ impl<K: PakeBackend> Pairing<K> {
             failed,
             pending: None,
             random: None,
+            reopens_left: REOPENS_PER_BOOT,
         }
     }
 
@@ -145,9 +154,25 @@ impl<K: PakeBackend> Pairing<K> {
         }
     }
 
-    /// `PAIRING_REOPEN`: the count back to 0.
-    pub fn reopen(&mut self) -> Effect {
+    /// `PAIRING_REOPEN`: the count back to 0, at most [`REOPENS_PER_BOOT`] times.
+    ///
+    /// # Errors
+    /// `Denied` once this boot's reopens are spent, `NotFound` without a verifier.
+    pub fn reopen(&mut self) -> Result<Effect, ServiceError> {
+        if self.verifier.is_none() {
+            return Err(ServiceError::NotFound);
+        }
+        if self.reopens_left == 0 {
+            return Err(ServiceError::Denied);
+        }
+        self.reopens_left -= 1;
         self.failed = 0;
-        Effect::Count(0)
+        Ok(Effect::Count(0))
+    }
+
+    /// The count a write could not store is put back (never below what the disk
+    /// holds): the service loop calls this with the count before the request.
+    pub fn count_not_written(&mut self, before: u16) {
+        self.failed = self.failed.max(before);
     }
 }

@@ -29,6 +29,11 @@ pub const ROLE_PROVER: u8 = 1;
 /// The device's role byte.
 pub const ROLE_DEVICE: u8 = 2;
 
+/// The fewest PBKDF2 rounds a pair reply may name.
+pub const MIN_ITERATIONS: u32 = 1_000;
+/// The most PBKDF2 rounds a pair reply may name.
+pub const MAX_ITERATIONS: u32 = 100_000;
+
 /// The pair reply's statuses (section 11.1).
 pub const STATUS_NAMES: [&str; 6] = [
     "OK",
@@ -320,6 +325,11 @@ impl Exchange<'_> {
             return Err(PairingError::Malformed("OK without iterations and salt"));
         }
         let iterations = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
+        // Section 11.1: a device's rounds are 1,000 to 100,000; a reply outside them is
+        // not a device's (and would make this peer compute for hours).
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(PairingError::Malformed("rounds outside 1,000 to 100,000"));
+        }
         let salt = &rest[4..];
         let mut output = Zeroizing::new([0u8; 80]);
         pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
@@ -404,11 +414,19 @@ impl Exchange<'_> {
         }
         let device_key: [u8; 32] = identity[..32].try_into().expect("32 bytes");
         let signature = Signature::from_bytes(&identity[32..].try_into().expect("64 bytes"));
-        let key =
-            VerifyingKey::from_bytes(&device_key).map_err(|_| PairingError::DeviceIdentity)?;
-        if key.is_weak() {
+        // Section 5's rule 2: the canonical encoding of a point of prime order (not
+        // small, not mixed order).
+        let point = curve25519_dalek::edwards::CompressedEdwardsY(device_key)
+            .decompress()
+            .ok_or(PairingError::DeviceIdentity)?;
+        if point.compress().to_bytes() != device_key
+            || point.is_small_order()
+            || !point.is_torsion_free()
+        {
             return Err(PairingError::DeviceIdentity);
         }
+        let key =
+            VerifyingKey::from_bytes(&device_key).map_err(|_| PairingError::DeviceIdentity)?;
         key.verify_strict(
             &[CONFIRM_PREFIX, &[ROLE_DEVICE], &state.th].concat(),
             &signature,

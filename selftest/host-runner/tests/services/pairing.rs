@@ -563,3 +563,73 @@ fn a_store_write_torn_during_pairing_leaves_the_previous_store() {
         }
     }
 }
+
+/// A trusted peer forgets another peer whose session came first in the device's
+/// table, and sends a ping in the same TCP segment: the other session ends, and the
+/// asker's ping is answered in its own session (found again after the table moved;
+/// a review found the index kept across frames: a panic, or the ping run in another
+/// connection).
+#[test]
+fn unpairing_another_peer_ends_its_session_and_the_askers_next_frame_is_its_own() {
+    let device = Device::provisioned();
+    let mut system = device.boot();
+    let (answers, forgotten_next) = system.run_as(ServiceId::Selftest, |ep| async move {
+        let Outcome::Paired(device_key) = pair(&ep, &identity(1), CODE, Spoil::Nothing).await
+        else {
+            return (Err(ConnectError::Protocol("not paired")), false);
+        };
+        let device = VerifyingKey::<Dalek>::from_bytes(&device_key).unwrap();
+        service_api::dsoftbusd::trust(&ep, &node(2).device_key())
+            .await
+            .unwrap();
+        let mut forgotten = connect_tcp::<P, H, _>(
+            &ep,
+            &node(1),
+            DSOFTBUSD,
+            Believed::FromHello,
+            std::slice::from_ref(&device),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        let mut asker = connect_tcp::<P, H, _>(
+            &ep,
+            &node(2),
+            DSOFTBUSD,
+            Believed::FromHello,
+            &[device],
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        let unpair = AppMessage::Unpair(&identity(1).verifying_key().to_bytes()).encode();
+        let ping = AppMessage::Ping(b"still mine").encode();
+        asker.send_together(&ep, &[&unpair, &ping]).await.unwrap();
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            match asker.recv_raw(&ep).await {
+                Ok(frame) => answers.push(asker.open(&frame).map_err(ConnectError::Noise)),
+                Err(error) => answers.push(Err(error)),
+            }
+        }
+        let answers: Result<Vec<Vec<u8>>, ConnectError> = answers.into_iter().collect();
+        let forgotten_next = forgotten.ping(&ep, b"after").await.is_err();
+        (answers, forgotten_next)
+    });
+    assert_eq!(
+        answers,
+        Ok(vec![
+            AppMessage::Done.encode(),
+            AppMessage::Pong(b"still mine").encode()
+        ]),
+        "{:#?}",
+        system.console()
+    );
+    assert!(forgotten_next, "the forgotten peer's session ended");
+    assert!(
+        system
+            .console()
+            .iter()
+            .any(|l| l.ends_with("closed (unpaired)"))
+    );
+}

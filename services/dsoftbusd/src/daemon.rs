@@ -892,6 +892,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 // its session began.
                 let trusted = self.allowlist.iter().any(|k| k.to_bytes() == peer);
                 let mut ended: Vec<Handle> = Vec::new();
+                let mut forgotten: Option<[u8; 32]> = None;
                 let mut unpaired_self = false;
                 let answer = match AppMessage::parse(&plaintext) {
                     Some(AppMessage::Ping(data)) => AppMessage::Pong(data).encode(),
@@ -911,6 +912,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                         if answer == AppMessage::Done {
                             unpaired_self = key == peer;
                             ended = self.sessions_of(key);
+                            forgotten = <[u8; 32]>::try_from(key).ok();
                         }
                         answer.encode()
                     }
@@ -929,7 +931,10 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 self.table.conns[at].phase = Phase::Established(transport);
                 let sealed = sealed?;
                 // The sessions of a key forgotten end now (the asker's own with its
-                // answer).
+                // answer); over IPC too.
+                if let Some(key) = forgotten {
+                    self.end_ipc_sessions_of(ep, &key);
+                }
                 for handle in ended.into_iter().filter(|h| *h != own) {
                     self.end(
                         ep,
@@ -1084,6 +1089,28 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 Link::Ipc { .. } => None,
             })
             .collect()
+    }
+
+    /// Ends the IPC sessions whose peer is `device_key` (a key forgotten), each with
+    /// its record.
+    fn end_ipc_sessions_of<E: Endpoint>(&mut self, ep: &E, device_key: &[u8; 32]) {
+        let mut index = 0;
+        while index < self.table.conns.len() {
+            let conn = &self.table.conns[index];
+            match conn.link {
+                Link::Ipc { task, .. } if conn.peer.as_ref() == Some(device_key) => {
+                    let conn = self.table.conns.remove(index);
+                    ep.audit(record(
+                        task,
+                        Operation::DsoftbusdTransport,
+                        Verdict::Allowed,
+                        Refusal::Unpaired as u16,
+                        conn.detail(),
+                    ));
+                }
+                _ => index += 1,
+            }
+        }
     }
 
     fn pairing_refused<E: Endpoint>(&self, ep: &E, refusal: Refusal) -> End {

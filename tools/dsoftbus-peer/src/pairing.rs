@@ -228,14 +228,16 @@ pub fn password_input(digits: &[u8; 8]) -> Zeroizing<Vec<u8>> {
 /// # Errors
 /// Anything else.
 pub fn digits(code: &str) -> Result<[u8; 8], String> {
-    let digits: Vec<u8> = code.bytes().filter(|b| *b != b'-').collect();
+    let digits: Zeroizing<Vec<u8>> = Zeroizing::new(code.bytes().filter(|b| *b != b'-').collect());
     let valid = digits.len() == 8
         && digits.iter().all(u8::is_ascii_digit)
         && (code.len() == 8 || (code.len() == 9 && code.as_bytes()[4] == b'-'));
     if !valid {
         return Err("a setup code is 8 digits, such as 1234-5678".into());
     }
-    Ok(digits.try_into().expect("8 digits"))
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&digits);
+    Ok(out)
 }
 
 /// What a prover does, frame by frame, with its randomness given: for the protocol
@@ -249,6 +251,14 @@ pub struct Exchange<'a> {
     pub identity: &'a SigningKey,
     /// The 64 bytes `x` is drawn from.
     pub random: [u8; 64],
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.digits.zeroize();
+        self.random.zeroize();
+    }
 }
 
 /// The prover's state between `pake 1` and `pake 3`.
@@ -283,6 +293,13 @@ impl spake2plus::rand_core::TryRng for Fixed {
 }
 
 impl spake2plus::rand_core::TryCryptoRng for Fixed {}
+
+impl Drop for Fixed {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.0.zeroize();
+    }
+}
 
 impl Exchange<'_> {
     /// The pair hello.
@@ -458,13 +475,13 @@ pub fn pair(
 ) -> Result<Paired, PairingError> {
     suite_parts(suite)?;
     let started = Instant::now();
-    let mut random = [0u8; 64];
-    getrandom::fill(&mut random).map_err(|_| PairingError::Malformed("no host entropy"))?;
+    let mut random = Zeroizing::new([0u8; 64]);
+    getrandom::fill(random.as_mut()).map_err(|_| PairingError::Malformed("no host entropy"))?;
     let exchange = Exchange {
         suite,
         digits,
         identity,
-        random,
+        random: *random,
     };
     let mut stream = dial(addr)?;
     wire::write_frame(&mut stream, &exchange.hello())?;

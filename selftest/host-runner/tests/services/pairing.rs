@@ -564,8 +564,9 @@ fn a_store_write_torn_during_pairing_leaves_the_previous_store() {
     }
 }
 
-/// A trusted peer forgets another peer whose session came first in the device's
-/// table, and sends a ping in the same TCP segment: the other session ends, and the
+/// A trusted peer forgets another peer whose sessions (over TCP and over IPC) came
+/// first in the device's table, and sends a ping in the same TCP segment: the other
+/// sessions end, and the
 /// asker's ping is answered in its own session (found again after the table moved;
 /// a review found the index kept across frames: a panic, or the ping run in another
 /// connection).
@@ -597,11 +598,29 @@ fn unpairing_another_peer_ends_its_session_and_the_askers_next_frame_is_its_own(
             &node(2),
             DSOFTBUSD,
             Believed::FromHello,
-            &[device],
+            std::slice::from_ref(&device),
             |_, _| {},
         )
         .await
         .unwrap();
+        // The forgotten key's session over IPC too (the path tasks of the image use).
+        let responder = provider_api::X25519PublicKey(
+            service_api::dsoftbusd::discover(&ep)
+                .await
+                .unwrap()
+                .noise_static,
+        );
+        let mut over_ipc = dsoftbusd::client::connect::<P, H, _>(
+            &ep,
+            &node(1),
+            7,
+            &responder,
+            std::slice::from_ref(&device),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        assert!(over_ipc.ping(&ep, b"before").await.is_ok());
         let unpair = AppMessage::Unpair(&identity(1).verifying_key().to_bytes()).encode();
         let ping = AppMessage::Ping(b"still mine").encode();
         asker.send_together(&ep, &[&unpair, &ping]).await.unwrap();
@@ -613,7 +632,8 @@ fn unpairing_another_peer_ends_its_session_and_the_askers_next_frame_is_its_own(
             }
         }
         let answers: Result<Vec<Vec<u8>>, ConnectError> = answers.into_iter().collect();
-        let forgotten_next = forgotten.ping(&ep, b"after").await.is_err();
+        let forgotten_next = forgotten.ping(&ep, b"after").await.is_err()
+            && over_ipc.ping(&ep, b"after").await.is_err();
         (answers, forgotten_next)
     });
     assert_eq!(
@@ -625,7 +645,10 @@ fn unpairing_another_peer_ends_its_session_and_the_askers_next_frame_is_its_own(
         "{:#?}",
         system.console()
     );
-    assert!(forgotten_next, "the forgotten peer's session ended");
+    assert!(
+        forgotten_next,
+        "the forgotten peer's sessions ended, over TCP and IPC"
+    );
     assert!(
         system
             .console()

@@ -131,12 +131,19 @@ impl DiskSet {
     }
 }
 
+/// `N` bytes from the host's `/dev/urandom` (the factory's source of secrets).
+pub fn urandom<const N: usize>() -> Result<[u8; N], String> {
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut urandom| urandom.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(bytes)
+}
+
 /// An OTP image: 32 random bytes, then zeros to one sector.
 pub fn random_otp() -> Result<Vec<u8>, String> {
     let mut secret = vec![0u8; OTP_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut urandom| urandom.read_exact(&mut secret[..32]))
-        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    secret[..32].copy_from_slice(&urandom::<32>()?);
     Ok(secret)
 }
 

@@ -157,22 +157,12 @@ pub struct Provisioned {
     pub never_logged: Vec<String>,
 }
 
-/// `n` bytes from the host's `/dev/urandom`.
-fn host_random<const N: usize>() -> Result<[u8; N], String> {
-    use std::io::Read as _;
-    let mut bytes = [0u8; N];
-    File::open("/dev/urandom")
-        .and_then(|mut urandom| urandom.read_exact(&mut bytes))
-        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-    Ok(bytes)
-}
-
 /// The code to provision: the one given, or a random one.
 fn setup_code(given: &str) -> Result<SetupCode, String> {
     if given != "random" {
         return SetupCode::parse(given).map_err(|e| format!("--setup-code {given:?}: {e}"));
     }
-    let words = host_random::<256>()?;
+    let words = crate::disks::urandom::<256>()?;
     SetupCode::from_random(
         words
             .chunks_exact(4)
@@ -194,8 +184,8 @@ fn provision_code<H: HashBackend>(
     let combination = Combination::parse(&options.provider).ok_or("no single combination")?;
     let algorithm = provider_select::aead_algorithm(combination.aead)
         .ok_or_else(|| format!("no AEAD backend named {:?}", combination.aead))?;
-    let salt = host_random::<{ pairing::SALT_LEN }>()?;
-    let nonce = host_random::<12>()?;
+    let salt = crate::disks::urandom::<{ pairing::SALT_LEN }>()?;
+    let nonce = crate::disks::urandom::<12>()?;
     type Pake = provider_select::SelectedPake;
     let sealed =
         match algorithm {

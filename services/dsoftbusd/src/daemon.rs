@@ -795,7 +795,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 self.pair_hello(ep, at, body, now_ms)
             }
             Phase::PairAwaitShare => self.pake_1(ep, at, body).await,
-            Phase::PairAwaitConfirm(transcript) => self.pake_3(ep, at, &transcript, body).await,
+            Phase::PairAwaitConfirm(run) => self.pake_3(ep, at, &run, body).await,
             Phase::AwaitHello => {
                 let suite = self.suite.clone();
                 let reply = |status, static_key| {
@@ -1215,11 +1215,14 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 return Err(self.pairing_refused(ep, Refusal::PairingRefused));
             }
         };
-        let transcript = [&share_p[..], &share_v, &confirm_v].concat();
-        self.table.conns[at].phase = Phase::PairAwaitConfirm(transcript);
-        Ok(alloc::vec![wire::frame(
-            &[&share_v[..], &confirm_v].concat()
-        )])
+        let pake_2 = wire::frame(&[&share_v[..], &confirm_v].concat());
+        self.table.conns[at].phase =
+            Phase::PairAwaitConfirm(alloc::boxed::Box::new(pair::PakeMessages {
+                share_p: *share_p,
+                share_v,
+                confirm_v,
+            }));
+        Ok(alloc::vec![pake_2])
     }
 
     /// `pake 3`: keystored checks the prover's confirmation and gives the shared key;
@@ -1229,11 +1232,10 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         &mut self,
         ep: &E,
         at: usize,
-        transcript: &[u8],
+        run: &pair::PakeMessages,
         body: &[u8],
     ) -> Result<Vec<Vec<u8>>, End> {
-        if body.len() != pair::PAKE_3_LEN || transcript.len() != pair::SHARE_LEN + pair::PAKE_2_LEN
-        {
+        if body.len() != pair::PAKE_3_LEN {
             return Err(self.pairing_refused(ep, Refusal::Malformed));
         }
         let (confirm_p, sealed) = body.split_at(pair::CONFIRM_LEN);
@@ -1247,13 +1249,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         };
         // keystored took the run's count back.
         self.pairing.attempts_left = self.pairing.attempts_left.saturating_add(1);
-        let mut share_p = [0u8; pair::SHARE_LEN];
-        share_p.copy_from_slice(&transcript[..pair::SHARE_LEN]);
-        let mut share_v = [0u8; pair::SHARE_LEN];
-        share_v.copy_from_slice(&transcript[pair::SHARE_LEN..2 * pair::SHARE_LEN]);
-        let mut confirm_v = [0u8; pair::CONFIRM_LEN];
-        confirm_v.copy_from_slice(&transcript[2 * pair::SHARE_LEN..]);
-        let th = pair::transcript_hash::<H>(&share_p, &share_v, &confirm_v, &confirm);
+        let th = pair::transcript_hash::<H>(&run.share_p, &run.share_v, &run.confirm_v, &confirm);
         let keys = IdentityKeys::derive::<H>(&shared, &th);
         drop(shared);
         let peer =

@@ -182,6 +182,17 @@ pub fn pake_context(suite: &str) -> Vec<u8> {
     [CONTEXT_PREFIX, suite.as_bytes()].concat()
 }
 
+/// The run's messages the device keeps between `pake 2` and `pake 3`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PakeMessages {
+    /// `shareP`.
+    pub share_p: [u8; SHARE_LEN],
+    /// `shareV`.
+    pub share_v: [u8; SHARE_LEN],
+    /// `confirmV`.
+    pub confirm_v: [u8; CONFIRM_LEN],
+}
+
 /// `th = H(shareP || shareV || confirmV || confirmP)`: what each side's signature and
 /// the identity keys are bound to.
 pub fn transcript_hash<H: HashBackend>(

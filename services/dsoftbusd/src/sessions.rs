@@ -20,6 +20,7 @@
 //!   records name it by fingerprint (the key's first four bytes, big-endian, in
 //!   `detail`), the console by the whole key.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use ipc::{Action, AuditEvent, Operation, ReplyToken, ServiceId, Verdict};
@@ -295,9 +296,9 @@ pub enum Phase<P: Provider, H: HashBackend> {
     Established(Transport<Aead<P>>),
     /// Pairing, the device: the pair reply sent, waiting for the prover's share.
     PairAwaitShare,
-    /// Pairing, the device: `pake 2` sent, waiting for `pake 3`; the transcript so
-    /// far (`shareP || shareV || confirmV`).
-    PairAwaitConfirm(Vec<u8>),
+    /// Pairing, the device: `pake 2` sent, waiting for `pake 3`; the run's messages
+    /// so far.
+    PairAwaitConfirm(Box<crate::pairing::PakeMessages>),
     /// Taken out while a step runs (never seen between steps).
     Gone,
 }

@@ -40,6 +40,16 @@ pub fn pairing_messages(data: &[u8]) {
     {
         assert_eq!(message.encode(), data, "canonical pairing request");
     }
+    // The command line's `pair=` (a device pairing with another): whatever it holds,
+    // a request is an address and a valid code, and its debug form shows no code.
+    if let Ok(text) = core::str::from_utf8(data)
+        && let Some(Ok(request)) = dsoftbusd::pairing::PairRequest::from_bootargs(text)
+    {
+        let digits = request.digits();
+        assert!(digits.iter().all(u8::is_ascii_digit));
+        let shown = format!("{request:?}");
+        assert!(!shown.contains(core::str::from_utf8(digits).unwrap_or("")));
+    }
     let th = [0x5a; 32];
     let keys = IdentityKeys::derive::<Blake2s>(&SecretBytes::new([0x33; 32]), &th);
     let opened = open_identity::<ChaCha20Poly1305, Dalek>(&keys.prover, &th, pair::PROVER, data);
@@ -130,7 +140,9 @@ pub fn keystored_pairing(data: &[u8]) {
         Operation::KeystoredPairingFinish,
         Operation::KeystoredTagTrustStore,
         Operation::KeystoredPairingReopen,
-    ][usize::from(pick) % 5];
+        Operation::KeystoredPairingProve,
+        Operation::KeystoredPairingProveFinish,
+    ][usize::from(pick) % 7];
     let key = SigningKey::<Dalek>::from_seed(&Seed::new([3; 32])).expect("nonzero seed");
     let public = key.verifying_key().to_bytes();
     let mut keystored =
@@ -175,6 +187,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 }
                 .encode(),
                 AppMessage::Unpair(&[1; 32]).encode(),
+                b"net.ip=10.0.2.16/24 pair=10.0.2.15:7411:2020-2021".to_vec(),
             ]
         }
         "pairing_verifier" => {

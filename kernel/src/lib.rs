@@ -232,7 +232,14 @@ fn start(hart_id: usize, device_tree: usize) -> (Kernel<RiscvPlatform>, BootInfo
         ),
     );
     if !machine.bootargs.is_empty() {
-        console::line("KERNEL", format_args!("bootargs: {}", machine.bootargs));
+        // The setup code a `pair=` word carries is withheld.
+        console::line(
+            "KERNEL",
+            format_args!(
+                "bootargs: {}",
+                kernel_core::bootargs::Redacted(machine.bootargs)
+            ),
+        );
     }
     let programs = machine.initrd.clone().map(|range| {
         // SAFETY: the boot loader put the initrd in RAM at this range (the device

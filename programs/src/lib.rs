@@ -106,9 +106,13 @@ mod riscv {
                     start.args[0],
                 ))
             }
-            ServiceId::Dsoftbusd => block_on(dsoftbusd::run::<Selected, Hash, _>(
-                wrap.wrap(UserEndpoint::new(ServiceId::Dsoftbusd)),
-            )),
+            ServiceId::Dsoftbusd => {
+                let bootargs = user_rt::bootargs();
+                block_on(dsoftbusd::run::<Selected, Hash, _>(
+                    wrap.wrap(UserEndpoint::new(ServiceId::Dsoftbusd)),
+                    &bootargs,
+                ))
+            }
             ServiceId::Devmgr => devmgr(),
             ServiceId::Statefs => block_on(statefs::run(
                 wrap.wrap(UserEndpoint::new(ServiceId::Statefs).with_disks(devices.disk)),

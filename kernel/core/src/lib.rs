@@ -30,6 +30,7 @@
 extern crate alloc;
 
 mod audit_stream;
+pub mod bootargs;
 mod executor;
 mod kernel;
 pub mod policy;

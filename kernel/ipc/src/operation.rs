@@ -39,6 +39,13 @@ pub enum Operation {
     KeystoredTagTrustStore = 0x0308,
     /// keystored: clears the failed-attempt count (a trusted peer reopened pairing).
     KeystoredPairingReopen = 0x0309,
+    /// keystored: one SPAKE2+ run as the prover (this device pairs with another): the
+    /// other device's password-hash parameters and the setup code in, the prover's
+    /// share out.
+    KeystoredPairingProve = 0x030a,
+    /// keystored: the other device's share and confirmation for the run proved; the
+    /// prover's confirmation and the shared key out, only if that confirmation matched.
+    KeystoredPairingProveFinish = 0x030b,
     /// dsoftbusd: its Noise static public key and its device public key.
     DsoftbusdDiscover = 0x0401,
     /// dsoftbusd: add a peer's device public key to the allowlist.
@@ -77,7 +84,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 28] = [
+    pub const ALL: [Operation; 30] = [
         Self::LogdQuery,
         Self::RngdGetEntropy,
         Self::KeystoredGetPubkey,
@@ -89,6 +96,8 @@ impl Operation {
         Self::KeystoredPairingFinish,
         Self::KeystoredTagTrustStore,
         Self::KeystoredPairingReopen,
+        Self::KeystoredPairingProve,
+        Self::KeystoredPairingProveFinish,
         Self::DsoftbusdDiscover,
         Self::DsoftbusdTrust,
         Self::DsoftbusdTransport,
@@ -121,7 +130,9 @@ impl Operation {
             | Self::KeystoredPairingStart
             | Self::KeystoredPairingFinish
             | Self::KeystoredTagTrustStore
-            | Self::KeystoredPairingReopen => ServiceId::Keystored,
+            | Self::KeystoredPairingReopen
+            | Self::KeystoredPairingProve
+            | Self::KeystoredPairingProveFinish => ServiceId::Keystored,
             Self::DsoftbusdDiscover
             | Self::DsoftbusdTrust
             | Self::DsoftbusdTransport
@@ -154,6 +165,8 @@ impl Operation {
             Self::KeystoredPairingFinish => "PAIRING_FINISH",
             Self::KeystoredTagTrustStore => "TAG_TRUST_STORE",
             Self::KeystoredPairingReopen => "PAIRING_REOPEN",
+            Self::KeystoredPairingProve => "PAIRING_PROVE",
+            Self::KeystoredPairingProveFinish => "PAIRING_PROVE_FINISH",
             Self::DsoftbusdDiscover => "DISCOVER",
             Self::DsoftbusdTrust => "TRUST",
             Self::DsoftbusdTransport => "TRANSPORT",

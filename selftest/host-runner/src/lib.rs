@@ -280,6 +280,8 @@ pub struct HostSystem {
     console: Rc<RefCell<Vec<String>>>,
     clock: HostClock,
     hash: ImageHash,
+    /// The kernel command line netstackd and dsoftbusd read.
+    bootargs: &'static str,
 }
 
 impl HostSystem {
@@ -315,8 +317,9 @@ impl HostSystem {
     }
 
     fn spawn_dsoftbusd<P: Provider>(&mut self, limits: dsoftbusd::sessions::Limits) {
+        let bootargs = self.bootargs;
         with_hash!(self.hash, H => self.spawn(ServiceId::Dsoftbusd, move |ep| {
-            dsoftbusd::run_with::<P, H, _>(ep, limits)
+            dsoftbusd::run_with::<P, H, _>(ep, limits, bootargs)
         }));
     }
 
@@ -449,6 +452,7 @@ impl HostSystem {
             console,
             clock,
             hash,
+            bootargs,
         };
         system.spawn(ServiceId::Logd, move |ep| logd::run(ep, journal));
         match rngd_tap {

@@ -33,6 +33,15 @@
 //!   The caller stores it and has it verified (`VERIFY_TRUST_STORE`), which advances
 //!   the counter. Each key must obey the verification rule (`InvalidKey`).
 //! - `PAIRING_REOPEN`: empty payload; the failed-attempt count goes back to 0.
+//! - `PAIRING_PROVE` (this device pairs with another whose setup code it was given):
+//!   payload: the other device's password-hash rounds (`u32` big-endian, 1,000 to
+//!   100,000) and salt (16 bytes) from its pair reply, the code's 8 ASCII digits, then
+//!   the PAKE context; reply: this device's share (65 bytes). keystored runs the
+//!   password hash; the code and the run's secrets stay in keystored.
+//! - `PAIRING_PROVE_FINISH`: payload: the other device's share (65) and confirmation
+//!   (32); reply: this device's confirmation (32) and the shared key (32), only if the
+//!   other's confirmation matched (else `AuthenticationFailed`: a wrong code, or not
+//!   the device the code belongs to). With no run started, `NoSession`.
 //!
 //! Without a key (keystored failed closed) every call but `EXPORT_PRIVATE` is
 //! answered with `NoKey`.
@@ -56,8 +65,11 @@ pub const PAIRING_CONFIRM_PREFIX: &[u8] = b"dsoftbus/v1 pairing confirm\0";
 pub const PAIRING_ROLE_PROVER: u8 = 1;
 /// The role byte of the side that holds the verifier (the device whose code it was).
 pub const PAIRING_ROLE_VERIFIER: u8 = 2;
-/// The longest PAKE context `PAIRING_START` takes.
+/// The longest PAKE context `PAIRING_START` and `PAIRING_PROVE` take.
 pub const MAX_PAKE_CONTEXT: usize = 128;
+/// What comes before the context in `PAIRING_PROVE`: rounds (4), salt (16), the code's
+/// digits (8).
+pub const PROVE_HEADER_LEN: usize = 4 + 16 + 8;
 
 /// The message keystored signs for `purpose` over `data`.
 ///
@@ -220,6 +232,52 @@ pub async fn pairing_reopen<E: Endpoint>(ep: &E) -> Result<(), ClientError> {
     crate::call(ep, Operation::KeystoredPairingReopen, &[])
         .await
         .map(|_| ())
+}
+
+/// Starts a SPAKE2+ run as the prover with another device's parameters and its setup
+/// code's 8 ASCII digits: this device's share.
+///
+/// # Errors
+/// [`ClientError`].
+pub async fn pairing_prove<E: Endpoint>(
+    ep: &E,
+    iterations: u32,
+    salt: &[u8; 16],
+    digits: &[u8; 8],
+    context: &[u8],
+) -> Result<[u8; 65], ClientError> {
+    let mut payload = zeroize::Zeroizing::new(Vec::with_capacity(PROVE_HEADER_LEN + context.len()));
+    payload.extend_from_slice(&iterations.to_be_bytes());
+    payload.extend_from_slice(salt);
+    payload.extend_from_slice(digits);
+    payload.extend_from_slice(context);
+    let reply = crate::call(ep, Operation::KeystoredPairingProve, &payload).await?;
+    <[u8; 65]>::try_from(reply.as_slice()).map_err(|_| ClientError::MalformedReply)
+}
+
+/// Finishes the prover's run with the other device's share and confirmation: this
+/// device's confirmation and the shared key (wiped on drop).
+///
+/// # Errors
+/// [`ClientError`]; a confirmation that does not match is
+/// [`ServiceError::AuthenticationFailed`].
+pub async fn pairing_prove_finish<E: Endpoint>(
+    ep: &E,
+    share_v: &[u8; 65],
+    confirm_v: &[u8; 32],
+) -> Result<([u8; 32], provider_api::SecretBytes<32>), ClientError> {
+    let payload = [&share_v[..], confirm_v].concat();
+    let reply = crate::call(ep, Operation::KeystoredPairingProveFinish, &payload).await?;
+    if reply.len() != 64 {
+        return Err(ClientError::MalformedReply);
+    }
+    let mut confirm = [0u8; 32];
+    confirm.copy_from_slice(&reply[..32]);
+    let key = provider_api::SecretBytes::from_fill(|key: &mut [u8; 32]| {
+        key.copy_from_slice(&reply[32..]);
+        Ok::<(), ClientError>(())
+    })?;
+    Ok((confirm, key))
 }
 
 /// Encodes a `SIGN` request.

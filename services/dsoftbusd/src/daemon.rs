@@ -22,7 +22,9 @@ use service_api::netstackd::{
 use service_api::statefs::DSOFTBUSD_TRUST_STORE;
 use service_api::{ClientError, ServiceError, keystored, reply_err, reply_ok, rngd, statefs};
 
-use crate::pairing::{self as pair, IdentityKeys, PairHello, PairReply, PairStatus};
+use crate::pairing::{
+    self as pair, IdentityKeys, PairHello, PairReply, PairRequest, PairStatus, ProverPending,
+};
 
 use crate::binding::{Binding, BindingError};
 use crate::sessions::{
@@ -111,9 +113,10 @@ fn connect_error(refusal: Refusal) -> ServiceError {
         Refusal::NetworkRestarted => ServiceError::Restarted,
         // Pairing connections are never a CONNECT's; a session a peer forgot is closed.
         Refusal::PairingRefused | Refusal::PairingIdentity => ServiceError::AuthenticationFailed,
-        Refusal::PairingClosed | Refusal::Paired | Refusal::PairingStore => {
-            ServiceError::Unavailable
-        }
+        Refusal::PairingClosed
+        | Refusal::Paired
+        | Refusal::PairingStore
+        | Refusal::PairingUnavailable => ServiceError::Unavailable,
         Refusal::Unpaired => ServiceError::Closed,
     }
 }
@@ -185,6 +188,16 @@ pub struct Daemon<P: Provider, H: HashBackend> {
     pub(crate) stored: Vec<[u8; 32]>,
     /// Pairing: keystored's status at start, and until when the window is open.
     pairing: Window,
+    /// This device pairing with another whose code it was given (`pair=`).
+    prover: Option<ProverPlan>,
+}
+
+/// This device's pairing with another, as the prover: the request, and when it is
+/// tried next (none while a try is under way).
+struct ProverPlan {
+    request: PairRequest,
+    next_try_ms: Option<u64>,
+    tries_left: u32,
 }
 
 /// The pairing window.
@@ -223,6 +236,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             entropy_failed: false,
             stored: Vec::new(),
             pairing: Window::default(),
+            prover: None,
         }
     }
 
@@ -637,8 +651,11 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             ended += 1;
             let refusal = Refusal::NetworkRestarted;
             account_end(ep, &conn, Verdict::Failed, refusal);
-            if let Some(outgoing) = conn.outgoing {
-                let _ = reply_err(ep, outgoing.token, connect_error(refusal));
+            if let Some(token) = conn.outgoing.and_then(|o| o.token) {
+                let _ = reply_err(ep, token, connect_error(refusal));
+            }
+            if conn.proving {
+                self.prover_failed(ep, refusal);
             }
         }
         ended
@@ -796,6 +813,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             }
             Phase::PairAwaitShare => self.pake_1(ep, at, body).await,
             Phase::PairAwaitConfirm(run) => self.pake_3(ep, at, &run, body).await,
+            Phase::ProverAwaitReply => self.prover_pair_reply(ep, at, body).await,
+            Phase::ProverAwaitShare(share_p) => self.prover_pake_2(ep, at, &share_p, body).await,
+            Phase::ProverAwaitIdentity(run) => self.prover_pake_4(ep, at, &run, body).await,
             Phase::AwaitHello => {
                 let suite = self.suite.clone();
                 let reply = |status, static_key| {
@@ -1053,7 +1073,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                         0,
                         fingerprint(&peer),
                     ));
-                    let _ = reply_ok(ep, outgoing.token, &connected.encode());
+                    if let Some(token) = outgoing.token {
+                        let _ = reply_ok(ep, token, &connected.encode());
+                    }
                 }
                 // The ping proved the session both ways: end it with a BYE.
                 Err(End {
@@ -1062,7 +1084,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                     last: Some(wire::frame(&bye)),
                 })
             }
-            Phase::Connecting | Phase::Gone => Err(End::rejected(Refusal::Malformed)),
+            Phase::Connecting | Phase::ProverConnecting | Phase::Gone => {
+                Err(End::rejected(Refusal::Malformed))
+            }
         }
     }
 
@@ -1293,6 +1317,215 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         })
     }
 
+    // ------------------------------------------------------- pairing, the prover
+
+    /// Takes a request to pair with another device (`pair=`): tried as soon as the
+    /// daemon listens.
+    pub fn plan_pairing(&mut self, request: PairRequest, now_ms: u64) {
+        self.prover = Some(ProverPlan {
+            request,
+            next_try_ms: Some(now_ms),
+            tries_left: pair::PROVER_TRIES,
+        });
+    }
+
+    /// Starts the pairing with another device when its time came: connects to it.
+    pub async fn prover_tick<E: Endpoint>(&mut self, ep: &E, now_ms: u64) {
+        let Some(plan) = &self.prover else {
+            return;
+        };
+        if plan.next_try_ms.is_none_or(|at| now_ms < at) || self.listener.is_none() {
+            return;
+        }
+        let remote = plan.request.remote;
+        let source = Source::Task(ServiceId::Dsoftbusd);
+        if self.table.admit(source).is_err() {
+            return self.prover_failed(ep, Refusal::PeerBusy);
+        }
+        let connected = netstackd::connect(ep, remote, 0).await;
+        self.note(&connected);
+        let Ok((handle, _)) = connected else {
+            return self.prover_failed(ep, Refusal::ConnectFailed);
+        };
+        if let Some(plan) = self.prover.as_mut() {
+            plan.next_try_ms = None;
+        }
+        let mut conn = Conn::new(Link::Tcp(handle), source, Phase::ProverConnecting, now_ms);
+        conn.proving = true;
+        self.table.conns.push(conn);
+    }
+
+    /// A try of the pairing with another device ended without pairing: tried again
+    /// later if that device could not take it yet (not listening: it may be booting;
+    /// or BUSY), else given up, said once on the console. A try that reached the PAKE
+    /// is never repeated: each costs the other device one of its attempts.
+    fn prover_failed<E: Endpoint>(&mut self, ep: &E, refusal: Refusal) {
+        let Some(plan) = self.prover.as_mut() else {
+            return;
+        };
+        let retry = matches!(
+            refusal,
+            Refusal::ConnectFailed | Refusal::PeerBusy | Refusal::NetworkRestarted
+        );
+        if retry && plan.tries_left > 0 {
+            plan.tries_left -= 1;
+            plan.next_try_ms = Some(ep.uptime_ms().saturating_add(pair::PROVER_RETRY_MS));
+            return;
+        }
+        self.prover = None;
+        ep.console(&markers::DSOFTBUSD_PAIRING_REFUSED.render(&[refusal.word()]));
+    }
+
+    /// The pairing with another device succeeded: a session to it proves that each
+    /// now trusts the other (handshake, ping, `BYE`, as for `CONNECT`).
+    async fn session_after_pairing<E: Endpoint>(&mut self, ep: &E, device: [u8; 32]) {
+        let Some(plan) = self.prover.take() else {
+            return;
+        };
+        let (caller, remote) = (ServiceId::Dsoftbusd, plan.request.remote);
+        if let Err((error, refusal, _)) = self
+            .open_session(ep, caller, None, remote, &device, ep.uptime_ms())
+            .await
+        {
+            ep.audit(record(
+                caller,
+                Operation::DsoftbusdConnect,
+                Verdict::Failed,
+                refusal as u16,
+                fingerprint(&device),
+            ));
+            ep.console(&alloc::format!(
+                "no session with the device paired: {error}"
+            ));
+        }
+    }
+
+    /// The pair reply: with OK, keystored hashes the code with the other device's
+    /// parameters and makes this device's share (`pake 1`).
+    async fn prover_pair_reply<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        at: usize,
+        body: &[u8],
+    ) -> Result<Vec<Vec<u8>>, End> {
+        let reply = PairReply::decode(body).map_err(|_| End::rejected(Refusal::Malformed))?;
+        match reply.status {
+            PairStatus::Ok => {}
+            PairStatus::SuiteMismatch => {
+                let theirs = wire::suite_for_console::<H>(&reply.suite);
+                ep.console(&markers::DSOFTBUSD_SUITE_MISMATCH.render(&[&self.suite, &theirs]));
+                return Err(End::rejected(Refusal::SuiteMismatch));
+            }
+            PairStatus::Busy => return Err(End::failed(Refusal::PeerBusy)),
+            PairStatus::Unsupported => return Err(End::rejected(Refusal::Malformed)),
+            PairStatus::Unavailable => return Err(End::failed(Refusal::PairingUnavailable)),
+            PairStatus::Closed => return Err(End::rejected(Refusal::PairingClosed)),
+        }
+        // The reply is not authenticated: a round count outside the document's
+        // bounds (one that would keep keystored hashing for hours) is refused.
+        let (iterations, salt) = reply
+            .params
+            .filter(|(rounds, _)| {
+                (state_format::pairing::MIN_ITERATIONS..=state_format::pairing::MAX_ITERATIONS)
+                    .contains(rounds)
+            })
+            .ok_or(End::rejected(Refusal::Malformed))?;
+        let digits = self
+            .prover
+            .as_ref()
+            .map(|plan| zeroize::Zeroizing::new(*plan.request.digits()))
+            .ok_or(End::rejected(Refusal::Malformed))?;
+        let context = pair::pake_context(&self.suite);
+        let share_p = keystored::pairing_prove(ep, iterations, &salt, &digits, &context)
+            .await
+            .map_err(|_| End::failed(Refusal::NoEntropy))?;
+        drop(digits);
+        self.table.conns[at].phase = Phase::ProverAwaitShare(alloc::boxed::Box::new(share_p));
+        Ok(alloc::vec![wire::frame(&share_p)])
+    }
+
+    /// `pake 2`: keystored checks the other device's confirmation (only the device
+    /// holding the code's verifier can make it) and gives this device's and the
+    /// shared key; then this device's identity goes out sealed in `pake 3`.
+    async fn prover_pake_2<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        at: usize,
+        share_p: &[u8; pair::SHARE_LEN],
+        body: &[u8],
+    ) -> Result<Vec<Vec<u8>>, End> {
+        if body.len() != pair::PAKE_2_LEN {
+            return Err(End::rejected(Refusal::Malformed));
+        }
+        let mut share_v = [0u8; pair::SHARE_LEN];
+        share_v.copy_from_slice(&body[..pair::SHARE_LEN]);
+        let mut confirm_v = [0u8; pair::CONFIRM_LEN];
+        confirm_v.copy_from_slice(&body[pair::SHARE_LEN..]);
+        // A wrong code, or not the device whose code it is: nothing more is sent.
+        let (confirm_p, shared) = keystored::pairing_prove_finish(ep, &share_v, &confirm_v)
+            .await
+            .map_err(|_| End::rejected(Refusal::PairingRefused))?;
+        let th = pair::transcript_hash::<H>(share_p, &share_v, &confirm_v, &confirm_p);
+        let keys = IdentityKeys::derive::<H>(&shared, &th);
+        drop(shared);
+        let signature = keystored::sign(
+            ep,
+            SigningPurpose::PairingConfirm,
+            &[&[pair::PROVER][..], &th].concat(),
+        )
+        .await
+        .map_err(|_| End::failed(Refusal::PairingStore))?;
+        let sealed =
+            pair::seal_identity::<Aead<P>>(&keys.prover, &th, &self.binding.device_key, &signature);
+        self.table.conns[at].phase =
+            Phase::ProverAwaitIdentity(alloc::boxed::Box::new(ProverPending { keys, th }));
+        Ok(alloc::vec![wire::frame(
+            &[&confirm_p[..], &sealed].concat()
+        )])
+    }
+
+    /// `pake 4`: the other device's identity opens under the run's key and checks;
+    /// its key goes into this device's trust store (written, then kept in memory).
+    async fn prover_pake_4<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        at: usize,
+        run: &ProverPending,
+        body: &[u8],
+    ) -> Result<Vec<Vec<u8>>, End> {
+        let device = pair::open_identity::<Aead<P>, Sig<P>>(
+            &run.keys.verifier,
+            &run.th,
+            pair::VERIFIER,
+            body,
+        )
+        .map_err(|_| End::rejected(Refusal::PairingIdentity))?
+        .to_bytes();
+        if !self.stored.contains(&device) {
+            let in_memory = self.allowlist.iter().any(|k| k.to_bytes() == device);
+            if self.stored.len() >= state_format::trust::MAX_PEERS
+                || (!in_memory && self.allowlist.len() >= MAX_TRUSTED)
+            {
+                return Err(End::failed(Refusal::PairingStore));
+            }
+            let mut keys_after = self.stored.clone();
+            keys_after.push(device);
+            if self.persist_trust(ep, keys_after).await.is_err() && !self.stored.contains(&device) {
+                return Err(End::failed(Refusal::PairingStore));
+            }
+        }
+        self.table.conns[at].peer = Some(device);
+        ep.console(&markers::DSOFTBUSD_PAIRED.render(&[&hex(&device)]));
+        // This device trusts someone now: its own window, opened because it trusted
+        // nobody, closes (a trusted peer can reopen it).
+        self.close_window(ep, "paired");
+        Err(End {
+            refusal: Refusal::Paired,
+            verdict: Verdict::Allowed,
+            last: None,
+        })
+    }
+
     /// `PAIROPEN` from trusted `peer`: the failed-attempt count back to 0, the window
     /// open for [`pair::WINDOW_MS`].
     async fn pair_open<E: Endpoint>(
@@ -1388,8 +1621,14 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         account_end(ep, &conn, end.verdict, refusal);
         let closed = netstackd::close(ep, handle, !graceful).await;
         self.note(&closed);
-        if let Some(outgoing) = conn.outgoing {
-            let _ = reply_err(ep, outgoing.token, connect_error(refusal));
+        if let Some(token) = conn.outgoing.and_then(|o| o.token) {
+            let _ = reply_err(ep, token, connect_error(refusal));
+        }
+        if conn.proving {
+            match (refusal, conn.peer) {
+                (Refusal::Paired, Some(device)) => self.session_after_pairing(ep, device).await,
+                _ => self.prover_failed(ep, refusal),
+            }
         }
     }
 
@@ -1402,11 +1641,13 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             .iter()
             .map(|c| {
                 let own = c.deadline(&limits);
-                match c.outgoing {
-                    Some(_) => own.min(c.opened_ms.saturating_add(CONNECT_DEADLINE_MS)),
-                    None => own,
+                if c.outgoing.as_ref().is_some_and(|o| o.token.is_some()) {
+                    own.min(c.opened_ms.saturating_add(CONNECT_DEADLINE_MS))
+                } else {
+                    own
                 }
             })
+            .chain(self.prover.as_ref().and_then(|p| p.next_try_ms))
             .min()
     }
 
@@ -1416,10 +1657,9 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         let mut index = 0;
         while index < self.table.conns.len() {
             let conn = &self.table.conns[index];
-            let connect_late = conn
-                .outgoing
-                .as_ref()
-                .is_some_and(|_| now_ms >= conn.opened_ms.saturating_add(CONNECT_DEADLINE_MS));
+            let connect_late = conn.outgoing.as_ref().is_some_and(|o| {
+                o.token.is_some() && now_ms >= conn.opened_ms.saturating_add(CONNECT_DEADLINE_MS)
+            });
             let refusal = if connect_late {
                 Some(Refusal::HandshakeTimeout)
             } else {
@@ -1492,24 +1732,44 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             Ok(parts) => parts,
             Err(error) => return refuse(token, error, Refusal::Malformed),
         };
+        if let Err((error, refusal, Some(token))) = self
+            .open_session(ep, caller, Some(token), remote, &device_key, now_ms)
+            .await
+        {
+            refuse(token, error, refusal);
+        }
+    }
+
+    /// Opens a session to `device_key` (which must be trusted) at `remote` for
+    /// `caller`: its answer to `token`, if any, comes when the pong does. A session
+    /// that cannot start gives the token back with why.
+    async fn open_session<E: Endpoint>(
+        &mut self,
+        ep: &E,
+        caller: ServiceId,
+        token: Option<ReplyToken>,
+        remote: netstackd::SocketAddr,
+        device_key: &[u8; 32],
+        now_ms: u64,
+    ) -> Result<(), (ServiceError, Refusal, Option<ReplyToken>)> {
         let Some(expected) = self
             .allowlist
             .iter()
-            .find(|k| k.to_bytes() == device_key)
+            .find(|k| k.to_bytes() == *device_key)
             .cloned()
         else {
-            return refuse(
-                token,
+            return Err((
                 ServiceError::AuthenticationFailed,
                 Refusal::UnknownIdentity,
-            );
+                token,
+            ));
         };
         if self.listener.is_none() {
-            return refuse(token, ServiceError::Unavailable, Refusal::ConnectFailed);
+            return Err((ServiceError::Unavailable, Refusal::ConnectFailed, token));
         }
         let source = Source::Task(caller);
         if let Err(refusal) = self.table.admit(source) {
-            return refuse(token, ServiceError::Busy, refusal);
+            return Err((ServiceError::Busy, refusal, token));
         }
         let connected = netstackd::connect(ep, remote, 0).await;
         self.note(&connected);
@@ -1520,7 +1780,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                     ClientError::Service(error) => error,
                     _ => ServiceError::Unavailable,
                 };
-                return refuse(token, error, Refusal::ConnectFailed);
+                return Err((error, Refusal::ConnectFailed, token));
             }
         };
         let mut conn = Conn::new(Link::Tcp(handle), source, Phase::Connecting, now_ms);
@@ -1531,20 +1791,32 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             ping: Vec::new(),
         });
         self.table.conns.push(conn);
+        Ok(())
     }
 
     async fn on_connected<E: Endpoint>(&mut self, ep: &E, at: usize, _now_ms: u64) {
         let Link::Tcp(handle) = self.table.conns[at].link else {
             return;
         };
-        if !matches!(self.table.conns[at].phase, Phase::Connecting) {
-            return;
-        }
-        let hello = Hello {
-            suite: self.suite.clone(),
+        let (hello, next) = match self.table.conns[at].phase {
+            Phase::Connecting => (
+                Hello {
+                    suite: self.suite.clone(),
+                }
+                .encode(),
+                Phase::AwaitHelloReply,
+            ),
+            Phase::ProverConnecting => (
+                PairHello {
+                    suite: self.suite.clone(),
+                }
+                .encode(),
+                Phase::ProverAwaitReply,
+            ),
+            _ => return,
         };
-        self.table.conns[at].phase = Phase::AwaitHelloReply;
-        if let Err(end) = send_frame(ep, handle, &wire::frame(&hello.encode())).await {
+        self.table.conns[at].phase = next;
+        if let Err(end) = send_frame(ep, handle, &wire::frame(&hello)).await {
             self.end(ep, handle, end).await;
         }
     }

@@ -251,9 +251,12 @@ const RELISTEN_EVERY_MS: u64 = 20;
 /// is a call and an audit record, so the tries slow down).
 const RELISTEN_SLOWEST_MS: u64 = 5_000;
 
-/// Runs dsoftbusd until the machine stops.
-pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: E) {
-    run_with::<P, H, E>(ep, LIMITS).await;
+/// Runs dsoftbusd until the machine stops. `bootargs` is the kernel command line: a
+/// `pair=A.B.C.D:PORT:CODE` word makes this device pair with the device at that
+/// address whose setup code `CODE` is (`docs/protocol.md` section 11, this device the
+/// prover), then open a session to it.
+pub async fn run<P: Provider, H: HashBackend, E: Endpoint>(ep: E, bootargs: &str) {
+    run_with::<P, H, E>(ep, LIMITS, bootargs).await;
 }
 
 /// Where the daemon stands with netstackd.
@@ -273,8 +276,12 @@ enum Network {
     Off,
 }
 
-/// Runs dsoftbusd with `limits` until the machine stops.
-pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: Limits) {
+/// Runs dsoftbusd with `limits` until the machine stops (`bootargs` as for [`run`]).
+pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(
+    ep: E,
+    limits: Limits,
+    bootargs: &str,
+) {
     let mut daemon = match start_across_restarts::<P, H, E>(&ep, limits).await {
         Ok(mut daemon) => {
             ep.console(markers::DSOFTBUSD_READY.message);
@@ -287,6 +294,12 @@ pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: L
                 ep.console(
                     &markers::DSOFTBUSD_PAIRING_WINDOW_OPEN.render(&[&format!("{seconds}")]),
                 );
+            }
+            // The code is never said: only why the word was refused.
+            match pairing::PairRequest::from_bootargs(bootargs) {
+                Some(Ok(request)) => daemon.plan_pairing(request, ep.uptime_ms()),
+                Some(Err(why)) => ep.console(&format!("pair= refused: {why}")),
+                None => {}
             }
             daemon
         }
@@ -330,6 +343,9 @@ pub async fn run_with<P: Provider, H: HashBackend, E: Endpoint>(ep: E, limits: L
         };
         let event = next_event(&ep, &mut waiting, relisten_at).await;
         daemon.expire(&ep, ep.uptime_ms()).await;
+        if matches!(network, Network::Listening) {
+            daemon.prover_tick(&ep, ep.uptime_ms()).await;
+        }
         let mut restarted = false;
         match event {
             Event::Request(request) => serve(&ep, &mut daemon, request).await,

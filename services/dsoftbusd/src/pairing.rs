@@ -303,3 +303,144 @@ pub fn open_identity<A: AeadBackend, S: SignatureBackend>(
 pub const PROVER: u8 = PAIRING_ROLE_PROVER;
 /// The verifier's role byte.
 pub const VERIFIER: u8 = PAIRING_ROLE_VERIFIER;
+
+// ------------------------------------------------------------------ the prover's side
+
+/// How many times a pairing with another device is tried while that device cannot
+/// take it yet (not listening, or BUSY with another pairing): it may still be booting.
+pub const PROVER_TRIES: u32 = 40;
+/// Between tries.
+pub const PROVER_RETRY_MS: u64 = 250;
+
+/// A request to pair with another device whose setup code this device was given: the
+/// kernel command line's `pair=A.B.C.D:PORT:CODE` (the code as its label prints it,
+/// `1234-5678`, or its 8 digits). This device is then the **prover** of section 11:
+/// it connects, keystored runs the password hash and the PAKE with the code, and once
+/// the other device proved it holds the code's verifier, each side learns and stores
+/// the other's device key.
+pub struct PairRequest {
+    /// The other device's dsoftbusd.
+    pub remote: service_api::netstackd::SocketAddr,
+    /// The code's 8 ASCII digits (wiped on drop).
+    digits: zeroize::Zeroizing<[u8; 8]>,
+}
+
+/// Why `pair=` was refused. Neither says what the code was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairRequestError {
+    /// Not `A.B.C.D:PORT:` before the code.
+    Address,
+    /// Not a setup code (8 digits, or `1234-5678`; trivial codes are none).
+    Code,
+    /// `pair=` given twice.
+    Twice,
+}
+
+impl core::fmt::Display for PairRequestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Address => "the address is not A.B.C.D:PORT",
+            Self::Code => "the setup code is not 8 digits (1234-5678) or is trivial",
+            Self::Twice => "pair= given twice",
+        })
+    }
+}
+
+impl PairRequest {
+    /// The `pair=` word of `bootargs`, if there is one.
+    ///
+    /// # Errors
+    /// [`PairRequestError`].
+    pub fn from_bootargs(bootargs: &str) -> Option<Result<Self, PairRequestError>> {
+        let mut words = bootargs
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("pair="));
+        let value = words.next()?;
+        if words.next().is_some() {
+            return Some(Err(PairRequestError::Twice));
+        }
+        Some(Self::parse(value))
+    }
+
+    /// Parses `A.B.C.D:PORT:CODE`.
+    ///
+    /// # Errors
+    /// [`PairRequestError`].
+    pub fn parse(value: &str) -> Result<Self, PairRequestError> {
+        let (address, code) = value.rsplit_once(':').ok_or(PairRequestError::Address)?;
+        let (ip, port) = address.split_once(':').ok_or(PairRequestError::Address)?;
+        let ip: core::net::Ipv4Addr = ip.parse().map_err(|_| PairRequestError::Address)?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or(PairRequestError::Address)?;
+        let code =
+            state_format::pairing::SetupCode::parse(code).map_err(|_| PairRequestError::Code)?;
+        Ok(Self {
+            remote: service_api::netstackd::SocketAddr {
+                ip: ip.octets(),
+                port,
+            },
+            digits: zeroize::Zeroizing::new(code.digits()),
+        })
+    }
+
+    /// The code's 8 ASCII digits, for keystored.
+    pub fn digits(&self) -> &[u8; 8] {
+        &self.digits
+    }
+}
+
+impl core::fmt::Debug for PairRequest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PairRequest")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The prover's run between `pake 3` and `pake 4`: the key the other device seals its
+/// identity with, and what that identity is bound to.
+pub struct ProverPending {
+    /// The identity keys of the run.
+    pub keys: IdentityKeys,
+    /// The run's transcript hash.
+    pub th: [u8; 32],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_request_takes_an_address_and_a_code_and_never_shows_the_code() {
+        let request =
+            PairRequest::from_bootargs("net.ip=10.0.2.16/24 pair=10.0.2.15:7411:2020-2021")
+                .expect("a pair= word")
+                .expect("parses");
+        assert_eq!(request.remote.ip, [10, 0, 2, 15]);
+        assert_eq!(request.remote.port, 7411);
+        assert_eq!(request.digits(), b"20202021");
+        assert!(!alloc::format!("{request:?}").contains("2020"));
+        let digits = PairRequest::parse("10.0.2.15:7411:20202021").expect("8 digits");
+        assert_eq!(digits.digits(), b"20202021");
+        assert!(PairRequest::from_bootargs("net.ip=10.0.2.16/24 serve").is_none());
+        for (value, error) in [
+            ("10.0.2.15:7411", PairRequestError::Address),
+            ("10.0.2.15:2020-2021", PairRequestError::Address),
+            ("10.0.2:7411:2020-2021", PairRequestError::Address),
+            ("10.0.2.15:0:2020-2021", PairRequestError::Address),
+            ("10.0.2.15:7411:1234-5678", PairRequestError::Code),
+            ("10.0.2.15:7411:2020-202", PairRequestError::Code),
+            ("10.0.2.15:7411:2020x2021", PairRequestError::Code),
+        ] {
+            assert_eq!(PairRequest::parse(value).err(), Some(error), "{value}");
+        }
+        assert_eq!(
+            PairRequest::from_bootargs("pair=10.0.2.15:7411:20202021 pair=10.0.2.15:7411:20202021")
+                .and_then(Result::err),
+            Some(PairRequestError::Twice)
+        );
+    }
+}

@@ -133,11 +133,14 @@ pub enum Refusal {
     PairingStore = 29,
     /// A trusted peer had a device key removed from the trust store (`Allowed`).
     Unpaired = 30,
+    /// Pairing with another device (this one the prover): that device cannot pair (it
+    /// answered UNAVAILABLE: no setup code, or no entropy).
+    PairingUnavailable = 31,
 }
 
 impl Refusal {
     /// Every reason, in code order.
-    pub const ALL: [Refusal; 30] = [
+    pub const ALL: [Refusal; 31] = [
         Self::Message1,
         Self::Message2,
         Self::Message3,
@@ -168,6 +171,7 @@ impl Refusal {
         Self::Paired,
         Self::PairingStore,
         Self::Unpaired,
+        Self::PairingUnavailable,
     ];
 
     /// One word for the console's `session with ... closed (<word>)` line.
@@ -203,6 +207,7 @@ impl Refusal {
             Self::Paired => "paired",
             Self::PairingStore => "store",
             Self::Unpaired => "unpaired",
+            Self::PairingUnavailable => "unavailable",
         }
     }
 }
@@ -260,8 +265,9 @@ type Aead<P> = <P as Provider>::Aead;
 
 /// A CONNECT that waits for its session: who asked, and for which device.
 pub struct Outgoing<P: Provider> {
-    /// The answer's token.
-    pub token: ReplyToken,
+    /// The answer's token (none for the session dsoftbusd opens itself after it
+    /// paired with another device).
+    pub token: Option<ReplyToken>,
     /// The task that asked.
     pub caller: ServiceId,
     /// The device key the responder must prove.
@@ -299,6 +305,14 @@ pub enum Phase<P: Provider, H: HashBackend> {
     /// Pairing, the device: `pake 2` sent, waiting for `pake 3`; the run's messages
     /// so far.
     PairAwaitConfirm(Box<crate::pairing::PakeMessages>),
+    /// Pairing, this device the prover (`pair=`): waiting for netstackd to connect.
+    ProverConnecting,
+    /// Pairing, the prover: pair hello sent, waiting for the reply.
+    ProverAwaitReply,
+    /// Pairing, the prover: `pake 1` sent (this share), waiting for `pake 2`.
+    ProverAwaitShare(Box<[u8; crate::pairing::SHARE_LEN]>),
+    /// Pairing, the prover: `pake 3` sent, waiting for the other device's identity.
+    ProverAwaitIdentity(Box<crate::pairing::ProverPending>),
     /// Taken out while a step runs (never seen between steps).
     Gone,
 }
@@ -332,6 +346,8 @@ pub struct Conn<P: Provider, H: HashBackend> {
     pub outgoing: Option<Outgoing<P>>,
     /// The console said this session was established: its end is said too.
     pub announced: bool,
+    /// This device's own pairing with another (`pair=`), as the prover.
+    pub proving: bool,
 }
 
 impl<P: Provider, H: HashBackend> Conn<P, H> {
@@ -348,6 +364,7 @@ impl<P: Provider, H: HashBackend> Conn<P, H> {
             failed_decrypts: 0,
             outgoing: None,
             announced: false,
+            proving: false,
         }
     }
 
@@ -360,7 +377,12 @@ impl<P: Provider, H: HashBackend> Conn<P, H> {
     /// The handshake's time: a pairing's is longer.
     fn handshake_ms(&self, limits: &Limits) -> u64 {
         match self.phase {
-            Phase::PairAwaitShare | Phase::PairAwaitConfirm(_) => crate::pairing::DEADLINE_MS,
+            Phase::PairAwaitShare
+            | Phase::PairAwaitConfirm(_)
+            | Phase::ProverConnecting
+            | Phase::ProverAwaitReply
+            | Phase::ProverAwaitShare(_)
+            | Phase::ProverAwaitIdentity(_) => crate::pairing::DEADLINE_MS,
             _ => limits.handshake_ms,
         }
     }

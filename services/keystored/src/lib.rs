@@ -67,7 +67,7 @@ use zeroize::Zeroize;
 
 use ipc::policy::{PurposeGrant, SigningPurpose, purpose_granted};
 use ipc::{
-    Action, AuditEvent, Capability, CapabilityError, Endpoint, Operation, RawBlockDevice,
+    Action, AuditEvent, Capability, CapabilityError, Endpoint, Frame, Operation, RawBlockDevice,
     ServiceId, Verdict,
 };
 use provider_api::{HashBackend, PakeBackend, Provider, Seed, SigningKey, VerifyingKey};
@@ -501,6 +501,20 @@ impl<P: Provider, H: HashBackend, K: PakeBackend> Keystored<P, H, K> {
                     Err(error) => refuse(error, Verdict::Failed, 0),
                 }
             }
+            // The prover's side (this device pairs with another): nothing is counted,
+            // the code is the caller's and no secret of this device is at stake. The
+            // detail is the payload's length.
+            Operation::KeystoredPairingProve => match self.pairing.prove(incoming.payload) {
+                Ok(share) => allow(share, size),
+                Err(error @ ServiceError::Unavailable) => refuse(error, Verdict::Failed, size),
+                Err(error) => refuse(error, Verdict::Rejected, size),
+            },
+            Operation::KeystoredPairingProveFinish => {
+                match self.pairing.prove_finish(incoming.payload) {
+                    Ok(reply) => allow(reply, size),
+                    Err(error) => refuse(error, Verdict::Rejected, size),
+                }
+            }
             Operation::KeystoredGetPubkey
             | Operation::KeystoredPairingStatus
             | Operation::KeystoredPairingReopen => {
@@ -562,6 +576,30 @@ pub fn open_verifier<P: Provider, H: HashBackend>(
         plaintext.expose_secret_mut(),
     )?;
     Verifier::from_plaintext(plaintext.expose_secret()).map_err(|_| UnsealError::Malformed)
+}
+
+/// Draws one pairing run's entropy from rngd; notes when rngd said it closed for good.
+async fn draw_pairing_random<K: PakeBackend, E: Endpoint>(
+    ep: &E,
+    pairing: &mut Pairing<K>,
+    entropy_closed: &mut bool,
+) {
+    match rngd::get_entropy(ep, PAKE_RANDOM_LEN as u16).await {
+        Ok(random) => {
+            if let Ok(random) =
+                provider_api::SecretBytes::from_fill(|r: &mut [u8; PAKE_RANDOM_LEN]| {
+                    r.copy_from_slice(random.get(..PAKE_RANDOM_LEN).ok_or(())?);
+                    Ok::<(), ()>(())
+                })
+            {
+                pairing.give_random(random);
+            }
+        }
+        Err(ClientError::Service(ServiceError::HealthTestFailed | ServiceError::Unavailable)) => {
+            *entropy_closed = true;
+        }
+        Err(_) => {}
+    }
 }
 
 /// The verifier and the failed-attempt count on the state disk. A count that does
@@ -780,27 +818,18 @@ pub async fn run<P: Provider, H: HashBackend, K: PakeBackend, E: Endpoint>(
     // and keystored stops asking (each refused draw would be one more audit record).
     let mut entropy_closed = false;
     loop {
-        // The next pairing run's scalar is drawn ahead, so a run's answer waits on no
+        // The next verifier run's scalar is drawn ahead, so a run's answer waits on no
         // other service but statefs.
         if keystored.pairing_mut().wants_random() && !entropy_closed {
-            match rngd::get_entropy(&ep, PAKE_RANDOM_LEN as u16).await {
-                Ok(random) => {
-                    if let Ok(random) =
-                        provider_api::SecretBytes::from_fill(|r: &mut [u8; PAKE_RANDOM_LEN]| {
-                            r.copy_from_slice(random.get(..PAKE_RANDOM_LEN).ok_or(())?);
-                            Ok::<(), ()>(())
-                        })
-                    {
-                        keystored.pairing_mut().give_random(random);
-                    }
-                }
-                Err(ClientError::Service(
-                    ServiceError::HealthTestFailed | ServiceError::Unavailable,
-                )) => entropy_closed = true,
-                Err(_) => {}
-            }
+            draw_pairing_random(&ep, keystored.pairing_mut(), &mut entropy_closed).await;
         }
         let request = ep.receive().await;
+        // A prover run (this device pairs with another) draws when it is asked for.
+        let proving = Frame::decode(&request.frame)
+            .is_ok_and(|f| f.code == Operation::KeystoredPairingProve.code());
+        if proving && keystored.pairing_mut().lacks_random() && !entropy_closed {
+            draw_pairing_random(&ep, keystored.pairing_mut(), &mut entropy_closed).await;
+        }
         let before = keystored.pairing_mut().failed();
         let mut handled = keystored.handle(request.sender, &request.frame);
         if let Effect::Count(count) = handled.effect {
@@ -1212,6 +1241,108 @@ mod tests {
                     None,
                 ),
             }
+        }
+
+        /// `PAIRING_PROVE`'s payload: the verifier's parameters and `digits`.
+        fn prove_payload(iterations: u32, digits: &[u8]) -> Vec<u8> {
+            let mut payload = iterations.to_be_bytes().to_vec();
+            payload.extend_from_slice(&[5; 16]);
+            payload.extend_from_slice(digits);
+            payload.extend_from_slice(CONTEXT);
+            payload
+        }
+
+        /// This device as the prover against another keystored as the verifier: the
+        /// right code gives both one key (and the verifier's count back); a wrong one
+        /// gets no key from the prover (its confirmation check fails) and stays
+        /// counted on the verifier.
+        #[test]
+        fn as_the_prover_the_right_code_gives_both_devices_one_key_and_a_wrong_one_none() {
+            for (digits, right) in [(&b"20202021"[..], true), (&b"20202022"[..], false)] {
+                let mut verifier = provisioned(0);
+                let mut prover = keystored([2; 32]);
+                prover
+                    .pairing_mut()
+                    .give_random(SecretBytes::new([4; PAKE_RANDOM_LEN]));
+                let share = call(
+                    &mut prover,
+                    Operation::KeystoredPairingProve,
+                    &prove_payload(ITERATIONS, digits),
+                )
+                .reply
+                .expect("the prover's share");
+                assert_eq!(share.len(), 65);
+                let answer = call(
+                    &mut verifier,
+                    Operation::KeystoredPairingStart,
+                    &[&share[..], CONTEXT].concat(),
+                )
+                .reply
+                .expect("the verifier's answer");
+                let finished = call(&mut prover, Operation::KeystoredPairingProveFinish, &answer);
+                if !right {
+                    assert_eq!(finished.reply, Err(ServiceError::AuthenticationFailed));
+                    assert_eq!(verifier.pairing_mut().failed(), 1);
+                    continue;
+                }
+                let finished = finished.reply.expect("confirmP and the key");
+                let key = call(
+                    &mut verifier,
+                    Operation::KeystoredPairingFinish,
+                    &finished[..32],
+                )
+                .reply
+                .expect("the verifier's key");
+                assert_eq!(key, finished[32..].to_vec());
+                assert_eq!(verifier.pairing_mut().failed(), 0);
+                // The run is over: a second finish has nothing to finish.
+                assert_eq!(
+                    call(&mut prover, Operation::KeystoredPairingProveFinish, &answer).reply,
+                    Err(ServiceError::NoSession)
+                );
+            }
+        }
+
+        #[test]
+        fn the_prover_refuses_counts_out_of_bounds_codes_that_are_none_and_no_entropy() {
+            let mut prover = keystored([2; 32]);
+            assert_eq!(
+                call(
+                    &mut prover,
+                    Operation::KeystoredPairingProve,
+                    &prove_payload(ITERATIONS, b"20202021")
+                )
+                .reply,
+                Err(ServiceError::Unavailable),
+                "no entropy drawn"
+            );
+            for (iterations, digits) in [
+                (999, &b"20202021"[..]),
+                (100_001, b"20202021"),
+                (u32::MAX, b"20202021"),
+                (ITERATIONS, b"12345678"),
+                (ITERATIONS, b"2020202x"),
+                (ITERATIONS, b"2020202"),
+            ] {
+                prover
+                    .pairing_mut()
+                    .give_random(SecretBytes::new([4; PAKE_RANDOM_LEN]));
+                let payload = prove_payload(iterations, digits);
+                assert_eq!(
+                    call(&mut prover, Operation::KeystoredPairingProve, &payload).reply,
+                    Err(ServiceError::MalformedRequest),
+                    "{iterations} {digits:?}"
+                );
+            }
+            assert_eq!(
+                call(
+                    &mut prover,
+                    Operation::KeystoredPairingProveFinish,
+                    &[0; 97]
+                )
+                .reply,
+                Err(ServiceError::NoSession)
+            );
         }
 
         #[test]

@@ -7,6 +7,12 @@
 //! run (the answer's confirmation is what lets a prover test its guess). A run that
 //! succeeds takes its count back.
 //!
+//! When this device pairs with another (it knows the other's setup code), keystored is
+//! the prover too ([`Pairing::prove`], [`Pairing::prove_finish`]): the code comes in,
+//! the password hash and the run's secrets stay here, and only the share, the
+//! confirmation and the shared key go back, the key only once the other device proved
+//! it holds the verifier for that code.
+//!
 //! Everything here is synchronous and pure, so that the tests drive it without a
 //! system: what must reach the disk (the new count) comes out in [`Effect`], and the
 //! service loop writes it before it replies.
@@ -15,11 +21,14 @@ use alloc::vec::Vec;
 
 use provider_api::SecretBytes;
 use provider_api::pake::{
-    PAKE_CONFIRM_LEN, PAKE_RANDOM_LEN, PAKE_SHARE_LEN, PakeBackend, PakeContext, verifier_answer,
+    PAKE_CONFIRM_LEN, PAKE_KEY_LEN, PAKE_RANDOM_LEN, PAKE_SHARE_LEN, PakeBackend, PakeContext,
+    verifier_answer,
 };
 use service_api::ServiceError;
-use service_api::keystored::{MAX_PAKE_CONTEXT, PairingStatus};
-use state_format::pairing::{MAX_FAILED_ATTEMPTS, Verifier};
+use service_api::keystored::{MAX_PAKE_CONTEXT, PROVE_HEADER_LEN, PairingStatus};
+use state_format::pairing::{
+    MAX_FAILED_ATTEMPTS, MAX_ITERATIONS, MIN_ITERATIONS, SALT_LEN, SetupCode, Verifier,
+};
 
 /// What the service loop must do before it replies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +46,9 @@ pub struct Pairing<K: PakeBackend> {
     failed: u16,
     /// The run waiting for its confirmation (one at a time: a new run replaces it).
     pending: Option<K::VerifierConfirming>,
+    /// This device's run as the prover, waiting for the other device's answer (one at
+    /// a time: a new run replaces it).
+    proving: Option<K::Prover>,
     /// Entropy for the next run's scalar, drawn ahead by the service loop.
     random: Option<SecretBytes<PAKE_RANDOM_LEN>>,
     /// `PAIRING_REOPEN`s left this boot: keystored takes dsoftbusd's word that a
@@ -56,14 +68,22 @@ impl<K: PakeBackend> Pairing<K> {
             verifier,
             failed,
             pending: None,
+            proving: None,
             random: None,
             reopens_left: REOPENS_PER_BOOT,
         }
     }
 
-    /// Whether a draw of entropy is wanted for the next run.
+    /// Whether a draw of entropy is wanted ahead for the next verifier run (a prover
+    /// run, rare and started by this device, draws when it is asked for:
+    /// [`Pairing::lacks_random`]).
     pub fn wants_random(&self) -> bool {
         self.verifier.is_some() && self.random.is_none()
+    }
+
+    /// Whether no entropy is held for a run.
+    pub fn lacks_random(&self) -> bool {
+        self.random.is_none()
     }
 
     /// Entropy for the next run.
@@ -168,6 +188,72 @@ impl<K: PakeBackend> Pairing<K> {
         self.reopens_left -= 1;
         self.failed = 0;
         Ok(Effect::Count(0))
+    }
+
+    /// `PAIRING_PROVE`: this device's share for a run as the prover with the other
+    /// device's password-hash parameters and setup code (payload: iterations, u32
+    /// big-endian as its pair reply gave them; salt, 16 bytes; the code's 8 ASCII
+    /// digits; the PAKE context).
+    ///
+    /// # Errors
+    /// `MalformedRequest` (the shape, a count outside 1,000 to 100,000, a code that is
+    /// not one), `Unavailable` (no entropy drawn).
+    pub fn prove(&mut self, payload: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        self.proving = None;
+        let Some((header, context)) = payload.split_first_chunk::<PROVE_HEADER_LEN>() else {
+            return Err(ServiceError::MalformedRequest);
+        };
+        let (iterations, rest) = header.split_at(4);
+        let (salt, digits) = rest.split_at(SALT_LEN);
+        let iterations = u32::from_be_bytes(iterations.try_into().unwrap_or_default());
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations)
+            || context.len() > MAX_PAKE_CONTEXT
+        {
+            return Err(ServiceError::MalformedRequest);
+        }
+        let code = core::str::from_utf8(digits)
+            .ok()
+            .and_then(|text| SetupCode::parse(text).ok())
+            .ok_or(ServiceError::MalformedRequest)?;
+        let salt: [u8; SALT_LEN] = salt.try_into().unwrap_or_default();
+        let Some(random) = self.random.take() else {
+            return Err(ServiceError::Unavailable);
+        };
+        let output = code.pbkdf_output::<K>(&salt, iterations);
+        drop(code);
+        let context = PakeContext {
+            context,
+            prover_id: &[],
+            verifier_id: &[],
+        };
+        let (state, share) =
+            K::prover_start(&output, &context, &random).map_err(|_| ServiceError::InvalidKey)?;
+        self.proving = Some(state);
+        Ok(share.to_vec())
+    }
+
+    /// `PAIRING_PROVE_FINISH`: the other device's share and confirmation (97 bytes);
+    /// `confirmP || K_shared` (64 bytes) once its confirmation matched. Either way the
+    /// run is over.
+    ///
+    /// # Errors
+    /// `NoSession` (no run), `AuthenticationFailed` (a share the PAKE refuses, or a
+    /// confirmation that does not match: a wrong code, or not the device whose code it
+    /// is), `MalformedRequest` (the length).
+    pub fn prove_finish(&mut self, payload: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let Some(state) = self.proving.take() else {
+            return Err(ServiceError::NoSession);
+        };
+        if payload.len() != PAKE_SHARE_LEN + PAKE_CONFIRM_LEN {
+            return Err(ServiceError::MalformedRequest);
+        }
+        let (share_v, confirm_v) = payload.split_at(PAKE_SHARE_LEN);
+        let result = K::prover_finish(state, share_v, confirm_v)
+            .map_err(|_| ServiceError::AuthenticationFailed)?;
+        let mut out = Vec::with_capacity(PAKE_CONFIRM_LEN + PAKE_KEY_LEN);
+        out.extend_from_slice(&result.confirm);
+        out.extend_from_slice(result.key.expose_secret());
+        Ok(out)
     }
 
     /// The count a write could not store is put back (never below what the disk

@@ -9,6 +9,7 @@ mod network_attacks;
 mod network_recovery;
 mod network_restart;
 mod pairing;
+mod pairing_devices;
 mod pairing_vector;
 mod sealed_identity;
 mod session_ends;

@@ -38,7 +38,7 @@ const TRANSMIT_TIMEOUT_US: u64 = 20_000;
 const JOURNAL_PER_TASK: usize = 4096;
 
 /// Frames on their way from one device to the other.
-type Wire = Arc<Mutex<VecDeque<Vec<u8>>>>;
+pub(crate) type Wire = Arc<Mutex<VecDeque<Vec<u8>>>>;
 
 struct WallClock(Instant);
 
@@ -50,7 +50,7 @@ impl Clock for WallClock {
 
 /// What the test steers on one device from outside its thread.
 #[derive(Default)]
-struct Faults {
+pub(crate) struct Faults {
     /// Stall the device before its next transmit (until it is reset).
     stall_next: AtomicBool,
     /// Resets the device ignores once stalled.
@@ -60,7 +60,7 @@ struct Faults {
 /// One end of the link: the real frontend on an emulated device. Frames that came
 /// over the wire are put into the device's posted receive buffers whenever netstackd
 /// looks for one; frames the device took for transmission go onto the wire.
-struct LinkedNic {
+pub(crate) struct LinkedNic {
     net: VirtioNet<EmulatedHal, Emulated, WallClock>,
     device: Rc<RefCell<Device>>,
     inbound: Wire,
@@ -69,7 +69,7 @@ struct LinkedNic {
 }
 
 impl LinkedNic {
-    fn new(mac: [u8; 6], inbound: Wire, outbound: Wire, faults: Arc<Faults>) -> Self {
+    pub(crate) fn new(mac: [u8; 6], inbound: Wire, outbound: Wire, faults: Arc<Faults>) -> Self {
         let device = Rc::new(RefCell::new(Device::default()));
         device.borrow_mut().mac = mac;
         let net = VirtioNet::new(
@@ -122,7 +122,7 @@ impl RawNetDevice for LinkedNic {
     }
 }
 
-async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
+pub(crate) async fn sleep<E: Endpoint>(ep: &E, ms: u64) {
     let until = ep.uptime_ms() + ms;
     while ep.uptime_ms() < until {
         ep.yield_now().await;

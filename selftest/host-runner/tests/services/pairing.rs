@@ -34,21 +34,21 @@ type P = Bundle<Dalek, ChaCha20Poly1305>;
 type A = ChaCha20Poly1305;
 type H = Blake2s;
 
-const OTP: [u8; 32] = host_runner::test_secret(0x3c);
-const CODE: u32 = 20_202_021;
+pub(crate) const OTP: [u8; 32] = host_runner::test_secret(0x3c);
+pub(crate) const CODE: u32 = 20_202_021;
 const SUITE: &str = "Noise_XK_25519_ChaChaPoly_BLAKE2s";
 const DSOFTBUSD: SocketAddr = SocketAddr::loopback(wire::PORT);
 
 /// A device's disks.
-struct Device {
-    state: SharedDisk,
-    counter: SharedDisk,
+pub(crate) struct Device {
+    pub(crate) state: SharedDisk,
+    pub(crate) counter: SharedDisk,
 }
 
 impl Device {
     /// A device the factory gave the setup code [`CODE`] and an empty trust store
     /// (`cargo xtask provision --setup-code` on fresh disks).
-    fn provisioned() -> Self {
+    pub(crate) fn provisioned() -> Self {
         let device = Self {
             state: SharedDisk::new(MemoryDisk::new(512)),
             counter: Disks::counter(),
@@ -69,15 +69,17 @@ impl Device {
         device
     }
 
+    /// Its disks, for a boot.
+    pub(crate) fn disks(&self) -> Disks {
+        Disks {
+            state: Some(self.state.clone()),
+            otp: Some(Disks::otp(OTP)),
+            counter: Some(self.counter.clone()),
+        }
+    }
+
     fn boot(&self) -> HostSystem {
-        HostSystem::boot_with::<P>(
-            Entropy::Host,
-            Disks {
-                state: Some(self.state.clone()),
-                otp: Some(Disks::otp(OTP)),
-                counter: Some(self.counter.clone()),
-            },
-        )
+        HostSystem::boot_with::<P>(Entropy::Host, self.disks())
     }
 
     /// Boots and lets the services start.

@@ -343,6 +343,24 @@ fn apply<H: HashBackend>(
     Ok(peers)
 }
 
+/// The peers the trust store in `state_dir` holds, read as the factory's programmer
+/// reads it (the tag checked with the OTP's key, the version against the counter);
+/// nothing is written.
+///
+/// # Errors
+/// What went wrong, in a sentence.
+pub fn trusted(state_dir: &Path, combination: &Combination) -> Result<Vec<[u8; 32]>, String> {
+    // With nothing to trust, untrust or give, provisioning only reads.
+    run(&ProvisionOptions {
+        state_dir: state_dir.to_path_buf(),
+        trust: Vec::new(),
+        untrust: Vec::new(),
+        provider: combination.to_string(),
+        setup_code: None,
+    })
+    .map(|provisioned| provisioned.peers)
+}
+
 /// Runs `cargo xtask provision`; returns the peers the node now trusts.
 ///
 /// # Errors

@@ -384,15 +384,21 @@ impl HostSystem {
         Self::assemble::<P>(entropy, disks, None, ImageHash::Blake2s)
     }
 
-    /// As [`HostSystem::boot_with`], with every reply rngd sends handed to `tap` as
-    /// it goes (the payload: the bytes served).
-    pub fn boot_tapped<P: Provider>(entropy: Entropy, disks: Disks, tap: ReplyTap) -> Self {
+    /// As [`HostSystem::boot_with`] with the kernel command line `bootargs`, with
+    /// every reply rngd sends handed to `tap` as it goes (the payload: the bytes
+    /// served).
+    pub fn boot_tapped<P: Provider>(
+        entropy: Entropy,
+        disks: Disks,
+        tap: ReplyTap,
+        bootargs: &'static str,
+    ) -> Self {
         let mut system = Self::assemble_with::<P>(
             entropy,
             disks,
             None,
             ImageHash::Blake2s,
-            "",
+            bootargs,
             logd::DEFAULT_LIMITS,
             Some(tap),
         );

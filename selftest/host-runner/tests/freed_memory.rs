@@ -456,7 +456,7 @@ fn run_with_known_entropy<P: Provider>() -> usize {
         let tap: host_runner::ReplyTap = Rc::new(|served: &[u8]| {
             SECRETS.lock().expect("lock").record(served);
         });
-        let mut system = HostSystem::boot_tapped::<P>(Entropy::Bytes(bytes), disks, tap);
+        let mut system = HostSystem::boot_tapped::<P>(Entropy::Bytes(bytes), disks, tap, "");
         let pairs = provenance == "created";
         outcomes.push(system.run_as(ServiceId::Selftest, |ep| async move {
             let planted = secret_traffic::<P, _>(&ep).await?;

@@ -6,6 +6,8 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use zeroize::Zeroizing;
+
 use ipc::policy::SigningPurpose;
 use ipc::{Endpoint, IpcError, Operation, ReplyToken, ServiceId, Verdict};
 use noise_xk::{Initiator, NoiseError, Responder};
@@ -470,11 +472,13 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 }
             },
             Phase::Established(mut transport) => {
+                // A session's plaintexts are the application's: wiped once used.
                 let answer = transport.decrypt(message).and_then(|plaintext| {
-                    let reply = match AppMessage::parse(&plaintext) {
+                    let plaintext = Zeroizing::new(plaintext);
+                    let reply = Zeroizing::new(match AppMessage::parse(&plaintext) {
                         Some(AppMessage::Ping(data)) => AppMessage::Pong(data).encode(),
                         _ => AppMessage::Unknown.encode(),
-                    };
+                    });
                     transport.encrypt(&reply)
                 });
                 self.table.conns[at].phase = Phase::Established(transport);
@@ -901,7 +905,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             }
             Phase::Established(mut transport) => {
                 let plaintext = match transport.decrypt(body) {
-                    Ok(plaintext) => plaintext,
+                    Ok(plaintext) => Zeroizing::new(plaintext),
                     Err(_) => {
                         self.table.conns[at].phase = Phase::Established(transport);
                         return self.undecryptable(ep, at);
@@ -914,7 +918,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 let mut ended: Vec<Handle> = Vec::new();
                 let mut forgotten: Option<[u8; 32]> = None;
                 let mut unpaired_self = false;
-                let answer = match AppMessage::parse(&plaintext) {
+                let answer = Zeroizing::new(match AppMessage::parse(&plaintext) {
                     Some(AppMessage::Ping(data)) => AppMessage::Pong(data).encode(),
                     Some(AppMessage::Bye) => {
                         self.table.conns[at].phase = Phase::Established(transport);
@@ -940,7 +944,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                         AppMessage::Refused.encode()
                     }
                     _ => AppMessage::Unknown.encode(),
-                };
+                });
                 let sealed = transport
                     .encrypt(&answer)
                     .map_err(|_| End::failed(Refusal::Transport));
@@ -1002,7 +1006,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             }
             Phase::AwaitReady(mut transport) => {
                 let plaintext = match transport.decrypt(body) {
-                    Ok(plaintext) => plaintext,
+                    Ok(plaintext) => Zeroizing::new(plaintext),
                     Err(_) => {
                         self.table.conns[at].phase = Phase::AwaitReady(transport);
                         return self.undecryptable(ep, at);
@@ -1024,12 +1028,14 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 ));
                 ep.console(&markers::DSOFTBUSD_SESSION.render(&[&hex(&peer)]));
                 conn.announced = true;
-                let ping = rngd::get_entropy(ep, 16)
-                    .await
-                    .map(|b| b.to_vec())
-                    .unwrap_or_default();
+                let ping = Zeroizing::new(
+                    rngd::get_entropy(ep, 16)
+                        .await
+                        .map(|b| b.to_vec())
+                        .unwrap_or_default(),
+                );
                 let sealed = transport
-                    .encrypt(&AppMessage::Ping(&ping).encode())
+                    .encrypt(&Zeroizing::new(AppMessage::Ping(&ping).encode()))
                     .map_err(|_| End::failed(Refusal::Transport))?;
                 let conn = &mut self.table.conns[at];
                 if let Some(outgoing) = conn.outgoing.as_mut() {
@@ -1040,7 +1046,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             }
             Phase::AwaitPong(mut transport) => {
                 let plaintext = match transport.decrypt(body) {
-                    Ok(plaintext) => plaintext,
+                    Ok(plaintext) => Zeroizing::new(plaintext),
                     Err(_) => {
                         self.table.conns[at].phase = Phase::AwaitPong(transport);
                         return self.undecryptable(ep, at);
@@ -1433,7 +1439,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         let digits = self
             .prover
             .as_ref()
-            .map(|plan| zeroize::Zeroizing::new(*plan.request.digits()))
+            .map(|plan| Zeroizing::new(*plan.request.digits()))
             .ok_or(End::rejected(Refusal::Malformed))?;
         let context = pair::pake_context(&self.suite);
         let share_p = keystored::pairing_prove(ep, iterations, &salt, &digits, &context)
@@ -1788,7 +1794,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             token,
             caller,
             expected,
-            ping: Vec::new(),
+            ping: Zeroizing::new(Vec::new()),
         });
         self.table.conns.push(conn);
         Ok(())

@@ -273,7 +273,7 @@ pub struct Outgoing<P: Provider> {
     /// The device key the responder must prove.
     pub expected: VerifyingKey<Sig<P>>,
     /// The ping's data, once sent.
-    pub ping: Vec<u8>,
+    pub ping: zeroize::Zeroizing<Vec<u8>>,
 }
 
 /// Where a connection is in its life.

@@ -1442,9 +1442,15 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
             .map(|plan| Zeroizing::new(*plan.request.digits()))
             .ok_or(End::rejected(Refusal::Malformed))?;
         let context = pair::pake_context(&self.suite);
+        // keystored hashes within the kernel's call deadline or the call times out (a
+        // count far above this image's own, on a slow machine): said as a deadline.
         let share_p = keystored::pairing_prove(ep, iterations, &salt, &digits, &context)
             .await
-            .map_err(|_| End::failed(Refusal::NoEntropy))?;
+            .map_err(|error| match error {
+                ClientError::Ipc(IpcError::Timeout) => End::failed(Refusal::HandshakeTimeout),
+                ClientError::Service(ServiceError::Unavailable) => End::failed(Refusal::NoEntropy),
+                _ => End::rejected(Refusal::Malformed),
+            })?;
         drop(digits);
         self.table.conns[at].phase = Phase::ProverAwaitShare(alloc::boxed::Box::new(share_p));
         Ok(alloc::vec![wire::frame(&share_p)])

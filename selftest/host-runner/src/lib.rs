@@ -33,6 +33,33 @@ pub struct HostPlatform {
     started: Instant,
     skipped_us: Rc<Cell<u64>>,
     console: Rc<RefCell<Vec<String>>>,
+    /// Zero the stack below the executor after every poll ([`scrub_stack`]).
+    scrub_stack: bool,
+}
+
+/// How much stack [`scrub_stack`] zeroes. 16 KiB already cleared what the freed-memory
+/// test found; half a megabyte leaves room for deeper polls (a debug build's password
+/// hash or scalar multiplication) within a test thread's 2 MiB, for 0.2 s of that
+/// test's run.
+const STACK_SCRUB_BYTES: usize = 512 * 1024;
+
+/// Zeroes [`STACK_SCRUB_BYTES`] of stack below the caller: the bytes the task just
+/// polled left there (a key's copies inside a crypto crate's frames, which no
+/// `Zeroize` reaches).
+///
+/// On the device each process runs on a stack of its own, zeroed when it is handed
+/// out and when it is freed, so no process ever reads another's stack bytes. Here
+/// every task runs on the test thread's one stack, and a value built on it carries
+/// what an earlier task left in its uninitialised bytes (padding, a variant's unused
+/// room) into the heap: a task's future boxed at spawn held 16 bytes of dsoftbusd's
+/// key seed, left on the stack by the boot before. The freed-memory test looks at
+/// heap blocks; this keeps what it finds about the services, not about one shared
+/// stack.
+#[inline(never)]
+fn scrub_stack() {
+    let mut below = [0u8; STACK_SCRUB_BYTES];
+    // The zeroing must happen: black_box may read every byte.
+    std::hint::black_box(&mut below);
 }
 
 impl Platform for HostPlatform {
@@ -44,6 +71,12 @@ impl Platform for HostPlatform {
 
     fn console_line(&self, prefix: &str, line: &str) {
         self.console.borrow_mut().push(format!("{prefix}: {line}"));
+    }
+
+    fn poll_finished(&self, _task: ServiceId) {
+        if self.scrub_stack {
+            scrub_stack();
+        }
     }
 }
 
@@ -172,14 +205,44 @@ pub const fn test_secret(seed: u8) -> [u8; 32] {
     secret
 }
 
-/// Every reply payload one task sends, handed to a test as it is sent: what the
-/// freed-memory test needs to know every byte rngd served.
-pub type ReplyTap = Rc<dyn Fn(&[u8])>;
+/// Every reply payload rngd and keystored send, handed to a test as it is sent, with
+/// who sent it and the operation it answers: what the freed-memory test needs to know
+/// every byte rngd served and every PAKE key keystored handed out.
+pub type ReplyTap = Rc<dyn Fn(Tapped<'_>)>;
+
+/// One reply a [`ReplyTap`] is handed.
+#[derive(Clone, Copy, Debug)]
+pub struct Tapped<'a> {
+    /// The task that replied.
+    pub service: ServiceId,
+    /// The operation code of the request it answers.
+    pub operation: u16,
+    /// The reply's payload.
+    pub payload: &'a [u8],
+}
 
 /// A task's endpoint with its replies tapped: everything else is the kernel's.
 pub struct TappedEndpoint<E: Endpoint> {
     inner: E,
     tap: ReplyTap,
+    /// The operation of each request received and not yet answered, by token.
+    asked: RefCell<Vec<(u32, u16)>>,
+}
+
+impl<E: Endpoint> TappedEndpoint<E> {
+    fn new(inner: E, tap: ReplyTap) -> Self {
+        Self {
+            inner,
+            tap,
+            asked: RefCell::default(),
+        }
+    }
+
+    fn note(&self, request: &Request) {
+        if let Ok(frame) = ipc::Frame::decode(&request.frame) {
+            self.asked.borrow_mut().push((request.token.0, frame.code));
+        }
+    }
 }
 
 impl<E: Endpoint> Endpoint for TappedEndpoint<E> {
@@ -195,14 +258,27 @@ impl<E: Endpoint> Endpoint for TappedEndpoint<E> {
         self.inner.call(service, request).await
     }
     async fn receive(&self) -> Request {
-        self.inner.receive().await
+        let request = self.inner.receive().await;
+        self.note(&request);
+        request
     }
     fn try_receive(&self) -> Option<Request> {
-        self.inner.try_receive()
+        let request = self.inner.try_receive()?;
+        self.note(&request);
+        Some(request)
     }
     fn reply(&self, token: ReplyToken, reply: &[u8]) -> Result<(), IpcError> {
-        if let Ok(frame) = ipc::Frame::decode(reply) {
-            (self.tap)(frame.payload);
+        let operation = {
+            let mut asked = self.asked.borrow_mut();
+            let at = asked.iter().position(|(asked, _)| *asked == token.0);
+            at.map(|at| asked.swap_remove(at).1)
+        };
+        if let (Ok(frame), Some(operation)) = (ipc::Frame::decode(reply), operation) {
+            (self.tap)(Tapped {
+                service: self.inner.id(),
+                operation,
+                payload: frame.payload,
+            });
         }
         self.inner.reply(token, reply)
     }
@@ -385,8 +461,9 @@ impl HostSystem {
     }
 
     /// As [`HostSystem::boot_with`] with the kernel command line `bootargs`, with
-    /// every reply rngd sends handed to `tap` as it goes (the payload: the bytes
-    /// served).
+    /// every reply rngd and keystored send handed to `tap` as it goes ([`Tapped`]),
+    /// and the stack zeroed before the tasks are spawned and after every
+    /// poll (see [`scrub_stack`]).
     pub fn boot_tapped<P: Provider>(
         entropy: Entropy,
         disks: Disks,
@@ -422,7 +499,7 @@ impl HostSystem {
         hash: ImageHash,
         bootargs: &'static str,
         journal: logd::JournalLimits,
-        rngd_tap: Option<ReplyTap>,
+        tap: Option<ReplyTap>,
     ) -> Self {
         let console = Rc::default();
         let clock = HostClock(Rc::default());
@@ -430,6 +507,9 @@ impl HostSystem {
             started: Instant::now(),
             skipped_us: Rc::clone(&clock.0),
             console: Rc::clone(&console),
+            // The tap is the freed-memory test's: it inspects the heap, so the tasks
+            // get the device's separate stacks (as far as a heap can tell).
+            scrub_stack: tap.is_some(),
         };
         let mut kernel = Kernel::new(
             platform,
@@ -460,17 +540,36 @@ impl HostSystem {
             hash,
             bootargs,
         };
+        if tap.is_some() {
+            // Each future is built on the stack before it is boxed: not on what the
+            // test (or the boot before) left there.
+            scrub_stack();
+        }
         system.spawn(ServiceId::Logd, move |ep| logd::run(ep, journal));
-        match rngd_tap {
-            Some(tap) => system.spawn(ServiceId::Rngd, |ep| {
-                rngd::run(TappedEndpoint { inner: ep, tap })
-            }),
+        match &tap {
+            Some(tap) => {
+                let rngd_tap = Rc::clone(tap);
+                system.spawn(ServiceId::Rngd, |ep| {
+                    rngd::run(TappedEndpoint::new(ep, rngd_tap))
+                });
+            }
             None => system.spawn(ServiceId::Rngd, rngd::run),
         }
         system.spawn(ServiceId::Statefs, statefs::run);
-        with_hash!(hash, H => system.spawn(ServiceId::Keystored, |ep| {
-            keystored::run::<P, H, provider_spake2plus::Spake2Plus, _>(ep, kernel_core::config::PURPOSES)
-        }));
+        match &tap {
+            Some(tap) => {
+                let tap = Rc::clone(tap);
+                with_hash!(hash, H => system.spawn(ServiceId::Keystored, |ep| {
+                    keystored::run::<P, H, provider_spake2plus::Spake2Plus, _>(
+                        TappedEndpoint::new(ep, tap),
+                        kernel_core::config::PURPOSES,
+                    )
+                }));
+            }
+            None => with_hash!(hash, H => system.spawn(ServiceId::Keystored, |ep| {
+                keystored::run::<P, H, provider_spake2plus::Spake2Plus, _>(ep, kernel_core::config::PURPOSES)
+            })),
+        }
         // Without a network device netstackd serves its loopback interface alone.
         system.spawn(ServiceId::Netstackd, move |ep| {
             netstackd::run(ep, bootargs, 0)

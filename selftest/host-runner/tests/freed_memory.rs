@@ -29,9 +29,21 @@
 //! the device's SPAKE2+ verifier (`w0` and `L`, which keystored unseals at every
 //! start), the setup code's password input and the password hash's output (the
 //! prover's), the PAKE's shared key and the two identity keys derived from it (each
-//! recorded as the prover in the test learns it, before the device computes its own).
-//! The state disk is provisioned with a setup code, and the first boot's traffic ends
-//! with a pairing over TCP.
+//! recorded as the prover in the test learns it, before the device computes its own),
+//! and the shared key keystored hands dsoftbusd in either role (its replies are tapped
+//! too). The state disk is provisioned with a setup code, and the first boot's traffic
+//! ends with a pairing over TCP. A third boot, on a fresh disk provisioned with the
+//! same code, has `pair=127.0.0.1:7411:<code>` on its command line: the device pairs
+//! with itself over loopback, so its own dsoftbusd and keystored run the prover's side
+//! (`PAIRING_PROVE`, section 11.7), then it opens a session to the key it paired (its
+//! ping is drawn from rngd, so the session's plaintexts are looked for too).
+//!
+//! **One stack.** The services run as tasks on this test's one thread, where the
+//! device gives each process a stack of its own, zeroed. A value built on the shared
+//! stack carries what an earlier task left in its uninitialised bytes into the heap (a
+//! task's future, boxed at spawn, held 16 bytes of dsoftbusd's key seed), which says
+//! nothing about the services. The tapped boot zeroes the stack below the executor
+//! after every poll and before the tasks are spawned (`host_runner::scrub_stack`).
 //!
 //! **The detector itself** is proven on the live path in every run: a block holding
 //! 16 bytes of the first thing rngd served, freed by the test task mid-run, must be
@@ -44,13 +56,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dsoftbusd::client::{Believed, Node, connect, connect_tcp};
 use dsoftbusd::wire;
-use host_runner::{Disks, Entropy, HostSystem, SharedDisk};
-use ipc::{Endpoint, ServiceId};
+use host_runner::{Disks, Entropy, HostSystem, SharedDisk, Tapped};
+use ipc::{Action, AuditFilter, Endpoint, Operation, ServiceId, Verdict};
 use provider_api::{Provider, SecretBytes, Seed, Suite, VerifyingKey, X25519PublicKey};
 use provider_select::backends::provider_hash::Blake2s;
 use service_api::dsoftbusd::{discover, trust};
 use service_api::netstackd::SocketAddr;
-use service_api::{keystored, rngd};
+use service_api::{keystored, logd, rngd};
 use state_format::memory::MemoryDisk;
 use state_format::pairing::{ITERATIONS, SetupCode, Verifier};
 use state_format::store::RecordStore;
@@ -67,6 +79,23 @@ const SALT: [u8; 16] = [0x5c; 16];
 
 fn record_secret(bytes: &[u8]) {
     SECRETS.lock().expect("lock").record(bytes);
+}
+
+/// The secrets among the replies the tap is handed: all that rngd serves, and the
+/// PAKE's shared key that keystored hands dsoftbusd (as the verifier, or behind
+/// `confirmP` as the prover).
+fn record_reply(reply: Tapped<'_>) {
+    let secret = match (reply.service, reply.operation) {
+        (ServiceId::Rngd, _) => reply.payload,
+        (ServiceId::Keystored, code) if code == Operation::KeystoredPairingFinish.code() => {
+            reply.payload
+        }
+        (ServiceId::Keystored, code) if code == Operation::KeystoredPairingProveFinish.code() => {
+            reply.payload.get(32..).unwrap_or_default()
+        }
+        _ => return,
+    };
+    SECRETS.lock().expect("lock").record(secret);
 }
 
 /// A pairing with the right code over TCP, as a prover; every secret of the run
@@ -150,6 +179,36 @@ async fn pairing_traffic<P: Provider, E: Endpoint>(ep: &E) -> Result<bool, Strin
         pair::open_identity::<P::Aead, P::Sig>(&keys.verifier, &th, pair::VERIFIER, &pake_4)
             .is_ok(),
     )
+}
+
+/// The third boot's command line: the device pairs with itself by its own code.
+const SELF_PAIRING: &str = "pair=127.0.0.1:7411:3141-5926";
+/// How long the third boot may take to pair and hold its session (a debug build's
+/// password hash and P-256, twice, on a busy machine).
+const OUTCOME_MS: u64 = 60_000;
+/// dsoftbusd's records of the sessions it opens itself, allowed.
+const SESSION_RECORDS: AuditFilter = AuditFilter {
+    origin: Some(ServiceId::Dsoftbusd),
+    subject: Some(ServiceId::Dsoftbusd),
+    action: Some(Action::Call {
+        service: ServiceId::Dsoftbusd,
+        code: Operation::DsoftbusdConnect.code(),
+    }),
+    verdict: Some(Verdict::Allowed),
+};
+
+/// Provisions `state` as the factory does for pairing: [`CODE`]'s verifier, sealed
+/// under `secret`, and no trust store (the window opens at boot).
+fn provision_pairing<P: Provider>(state: &SharedDisk, secret: &[u8; 32]) {
+    state_format::pairing::provision::<Spake2Plus, P::Aead, Blake2s, _>(
+        &mut RecordStore::open(state.clone()).expect("a fresh store"),
+        &SecretBytes::new(*secret),
+        &SetupCode::new(CODE).expect("a valid code"),
+        SALT,
+        ITERATIONS,
+        &[0x12; 12],
+    )
+    .expect("provisioned");
 }
 
 /// The length of a window that counts as a leak.
@@ -424,15 +483,7 @@ fn run_with_known_entropy<P: Provider>() -> usize {
     // The factory's setup code: its verifier sealed on the state disk.
     let code = SetupCode::new(CODE).expect("a valid code");
     let verifier = Verifier::register::<Spake2Plus>(&code, SALT, ITERATIONS).expect("a verifier");
-    state_format::pairing::provision::<Spake2Plus, P::Aead, Blake2s, _>(
-        &mut RecordStore::open(state.clone()).expect("a fresh store"),
-        &SecretBytes::new(secret),
-        &code,
-        SALT,
-        ITERATIONS,
-        &[0x12; 12],
-    )
-    .expect("provisioned");
+    provision_pairing::<P>(&state, &secret);
     {
         let mut secrets = SECRETS.lock().expect("lock");
         secrets.clear();
@@ -453,9 +504,7 @@ fn run_with_known_entropy<P: Provider>() -> usize {
             otp: Some(otp.clone()),
             counter: Some(counter.clone()),
         };
-        let tap: host_runner::ReplyTap = Rc::new(|served: &[u8]| {
-            SECRETS.lock().expect("lock").record(served);
-        });
+        let tap: host_runner::ReplyTap = Rc::new(record_reply);
         let mut system = HostSystem::boot_tapped::<P>(Entropy::Bytes(bytes), disks, tap, "");
         let pairs = provenance == "created";
         outcomes.push(system.run_as(ServiceId::Selftest, |ep| async move {
@@ -480,7 +529,64 @@ fn run_with_known_entropy<P: Provider>() -> usize {
         drop(system); // teardown frees the keys: they must be wiped too
         assert!(printed, "no {line:?}");
     }
+    // A third boot, on a disk of its own provisioned with the same code: the device
+    // pairs with itself over loopback (`pair=` on its command line), so its dsoftbusd
+    // is the prover too, then opens a session to the key it paired.
+    let prover_paired = {
+        let state = SharedDisk::new(MemoryDisk::new(512));
+        provision_pairing::<P>(&state, &secret);
+        // The prover's password input and hash output (computed before the lock: the
+        // allocator takes it too).
+        let code = SetupCode::new(CODE).expect("a valid code");
+        let input = code.password_input();
+        let output = code.pbkdf_output::<Spake2Plus>(&SALT, ITERATIONS);
+        record_secret(&input.expose_secret()[..16]);
+        record_secret(output.expose_secret());
+        drop((input, output));
+        let bytes = stream(0x5eed_0003, STREAM_LEN);
+        DEVICE_BUFFER.store(bytes.as_ptr() as usize, Ordering::Relaxed);
+        let disks = Disks {
+            state: Some(state),
+            otp: Some(otp.clone()),
+            counter: Some(Disks::counter()),
+        };
+        let tap: host_runner::ReplyTap = Rc::new(record_reply);
+        let mut system =
+            HostSystem::boot_tapped::<P>(Entropy::Bytes(bytes), disks, tap, SELF_PAIRING);
+        let arrived = system.run_as(ServiceId::Selftest, |ep| async move {
+            // Paired, then the session: established, then ponged.
+            let until = ep.uptime_ms() + OUTCOME_MS;
+            while ep.uptime_ms() < until {
+                if logd::query(&ep, &SESSION_RECORDS)
+                    .await
+                    .is_ok_and(|found| found.matched >= 2)
+                {
+                    return true;
+                }
+                ep.yield_now().await;
+            }
+            false
+        });
+        let console = system.console();
+        drop(system);
+        assert!(
+            !console
+                .iter()
+                .any(|line| line.contains("31415926") || line.contains("3141-5926")),
+            "the code on a console: {console:#?}"
+        );
+        arrived
+            && console
+                .iter()
+                .filter(|l| l.starts_with("dsoftbusd: paired with "))
+                .count()
+                == 2
+    };
     INSPECTING.store(false, Ordering::Relaxed);
+    assert!(
+        prover_paired,
+        "the device paired with itself, then a session"
+    );
     assert_eq!(
         outcomes,
         [Ok(true), Ok(true)],

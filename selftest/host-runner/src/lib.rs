@@ -446,6 +446,32 @@ impl HostSystem {
         system
     }
 
+    /// As [`HostSystem::boot_with`] (no network device: netstackd's loopback
+    /// interface alone), with the kernel command line `bootargs` and logd keeping up
+    /// to `journal_per_task` records of each task.
+    pub fn boot_commanded<P: Provider>(
+        entropy: Entropy,
+        disks: Disks,
+        bootargs: &'static str,
+        journal_per_task: usize,
+    ) -> Self {
+        let journal = logd::JournalLimits {
+            per_task: journal_per_task,
+            ..logd::DEFAULT_LIMITS
+        };
+        let mut system = Self::assemble_with::<P>(
+            entropy,
+            disks,
+            None,
+            ImageHash::Blake2s,
+            bootargs,
+            journal,
+            None,
+        );
+        system.spawn_dsoftbusd::<P>(dsoftbusd::sessions::LIMITS);
+        system
+    }
+
     /// As [`HostSystem::boot_identity_with`], with `hash` as the image's hash.
     pub fn boot_identity_hashed<P: Provider>(
         entropy: Entropy,
@@ -646,5 +672,10 @@ impl HostSystem {
     /// Every console line so far, prefixed as on the UART.
     pub fn console(&self) -> Vec<String> {
         self.console.borrow().clone()
+    }
+
+    /// The console as it grows, for a task of the test to watch while it runs.
+    pub fn console_handle(&self) -> Rc<RefCell<Vec<String>>> {
+        Rc::clone(&self.console)
     }
 }

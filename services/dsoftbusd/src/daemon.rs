@@ -738,7 +738,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 Err(ClientError::Service(ServiceError::TimedOut)) => return,
                 Err(_) => {
                     let refusal = match &self.table.conns[at].phase {
-                        Phase::Connecting => Refusal::ConnectFailed,
+                        Phase::Connecting | Phase::ProverConnecting => Refusal::ConnectFailed,
                         phase if phase.half_open() => Refusal::PeerClosed,
                         _ => Refusal::ConnectionClosed,
                     };

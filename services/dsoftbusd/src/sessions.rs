@@ -399,8 +399,13 @@ impl<P: Provider, H: HashBackend> Conn<P, H> {
     /// Whether its deadline passed: the handshake's, or the idle timeout.
     pub fn expired(&self, now_ms: u64, limits: &Limits) -> Option<Refusal> {
         if self.phase.half_open() {
-            (now_ms >= self.opened_ms.saturating_add(self.handshake_ms(limits)))
-                .then_some(Refusal::HandshakeTimeout)
+            let late = now_ms >= self.opened_ms.saturating_add(self.handshake_ms(limits));
+            // A pairing connection the other device never answered: no pairing began
+            // there (it counted nothing), so it is a failed connection, tried again.
+            late.then_some(match self.phase {
+                Phase::ProverConnecting => Refusal::ConnectFailed,
+                _ => Refusal::HandshakeTimeout,
+            })
         } else {
             (now_ms >= self.last_ms.saturating_add(limits.idle_ms)).then_some(Refusal::IdleTimeout)
         }

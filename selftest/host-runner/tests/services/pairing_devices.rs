@@ -13,6 +13,12 @@
 //!   to B (handshake, ping, `BYE`), which B accepts from the store pairing wrote.
 //!
 //! Neither console holds the code.
+//!
+//! A device whose other device cannot take the pairing tries again, 40 times, then
+//! gives up once: a refused connection (loopback, a port no one listens on) and a
+//! connection never answered (a link whose other end is silent). Both were said as a
+//! pairing given up after one try before these tests (a reset while connecting read
+//! as `peer-closed`, no answer as `handshake-timeout`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -245,4 +251,99 @@ fn a_device_pairs_with_another_by_its_code_and_a_wrong_code_is_refused_and_count
             all(console)
         );
     }
+}
+
+/// Runs `system` (whose `pair=` names a device that never pairs) with its clock moved
+/// on `step_ms` at a time until dsoftbusd gives up; its console, and how many tries
+/// ended (one record of dsoftbusd's own connection per try).
+fn tries_until_given_up(mut system: HostSystem, step_ms: u64) -> (Vec<String>, u32) {
+    let clock = system.clock();
+    let given_up = |console: &[String]| {
+        console
+            .iter()
+            .any(|l| l.starts_with("dsoftbusd: pairing refused"))
+    };
+    // Rounds of 20 s of the clock at most (a run of the test's task must end within
+    // the host runner's minute of platform time, which the skips count in); bounded:
+    // far more than 41 tries need.
+    for _ in 0..100 {
+        if given_up(&system.console()) {
+            break;
+        }
+        let clock = clock.clone();
+        system.run_as(ServiceId::Selftest, move |ep| async move {
+            for _ in 0..20_000 / step_ms {
+                clock.skip_ms(step_ms);
+                sleep(&ep, 1).await;
+            }
+        });
+    }
+    let tries = system.run_as(ServiceId::Selftest, |ep| async move {
+        // Refused (a reset) or expired (no answer): failed or rejected.
+        let tries = AuditFilter {
+            verdict: None,
+            ..own(Operation::DsoftbusdTransport, Verdict::Failed)
+        };
+        logd::query(&ep, &tries).await.map_or(0, |r| r.matched)
+    });
+    (system.console(), tries)
+}
+
+/// Asserts that the prover tried `1 + PROVER_TRIES` times, then said once that it
+/// gave up, as a failed connection, and paired with nobody.
+fn assert_tried_and_gave_up(console: &[String], tries: u32) {
+    let all = console.join("\n");
+    let refused: Vec<_> = console
+        .iter()
+        .filter(|l| l.starts_with("dsoftbusd: pairing refused"))
+        .collect();
+    assert_eq!(
+        refused,
+        ["dsoftbusd: pairing refused (connect-failed)"],
+        "{all}"
+    );
+    assert_eq!(tries, 1 + dsoftbusd::pairing::PROVER_TRIES, "{all}");
+    assert!(!console.iter().any(|l| l.contains("paired with")), "{all}");
+}
+
+/// A device whose `pair=` names an address where nothing listens (yet): the connection
+/// is refused, so it tries again every 250 ms, 40 more times, then gives up and says
+/// so once (`docs/protocol.md` section 11.7, "Tries"). Over netstackd's loopback
+/// interface, on a port no one listens on; the clock is moved on rather than waited.
+#[test]
+fn a_device_whose_peer_refuses_the_connection_tries_again_forty_times_then_gives_up() {
+    let a = Device::provisioned();
+    let system = HostSystem::boot_commanded::<P>(
+        Entropy::Host,
+        a.disks(),
+        "pair=127.0.0.1:7412:2020-2021",
+        JOURNAL_PER_TASK,
+    );
+    let (console, tries) = tries_until_given_up(system, 50);
+    assert_tried_and_gave_up(&console, tries);
+}
+
+/// A device whose `pair=` names an address no one answers at (the other device not up
+/// on the link yet: no ARP reply, no reset): each try ends at the pairing deadline as
+/// a failed connection (the other device began nothing, so counted nothing) and is
+/// tried again, 40 more times.
+#[test]
+fn a_device_whose_peer_never_answers_tries_again_forty_times_then_gives_up() {
+    let a = Device::provisioned();
+    // A link whose other end nobody reads.
+    let end = LinkedNic::new(
+        [2, 0, 0, 0, 0, 0xb],
+        Wire::default(),
+        Wire::default(),
+        Arc::default(),
+    );
+    let system = HostSystem::boot_on_network::<P>(
+        Entropy::Host,
+        a.disks(),
+        Box::new(end),
+        "net.ip=10.0.2.16/24 net.gw=none pair=10.0.2.15:7411:2020-2021",
+        JOURNAL_PER_TASK,
+    );
+    let (console, tries) = tries_until_given_up(system, 500);
+    assert_tried_and_gave_up(&console, tries);
 }

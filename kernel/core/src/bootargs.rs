@@ -21,8 +21,8 @@ impl fmt::Display for Redacted<'_> {
                 f.write_str(" ")?;
             }
             match word.strip_prefix("pair=") {
-                Some(value) => match value.rsplit_once(':') {
-                    Some((address, _code)) => write!(f, "pair={address}:{WITHHELD}")?,
+                Some(value) => match address(value) {
+                    Some((ip, port)) => write!(f, "pair={ip}:{port}:{WITHHELD}")?,
                     None => write!(f, "pair={WITHHELD}")?,
                 },
                 None => f.write_str(word)?,
@@ -30,6 +30,16 @@ impl fmt::Display for Redacted<'_> {
         }
         Ok(())
     }
+}
+
+/// The address of a `pair=` value that begins `A.B.C.D:PORT:` (an IPv4 address and a
+/// port that parse as such), shown apart from all that follows; `None` for any other
+/// shape, which is then withheld whole. (Splitting at the last `:` showed the code of
+/// `pair=10.0.2.15:7411:2020-2021:`, a word with a stray colon.)
+fn address(value: &str) -> Option<(core::net::Ipv4Addr, u16)> {
+    let (ip, rest) = value.split_once(':')?;
+    let (port, _code) = rest.split_once(':')?;
+    Some((ip.parse().ok()?, port.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -44,10 +54,23 @@ mod tests {
             format!("{}", Redacted(line)),
             "net.ip=10.0.2.16/24 net.gw=none pair=10.0.2.15:7411:(withheld) serve=60"
         );
-        for word in ["pair=20202021", "pair=2020-2021", "pair=x:20202021"] {
+        for word in [
+            "pair=20202021",
+            "pair=2020-2021",
+            "pair=x:20202021",
+            "pair=10.0.2.15:7411:2020-2021:",
+            "pair=10.0.2.15:7411:20202021:x",
+            "pair=10.0.2.15:20202021",
+            "pair=2020:2021:x",
+            "pair=10.0.2.15:7411:",
+        ] {
             let shown = format!("{}", Redacted(word));
             assert!(!shown.contains("2020"), "{word} -> {shown}");
         }
+        assert_eq!(
+            format!("{}", Redacted("pair=10.0.2.15:7411:2020-2021:")),
+            "pair=10.0.2.15:7411:(withheld)"
+        );
         assert_eq!(format!("{}", Redacted("bench")), "bench");
     }
 }

@@ -659,7 +659,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
                 let _ = reply_err(ep, token, connect_error(refusal));
             }
             if conn.proving {
-                self.prover_failed(ep, refusal);
+                self.prover_failed(ep, refusal, conn.phase.pake_sent());
             }
         }
         ended
@@ -1346,12 +1346,12 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         let remote = plan.request.remote;
         let source = Source::Task(ServiceId::Dsoftbusd);
         if self.table.admit(source).is_err() {
-            return self.prover_failed(ep, Refusal::PeerBusy);
+            return self.prover_failed(ep, Refusal::PeerBusy, false);
         }
         let connected = netstackd::connect(ep, remote, 0).await;
         self.note(&connected);
         let Ok((handle, _)) = connected else {
-            return self.prover_failed(ep, Refusal::ConnectFailed);
+            return self.prover_failed(ep, Refusal::ConnectFailed, false);
         };
         if let Some(plan) = self.prover.as_mut() {
             plan.next_try_ms = None;
@@ -1363,16 +1363,18 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
 
     /// A try of the pairing with another device ended without pairing: tried again
     /// later if that device could not take it yet (not listening: it may be booting;
-    /// or BUSY), else given up, said once on the console. A try that reached the PAKE
-    /// is never repeated: each costs the other device one of its attempts.
-    fn prover_failed<E: Endpoint>(&mut self, ep: &E, refusal: Refusal) {
+    /// not answering; BUSY; our netstackd restarted under the try), else given up,
+    /// said once on the console. A try that sent `pake 1` (`pake_sent`) is never
+    /// repeated, whatever ended it: the other device counted it as one of its attempts.
+    fn prover_failed<E: Endpoint>(&mut self, ep: &E, refusal: Refusal, pake_sent: bool) {
         let Some(plan) = self.prover.as_mut() else {
             return;
         };
-        let retry = matches!(
-            refusal,
-            Refusal::ConnectFailed | Refusal::PeerBusy | Refusal::NetworkRestarted
-        );
+        let retry = !pake_sent
+            && matches!(
+                refusal,
+                Refusal::ConnectFailed | Refusal::PeerBusy | Refusal::NetworkRestarted
+            );
         if retry && plan.tries_left > 0 {
             plan.tries_left -= 1;
             plan.next_try_ms = Some(ep.uptime_ms().saturating_add(pair::PROVER_RETRY_MS));
@@ -1639,7 +1641,7 @@ impl<P: Provider, H: HashBackend> Daemon<P, H> {
         if conn.proving {
             match (refusal, conn.peer) {
                 (Refusal::Paired, Some(device)) => self.session_after_pairing(ep, device).await,
-                _ => self.prover_failed(ep, refusal),
+                _ => self.prover_failed(ep, refusal, conn.phase.pake_sent()),
             }
         }
     }

@@ -322,6 +322,15 @@ impl<P: Provider, H: HashBackend> Phase<P, H> {
     pub fn half_open(&self) -> bool {
         !matches!(self, Self::Established(_))
     }
+
+    /// Whether this device, as a prover, has sent `pake 1` on this connection: the
+    /// other device counted the run as one of its attempts.
+    pub fn pake_sent(&self) -> bool {
+        matches!(
+            self,
+            Self::ProverAwaitShare(_) | Self::ProverAwaitIdentity(_)
+        )
+    }
 }
 
 /// One connection and its session.

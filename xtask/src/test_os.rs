@@ -67,19 +67,30 @@ pub enum NetMode {
     /// QEMU user networking with dsoftbusd's port forwarded from 127.0.0.1, and the
     /// image kept running (`serve`) so peers can open sessions to it.
     User,
+    /// A link to one other device, itself booted with `--net stream-join`: a TCP
+    /// stream between the two QEMUs on 127.0.0.1 (`--net-port`), this side listening
+    /// (boot it first). This device is 10.0.2.15 on the link, kept running (`serve`).
+    StreamListen,
+    /// The other end of a `--net stream-listen` device's link (boot it second). This
+    /// device is 10.0.2.16; `--append pair=10.0.2.15:7411:<code>` pairs it with the
+    /// first by that device's setup code.
+    StreamJoin,
 }
 
 /// The network of a boot, the peers its disks trust, and more kernel command line.
 #[derive(Args, Clone, Debug)]
 pub struct NetOptions {
-    /// `user`: forward dsoftbusd's port from 127.0.0.1 and keep the image serving.
+    /// `user`: forward dsoftbusd's port from 127.0.0.1 and keep the image serving;
+    /// `stream-listen`, `stream-join`: link two devices to each other.
     #[arg(long, env = "NET", value_enum, default_value = "isolated")]
     pub net: NetMode,
-    /// The host port forwarded to dsoftbusd's 7411 with `--net user` (the next ones
-    /// for more combinations).
+    /// The host port forwarded to dsoftbusd's 7411 with `--net user`, or the port of
+    /// the stream between two devices with `--net stream-listen`/`stream-join` (the
+    /// next ones for more combinations).
     #[arg(long, env = "NET_PORT", default_value_t = 7411)]
     pub net_port: u16,
-    /// How long the image serves with `--net user`, in seconds (at most 540).
+    /// How long the image serves with `--net user` or a stream, in seconds (at most
+    /// 540).
     #[arg(long, env = "SERVE", default_value_t = 540)]
     pub serve: u64,
     /// Peer device keys (64 hex digits each, comma-separated) to provision into the
@@ -185,6 +196,51 @@ impl TestOsOptions {
                 bootargs.extend(self.net.append.iter().cloned());
                 (nic, bootargs, Some(interaction))
             }
+            NetMode::StreamListen | NetMode::StreamJoin => {
+                let listens = self.net.net == NetMode::StreamListen;
+                let port = self.net.net_port + index as u16;
+                let (ip, mac) = if listens {
+                    ("10.0.2.15", "52:54:00:12:34:01")
+                } else {
+                    ("10.0.2.16", "52:54:00:12:34:02")
+                };
+                let nic = Nic {
+                    network: Network::Stream {
+                        server: listens,
+                        port,
+                    },
+                    mac: Some(mac.into()),
+                };
+                let serve = self.net.serve.clamp(1, 540);
+                let action = Box::new(move || -> Result<String, String> {
+                    let next = if listens {
+                        format!(
+                            "xtask run: the other device: cargo xtask run --net stream-join \
+                             --net-port {port} --append pair=10.0.2.15:{dsoftbus}:<this \
+                             device's setup code>\n",
+                            dsoftbus = crate::network::DSOFTBUS_PORT
+                        )
+                    } else {
+                        String::new()
+                    };
+                    eprintln!(
+                        "\nxtask run: this device is {ip} on the stream at 127.0.0.1:{port}, \
+                         serving for {serve} s\n{next}"
+                    );
+                    Ok(String::new())
+                });
+                let interaction = Interaction {
+                    trigger: "SELFTEST: serving".into(),
+                    action,
+                };
+                let mut bootargs = vec![
+                    format!("serve={serve}"),
+                    format!("net.ip={ip}/24"),
+                    "net.gw=none".to_owned(),
+                ];
+                bootargs.extend(self.net.append.iter().cloned());
+                (nic, bootargs, Some(interaction))
+            }
         }
     }
 
@@ -192,7 +248,7 @@ impl TestOsOptions {
     fn boot_timeout(&self) -> Duration {
         match self.net.net {
             NetMode::Isolated => self.timeout,
-            NetMode::User => self
+            NetMode::User | NetMode::StreamListen | NetMode::StreamJoin => self
                 .timeout
                 .max(Duration::from_secs(self.net.serve.clamp(1, 540) + 60)),
         }
@@ -393,7 +449,7 @@ pub fn boot_all_on(
     // Images kept serving for a person (`--net user`) all run at once; any other
     // boots run at most `qemu_jobs` at a time.
     let limit = match options.net.net {
-        NetMode::User => boots.len(),
+        NetMode::User | NetMode::StreamListen | NetMode::StreamJoin => boots.len(),
         NetMode::Isolated => crate::jobs::qemu_jobs(),
     };
     let rows = crate::jobs::bounded(&boots, limit, |&(index, (combination, path), disks)| {
@@ -508,5 +564,47 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        options: TestOsOptions,
+    }
+
+    fn network(args: &[&str]) -> (Nic, Vec<String>) {
+        use clap::Parser;
+        let command = Command::try_parse_from([&["xtask"][..], args].concat()).unwrap();
+        let (nic, bootargs, interaction) = command.options.network(0, Path::new("uart.log"));
+        assert!(interaction.is_some(), "the person is told once it serves");
+        (nic, bootargs)
+    }
+
+    #[test]
+    fn two_devices_by_hand_get_the_two_ends_of_one_stream_and_two_addresses() {
+        let (b, b_args) = network(&["--net", "stream-listen", "--net-port", "7520"]);
+        let (a, a_args) = network(&[
+            "--net",
+            "stream-join",
+            "--net-port",
+            "7520",
+            "--serve",
+            "30",
+            "--append",
+            "pair=10.0.2.15:7411:1234-5678",
+        ]);
+        let stream = |server| Network::Stream { server, port: 7520 };
+        assert_eq!((b.network, a.network), (stream(true), stream(false)));
+        assert_ne!(a.mac, b.mac, "one link, two MAC addresses");
+        assert_eq!(b_args, ["serve=540", "net.ip=10.0.2.15/24", "net.gw=none"]);
+        assert_eq!(
+            a_args,
+            [
+                "serve=30",
+                "net.ip=10.0.2.16/24",
+                "net.gw=none",
+                "pair=10.0.2.15:7411:1234-5678"
+            ]
+        );
     }
 }

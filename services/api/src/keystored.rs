@@ -5,7 +5,10 @@
 //!   purpose's data; reply: the 64-byte Ed25519 signature by the device key over the
 //!   message keystored builds for the purpose ([`purpose_message`]), never over bytes
 //!   the caller chose. keystored refuses a purpose the policy does not grant the caller
-//!   (`PurposeDenied`) and data of the wrong shape (`MalformedRequest`).
+//!   (`PurposeDenied`) and data of the wrong shape (`MalformedRequest`). A
+//!   `pairing-confirm` is signed only over the role byte and [`transcript_hash`] of the
+//!   pairing run keystored confirmed last, in the role it played, once; anything else
+//!   is refused `NoSession` and spends that run.
 //! - `EXPORT_PRIVATE`: always answered with `ExportForbidden`.
 //! - `VERIFY_TRUST_STORE`: payload: a trust-store record (`state_format::trust`);
 //!   reply empty when its tag verifies under this device's key and its rollback
@@ -65,6 +68,19 @@ pub const PAIRING_CONFIRM_PREFIX: &[u8] = b"dsoftbus/v1 pairing confirm\0";
 pub const PAIRING_ROLE_PROVER: u8 = 1;
 /// The role byte of the side that holds the verifier (the device whose code it was).
 pub const PAIRING_ROLE_VERIFIER: u8 = 2;
+/// `th = H(shareP || shareV || confirmV || confirmP)` of a pairing run
+/// (`docs/protocol.md` section 11.3): what each side's signature and the identity keys
+/// are bound to. keystored signs a pairing confirmation only over the `th` of the run
+/// it just confirmed, in the role it played there.
+pub fn transcript_hash<H: provider_api::HashBackend>(
+    share_p: &[u8; 65],
+    share_v: &[u8; 65],
+    confirm_v: &[u8; 32],
+    confirm_p: &[u8; 32],
+) -> [u8; 32] {
+    H::hash(&[share_p, share_v, confirm_v, confirm_p])
+}
+
 /// The longest PAKE context `PAIRING_START` and `PAIRING_PROVE` take.
 pub const MAX_PAKE_CONTEXT: usize = 128;
 /// What comes before the context in `PAIRING_PROVE`: rounds (4), salt (16), the code's

@@ -194,15 +194,8 @@ pub struct PakeMessages {
 }
 
 /// `th = H(shareP || shareV || confirmV || confirmP)`: what each side's signature and
-/// the identity keys are bound to.
-pub fn transcript_hash<H: HashBackend>(
-    share_p: &[u8; SHARE_LEN],
-    share_v: &[u8; SHARE_LEN],
-    confirm_v: &[u8; CONFIRM_LEN],
-    confirm_p: &[u8; CONFIRM_LEN],
-) -> [u8; 32] {
-    H::hash(&[share_p, share_v, confirm_v, confirm_p])
-}
+/// the identity keys are bound to (keystored computes it too: it signs only its own).
+pub use service_api::keystored::transcript_hash;
 
 /// The two identity keys: `HKDF-H(salt = th, ikm = K_shared, info = KEYS_INFO, 64)`,
 /// the prover's first (it seals `pake 3`), the verifier's second (`pake 4`).

@@ -377,6 +377,21 @@ impl<P: Provider, H: HashBackend, K: PakeBackend> Keystored<P, H, K> {
                     let detail = usize::from(code_of_purpose);
                     return refuse(ServiceError::PurposeDenied, Verdict::Denied, detail);
                 };
+                // A pairing confirmation only for the run keystored just confirmed, in
+                // its role there, once: dsoftbusd (or whatever runs as it) cannot have
+                // this device vouch for a transcript it did not run.
+                if purpose == SigningPurpose::PairingConfirm {
+                    let confirmed = self.pairing.take_confirmed();
+                    if confirmed
+                        .map(|run| run.signed_data::<H>())
+                        .as_ref()
+                        .map(|d| &d[..])
+                        != Some(data)
+                    {
+                        let detail = usize::from(purpose.code());
+                        return refuse(ServiceError::NoSession, Verdict::Rejected, detail);
+                    }
+                }
                 match purpose_message(purpose, data) {
                     Ok(message) => allow(
                         key.sign(&message).to_bytes().to_vec(),
@@ -1486,6 +1501,114 @@ mod tests {
                 call(&mut store, Operation::KeystoredTagTrustStore, &[0; 32 * 17]).reply,
                 Err(ServiceError::Full)
             );
+        }
+
+        #[test]
+        fn a_pairing_confirmation_is_signed_only_for_the_run_just_confirmed_in_its_role_once() {
+            static CONFIRMING: &[PurposeGrant] = &[PurposeGrant {
+                caller: ServiceId::Dsoftbusd,
+                purpose: SigningPurpose::PairingConfirm,
+            }];
+            let sign = |store: &mut Store, data: &[u8]| {
+                let request = encode_sign(SigningPurpose::PairingConfirm, data);
+                call(store, Operation::KeystoredSign, &request).reply
+            };
+            let store = |seed: [u8; 32], verifier: Option<Verifier>| {
+                let mut store = Store::new(key_from_entropy::<P>(&seed).unwrap(), None, CONFIRMING)
+                    .with_pairing(Pairing::new(verifier, 0));
+                store
+                    .pairing_mut()
+                    .give_random(SecretBytes::new([seed[0]; PAKE_RANDOM_LEN]));
+                store
+            };
+            let mut verifying = store([1; 32], Some(verifier(20_202_021)));
+            let mut proving = store([2; 32], None);
+            // No run: nothing to confirm, whatever is asked.
+            assert_eq!(sign(&mut proving, &[1; 33]), Err(ServiceError::NoSession));
+            let share = call(
+                &mut proving,
+                Operation::KeystoredPairingProve,
+                &prove_payload(ITERATIONS, b"20202021"),
+            )
+            .reply
+            .unwrap();
+            let answer = call(
+                &mut verifying,
+                Operation::KeystoredPairingStart,
+                &[&share[..], CONTEXT].concat(),
+            )
+            .reply
+            .unwrap();
+            let finished = call(
+                &mut proving,
+                Operation::KeystoredPairingProveFinish,
+                &answer,
+            )
+            .reply
+            .unwrap();
+            call(
+                &mut verifying,
+                Operation::KeystoredPairingFinish,
+                &finished[..32],
+            )
+            .reply
+            .unwrap();
+            let th = service_api::keystored::transcript_hash::<Blake2s>(
+                &share[..].try_into().unwrap(),
+                &answer[..65].try_into().unwrap(),
+                &answer[65..].try_into().unwrap(),
+                &finished[..32].try_into().unwrap(),
+            );
+            let as_role = |role: u8| [&[role][..], &th].concat();
+            // The verifier signs its own role over the run's hash, and only once.
+            let signature = sign(&mut verifying, &as_role(2)).expect("the run's confirmation");
+            let public =
+                VerifyingKey::<Dalek>::from_bytes(&verifying.public_key().unwrap()).unwrap();
+            let message = purpose_message(SigningPurpose::PairingConfirm, &as_role(2)).unwrap();
+            public
+                .verify(
+                    &message,
+                    &provider_api::Signature::from_slice(&signature).unwrap(),
+                )
+                .unwrap();
+            assert_eq!(
+                sign(&mut verifying, &as_role(2)),
+                Err(ServiceError::NoSession)
+            );
+            // The prover: the other role is refused, and spends the run.
+            assert_eq!(
+                sign(&mut proving, &as_role(2)),
+                Err(ServiceError::NoSession)
+            );
+            assert_eq!(
+                sign(&mut proving, &as_role(1)),
+                Err(ServiceError::NoSession)
+            );
+            // Another hash is refused too (a fresh run of the prover, confirmed).
+            let mut verifying = store([1; 32], Some(verifier(20_202_021)));
+            let mut proving = store([2; 32], None);
+            let share = call(
+                &mut proving,
+                Operation::KeystoredPairingProve,
+                &prove_payload(ITERATIONS, b"20202021"),
+            )
+            .reply
+            .unwrap();
+            let answer = call(
+                &mut verifying,
+                Operation::KeystoredPairingStart,
+                &[&share[..], CONTEXT].concat(),
+            )
+            .reply
+            .unwrap();
+            call(
+                &mut proving,
+                Operation::KeystoredPairingProveFinish,
+                &answer,
+            )
+            .reply
+            .unwrap();
+            assert_eq!(sign(&mut proving, &[1; 33]), Err(ServiceError::NoSession));
         }
 
         #[test]

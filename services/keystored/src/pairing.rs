@@ -19,13 +19,16 @@
 
 use alloc::vec::Vec;
 
-use provider_api::SecretBytes;
 use provider_api::pake::{
     PAKE_CONFIRM_LEN, PAKE_KEY_LEN, PAKE_RANDOM_LEN, PAKE_SHARE_LEN, PakeBackend, PakeContext,
     verifier_answer,
 };
+use provider_api::{HashBackend, SecretBytes};
 use service_api::ServiceError;
-use service_api::keystored::{MAX_PAKE_CONTEXT, PROVE_HEADER_LEN, PairingStatus};
+use service_api::keystored::{
+    MAX_PAKE_CONTEXT, PAIRING_ROLE_PROVER, PAIRING_ROLE_VERIFIER, PROVE_HEADER_LEN, PairingStatus,
+    transcript_hash,
+};
 use state_format::pairing::{
     MAX_FAILED_ATTEMPTS, MAX_ITERATIONS, MIN_ITERATIONS, SALT_LEN, SetupCode, Verifier,
 };
@@ -40,15 +43,57 @@ pub enum Effect {
     Count(u16),
 }
 
+/// A run's public messages, as far as it got.
+#[derive(Clone, Copy)]
+struct Shares {
+    share_p: [u8; PAKE_SHARE_LEN],
+    share_v: [u8; PAKE_SHARE_LEN],
+    confirm_v: [u8; PAKE_CONFIRM_LEN],
+}
+
+/// The run this keystored just confirmed, in the role it played: the one pairing
+/// confirmation it will sign ([`Pairing::take_confirmed`]).
+#[derive(Clone, Copy)]
+pub struct Confirmed {
+    role: u8,
+    shares: Shares,
+    confirm_p: [u8; PAKE_CONFIRM_LEN],
+}
+
+impl Confirmed {
+    /// What a `SIGN` for `pairing-confirm` must ask for: the role byte and the run's
+    /// transcript hash (`docs/protocol.md` section 11.3).
+    pub fn signed_data<H: HashBackend>(&self) -> [u8; 33] {
+        let Shares {
+            share_p,
+            share_v,
+            confirm_v,
+        } = &self.shares;
+        let mut data = [0u8; 33];
+        data[0] = self.role;
+        data[1..].copy_from_slice(&transcript_hash::<H>(
+            share_p,
+            share_v,
+            confirm_v,
+            &self.confirm_p,
+        ));
+        data
+    }
+}
+
 /// The verifier's state.
 pub struct Pairing<K: PakeBackend> {
     verifier: Option<Verifier>,
     failed: u16,
     /// The run waiting for its confirmation (one at a time: a new run replaces it).
-    pending: Option<K::VerifierConfirming>,
+    pending: Option<(K::VerifierConfirming, Shares)>,
     /// This device's run as the prover, waiting for the other device's answer (one at
-    /// a time: a new run replaces it).
-    proving: Option<K::Prover>,
+    /// a time: a new run replaces it), and its share.
+    proving: Option<(K::Prover, [u8; PAKE_SHARE_LEN])>,
+    /// The run that confirmed last, until its one confirmation is signed or another
+    /// run starts: a caller (dsoftbusd) gets a `pairing-confirm` signature only over a
+    /// run keystored itself ran and confirmed, once, in the role it played.
+    confirmed: Option<Confirmed>,
     /// Entropy for the next run's scalar, drawn ahead by the service loop.
     random: Option<SecretBytes<PAKE_RANDOM_LEN>>,
     /// `PAIRING_REOPEN`s left this boot: keystored takes dsoftbusd's word that a
@@ -69,6 +114,7 @@ impl<K: PakeBackend> Pairing<K> {
             failed,
             pending: None,
             proving: None,
+            confirmed: None,
             random: None,
             reopens_left: REOPENS_PER_BOOT,
         }
@@ -89,6 +135,12 @@ impl<K: PakeBackend> Pairing<K> {
     /// Entropy for the next run.
     pub fn give_random(&mut self, random: SecretBytes<PAKE_RANDOM_LEN>) {
         self.random = Some(random);
+    }
+
+    /// The run that confirmed last, taken: the one `pairing-confirm` signature it
+    /// allows (a `SIGN` that asks for anything else spends it too).
+    pub fn take_confirmed(&mut self) -> Option<Confirmed> {
+        self.confirmed.take()
     }
 
     /// Failed attempts counted.
@@ -116,6 +168,7 @@ impl<K: PakeBackend> Pairing<K> {
     pub fn start(&mut self, payload: &[u8]) -> (Result<Vec<u8>, ServiceError>, Effect) {
         // A new run ends the one before, whether or not it finished.
         self.pending = None;
+        self.confirmed = None;
         let Some(verifier) = &self.verifier else {
             return (Err(ServiceError::NotFound), Effect::None);
         };
@@ -140,7 +193,12 @@ impl<K: PakeBackend> Pairing<K> {
         };
         match verifier_answer::<K>(&verifier.record, &context, &random, share_p) {
             Ok(reply) => {
-                self.pending = Some(reply.state);
+                let shares = Shares {
+                    share_p: *share_p,
+                    share_v: reply.share,
+                    confirm_v: reply.confirm,
+                };
+                self.pending = Some((reply.state, shares));
                 let mut out = Vec::with_capacity(PAKE_SHARE_LEN + PAKE_CONFIRM_LEN);
                 out.extend_from_slice(&reply.share);
                 out.extend_from_slice(&reply.confirm);
@@ -162,11 +220,16 @@ impl<K: PakeBackend> Pairing<K> {
     /// `NoSession` (no run started), `AuthenticationFailed` (the confirmation does not
     /// match, or is not 32 bytes).
     pub fn finish(&mut self, confirm_p: &[u8]) -> (Result<Vec<u8>, ServiceError>, Effect) {
-        let Some(pending) = self.pending.take() else {
+        let Some((pending, shares)) = self.pending.take() else {
             return (Err(ServiceError::NoSession), Effect::None);
         };
         match K::verifier_finish(pending, confirm_p) {
             Ok(key) => {
+                self.confirmed = confirm_p.try_into().ok().map(|confirm_p| Confirmed {
+                    role: PAIRING_ROLE_VERIFIER,
+                    shares,
+                    confirm_p,
+                });
                 self.failed = self.failed.saturating_sub(1);
                 (Ok(key.expose_secret().to_vec()), Effect::Count(self.failed))
             }
@@ -200,6 +263,7 @@ impl<K: PakeBackend> Pairing<K> {
     /// not one), `Unavailable` (no entropy drawn).
     pub fn prove(&mut self, payload: &[u8]) -> Result<Vec<u8>, ServiceError> {
         self.proving = None;
+        self.confirmed = None;
         let Some((header, context)) = payload.split_first_chunk::<PROVE_HEADER_LEN>() else {
             return Err(ServiceError::MalformedRequest);
         };
@@ -228,7 +292,7 @@ impl<K: PakeBackend> Pairing<K> {
         };
         let (state, share) =
             K::prover_start(&output, &context, &random).map_err(|_| ServiceError::InvalidKey)?;
-        self.proving = Some(state);
+        self.proving = Some((state, share));
         Ok(share.to_vec())
     }
 
@@ -241,15 +305,29 @@ impl<K: PakeBackend> Pairing<K> {
     /// confirmation that does not match: a wrong code, or not the device whose code it
     /// is), `MalformedRequest` (the length).
     pub fn prove_finish(&mut self, payload: &[u8]) -> Result<Vec<u8>, ServiceError> {
-        let Some(state) = self.proving.take() else {
+        let Some((state, share_p)) = self.proving.take() else {
             return Err(ServiceError::NoSession);
         };
-        if payload.len() != PAKE_SHARE_LEN + PAKE_CONFIRM_LEN {
+        let Some((share_v, confirm_v)) =
+            payload
+                .split_first_chunk::<PAKE_SHARE_LEN>()
+                .and_then(|(share_v, rest)| {
+                    Some((share_v, <&[u8; PAKE_CONFIRM_LEN]>::try_from(rest).ok()?))
+                })
+        else {
             return Err(ServiceError::MalformedRequest);
-        }
-        let (share_v, confirm_v) = payload.split_at(PAKE_SHARE_LEN);
+        };
         let result = K::prover_finish(state, share_v, confirm_v)
             .map_err(|_| ServiceError::AuthenticationFailed)?;
+        self.confirmed = Some(Confirmed {
+            role: PAIRING_ROLE_PROVER,
+            shares: Shares {
+                share_p,
+                share_v: *share_v,
+                confirm_v: *confirm_v,
+            },
+            confirm_p: result.confirm,
+        });
         let mut out = Vec::with_capacity(PAKE_CONFIRM_LEN + PAKE_KEY_LEN);
         out.extend_from_slice(&result.confirm);
         out.extend_from_slice(result.key.expose_secret());

@@ -429,21 +429,7 @@ impl HostSystem {
         bootargs: &'static str,
         journal_per_task: usize,
     ) -> Self {
-        let journal = logd::JournalLimits {
-            per_task: journal_per_task,
-            ..logd::DEFAULT_LIMITS
-        };
-        let mut system = Self::assemble_with::<P>(
-            entropy,
-            disks,
-            Some(device),
-            ImageHash::Blake2s,
-            bootargs,
-            journal,
-            None,
-        );
-        system.spawn_dsoftbusd::<P>(dsoftbusd::sessions::LIMITS);
-        system
+        Self::boot_configured::<P>(entropy, disks, Some(device), bootargs, journal_per_task)
     }
 
     /// As [`HostSystem::boot_with`] (no network device: netstackd's loopback
@@ -455,6 +441,18 @@ impl HostSystem {
         bootargs: &'static str,
         journal_per_task: usize,
     ) -> Self {
+        Self::boot_configured::<P>(entropy, disks, None, bootargs, journal_per_task)
+    }
+
+    /// [`HostSystem::boot_on_network`] and [`HostSystem::boot_commanded`]: `net` in the
+    /// network-device slot, or none.
+    fn boot_configured<P: Provider>(
+        entropy: Entropy,
+        disks: Disks,
+        net: Option<Box<dyn RawNetDevice>>,
+        bootargs: &'static str,
+        journal_per_task: usize,
+    ) -> Self {
         let journal = logd::JournalLimits {
             per_task: journal_per_task,
             ..logd::DEFAULT_LIMITS
@@ -462,7 +460,7 @@ impl HostSystem {
         let mut system = Self::assemble_with::<P>(
             entropy,
             disks,
-            None,
+            net,
             ImageHash::Blake2s,
             bootargs,
             journal,

@@ -382,12 +382,7 @@ impl<P: Provider, H: HashBackend, K: PakeBackend> Keystored<P, H, K> {
                 // this device vouch for a transcript it did not run.
                 if purpose == SigningPurpose::PairingConfirm {
                     let confirmed = self.pairing.take_confirmed();
-                    if confirmed
-                        .map(|run| run.signed_data::<H>())
-                        .as_ref()
-                        .map(|d| &d[..])
-                        != Some(data)
-                    {
+                    if confirmed.is_none_or(|run| run.signed_data::<H>()[..] != *data) {
                         let detail = usize::from(purpose.code());
                         return refuse(ServiceError::NoSession, Verdict::Rejected, detail);
                     }
@@ -1521,44 +1516,44 @@ mod tests {
                     .give_random(SecretBytes::new([seed[0]; PAKE_RANDOM_LEN]));
                 store
             };
+            // One run of `proving` against `verifying`, both confirmed: its hash.
+            let confirmed_run = |verifying: &mut Store, proving: &mut Store| {
+                let share = call(
+                    proving,
+                    Operation::KeystoredPairingProve,
+                    &prove_payload(ITERATIONS, b"20202021"),
+                )
+                .reply
+                .unwrap();
+                let answer = call(
+                    verifying,
+                    Operation::KeystoredPairingStart,
+                    &[&share[..], CONTEXT].concat(),
+                )
+                .reply
+                .unwrap();
+                let finished = call(proving, Operation::KeystoredPairingProveFinish, &answer)
+                    .reply
+                    .unwrap();
+                call(
+                    verifying,
+                    Operation::KeystoredPairingFinish,
+                    &finished[..32],
+                )
+                .reply
+                .unwrap();
+                service_api::keystored::transcript_hash::<Blake2s>(
+                    &share[..].try_into().unwrap(),
+                    &answer[..65].try_into().unwrap(),
+                    &answer[65..].try_into().unwrap(),
+                    &finished[..32].try_into().unwrap(),
+                )
+            };
             let mut verifying = store([1; 32], Some(verifier(20_202_021)));
             let mut proving = store([2; 32], None);
             // No run: nothing to confirm, whatever is asked.
             assert_eq!(sign(&mut proving, &[1; 33]), Err(ServiceError::NoSession));
-            let share = call(
-                &mut proving,
-                Operation::KeystoredPairingProve,
-                &prove_payload(ITERATIONS, b"20202021"),
-            )
-            .reply
-            .unwrap();
-            let answer = call(
-                &mut verifying,
-                Operation::KeystoredPairingStart,
-                &[&share[..], CONTEXT].concat(),
-            )
-            .reply
-            .unwrap();
-            let finished = call(
-                &mut proving,
-                Operation::KeystoredPairingProveFinish,
-                &answer,
-            )
-            .reply
-            .unwrap();
-            call(
-                &mut verifying,
-                Operation::KeystoredPairingFinish,
-                &finished[..32],
-            )
-            .reply
-            .unwrap();
-            let th = service_api::keystored::transcript_hash::<Blake2s>(
-                &share[..].try_into().unwrap(),
-                &answer[..65].try_into().unwrap(),
-                &answer[65..].try_into().unwrap(),
-                &finished[..32].try_into().unwrap(),
-            );
+            let th = confirmed_run(&mut verifying, &mut proving);
             let as_role = |role: u8| [&[role][..], &th].concat();
             // The verifier signs its own role over the run's hash, and only once.
             let signature = sign(&mut verifying, &as_role(2)).expect("the run's confirmation");
@@ -1587,27 +1582,7 @@ mod tests {
             // Another hash is refused too (a fresh run of the prover, confirmed).
             let mut verifying = store([1; 32], Some(verifier(20_202_021)));
             let mut proving = store([2; 32], None);
-            let share = call(
-                &mut proving,
-                Operation::KeystoredPairingProve,
-                &prove_payload(ITERATIONS, b"20202021"),
-            )
-            .reply
-            .unwrap();
-            let answer = call(
-                &mut verifying,
-                Operation::KeystoredPairingStart,
-                &[&share[..], CONTEXT].concat(),
-            )
-            .reply
-            .unwrap();
-            call(
-                &mut proving,
-                Operation::KeystoredPairingProveFinish,
-                &answer,
-            )
-            .reply
-            .unwrap();
+            confirmed_run(&mut verifying, &mut proving);
             assert_eq!(sign(&mut proving, &[1; 33]), Err(ServiceError::NoSession));
         }
 

@@ -308,13 +308,10 @@ impl<K: PakeBackend> Pairing<K> {
         let Some((state, share_p)) = self.proving.take() else {
             return Err(ServiceError::NoSession);
         };
-        let Some((share_v, confirm_v)) =
-            payload
-                .split_first_chunk::<PAKE_SHARE_LEN>()
-                .and_then(|(share_v, rest)| {
-                    Some((share_v, <&[u8; PAKE_CONFIRM_LEN]>::try_from(rest).ok()?))
-                })
-        else {
+        let Some((share_v, rest)) = payload.split_first_chunk::<PAKE_SHARE_LEN>() else {
+            return Err(ServiceError::MalformedRequest);
+        };
+        let Ok(confirm_v) = <&[u8; PAKE_CONFIRM_LEN]>::try_from(rest) else {
             return Err(ServiceError::MalformedRequest);
         };
         let result = K::prover_finish(state, share_v, confirm_v)

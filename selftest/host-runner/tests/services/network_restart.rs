@@ -33,6 +33,17 @@ impl Platform for Clock {
     fn console_line(&self, _: &str, _: &str) {}
 }
 
+/// A daemon with a fixed static key and a binding no test here checks.
+fn daemon() -> Daemon<P, provider_hash::Blake2s> {
+    let static_key =
+        X25519SecretKey::<<P as Provider>::Kx>::from_entropy(&SecretBytes::new([9; 32]));
+    let binding = Binding {
+        device_key: [0; 32],
+        signature: [0; 64],
+    };
+    Daemon::new(static_key, binding, LIMITS, 0)
+}
+
 /// The daemon learns of netstackd's restart only from its next `WAIT`, and serves a
 /// queued `CONNECT` before it: that connection is the new process's, and must be
 /// closed or kept, never dropped while its socket lives on in netstackd.
@@ -82,14 +93,7 @@ fn a_connect_served_on_the_new_netstackd_is_not_orphaned() {
         .unwrap();
     kernel
         .spawn(ServiceId::Dsoftbusd, move |ep| async move {
-            let static_key =
-                X25519SecretKey::<<P as Provider>::Kx>::from_entropy(&SecretBytes::new([9; 32]));
-            let binding = Binding {
-                device_key: [0; 32],
-                signature: [0; 64],
-            };
-            let mut daemon =
-                Daemon::<P, provider_hash::Blake2s>::new(static_key, binding, LIMITS, 0);
+            let mut daemon = daemon();
             daemon.trust(&key).unwrap();
             daemon.listen(&ep).await.unwrap();
             // netstackd restarts while no call of the daemon's is open to it.
@@ -205,14 +209,7 @@ fn prover_across_a_restart(after_pake_1: bool) -> (Vec<Vec<u8>>, u32, Vec<String
     let (out, connects_seen) = (Rc::clone(&again), Rc::clone(&connects));
     kernel
         .spawn(ServiceId::Dsoftbusd, move |ep| async move {
-            let static_key =
-                X25519SecretKey::<<P as Provider>::Kx>::from_entropy(&SecretBytes::new([9; 32]));
-            let binding = Binding {
-                device_key: [0; 32],
-                signature: [0; 64],
-            };
-            let mut daemon =
-                Daemon::<P, provider_hash::Blake2s>::new(static_key, binding, LIMITS, 0);
+            let mut daemon = daemon();
             daemon.listen(&ep).await.unwrap();
             let request = PairRequest::parse("10.0.2.15:7411:2020-2021").unwrap();
             daemon.plan_pairing(request, ep.uptime_ms());
